@@ -1,0 +1,1 @@
+"""Drop-in shims for distillation codebases (installed as ``hello_labels.adapters``)."""
