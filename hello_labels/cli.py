@@ -9,6 +9,141 @@ import sys
 from .errors import HelloLabelsError
 
 
+def _floats(text: str):
+    return [float(v) for v in text.split(",")]
+
+
+def _data_args(p, views=False):
+    p.add_argument("--data", required=True, help="synthetic image folder (ImageFolder layout)")
+    p.add_argument("--input-size", type=int, default=224, help="crop size the student sees (SRe2L: 224)")
+    p.add_argument("--mean", type=_floats, default=None, help="input normalisation mean, comma-separated (ImageNet)")
+    p.add_argument("--std", type=_floats, default=None, help="input normalisation std (ImageNet)")
+    p.add_argument("--min-scale", type=float, default=0.08, help="RandomResizedCrop min scale (SRe2L: 0.08)")
+    p.add_argument("--max-scale", type=float, default=1.0)
+
+
+def _teacher_args(p, required):
+    p.add_argument("--teacher", action="append", required=required,
+                   help="timm:NAME, torchvision:NAME, NAME@checkpoint or module:pkg.mod:fn; repeat to average")
+    p.add_argument("--teacher-weights", type=_floats, help="comma-separated weights of the teachers")
+
+
+def _projector_args(p):
+    g = p.add_argument_group("projector")
+    g.add_argument("--base", help="open_clip name (RN50), timm:NAME, local-dir:PATH, hf-hub:ID or module:pkg.mod:fn")
+    g.add_argument("--pretrained", help="open_clip pretrained tag/file, or a timm checkpoint")
+    g.add_argument("--init", help="start from an existing projector (directory or Hub id) instead of --base")
+    g.add_argument("--class-names", help="'imagenet', a text file with one name per line (default: folder names)")
+    g.add_argument("--templates", default=None, help="prompt templates: openai (80) or simple (7)")
+    g.add_argument("--head-init", choices=["text", "prototype", "random", "zero"])
+    g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (8)")
+    g.add_argument("--head-rank", type=int, default=64)
+    g.add_argument("--image-size", type=int, default=None, help="resolution fed to the base (default: its own)")
+
+
+def _train_args(p):
+    from .distill import DistillConfig
+
+    d = DistillConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--out", required=True, help="output directory: the projector, train_state.pt, metrics.json")
+    g.add_argument("--steps", type=int, default=d.steps)
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes)")
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    g.add_argument("--loss", choices=["mse", "kl"], default=d.loss, help="mse on logits (paper) or kl at T")
+    g.add_argument("-T", "--temperature", type=float, default=d.temperature)
+    g.add_argument("--ce-weight", type=float, default=d.ce_weight, help="λ of the paper's λ·CE(hard label)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    g.add_argument("--eval-every", type=int, default=d.eval_every)
+    g.add_argument("--eval-views", type=int, default=d.eval_views)
+    g.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader workers")
+    g.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default=d.save_dtype)
+    g.add_argument("--no-calibrate", action="store_true", help="skip fitting the head's scale/bias at step 0")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _config(args):
+    from .distill import DistillConfig
+
+    return DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, loss=args.loss,
+                         temperature=args.temperature, ce_weight=args.ce_weight, precision=args.precision,
+                         seed=args.seed, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                         eval_views=args.eval_views, num_workers=args.workers, save_dtype=args.save_dtype,
+                         calibrate=not args.no_calibrate)
+
+
+def _images(args):
+    from .inputs import IMAGENET_MEAN, IMAGENET_STD
+    from .jobs import augmented
+
+    return augmented(args.data, args.input_size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
+                     args.min_scale, args.max_scale)
+
+
+def _projector(args, images):
+    from .jobs import make_projector
+
+    options = {k: v for k, v in {"templates": args.templates, "head_init": args.head_init,
+                                  "lora_rank": args.lora_rank, "head_rank": args.head_rank,
+                                  "image_size": args.image_size}.items() if v is not None}
+    return make_projector(images, args.base, args.pretrained, args.init, args.class_names, **options)
+
+
+def _distill(args):
+    from .jobs import distill_from_teachers
+
+    images = _images(args)
+    projector = _projector(args, images)
+    mix = None if args.mix_type == "none" else args.mix_type
+    summary = distill_from_teachers(args.data, args.teacher, args.out, projector, _config(args),
+                                    teacher_weights=args.teacher_weights, mix_type=mix, resume=args.resume,
+                                    progress=not args.quiet, images=images)
+    _report_run(args.out, summary)
+
+
+def _convert(args):
+    from .jobs import convert_labels
+
+    images = _images(args)
+    projector = _projector(args, images)
+    summary = convert_labels(args.data, args.labels, args.out, projector, _config(args), args.input_size,
+                             args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet)
+    _report_run(args.out, summary)
+
+
+def _report_run(out, summary):
+    agree = summary.get("train_agreement")
+    print(f"saved projector to {out} ({summary['steps']} steps, {summary['seconds']:.1f}s, "
+          f"final loss {summary['final_loss']:.4f}, running agreement {agree:.2%})")
+
+
+def _eval(args):
+    from .evaluate import plot_per_class
+    from .files import atomic_write_json
+    from .jobs import evaluate
+    from .projector import LabelProjector
+
+    projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
+    if args.merge:
+        projector.merge()
+    report = evaluate(projector, args.data, teachers=args.teacher, labels=args.labels,
+                      teacher_weights=args.teacher_weights, views=args.views, batch_size=args.batch_size,
+                      temperature=args.temperature, input_size=args.input_size, min_scale=args.min_scale,
+                      max_scale=args.max_scale, seed=args.seed, epochs=args.epochs, fkd_seed=args.fkd_seed)
+    print(report.table())
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+    if args.plot:
+        plot_per_class(report, args.plot)
+
+
 def _demo(args):
     from .demo import quick_demo
 
@@ -32,6 +167,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="offline end-to-end demo on the shipped tiny base")
     p.add_argument("--out", help="output folder (default: a new temporary folder)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("distill", help="fit a projector to teacher(s) on the synthetic set (torchrun-able)")
+    _data_args(p)
+    _teacher_args(p, required=True)
+    p.add_argument("--mix-type", choices=["cutmix", "mixup", "none"], default="cutmix")
+    _projector_args(p)
+    _train_args(p)
+    p.set_defaults(func=_distill)
+
+    p = sub.add_parser("convert", help="fit a projector to stored labels (SRe2L label directory or [N, C] file)")
+    _data_args(p)
+    p.add_argument("--labels", required=True, help="SRe2L label directory, or a .pt/.npy/.safetensors [N, C] file")
+    p.add_argument("--epochs", type=int, help="use only the first N epochs of the label directory")
+    p.add_argument("--fkd-seed", type=int, default=42, help="seed of the label files' sampler (SRe2L: 42)")
+    _projector_args(p)
+    _train_args(p)
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("eval", help="agreement and KL of a projector against teacher(s) or stored labels")
+    p.add_argument("projector")
+    p.add_argument("--revision")
+    _data_args(p)
+    _teacher_args(p, required=False)
+    p.add_argument("--labels", help="SRe2L label directory or [N, C] file instead of teachers")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--fkd-seed", type=int, default=42)
+    p.add_argument("--views", type=int, default=512, help="held-out augmented views to compare on")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("-T", "--temperature", type=float, default=1.0, help="temperature of the reported KL")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge", action="store_true", help="evaluate the merged projector")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--plot", help="write a per-class agreement PNG here (needs matplotlib)")
+    p.set_defaults(func=_eval)
 
     p = sub.add_parser("info", help="load a projector (directory or Hub id) and describe it")
     p.add_argument("projector")

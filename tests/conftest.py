@@ -50,3 +50,62 @@ def tiny_vit_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def class_names():
     return ["cat", "dog", "car", "ship", "tree"]
+
+
+# ----------------------------------------------------------------------------- a toy synthetic set and teacher
+TOY_CLASSES = ["red stripes", "green dots", "blue stripes", "yellow dots", "grey stripes"]
+
+
+def make_toy_folder(root, per_class=8, size=40, seed=0):
+    """An ImageFolder of class-dependent colour + stripe/dot patterns (PNG), like a tiny synthetic set."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40], [128, 128, 128]])
+    for c, name in enumerate(TOY_CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            img = colours[c] * 0.6 + rng.uniform(0, 100, size=(size, size, 3))
+            if c % 2 == 0:
+                img[::5] *= 0.4
+            else:
+                img[::5, ::5] *= 0.3
+            Image.fromarray(img.clip(0, 255).astype("uint8")).save(root / name / f"img_{k:02d}.png")
+    return root
+
+
+def train_toy_teacher(folder, steps=60, size=32, seed=0):
+    """A timm ``test_resnet`` trained for a few steps on augmented views of the toy folder."""
+    import timm
+
+    from hello_labels.data import AugmentedImages, open_images, stream_plans
+
+    torch.manual_seed(seed)
+    images = AugmentedImages(open_images(folder), size, scale=(0.25, 1.0))
+    teacher = timm.create_model("test_resnet", num_classes=len(TOY_CLASSES))
+    opt = torch.optim.Adam(teacher.parameters(), 3e-3)
+    for plan in stream_plans(len(images), 16, seed, 0, steps):
+        views = [images[k] for k in plan.keys]
+        x, y = torch.stack([v[0] for v in views]), torch.tensor([v[1] for v in views])
+        loss = torch.nn.functional.cross_entropy(teacher(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return teacher.eval()
+
+
+@pytest.fixture(scope="session")
+def toy_folder(tmp_path_factory):
+    return make_toy_folder(tmp_path_factory.mktemp("toy") / "train")
+
+
+@pytest.fixture(scope="session")
+def toy_teacher(toy_folder, tmp_path_factory):
+    """``(module, spec)``: the trained teacher and a ``timm:test_resnet@checkpoint`` spec string for it."""
+    from safetensors.torch import save_file
+
+    teacher = train_toy_teacher(toy_folder)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(path))
+    return teacher, f"timm:test_resnet@{path}"
