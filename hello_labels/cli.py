@@ -144,10 +144,48 @@ def _eval(args):
         plot_per_class(report, args.plot)
 
 
-def _demo(args):
-    from .demo import quick_demo
+def _export_fkd(args):
+    from .export import export_fkd
+    from .projector import LabelProjector
 
-    quick_demo(args.out)
+    projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
+    mix = None if args.mix_type == "none" else args.mix_type
+    info = export_fkd(projector, args.data, args.out, args.epochs, args.batch_size, mix, args.fp16,
+                      args.input_size, args.min_scale, args.max_scale, args.fkd_seed, args.seed,
+                      gvbsm_index=args.gvbsm_index, num_workers=args.workers, progress=not args.quiet)
+    print(f"wrote {info.epochs} epochs x {info.batches_per_epoch} batches of {info.num_images} images, "
+          f"{info.num_classes} classes, {info.dtype} to {info.path} ({info.total_bytes():,} bytes)")
+
+
+def _fraction(text: str) -> float:
+    """``0.03`` or ``8/255``."""
+    top, _, bottom = text.partition("/")
+    return float(top) / float(bottom) if bottom else float(top)
+
+
+def _refine(args):
+    from .projector import LabelProjector
+    from .refine import RefineConfig, refine, report_table
+
+    projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
+    config = RefineConfig(steps=args.steps, lr=args.lr, epsilon=args.epsilon, views=args.views,
+                          batch_size=args.batch_size, loss=args.loss, temperature=args.temperature,
+                          mix_type=None if args.mix_type == "none" else args.mix_type, input_size=args.input_size,
+                          min_scale=args.min_scale, max_scale=args.max_scale, feature_weight=args.feature_weight,
+                          jpeg_quality=args.jpeg_quality, seed=args.seed, eval_views=args.eval_views)
+    report = refine(projector, args.teacher, args.data, args.out, config, teacher_weights=args.teacher_weights,
+                    patches=args.patches, progress=not args.quiet, device=args.device)
+    print(report_table(report))
+
+
+def _demo(args):
+    from .demo import DemoSettings, run_demo
+
+    settings = DemoSettings(**{k: v for k, v in {
+        "ipc": args.ipc, "label_epochs": args.epochs, "seeds": args.seeds, "input_size": args.input_size,
+        "mean": tuple(args.mean) if args.mean else None, "std": tuple(args.std) if args.std else None,
+        "teacher_steps": args.teacher_steps, "distill_steps": args.distill_steps}.items() if v is not None})
+    run_demo(args.out, args.data, args.teacher, args.base, args.pretrained, settings)
 
 
 def _info(args):
@@ -159,13 +197,50 @@ def _info(args):
         print(json.dumps(projector.config_dict(), indent=2))
 
 
+def _storage(args):
+    from .files import atomic_write_json
+    from .storage import LabelSetting, storage_report
+
+    given = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "mix": args.mix_type,
+                               "dtype": "float16" if args.fp16 else None}.items() if v is not None}
+    setting = None
+    if args.labels is not None:
+        if args.classes is not None or args.ipc is not None or given:
+            raise HelloLabelsError("--labels DIR brings its own setting: drop --classes/--ipc/--epochs/"
+                                   "--batch-size/--mix-type/--fp16")
+    elif args.classes is None or args.ipc is None:
+        raise HelloLabelsError("give --classes and --ipc (a label setting) or --labels DIR (an SRe2L label directory)")
+    else:
+        setting = LabelSetting.from_ipc(args.classes, args.ipc, **given)
+    report = storage_report(setting, args.labels, top_k=args.top_k, keep_ratio=args.keep_ratio,
+                            teacher=None if args.teacher == "none" else args.teacher,
+                            bases=args.base or ([] if args.projector else ["RN50"]), projectors=args.projector or [],
+                            class_names=args.class_names, adapter_dtype=args.adapter_dtype, lora_rank=args.lora_rank,
+                            head_rank=args.head_rank)
+    print(report.table())
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hello-labels", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="offline end-to-end demo on the shipped tiny base")
+    p = sub.add_parser("demo", help="offline end-to-end demo: teacher, label files, projectors, students")
     p.add_argument("--out", help="output folder (default: a new temporary folder)")
+    p.add_argument("--data", help="your own ImageFolder root with train/ and test/ (default: bundled Fashion-MNIST)")
+    p.add_argument("--teacher", help="your own teacher spec (default: train a ConvNet on the training images)")
+    p.add_argument("--base", help="your own base (default: the shipped tiny open_clip ViT)")
+    p.add_argument("--pretrained", help="pretrained tag/file for --base")
+    p.add_argument("--ipc", type=int, help="synthetic images per class (5)")
+    p.add_argument("--epochs", type=int, help="epochs of stored labels and of student training (40)")
+    p.add_argument("--seeds", type=int, help="students per label source (2)")
+    p.add_argument("--input-size", type=int, help="crop size (28)")
+    p.add_argument("--mean", type=_floats, help="input normalisation mean (Fashion-MNIST's)")
+    p.add_argument("--std", type=_floats, help="input normalisation std")
+    p.add_argument("--teacher-steps", type=int, help="teacher training steps (400)")
+    p.add_argument("--distill-steps", type=int, help="projector training steps (400)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("distill", help="fit a projector to teacher(s) on the synthetic set (torchrun-able)")
@@ -202,11 +277,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a per-class agreement PNG here (needs matplotlib)")
     p.set_defaults(func=_eval)
 
+    p = sub.add_parser("export-fkd", help="regenerate SRe2L-format label files from a projector")
+    p.add_argument("projector")
+    p.add_argument("--revision")
+    p.add_argument("--data", required=True, help="synthetic image folder (ImageFolder layout)")
+    p.add_argument("--out", required=True, help="label directory to write (epoch_<e>/batch_<b>.tar)")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True, help="the batch size the student will load with")
+    p.add_argument("--mix-type", choices=["cutmix", "mixup", "none"], default="none")
+    p.add_argument("--fp16", action="store_true", help="store soft labels as fp16 (SRe2L --use-fp16)")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--min-scale", type=float, default=0.08)
+    p.add_argument("--max-scale", type=float, default=1.0)
+    p.add_argument("--fkd-seed", type=int, default=42, help="sampler seed the student loads with (SRe2L: 42)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops, flips and mixes")
+    p.add_argument("--gvbsm-index", action="store_true", help="append G-VBSM's seventh element (image indices)")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_export_fkd)
+
+    from .refine import RefineConfig
+
+    r = RefineConfig()
+    p = sub.add_parser("refine", help="optimise the synthetic images so the projector's labels match the teacher's")
+    p.add_argument("projector")
+    p.add_argument("--revision")
+    p.add_argument("--data", required=True, help="synthetic image folder (ImageFolder layout, PNG/JPEG)")
+    _teacher_args(p, required=True)
+    p.add_argument("--out", required=True, help="new folder: refined images (same layout, names, formats) and "
+                                                "refine.json; rerun the same command to resume")
+    p.add_argument("--input-size", type=int, default=r.input_size, help="crop size the student sees (SRe2L: 224)")
+    p.add_argument("--min-scale", type=float, default=r.min_scale, help="RandomResizedCrop min scale (SRe2L: 0.08)")
+    p.add_argument("--max-scale", type=float, default=r.max_scale)
+    p.add_argument("--steps", type=int, default=r.steps, help="optimisation steps per batch of images")
+    p.add_argument("--lr", type=_fraction, default=r.lr, help="Adam step in 0-1 pixel units (default 1/255)")
+    p.add_argument("--epsilon", type=_fraction, default=r.epsilon, help="per-pixel budget (default 8/255)")
+    p.add_argument("--views", type=int, default=r.views, help="augmented views per image per step")
+    p.add_argument("--batch-size", type=int, default=r.batch_size, help="images per batch")
+    p.add_argument("--loss", choices=["kl", "mse"], default=r.loss, help="kl at T (default) or mse of logits")
+    p.add_argument("-T", "--temperature", type=float, default=r.temperature, help="of the KL, optimised and reported")
+    p.add_argument("--mix-type", choices=["cutmix", "mixup", "none"], default=r.mix_type)
+    p.add_argument("--patches", help="JSON {image: [{box: [top, left, h, w], source: path}]} of RDED-style patches "
+                                     "and their high-resolution sources: adds the patch feature term")
+    p.add_argument("--feature-weight", type=float, default=r.feature_weight, help="weight of the patch feature term")
+    p.add_argument("--jpeg-quality", type=int, default=r.jpeg_quality, help="quality JPEG files are re-encoded at")
+    p.add_argument("--seed", type=int, default=r.seed)
+    p.add_argument("--eval-views", type=int, default=r.eval_views, help="held-out views scored before/after")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_refine)
+
     p = sub.add_parser("info", help="load a projector (directory or Hub id) and describe it")
     p.add_argument("projector")
     p.add_argument("--revision")
     p.add_argument("--json", action="store_true", help="also print its config")
     p.set_defaults(func=_info)
+
+    p = sub.add_parser("storage", help="bytes of stored, top-k and pruned labels, teacher, adapter and base, "
+                                       "every line labelled")
+    g = p.add_argument_group("label setting (or --labels DIR)")
+    g.add_argument("--labels", help="an existing SRe2L label directory: measure it and derive its setting")
+    g.add_argument("--classes", type=int, help="number of classes (ImageNet-1K: 1000)")
+    g.add_argument("--ipc", type=int, help="synthetic images per class")
+    g.add_argument("--epochs", type=int, help="relabelled epochs, one crop per image each (default 300)")
+    g.add_argument("--batch-size", type=int, help="images per label file (default 1024)")
+    g.add_argument("--fp16", action="store_true", help="logits stored as fp16 (SRe2L --use-fp16; default fp32)")
+    g.add_argument("--mix-type", choices=["cutmix", "mixup", "none"], help="mix metadata stored (default cutmix)")
+    g = p.add_argument_group("alternatives")
+    g.add_argument("--top-k", type=int, default=10, help="k of the top-k stored labels (FKD/LPQLD; default 10)")
+    g.add_argument("--keep-ratio", type=float, default=0.025,
+                   help="fraction of label files LPLD keeps (default 0.025: its 40x pruning)")
+    g.add_argument("--teacher", default="torchvision:resnet18",
+                   help="timm:NAME / torchvision:NAME (random init, no download), a checkpoint file, or 'none'")
+    g.add_argument("--base", action="append", help="compute the adapter on this base from shapes; repeatable "
+                                                   "(default RN50 unless --projector)")
+    g.add_argument("--projector", action="append", help="a saved projector directory or Hub id; repeatable")
+    g.add_argument("--class-names", help="'imagenet' or a text file, for --base's config.json (default placeholders)")
+    g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (8)")
+    g.add_argument("--head-rank", type=int, default=64)
+    g.add_argument("--adapter-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                   help="adapter storage dtype for --base (default float32, as distill/convert save)")
+    p.add_argument("--json", help="also write the report here (JSON)")
+    p.set_defaults(func=_storage)
     return parser
 
 

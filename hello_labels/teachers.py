@@ -2,7 +2,8 @@
 nine weak checkpoints along one training run).
 
 Spec strings: ``timm:resnet18`` (pretrained weights), ``torchvision:resnet18``, ``timm:resnet18@ckpt.pth`` /
-``torchvision:resnet18@ckpt.safetensors`` (architecture + local state dict), ``module:pkg.mod:fn`` (your factory).
+``torchvision:resnet18@ckpt.safetensors`` (architecture + local state dict), ``module:pkg.mod:fn[@ckpt]`` (your
+factory, called with ``num_classes=`` when known).
 A teacher receives the same normalised batch as the student, as in SRe2L and RDED.
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ def load_teacher(spec: str, num_classes: Optional[int] = None) -> nn.Module:
     source, _, rest = spec.partition(":")
     name, _, checkpoint = rest.partition("@")
     if source == "module":
-        model = import_object(rest)()
+        factory = import_object(name)
+        model = factory(num_classes=num_classes) if num_classes else factory()
     elif source == "timm":
         import timm
 

@@ -15,13 +15,25 @@ def test_ci_runs_the_readme_test_command():
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
 
 
-def test_demo_quick_path_round_trips_and_reports(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "adapter:" in out and "images/s" in out
-    assert (tmp_path / "projector" / "adapter.safetensors").is_file()
-    assert main(["info", str(tmp_path / "projector")]) == 0
-    assert "LabelProjector(" in capsys.readouterr().out
+def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
+    from hello_labels import LabelProjector
+    from hello_labels.fkd import LabelDir
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--ipc", "2", "--epochs", "3", "--seeds", "1", "--teacher-steps", "20",
+                 "--distill-steps", "20"]) == 0
+    text = capsys.readouterr().out
+    for row in ("stored labels (SRe2L)", "projector, distilled", "projector, from labels", "teacher online (RDED)",
+                "hard labels"):
+        assert row in text
+    labels = LabelDir.scan(out / "labels")
+    assert (labels.epochs, labels.num_images, labels.num_classes) == (3, 20, 10)
+    assert f"{labels.total_bytes():,}" in text
+    for name in ("projector", "projector-from-labels"):
+        projector = LabelProjector.from_pretrained(out / name)
+        assert projector.config.adapter_dtype == "float16" and projector.num_classes == 10
+    assert len(list((out / "synthetic").rglob("*.png"))) == 20
+    assert main(["info", str(out / "projector")]) == 0
 
 
 def test_cli_errors_are_one_line_with_status_2(tmp_path):

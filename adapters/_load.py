@@ -1,0 +1,13 @@
+"""Shared by the shims: accept a projector object, a directory or a Hub id."""
+import torch
+
+
+def load_projector(projector, device=None):
+    """A ``LabelProjector`` on ``device`` (default: CUDA if available), merged for zero-overhead inference."""
+    from hello_labels import LabelProjector
+
+    if isinstance(projector, (str, bytes)) or hasattr(projector, "__fspath__"):
+        projector = LabelProjector.from_pretrained(str(projector))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else projector.device
+    return projector.to(device).merge().eval().requires_grad_(False)

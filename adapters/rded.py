@@ -1,0 +1,41 @@
+"""RDED shim (``validation/main.py``).
+
+RDED labels each batch online with ``softmax(teacher_model(mix_images) / T)`` on normalised, mixed images, and
+wraps the teacher in ``torch.nn.DataParallel(...).cuda()``. :func:`teacher` returns the projector in that role:
+merged (no parametrizations, so DataParallel replicates it like any model), frozen, in eval mode.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from hello_labels.errors import HelloLabelsError
+
+from ._load import load_projector
+
+
+class ProjectorTeacher(nn.Module):
+    """``images [B, 3, H, W] -> logits [B, len(classes)]``: the projector, optionally restricted to ``classes``
+    (RDED's ImageNet subsets keep only those rows of the teacher's classifier)."""
+
+    def __init__(self, projector, classes: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.projector = projector
+        keep = None if classes is None else [int(c) for c in classes]
+        if keep is not None and keep == list(range(projector.num_classes)):
+            keep = None
+        if keep is not None and (not keep or max(keep) >= projector.num_classes):
+            raise HelloLabelsError(f"classes {keep[:5]}... select outside the projector's {projector.num_classes} "
+                                   f"classes")
+        self.register_buffer("classes", None if keep is None else torch.tensor(keep), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.projector(images)
+        return logits if self.classes is None else logits[:, self.classes]
+
+
+def teacher(projector, classes: Optional[Sequence[int]] = None, device=None) -> ProjectorTeacher:
+    """``teacher_model`` for RDED: a LabelProjector, directory or Hub id; ``classes`` as RDED's ``args.classes``."""
+    return ProjectorTeacher(load_projector(projector, device), classes).eval().requires_grad_(False)
