@@ -97,7 +97,8 @@ class Base(nn.Module):
 def parse_base(base: str, pretrained=None) -> dict:
     """Turn a user string into a base spec.
 
-    ``"open_clip:RN50"``, ``"timm:resnet50"``, ``"local-dir:/path"`` / ``"hf-hub:org/repo"`` (open_clip schemas), a
+    ``"open_clip:RN50"``, ``"timm:resnet50"``, ``"local-dir:/path"`` / ``"hf-hub:org/repo"`` (open_clip schemas),
+    ``"hello-labels:tiny-clip-vit"`` (a config shipped with the package), a
     bare open_clip or timm name, or ``"module:pkg.mod:fn"``. ``pretrained`` is an open_clip tag or file, or for timm
     ``True``/``False`` or a checkpoint path.
     """
@@ -106,7 +107,7 @@ def parse_base(base: str, pretrained=None) -> dict:
 
     if base.startswith("open_clip:"):
         return {"kind": "open_clip", "name": base[len("open_clip:"):], "pretrained": pretrained}
-    if base.startswith(("local-dir:", "hf-hub:")):
+    if base.startswith(("local-dir:", "hf-hub:", SHIPPED)):
         return {"kind": "open_clip", "name": base, "pretrained": None}
     if base.startswith("timm:"):
         return _timm_spec(base[len("timm:"):], pretrained)
@@ -139,10 +140,26 @@ def build_base(spec: dict, seed: int = 0, module: Optional[nn.Module] = None) ->
         return builders[kind](spec, seed, module)
 
 
+SHIPPED = "hello-labels:"  # architecture configs shipped in hello_labels/configs, e.g. hello-labels:tiny-clip-vit
+
+
+def shipped_config(name: str) -> str:
+    """``local-dir:`` path of a config shipped with the package (kept symbolic in specs, so saved projectors
+    stay portable across installs)."""
+    from importlib.resources import files
+
+    path = files("hello_labels") / "configs" / name[len(SHIPPED):]
+    if not (path / "open_clip_config.json").is_file():
+        raise HelloLabelsError(f"unknown shipped base '{name}'")
+    return f"local-dir:{path}"
+
+
 def _open_clip(spec: dict, seed: int, module) -> Base:
     import open_clip
 
     name, pretrained = spec["name"], spec.get("pretrained")
+    if name.startswith(SHIPPED):
+        name = shipped_config(name)
     schema, ident = open_clip.factory.parse_model_name(name)
     if schema is None and open_clip.get_model_config(name) is None:
         raise HelloLabelsError(f"unknown open_clip model '{name}' (see open_clip.list_models())")

@@ -27,14 +27,13 @@ from .students import accuracy, conv_net, train_student
 from .targets import StoredTargets, TeacherTargets
 from .teachers import load_teacher
 
-TINY_BASE = files("hello_labels") / "configs" / "tiny-clip-vit"
 SUBSET = files("hello_labels") / "data" / "fashion_mnist_subset.npz"
 FMNIST_MEAN, FMNIST_STD = (0.2860,) * 3, (0.3530,) * 3
 
 
 def tiny_base() -> str:
-    """``local-dir:`` name of the shipped tiny open_clip ViT config (random init, seeded)."""
-    return f"local-dir:{TINY_BASE}"
+    """The shipped tiny open_clip ViT config (random init, seeded)."""
+    return "hello-labels:tiny-clip-vit"
 
 
 @dataclass

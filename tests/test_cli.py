@@ -1,3 +1,4 @@
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,15 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
         assert projector.config.adapter_dtype == "float16" and projector.num_classes == 10
     assert len(list((out / "synthetic").rglob("*.png"))) == 20
     assert main(["info", str(out / "projector")]) == 0
+
+    # the worked example in examples/ runs every command on these artefacts
+    env = dict(os.environ, DEMO=str(out), RUNS=str(tmp_path / "runs"), STEPS="4")
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "pipeline.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for made in ("distilled/adapter.safetensors", "converted/adapter.safetensors", "distilled/fidelity.json",
+                 "fkd-from-projector/epoch_4/batch_1.tar", "synthetic-refined/refine.json"):
+        assert (tmp_path / "runs" / made).is_file(), made
+    assert "full stored labels" in proc.stdout and "agreement" in proc.stdout
 
 
 def test_cli_errors_are_one_line_with_status_2(tmp_path):

@@ -125,7 +125,6 @@ def test_two_process_gloo_run_matches_a_single_process_run(tiny_vit_dir, toy_fol
 
 
 def test_eval_cli_prints_and_writes_json_and_png(tiny_vit_dir, toy_folder, toy_teacher, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     _, spec = toy_teacher
     projector, _ = projector_for(tiny_vit_dir, toy_folder)
     projector.save_pretrained(tmp_path / "p")
