@@ -149,3 +149,15 @@ def lora_state_dict(loras: Dict[str, LoRA], prefix: str = "") -> Dict[str, torch
         out[f"{prefix}{name}.lora_A"] = lora.lora_A
         out[f"{prefix}{name}.lora_B"] = lora.lora_B
     return out
+
+
+def isolate_parametrized_classes(model: nn.Module) -> None:
+    """Give every parametrized module of ``model`` its own class.
+
+    torch's parametrized modules share a generated class with their deep copies, and removing a parametrization
+    (merging) deletes a property from that class, breaking the other copy; call this on a fresh copy."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+

@@ -25,7 +25,8 @@ from .files import atomic_save_safetensors, atomic_write_json, atomic_write_text
 from .heads import (HEAD_INITS, ClassifierHead, prototype_weights, random_weights, resolve_class_names,
                     resolve_templates, text_weights)
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, InputAdapter
-from .lora import LoRA, LoRATarget, add_lora, lora_state_dict, merge_lora, unmerge_lora
+from .lora import (LoRA, LoRATarget, add_lora, isolate_parametrized_classes, lora_state_dict, merge_lora,
+                   unmerge_lora)
 from .version import __version__
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -273,6 +274,16 @@ class LabelProjector(
                 target.copy_(tensors[name].to(target.dtype))
         if was_merged:
             self.merge()
+
+    def __deepcopy__(self, memo):
+        """A deep copy whose merging and un-merging leave this projector untouched (e.g. an EMA copy)."""
+        import copy
+
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        isolate_parametrized_classes(clone)
+        return clone
 
     # ------------------------------------------------------------------ merging
     @property

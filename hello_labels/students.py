@@ -61,7 +61,10 @@ def train_student(student: nn.Module, images, targets=None, steps: int = 300, ba
                 loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels[torch.as_tensor(index).to(device)])
         else:
             with torch.no_grad():
-                soft = F.softmax(targets(plan, mixed).float() / temperature, dim=-1)
+                if hasattr(targets, "probabilities"):  # label codecs that store probabilities, not logits
+                    soft = targets.probabilities(plan, mixed, temperature)
+                else:
+                    soft = F.softmax(targets(plan, mixed).float() / temperature, dim=-1)
             loss = F.kl_div(F.log_softmax(logits / temperature, dim=-1), soft, reduction="batchmean")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

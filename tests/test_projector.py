@@ -151,6 +151,24 @@ def test_merge_matches_and_survives_save(tiny_rn_dir, class_names, tmp_path):
         assert torch.allclose(LabelProjector.from_pretrained(tmp_path / "m")(x), unmerged, atol=1e-4)
 
 
+def test_deep_copies_merge_independently(tiny_rn_dir, class_names):
+    import copy
+
+    p = tiny(tiny_rn_dir, class_names)
+    perturb(p)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = p(x)
+        ema = copy.deepcopy(p)
+        ema.merge()
+        assert torch.allclose(ema(x), before, atol=1e-4)
+        assert not p.merged and torch.equal(p(x), before)  # the original keeps its parametrizations
+        p.merge()
+        ema.unmerge()
+        assert torch.allclose(p(x), ema(x), atol=1e-4)
+    assert {id(t) for t in ema.trainable_parameters()}.isdisjoint({id(t) for t in p.trainable_parameters()})
+
+
 def test_prototype_head_is_stored_and_restored(tiny_rn_dir, class_names, tmp_path):
     images = torch.randn(10, 3, 32, 32)
     labels = torch.arange(10) % 5

