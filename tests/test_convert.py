@@ -87,7 +87,10 @@ def test_convert_per_image_label_files(toy_folder, toy_teacher, tiny_vit_dir, tm
         labels = teacher(whole)
     torch.save(labels, tmp_path / "labels.pt")
     np.save(tmp_path / "labels.npy", labels.numpy())
-    for name in ("labels.pt", "labels.npy"):
+    from safetensors.torch import save_file
+
+    save_file({"soft_labels": labels.contiguous()}, str(tmp_path / "labels.safetensors"))
+    for name in ("labels.pt", "labels.npy", "labels.safetensors"):
         code = main(["convert", "--data", str(toy_folder), "--labels", str(tmp_path / name), "--base",
                      f"local-dir:{tiny_vit_dir}", "--templates", "simple", "--head-rank", "4", "--input-size",
                      str(SIZE), "--steps", "80", "--batch-size", "16", "--lr", "3e-3", "--out",

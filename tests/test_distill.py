@@ -41,6 +41,17 @@ def test_distill_raises_agreement_well_above_the_untrained_projector(tiny_vit_di
     assert config["metadata"]["teacher"] == spec and config["metadata"]["distill"]["steps"] == 100
 
 
+def test_bf16_autocast_path_trains(tiny_vit_dir, toy_folder, toy_teacher, tmp_path):
+    projector, images = projector_for(tiny_vit_dir, toy_folder)
+    before = {k: v.detach().clone() for k, v in projector.adapter_state_dict().items()}
+    summary = distill_from_teachers(toy_folder, [toy_teacher[0]], tmp_path / "bf16", projector,
+                                    DistillConfig(steps=5, batch_size=8, precision="bf16", calibrate=False),
+                                    images=images, progress=False)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in summary["history"])
+    after = projector.adapter_state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("lora_B"))
+
+
 def test_weighted_teacher_ensemble_averages_logits(toy_teacher):
     from hello_labels.teachers import load_teachers
 
