@@ -6,8 +6,9 @@
 Stages (each cached in ``--work``, so an interrupted run resumes): a ResNet-20 teacher trained on the 60k training
 images; the synthetic set (the teacher's 10 most confident training images per class); SRe2L-format stored labels
 for every student epoch; projectors distilled from the teacher on the synthetic set (EfficientNet-Lite0, ImageNet
-pretrained, prototype head; and the shipped tiny open_clip ViT, random init); then ConvNet students, each trained
-identically (same steps, crops, CutMix, seeds) from one label source and tested on the 10k test images.
+pretrained, prototype head; and the shipped tiny open_clip ViT, random init; MSE on logits, plus a KL ablation);
+then ConvNet students, each trained identically (same steps, crops, CutMix, seeds) from one label source and tested
+on the 10k test images. Results: BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -277,28 +278,35 @@ def table(rows) -> str:
 
 
 def plot(rows, path, teacher_acc):
+    """Accuracy against bytes (log x). Ablations (``, KL at T=…``) hollow; hard and full labels as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    colours = plt.cm.tab20.colors
-    for i, r in enumerate(rows):
+    fig, ax = plt.subplots(figsize=(9, 5))
+    colours = iter(plt.cm.tab10.colors * 2)
+    for r in rows:
         family = r["source"].split()[0]
-        marker = {"projector": "*", "top-1": "s", "top-2": "s", "top-5": "s", "pruned": "D", "hard": "X",
+        if family in ("hard", "full"):
+            style = dict(color="0.4", ls=":" if family == "hard" else "--", lw=1)
+            ax.axhline(100 * r["acc_mean"], label=f"{r['source']} ({100 * r['acc_mean']:.1f}%)", **style)
+            if family == "hard":
+                continue
+        ablation = ", KL at" in r["source"]
+        marker = {"projector": "*", "top-1": "s", "top-2": "s", "top-5": "s", "pruned": "D",
                   "teacher": "^"}.get(family, "o")
-        ax.errorbar(max(r["bytes"], 1), 100 * r["acc_mean"], yerr=100 * r["acc_std"], fmt=marker,
-                    ms=11 if marker == "*" else 6, capsize=3, color=colours[i % 20], label=r["source"])
-    full = next((r for r in rows if r["source"] == "full stored labels"), None)
-    if full:
-        ax.axhline(100 * full["acc_mean"], color="k", lw=0.8, ls="--", alpha=0.6)
+        colour = next(colours)
+        ax.errorbar(r["bytes"], 100 * r["acc_mean"], yerr=100 * r["acc_std"], fmt=marker, capsize=3,
+                    ms=(12 if marker == "*" else 7) * (0.75 if ablation else 1), color=colour,
+                    mfc="none" if ablation else colour, label=r["source"])
     ax.set_xscale("log")
-    ax.set_xlabel("bytes of stored labels / adapter / teacher (log scale; hard labels plotted at 1)")
+    ax.set_xlabel("bytes: stored labels / adapter.safetensors (fp16) / teacher weights (log scale)")
     ax.set_ylabel("student test accuracy (%)")
-    ax.set_title(f"Fashion-MNIST, 10 images/class, ResNet-20 teacher ({teacher_acc:.1%}), ConvNet students")
+    ax.set_title(f"Fashion-MNIST, 10 img/class, ResNet-20 teacher ({teacher_acc:.1%}), ConvNet students, "
+                 f"mean ± std over seeds", fontsize=10)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -48,3 +48,10 @@ def test_fashion_mnist_setting(run):
     assert result["input_shape"] == [2, 1, 28, 28]
     assert result["bases"]["EfficientNet-Lite0 @32"]["base_input"] == [3, 32, 32]
 
+
+
+def test_compiled_rows_run(run):
+    _, report = run("--setting", "imagenet", "--imagenet-bases", "hello-labels:tiny-clip-vit", "--imagenet-size",
+                    "32", "--compile", "--compile-backend", "eager")
+    result = report["settings"]["imagenet"]
+    assert report["environment"]["compile"] and all(r["images_per_s"]["median"] > 0 for r in result["rows"])
