@@ -96,6 +96,19 @@ def train_toy_teacher(folder, steps=60, size=32, seed=0):
 
 
 @pytest.fixture(scope="session")
+def tiny_projector(tiny_vit_dir):
+    """``build(folder, min_scale=0.25) -> (projector, images)``: a fresh tiny-ViT projector (text head, head rank 4)
+    and the folder's augmented 32-px views."""
+    from hello_labels.jobs import augmented, make_projector
+
+    def build(folder, min_scale=0.25, size=32):
+        images = augmented(folder, size, min_scale=min_scale)
+        return make_projector(images, f"local-dir:{tiny_vit_dir}", templates="simple", head_rank=4), images
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def toy_folder(tmp_path_factory):
     return make_toy_folder(tmp_path_factory.mktemp("toy") / "train")
 

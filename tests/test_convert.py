@@ -1,6 +1,5 @@
 """convert: SRe2L-format label directories (written by an independent reference of SRe2L's conventions) and
 per-image label files -> adapters; replay fidelity; bad files."""
-import json
 import shutil
 
 import numpy as np
@@ -13,7 +12,7 @@ from hello_labels.cli import main
 from hello_labels.data import AugmentedImages, open_images
 from hello_labels.distill import DistillConfig
 from hello_labels.fkd import LabelDir, load_batch, sampler_batches
-from hello_labels.jobs import augmented, convert_labels, evaluate, make_projector
+from hello_labels.jobs import augmented, convert_labels, evaluate
 
 SIZE = 32
 
@@ -68,9 +67,8 @@ def test_replayed_views_match_sre2l_replay(label_dirs, toy_folder):
 
 @pytest.mark.parametrize("kind", ["cutmix", "mixup", "gvbsm"])
 def test_convert_label_directory_reaches_high_agreement_with_the_stored_labels(kind, label_dirs, toy_folder,
-                                                                             tiny_vit_dir, tmp_path):
-    images = augmented(toy_folder, SIZE)
-    projector = make_projector(images, f"local-dir:{tiny_vit_dir}", templates="simple", head_rank=4)
+                                                                             tiny_projector, tmp_path):
+    projector, _ = tiny_projector(toy_folder, min_scale=0.08)
     before = evaluate(projector, toy_folder, labels=label_dirs[kind], input_size=SIZE, views=48)
     convert_labels(toy_folder, label_dirs[kind], tmp_path / "adapter", projector,
                    DistillConfig(steps=90, lr=3e-3, warmup_steps=5), input_size=SIZE, progress=False)

@@ -14,19 +14,15 @@ from safetensors.torch import load_file
 from hello_labels import HelloLabelsError, LabelProjector
 from hello_labels.cli import main
 from hello_labels.distill import DistillConfig
-from hello_labels.jobs import augmented, distill_from_teachers, evaluate, make_projector
+from hello_labels.jobs import distill_from_teachers, evaluate
 
 SIZE = 32
 
 
-def projector_for(tiny_vit_dir, folder):
-    images = augmented(folder, SIZE, min_scale=0.25)
-    return make_projector(images, f"local-dir:{tiny_vit_dir}", templates="simple", head_rank=4), images
-
-
-def test_distill_raises_agreement_well_above_the_untrained_projector(tiny_vit_dir, toy_folder, toy_teacher, tmp_path):
+def test_distill_raises_agreement_well_above_the_untrained_projector(tiny_projector, toy_folder, toy_teacher,
+                                                                     tmp_path):
     teacher, spec = toy_teacher
-    projector, images = projector_for(tiny_vit_dir, toy_folder)
+    projector, images = tiny_projector(toy_folder)
     kw = dict(views=160, batch_size=32, input_size=SIZE, min_scale=0.25)
     before = evaluate(projector, toy_folder, teachers=[teacher], **kw)
     summary = distill_from_teachers(toy_folder, [spec], tmp_path / "run", projector,
@@ -41,8 +37,8 @@ def test_distill_raises_agreement_well_above_the_untrained_projector(tiny_vit_di
     assert config["metadata"]["teacher"] == spec and config["metadata"]["distill"]["steps"] == 100
 
 
-def test_bf16_autocast_path_trains(tiny_vit_dir, toy_folder, toy_teacher, tmp_path):
-    projector, images = projector_for(tiny_vit_dir, toy_folder)
+def test_bf16_autocast_path_trains(tiny_projector, toy_folder, toy_teacher, tmp_path):
+    projector, images = tiny_projector(toy_folder)
     before = {k: v.detach().clone() for k, v in projector.adapter_state_dict().items()}
     summary = distill_from_teachers(toy_folder, [toy_teacher[0]], tmp_path / "bf16", projector,
                                     DistillConfig(steps=5, batch_size=8, precision="bf16", calibrate=False),
@@ -135,9 +131,9 @@ def test_two_process_gloo_run_matches_a_single_process_run(tiny_vit_dir, toy_fol
     assert changed > 0  # training moved the adapter, identically in both runs
 
 
-def test_eval_cli_prints_and_writes_json_and_png(tiny_vit_dir, toy_folder, toy_teacher, tmp_path, capsys):
+def test_eval_cli_prints_and_writes_json_and_png(tiny_projector, toy_folder, toy_teacher, tmp_path, capsys):
     _, spec = toy_teacher
-    projector, _ = projector_for(tiny_vit_dir, toy_folder)
+    projector, _ = tiny_projector(toy_folder)
     projector.save_pretrained(tmp_path / "p")
     code = main(["eval", str(tmp_path / "p"), "--data", str(toy_folder), "--teacher", spec, "--views", "40",
                  "--input-size", str(SIZE), "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"),

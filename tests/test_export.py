@@ -3,22 +3,20 @@ import pytest
 import torch
 
 import sre2l_reference as ref
-from hello_labels import HelloLabelsError, LabelProjector
 from hello_labels.cli import main
 from hello_labels.distill import DistillConfig
 from hello_labels.evaluate import collect
 from hello_labels.export import export_fkd
 from hello_labels.fkd import LabelDir, load_batch
-from hello_labels.jobs import augmented, distill_from_teachers, make_projector
+from hello_labels.jobs import augmented, distill_from_teachers
 from hello_labels.targets import StoredTargets
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def projector(tiny_vit_dir, toy_folder, toy_teacher, tmp_path_factory):
-    images = augmented(toy_folder, SIZE, min_scale=0.25)
-    p = make_projector(images, f"local-dir:{tiny_vit_dir}", templates="simple", head_rank=4)
+def projector(tiny_projector, toy_folder, toy_teacher, tmp_path_factory):
+    p, images = tiny_projector(toy_folder)
     distill_from_teachers(toy_folder, [toy_teacher[1]], tmp_path_factory.mktemp("exp") / "p", p,
                           DistillConfig(steps=40, batch_size=16, lr=3e-3, warmup_steps=5), images=images,
                           progress=False)

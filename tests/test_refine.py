@@ -2,19 +2,16 @@
 touches the input, resumes after an interruption, and (optionally) pulls stored patches towards their sources."""
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import hello_labels.refine as refine_module
 from hello_labels import HelloLabelsError
 from hello_labels.cli import main
 from hello_labels.distill import DistillConfig, calibrate, distill
-from hello_labels.jobs import augmented, make_projector
 from hello_labels.refine import RefineConfig, refine
 from hello_labels.targets import TeacherTargets
 
@@ -31,14 +28,9 @@ def pixels(path):
     return np.asarray(Image.open(path), dtype=np.int16)
 
 
-def untrained_projector(tiny_vit_dir, folder):
-    images = augmented(folder, SIZE, min_scale=0.25)
-    return make_projector(images, f"local-dir:{tiny_vit_dir}", templates="simple", head_rank=4), images
-
-
-def test_refine_raises_agreement_within_the_pixel_budget(tiny_vit_dir, toy_folder, toy_teacher, tmp_path):
+def test_refine_raises_agreement_within_the_pixel_budget(tiny_projector, toy_folder, toy_teacher, tmp_path):
     teacher, _ = toy_teacher
-    projector, images = untrained_projector(tiny_vit_dir, toy_folder)
+    projector, images = tiny_projector(toy_folder)
     # A briefly trained projector: calibrated, then ten distillation steps; it clearly disagrees with the teacher.
     targets = TeacherTargets(images, teacher, mix_type="cutmix")
     calibrate(projector, targets, targets.held_out(160, 32))
@@ -89,10 +81,10 @@ def mixed_folder(toy_folder, tmp_path):
     return root
 
 
-def test_interrupted_refine_resumes_to_the_uninterrupted_result(tiny_vit_dir, mixed_folder, toy_teacher, tmp_path,
+def test_interrupted_refine_resumes_to_the_uninterrupted_result(tiny_projector, mixed_folder, toy_teacher, tmp_path,
                                                                 monkeypatch, capsys):
     teacher, spec = toy_teacher
-    projector, _ = untrained_projector(tiny_vit_dir, mixed_folder)
+    projector, _ = tiny_projector(mixed_folder)
     projector.save_pretrained(tmp_path / "projector")
     config = RefineConfig(steps=3, batch_size=3, input_size=SIZE, min_scale=0.25, eval_views=20)
     original = snapshot(mixed_folder)
@@ -141,9 +133,9 @@ def test_interrupted_refine_resumes_to_the_uninterrupted_result(tiny_vit_dir, mi
     assert snapshot(mixed_folder) == original
 
 
-def test_refine_refuses_unsafe_output_folders(tiny_vit_dir, mixed_folder, toy_teacher, tmp_path):
+def test_refine_refuses_unsafe_output_folders(tiny_projector, mixed_folder, toy_teacher, tmp_path):
     teacher, _ = toy_teacher
-    projector, _ = untrained_projector(tiny_vit_dir, mixed_folder)
+    projector, _ = tiny_projector(mixed_folder)
     config = RefineConfig(steps=1, input_size=SIZE, eval_views=10)
     for out in (mixed_folder, mixed_folder / "refined", tmp_path):
         with pytest.raises(HelloLabelsError, match="outside the input folder"):
@@ -174,11 +166,11 @@ def stitched_folder(toy_folder, root):
     return root / "data", root / "patches.json"
 
 
-def test_patch_feature_term_pulls_stored_patches_towards_their_sources(tiny_vit_dir, toy_folder, toy_teacher,
+def test_patch_feature_term_pulls_stored_patches_towards_their_sources(tiny_projector, toy_folder, toy_teacher,
                                                                        tmp_path):
     teacher, _ = toy_teacher
     data, patches = stitched_folder(toy_folder, tmp_path)
-    projector, _ = untrained_projector(tiny_vit_dir, data)
+    projector, _ = tiny_projector(data)
     config = RefineConfig(steps=15, input_size=SIZE, min_scale=0.25, eval_views=10, feature_weight=20.0)
     report = refine(projector, [teacher], data, tmp_path / "refined", config, patches=patches, progress=False,
                     device="cpu")

@@ -12,16 +12,15 @@ import sre2l_reference as ref
 from hello_labels import HelloLabelsError
 from hello_labels.adapters import rded, sre2l
 from hello_labels.distill import DistillConfig
-from hello_labels.jobs import augmented, distill_from_teachers, make_projector
+from hello_labels.jobs import distill_from_teachers
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def projector_dir(tiny_vit_dir, toy_folder, toy_teacher, tmp_path_factory):
+def projector_dir(tiny_projector, toy_folder, toy_teacher, tmp_path_factory):
     """A projector distilled (briefly) from the toy teacher."""
-    images = augmented(toy_folder, SIZE, min_scale=0.25)
-    projector = make_projector(images, f"local-dir:{tiny_vit_dir}", templates="simple", head_rank=4)
+    projector, images = tiny_projector(toy_folder)
     out = tmp_path_factory.mktemp("shim") / "projector"
     distill_from_teachers(toy_folder, [toy_teacher[1]], out, projector,
                           DistillConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5), images=images,
