@@ -6,6 +6,7 @@ import gzip
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -14,9 +15,14 @@ DEBIAN_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashi
 CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
-def load(train: bool, cache: Path = Path.home() / ".cache" / "hello_labels" / "fashion-mnist"):
-    """``(images uint8 [N, 1, 28, 28], labels int64 [N])`` of the train (60k) or test (10k) split."""
+def load(train: bool, cache: Optional[Path] = None):
+    """``(images uint8 [N, 1, 28, 28], labels int64 [N])`` of the train (60k) or test (10k) split (unpacked once
+    into ``cache``, by default the library's cache folder)."""
     import torchvision
+
+    from hello_labels.heads import cache_dir
+
+    cache = Path(cache) if cache else cache_dir() / "fashion-mnist"
 
     raw = cache / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from hello_labels.data import AugmentedImages, TensorImages
+from hello_labels.demo import most_confident
 from hello_labels.distill import DistillConfig
 from hello_labels.export import export_fkd
 from hello_labels.files import atomic_write_json
 from hello_labels.fkd import LabelDir
-from hello_labels.jobs import distill_from_teachers, evaluate
+from hello_labels.jobs import distill_from_teachers, evaluate, prototype_batch
 from hello_labels.projector import LabelProjector
 from hello_labels.storage import storage_report
 from hello_labels.students import accuracy, conv_net, train_student
@@ -88,18 +89,7 @@ def synthetic_stage(work: Path, args, teacher, train):
     """Indices of the teacher's ``ipc`` most confident training images per class."""
     path = work / f"synthetic_ipc{args.ipc}.pt"
     if not path.exists():
-        from hello_labels.augment import normalize
-
-        images, labels = train
-        probs = []
-        with torch.no_grad():
-            for start in range(0, len(labels), 1000):
-                x = normalize(images[start:start + 1000].float() / 255, MEAN, STD)
-                probs.append(F.softmax(teacher(x), -1)[torch.arange(len(x)), labels[start:start + 1000]])
-        probs = torch.cat(probs)
-        keep = [torch.nonzero(labels == c).flatten()[probs[labels == c].argsort(descending=True)[:args.ipc]]
-                for c in range(len(CLASSES))]
-        torch.save(torch.cat(keep), path)
+        torch.save(torch.cat(most_confident(teacher, *train, len(CLASSES), args.ipc, MEAN, STD)), path)
     index = torch.load(path, weights_only=True)
     return TensorImages(train[0][index], train[1][index], CLASSES)
 
@@ -138,11 +128,11 @@ def projector_stage(work: Path, args, name, synthetic, teacher_spec, images):
         common = dict(class_names=CLASSES, input_mean=MEAN, input_std=STD, input_channels=1, head_rank=head_rank,
                       lora_targets=targets)
         if base == "effnet":  # ImageNet-pretrained, no text tower: prototype head from the synthetic images
-            prototypes = torch.stack([images[(i, None)][0] for i in range(len(images))])
+            prototypes, labels = prototype_batch(images)
             projector = LabelProjector.from_base(
                 effnet.efficientnet_lite0(), base_mean=effnet.MEAN, base_std=effnet.STD,
                 base_image_size=args.effnet_size, base_factory=effnet.FACTORY, head_init="prototype",
-                prototype_images=prototypes, prototype_labels=synthetic.labels, **common)
+                prototype_images=prototypes, prototype_labels=labels, **common)
         else:  # random init, text head from the class names (random text tower)
             projector = LabelProjector.from_base(base, templates="simple", **common)
         config = DistillConfig(**{"steps": args.distill_steps, "batch_size": 64, "lr": args.distill_lr,

@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
@@ -100,6 +101,15 @@ def apply_mix(images: torch.Tensor, mix_type: Optional[str], index, lam, bbox) -
     mixed = images.clone()
     mixed[:, :, x1:x2, y1:y2] = images[index, :, x1:x2, y1:y2]
     return mixed
+
+
+def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mix) -> torch.Tensor:
+    """Cross-entropy against the hard labels of a mixed batch: ``lam·CE(y) + (1-lam)·CE(y[index])``."""
+    index, lam, _ = mix
+    ce = F.cross_entropy(logits, labels)
+    if index is None:
+        return ce
+    return lam * ce + (1 - lam) * F.cross_entropy(logits, labels[torch.as_tensor(index, device=labels.device)])
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -228,8 +228,8 @@ def import_object(path: str):
         raise HelloLabelsError(f"cannot import '{path}' (expected 'package.module:function'): {err}") from err
 
 
-def module_spec(module: Optional[nn.Module], mean: Sequence[float], std: Sequence[float], image_size,
-                factory: Optional[str] = None, kwargs: Optional[dict] = None) -> dict:
+def module_spec(mean: Sequence[float], std: Sequence[float], image_size, factory: Optional[str] = None,
+                kwargs: Optional[dict] = None) -> dict:
     """Spec for a user encoder: give ``factory`` (``"pkg.mod:fn"``) so ``from_pretrained`` can rebuild it."""
     return {"kind": "module", "factory": factory, "kwargs": kwargs or {}, "mean": list(mean), "std": list(std),
             "image_size": list(_pair(image_size))}

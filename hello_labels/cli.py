@@ -13,7 +13,7 @@ def _floats(text: str):
     return [float(v) for v in text.split(",")]
 
 
-def _data_args(p, views=False):
+def _data_args(p):
     p.add_argument("--data", required=True, help="synthetic image folder (ImageFolder layout)")
     p.add_argument("--input-size", type=int, default=224, help="crop size the student sees (SRe2L: 224)")
     p.add_argument("--mean", type=_floats, default=None, help="input normalisation mean, comma-separated (ImageNet)")

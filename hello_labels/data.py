@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -55,15 +55,6 @@ def open_images(data, labels=None, classes=None) -> Dataset:
         return ImageFolder(str(path))
     except (FileNotFoundError, RuntimeError) as err:
         raise HelloLabelsError(f"{path} is not an ImageFolder tree (class sub-folders of images): {err}") from err
-
-
-def labels_of(source: Dataset) -> torch.Tensor:
-    """Integer labels ``[N]`` of a source without decoding images."""
-    if isinstance(source, TensorImages):
-        return source.labels
-    if hasattr(source, "targets"):
-        return torch.as_tensor(source.targets).long()
-    return torch.tensor([source[i][1] for i in range(len(source))])
 
 
 class AugmentedImages(Dataset):

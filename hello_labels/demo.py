@@ -20,7 +20,6 @@ import torch
 from .data import AugmentedImages, TensorImages, open_images
 from .distill import DistillConfig
 from .export import export_fkd
-from .fkd import LabelDir
 from .jobs import convert_labels, distill_from_teachers, evaluate, make_projector
 from .projector import LabelProjector
 from .students import accuracy, conv_net, train_student
@@ -60,7 +59,7 @@ def load_bundled():
                 torch.from_numpy(d["test_labels"]).long(), [str(c) for c in d["classes"]])
 
 
-def train_teacher(train, labels, classes, s: DemoSettings, out: Path, echo) -> str:
+def train_teacher(train, labels, classes, s: DemoSettings, out: Path) -> str:
     """A ConvNet trained on the real training images; saved, returned as a ``module:`` teacher spec."""
     from safetensors.torch import save_file
 
@@ -75,20 +74,29 @@ def train_teacher(train, labels, classes, s: DemoSettings, out: Path, echo) -> s
     return f"module:hello_labels.students:conv_net@{path}"
 
 
+@torch.no_grad()
+def most_confident(teacher, images: torch.Tensor, labels: torch.Tensor, num_classes: int, ipc: int, mean, std,
+                   batch_size: int = 1000) -> List[torch.Tensor]:
+    """Per class, the indices of the ``ipc`` uint8 ``images`` the teacher gives the highest true-class probability."""
+    from .augment import normalize
+
+    probs = []
+    for start in range(0, len(labels), batch_size):
+        x, y = normalize(images[start:start + batch_size].float() / 255, mean, std), labels[start:start + batch_size]
+        probs.append(torch.softmax(teacher(x), -1)[torch.arange(len(y)), y])
+    probs = torch.cat(probs)
+    return [torch.nonzero(labels == c).flatten()[probs[labels == c].argsort(descending=True)[:ipc]]
+            for c in range(num_classes)]
+
+
 def write_synthetic_set(teacher, train, labels, classes, s: DemoSettings, out: Path) -> Path:
     """The ``ipc`` most teacher-confident training images of each class, as an ImageFolder of PNGs."""
     from PIL import Image
 
-    from .augment import normalize
-
-    with torch.no_grad():
-        x = normalize(train.float() / 255, s.mean, s.std)
-        probs = torch.softmax(teacher(x), -1)[torch.arange(len(labels)), labels]
     root = out / "synthetic"
-    for c, name in enumerate(classes):
+    for name, chosen in zip(classes, most_confident(teacher, train, labels, len(classes), s.ipc, s.mean, s.std)):
         (root / name).mkdir(parents=True, exist_ok=True)
-        idx = torch.nonzero(labels == c).flatten()
-        for rank, i in enumerate(idx[probs[idx].argsort(descending=True)[:s.ipc]].tolist()):
+        for rank, i in enumerate(chosen.tolist()):
             Image.fromarray(train[i].permute(1, 2, 0).numpy()).save(root / name / f"{rank:03d}.png")
     return root
 
@@ -115,7 +123,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     echo(f"data: {len(labels)} training / {len(test_labels)} test images, {len(classes)} classes -> {out}")
 
     t0 = time.perf_counter()
-    teacher_spec = teacher or train_teacher(train, labels, classes, s, out, echo)
+    teacher_spec = teacher or train_teacher(train, labels, classes, s, out)
     teacher_model = load_teacher(teacher_spec, num_classes=len(classes))
     teacher_acc = accuracy(teacher_model, test, test_labels, s.mean, s.std, s.input_size)
     echo(f"teacher: {teacher_spec.split('@')[0]}  test accuracy {teacher_acc:.1%}  ({time.perf_counter() - t0:.1f}s)")
@@ -153,10 +161,9 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"{t_convert:.1f}s (agreement {agree_converted:.1%}); adapter {projector.num_adapter_bytes('float16'):,} "
          f"bytes fp16")
 
-    labels_info = LabelDir.scan(out / "labels")
-    steps = labels_info.epochs * labels_info.batches_per_epoch
+    steps = label_dir.epochs * label_dir.batches_per_epoch
     sources = [
-        ("stored labels (SRe2L)", lambda: StoredTargets(images, labels_info), labels_info.total_bytes(), 1.0,
+        ("stored labels (SRe2L)", lambda: StoredTargets(images, label_dir), label_dir.total_bytes(), 1.0,
          t_labels),
         ("projector, distilled", lambda: TeacherTargets(images, projector, seed=s.seed), _adapter_bytes(out / "projector"),
          agree, t_distill),

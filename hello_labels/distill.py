@@ -18,14 +18,13 @@ from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .augment import apply_mix
+from .augment import apply_mix, mixed_cross_entropy
 from .data import loader
 from .errors import HelloLabelsError
-from .evaluate import FidelityReport, fidelity, kl_at
-from .files import atomic_torch_save, atomic_write_json
+from .evaluate import collect, discrepancy, fidelity
+from .files import atomic_torch_save, atomic_write_json, changed_settings
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.json"
@@ -63,7 +62,6 @@ class DistillConfig:
 class DistEnv:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -82,7 +80,7 @@ class DistEnv:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(int(os.environ.get("RANK", "0")), world, local, device)
+        return cls(int(os.environ.get("RANK", "0")), world, device)
 
     def barrier(self) -> None:
         if self.world_size > 1:
@@ -103,16 +101,9 @@ def _autocast(precision: str, device: torch.device):
 
 def loss_fn(cfg: DistillConfig, logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, plan) -> torch.Tensor:
     """``MSE(logits)`` or ``T²·KL`` at T, plus ``ce_weight·CE`` against the (mixed) hard labels."""
-    if cfg.loss == "mse":
-        loss = F.mse_loss(logits, target)
-    else:
-        loss = kl_at(logits, target, cfg.temperature).mean() * cfg.temperature ** 2
+    loss = discrepancy(logits, target, cfg.loss, cfg.temperature)
     if cfg.ce_weight:
-        index, lam, _ = plan.mix
-        ce = F.cross_entropy(logits, labels)
-        if index is not None:
-            ce = lam * ce + (1 - lam) * F.cross_entropy(logits, labels[torch.as_tensor(index, device=labels.device)])
-        loss = loss + cfg.ce_weight * ce
+        loss = loss + cfg.ce_weight * mixed_cross_entropy(logits, labels, plan.mix)
     return loss
 
 
@@ -120,8 +111,6 @@ def loss_fn(cfg: DistillConfig, logits: torch.Tensor, target: torch.Tensor, labe
 def calibrate(projector, targets, plans) -> float:
     """Fit the head's scale and per-class bias so the untrained projector's logits match the targets' in scale
     and offset (least squares on per-view centred logits); returns the scale factor applied."""
-    from .evaluate import collect
-
     logits, target, _ = collect(projector, targets, plans)
     z, t = logits - logits.mean(-1, keepdim=True), target - target.mean(-1, keepdim=True)
     a = float((z * t).sum() / (z * z).sum().clamp_min(1e-12))
@@ -197,8 +186,11 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
         print(f"no checkpoint in {out}: starting from step 0")
 
     local_batch = targets.fixed_batch_size or cfg.batch_size // env.world_size
-    if start == 0 and cfg.calibrate:
-        calibrate(projector, targets, targets.held_out(cfg.eval_views, local_batch))
+    evaluating = bool(cfg.eval_every) and env.main
+    calibrating = start == 0 and cfg.calibrate
+    held_out = targets.held_out(cfg.eval_views, local_batch) if calibrating or evaluating else None
+    if calibrating:
+        calibrate(projector, targets, held_out)
 
     model = projector
     if env.world_size > 1:
@@ -209,7 +201,6 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
                            cfg.steps - start, cfg.num_workers)
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and env.main), desc="distill",
                dynamic_ncols=True)
-    held_out = targets.held_out(cfg.eval_views, local_batch) if (cfg.eval_every and env.main) else None
     model.train()
     running_agree, running_loss, t0 = None, None, time.perf_counter()
 
@@ -246,7 +237,7 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
         if done % 10 == 0 or done == cfg.steps:
             history.append({"step": done, "loss": running_loss, "agreement": running_agree,
                             "lr": scheduler.get_last_lr()[0]})
-        if held_out is not None and done % cfg.eval_every == 0:
+        if evaluating and done % cfg.eval_every == 0:
             report = fidelity(projector, targets, held_out, projector.config.class_names, cfg.temperature)
             history.append({"step": done, "eval_agreement": report.agreement, "eval_kl": report.kl})
             bar.write(f"step {done}: held-out agreement {report.agreement:.2%}, KL {report.kl:.4f}")
@@ -283,12 +274,8 @@ def _save_state(path, step, projector, optimizer, scheduler, scaler, history, fi
 
 
 def _check_resumable(saved: dict, current: dict, path) -> None:
-    diffs = []
-    for section in current:
-        old, new = saved.get(section, {}), current[section]
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                diffs.append(f"{section}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    diffs = [d for section in current for d in changed_settings(saved.get(section, {}), current[section],
+                                                                 f"{section}.")]
     if diffs:
         raise HelloLabelsError(f"cannot resume {path}: settings differ ({'; '.join(diffs[:3])}); rerun with the "
                                f"original settings")

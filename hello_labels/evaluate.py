@@ -18,9 +18,18 @@ def kl_at(student_logits: torch.Tensor, target_logits: torch.Tensor, temperature
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
+def discrepancy(logits: torch.Tensor, target_logits: torch.Tensor, loss: str = "kl",
+                temperature: float = 1.0) -> torch.Tensor:
+    """Scalar ``T²·mean KL(target || logits)`` at T, or the MSE of the logits ``[B, C]``."""
+    if loss == "mse":
+        return F.mse_loss(logits, target_logits)
+    return kl_at(logits, target_logits, temperature).mean() * temperature ** 2
+
+
 @dataclass
 class FidelityReport:
-    """``agreement``: fraction of views where projector and target top-1 classes agree; ``kl``: mean KL at T."""
+    """``agreement``: fraction of views where projector and target top-1 classes agree; ``kl``: mean KL at T;
+    ``per_class*``: the same (and the view count) per image class."""
 
     agreement: float
     kl: float
@@ -28,6 +37,7 @@ class FidelityReport:
     views: int
     per_class: Dict[str, float] = field(default_factory=dict)
     per_class_views: Dict[str, int] = field(default_factory=dict)
+    per_class_kl: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,13 +77,14 @@ def fidelity(projector, targets, plans: List, class_names: Optional[List[str]] =
     agree_t = (logits.argmax(-1) == target.argmax(-1)).float()
     kl_t = kl_at(logits, target, temperature)
     names = class_names or [str(i) for i in range(int(cls_t.max()) + 1)]
-    per_class, per_views = {}, {}
+    per_class, per_views, per_kl = {}, {}, {}
     for c in sorted(set(cls_t.tolist())):
         mask = cls_t == c
         name = names[c] if c < len(names) else str(c)
         per_class[name], per_views[name] = float(agree_t[mask].mean()), int(mask.sum())
+        per_kl[name] = float(kl_t[mask].mean())
     return FidelityReport(float(agree_t.mean()), float(kl_t.mean()), temperature, int(agree_t.numel()),
-                          per_class, per_views)
+                          per_class, per_views, per_kl)
 
 
 def plot_per_class(report: FidelityReport, path: str) -> None:

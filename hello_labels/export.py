@@ -20,16 +20,14 @@ from .errors import HelloLabelsError
 from .fkd import FKD_SEED, FKDBatch, LabelDir, batch_path, sampler_batches, save_batch
 
 
-def _plans(order, epochs, seed, mix_type, size, cutmix_alpha, mixup_alpha, out) -> Iterator[BatchPlan]:
-    step = 0
-    for epoch in range(epochs):
-        for number, indices in enumerate(order[epoch]):
-            if not batch_path(out, epoch, number).exists():
-                base = (seed * 1_000_003 + epoch * 65_537 + number * 257) % (2 ** 62)
-                keys = [(i, (base + 31 * k + 1) % (2 ** 63)) for k, i in enumerate(indices)]
-                mix = draw_mix(mix_type, len(indices), size, size, base, cutmix_alpha, mixup_alpha)
-                yield BatchPlan(step, keys, torch.tensor(indices), mix, mix_type, info={"file": (epoch, number)})
-                step += 1
+def _plans(order, files, seed, mix_type, size, cutmix_alpha, mixup_alpha) -> Iterator[BatchPlan]:
+    """One plan per ``(epoch, batch)`` in ``files``; its draws depend on (seed, epoch, batch) alone."""
+    for step, (epoch, number) in enumerate(files):
+        indices = order[epoch][number]
+        base = (seed * 1_000_003 + epoch * 65_537 + number * 257) % (2 ** 62)
+        keys = [(i, (base + 31 * k + 1) % (2 ** 63)) for k, i in enumerate(indices)]
+        mix = draw_mix(mix_type, len(indices), size, size, base, cutmix_alpha, mixup_alpha)
+        yield BatchPlan(step, keys, torch.tensor(indices), mix, mix_type, info={"file": (epoch, number)})
 
 
 @torch.no_grad()
@@ -58,13 +56,13 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
     images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
     order = sampler_batches(len(images), batch_size, epochs, fkd_seed)
     total = sum(len(e) for e in order)
-    todo = sum(1 for e in range(epochs) for b in range(len(order[e])) if not batch_path(out, e, b).exists())
+    missing = [(e, b) for e in range(epochs) for b in range(len(order[e])) if not batch_path(out, e, b).exists()]
     was_merged = projector.merged if is_projector else True
     (projector.merge() if is_projector else projector).eval()
     device = next(projector.parameters()).device
-    plans = _plans(order, epochs, seed, mix_type, input_size, cutmix_alpha, mixup_alpha, out)
-    data_loader, batches = loader(images, plans, todo, num_workers)
-    bar = tqdm(total=total, initial=total - todo, desc="export-fkd", disable=not progress, dynamic_ncols=True)
+    plans = _plans(order, missing, seed, mix_type, input_size, cutmix_alpha, mixup_alpha)
+    data_loader, batches = loader(images, plans, len(missing), num_workers)
+    bar = tqdm(total=total, initial=total - len(missing), desc="export-fkd", disable=not progress, dynamic_ncols=True)
     for step, (views, _, flip, coords) in enumerate(data_loader):
         plan = batches.pop(step)
         mixed = apply_mix(views.to(device), mix_type, *plan.mix)

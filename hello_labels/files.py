@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
@@ -38,6 +38,12 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def changed_settings(saved: dict, current: dict, prefix: str = "") -> List[str]:
+    """``key: old -> new`` for every setting that differs: what keeps a killed job from resuming."""
+    return [f"{prefix}{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+            if saved.get(k) != current.get(k)]
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -152,7 +152,7 @@ class LabelDir:
                      for e in range(use)]
         count = len(per_epoch[0])
         for e, batches in enumerate(per_epoch):
-            if batches != list(range(count)) or len(batches) != count:
+            if batches != list(range(count)):
                 expected = set(range(max(count, len(batches))))
                 missing = sorted(expected - set(batches))
                 raise HelloLabelsError(
@@ -170,11 +170,15 @@ class LabelDir:
     def image_batches(self) -> List[List[List[int]]]:
         return sampler_batches(self.num_images, self.batch_size, self.epochs, self.seed)
 
+    def image_order(self, epoch: int, batch: int) -> List[int]:
+        """Image indices of one batch file (from the cached sampler order, without copying all of it)."""
+        return list(_sampler_batches(self.num_images, self.batch_size, self.epochs, self.seed)[epoch][batch])
+
     def load(self, epoch: int, batch: int) -> FKDBatch:
         """Load one batch and check it against the directory's batch size, classes and image order."""
         path = batch_path(self.path, epoch, batch)
         b = load_batch(path)
-        expected = self.image_batches()[epoch][batch]
+        expected = self.image_order(epoch, batch)
         if len(b) != len(expected):
             raise HelloLabelsError(f"label file {path} holds {len(b)} labels; the sampler order expects {len(expected)}")
         if b.soft_label.shape[1] != self.num_classes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +56,11 @@ def resolve_templates(templates) -> list:
 
 def resolve_class_names(class_names) -> list:
     """A list of class names, or ``"imagenet"`` for open_clip's 1000 ImageNet class names."""
-    import open_clip
-
     if isinstance(class_names, str):
         if class_names != "imagenet":
             raise HelloLabelsError(f"class_names must be a list or 'imagenet', got '{class_names}'")
+        import open_clip
+
         return list(open_clip.IMAGENET_CLASSNAMES)
     class_names = [str(c) for c in class_names]
     if not class_names:
@@ -105,8 +105,9 @@ def text_weights(base: Base, class_names: Sequence[str], templates: Sequence[str
 
 
 def prototype_weights(base: Base, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                      batch_size: int = 64) -> torch.Tensor:
-    """Mean L2-normalised feature per class, re-normalised: ``[C, D]``. ``images`` are base-normalised."""
+                      batch_size: int = 64, transform=None) -> torch.Tensor:
+    """Mean L2-normalised feature per class, re-normalised: ``[C, D]``. ``images`` are base-normalised, or become
+    so through ``transform``, applied per batch."""
     labels = torch.as_tensor(labels).long()
     if images.shape[0] != labels.shape[0]:
         raise HelloLabelsError(f"prototype images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in number")
@@ -116,7 +117,8 @@ def prototype_weights(base: Base, images: torch.Tensor, labels: torch.Tensor, nu
     sums = torch.zeros(num_classes, base.feature_dim)
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            feats = F.normalize(base(images[start:start + batch_size]).float(), dim=-1).cpu()
+            chunk = images[start:start + batch_size]
+            feats = F.normalize(base(transform(chunk) if transform else chunk).float(), dim=-1).cpu()
             sums.index_add_(0, labels[start:start + batch_size], feats)
     return F.normalize(sums, dim=-1)
 

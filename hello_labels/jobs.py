@@ -86,19 +86,22 @@ def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Opt
     per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``)."""
     config = config or DistillConfig()
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std)
-    if Path(labels).is_dir():
-        targets = StoredTargets(images, LabelDir.scan(labels, epochs, seed=fkd_seed))
-    else:
-        targets = ImageLabelTargets(images, load_image_labels(str(labels)), seed=config.seed, description=str(labels))
-    _check_classes(projector, targets)
+    targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
     return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
                    metadata={"teacher": f"stored labels {labels}", "dataset": str(data)})
 
 
-def _check_classes(projector, targets) -> None:
-    classes = targets.labels.num_classes if isinstance(targets, StoredTargets) else targets.labels.shape[1]
+def _stored_targets(projector, images, labels, epochs, fkd_seed, **options):
+    """An SRe2L label directory or a per-image label file as targets, checked against the projector's classes."""
+    if Path(labels).is_dir():
+        targets = StoredTargets(images, LabelDir.scan(labels, epochs, seed=fkd_seed))
+        classes = targets.labels.num_classes
+    else:
+        targets = ImageLabelTargets(images, load_image_labels(str(labels)), **options)
+        classes = targets.labels.shape[1]
     if classes != projector.num_classes:
         raise HelloLabelsError(f"labels have {classes} classes but the projector has {projector.num_classes}")
+    return targets
 
 
 def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = None, labels=None,
@@ -113,10 +116,6 @@ def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = Non
         ensemble = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes).to(projector.device)
         targets = TeacherTargets(images, ensemble, seed=seed, mix_type=None)
     else:
-        if Path(labels).is_dir():
-            targets = StoredTargets(images, LabelDir.scan(labels, epochs, seed=fkd_seed))
-        else:
-            targets = ImageLabelTargets(images, load_image_labels(str(labels)))
-        _check_classes(projector, targets)
+        targets = _stored_targets(projector, images, labels, epochs, fkd_seed)
     names = list(getattr(images.source, "classes", None) or projector.config.class_names)
     return fidelity(projector, targets, targets.held_out(views, batch_size), names, temperature, num_workers)

@@ -92,7 +92,7 @@ def find_targets(model: nn.Module, targets: Iterable[LoRATarget]) -> Dict[str, L
     """Map each matching >= 2-D parameter name of ``model`` to the first target group that selects it."""
     chosen: Dict[str, LoRATarget] = {}
     for name, param in model.named_parameters():
-        if param.ndim < 2 or name in chosen:
+        if param.ndim < 2:
             continue
         for target in targets:
             if not fnmatch.fnmatchcase(name, target.pattern):

@@ -6,11 +6,9 @@ base weights) + a ``README.md`` model card; huggingface_hub's ``ModelHubMixin`` 
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +152,7 @@ class LabelProjector(
         ``random`` or ``zero``. ``lora_rank`` sets the rank of the default LoRA targets (8).
         """
         if isinstance(base, nn.Module):
-            spec = module_spec(base, base_mean, base_std, base_image_size, factory=base_factory)
+            spec = module_spec(base_mean, base_std, base_image_size, factory=base_factory)
             module = base
         else:
             spec, module = parse_base(base, pretrained), None
@@ -183,9 +181,7 @@ class LabelProjector(
         if cfg.head_init == "prototype":
             if images is None:  # loading: the stored weights arrive with the adapter
                 return torch.zeros(num_classes, base.feature_dim), 1 / 0.07
-            with torch.no_grad():
-                base_images = self.inputs(images)
-            return prototype_weights(base, base_images, labels, num_classes), 1 / 0.07
+            return prototype_weights(base, images, labels, num_classes, transform=self.inputs), 1 / 0.07
         if cfg.head_init == "random":
             return random_weights(num_classes, base.feature_dim, cfg.seed), 1 / 0.07
         return torch.zeros(num_classes, base.feature_dim), 1 / 0.07
@@ -313,7 +309,6 @@ class LabelProjector(
             if dtype not in DTYPES:
                 raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(DTYPES)}")
             self.config.adapter_dtype = dtype
-        kwargs["config"] = self.config_dict()  # push_to_hub passes its own (stale) copy
         return super().save_pretrained(save_directory, **kwargs)
 
     def config_dict(self) -> dict:

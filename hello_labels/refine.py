@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from .augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from .data import open_images
 from .errors import HelloLabelsError
-from .evaluate import collect, kl_at
-from .files import atomic_path, atomic_write_json
+from .evaluate import discrepancy, fidelity
+from .files import atomic_path, atomic_write_json, changed_settings
 
 REPORT_FILE = "refine.json"
 LOSSES = ("kl", "mse")
@@ -86,14 +86,6 @@ class ImageFile(NamedTuple):
 # ----------------------------------------------------------------------------- the optimisation (no I/O)
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def discrepancy(projector_logits: torch.Tensor, teacher_logits: torch.Tensor, loss: str = "kl",
-                temperature: float = 1.0) -> torch.Tensor:
-    """Scalar ``T²·mean KL(teacher || projector)`` at T, or the MSE of the logits ``[B, C]``."""
-    if loss == "mse":
-        return F.mse_loss(projector_logits, teacher_logits)
-    return kl_at(projector_logits, teacher_logits, temperature).mean() * temperature ** 2
 
 
 def augmented_views(images: torch.Tensor, indices: Sequence[int], step: int, cfg: RefineConfig,
@@ -288,13 +280,12 @@ def teacher_fidelity(projector, teacher, data, cfg: RefineConfig) -> dict:
     images = augmented(data, cfg.input_size, projector.config.input_mean, projector.config.input_std,
                        cfg.min_scale, cfg.max_scale)
     targets = TeacherTargets(images, teacher, seed=cfg.seed, mix_type=None)
-    logits, target, classes = collect(projector, targets, targets.held_out(cfg.eval_views, cfg.eval_batch_size))
-    agree, kl = (logits.argmax(-1) == target.argmax(-1)).float(), kl_at(logits, target, cfg.temperature)
-    names = list(images.source.classes)
-    per_class = {names[c]: {"views": int((classes == c).sum()), "agreement": float(agree[classes == c].mean()),
-                            "kl": float(kl[classes == c].mean())} for c in sorted(set(classes.tolist()))}
-    return {"views": int(agree.numel()), "agreement": float(agree.mean()), "kl": float(kl.mean()),
-            "temperature": cfg.temperature, "per_class": per_class}
+    r = fidelity(projector, targets, targets.held_out(cfg.eval_views, cfg.eval_batch_size),
+                 list(images.source.classes), cfg.temperature)
+    per_class = {name: {"views": r.per_class_views[name], "agreement": r.per_class[name], "kl": r.per_class_kl[name]}
+                 for name in r.per_class}
+    return {"views": r.views, "agreement": r.agreement, "kl": r.kl, "temperature": cfg.temperature,
+            "per_class": per_class}
 
 
 def report_table(report: dict) -> str:
@@ -347,8 +338,7 @@ def _start(out: Path, settings: dict) -> None:
     record = out / REPORT_FILE
     if record.is_file():
         saved = json.loads(record.read_text()).get("settings", {})
-        diffs = [f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(saved) | set(settings))
-                 if saved.get(k) != settings.get(k)]
+        diffs = changed_settings(saved, settings)
         if diffs:
             raise HelloLabelsError(f"{out} holds images refined with other settings ({'; '.join(diffs[:3])}); rerun "
                                    f"with the original settings or choose another output folder")

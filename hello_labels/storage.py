@@ -526,7 +526,7 @@ def scan_label_dir(path) -> Tuple[LabelSetting, DiskUsage]:
              for name in os.listdir(info.path / f"epoch_{e}")]
     stats = [f.stat() for f in files if f.is_file()]
     allocated = sum(st.st_blocks * 512 if hasattr(st, "st_blocks") else allocated_bytes(st.st_size) for st in stats)
-    return setting, DiskUsage(info.total_bytes(), allocated)
+    return setting, DiskUsage(sum(st.st_size for st in stats), allocated)
 
 
 def _state_bytes(module: torch.nn.Module) -> Tuple[int, int, int]:
@@ -548,33 +548,18 @@ def teacher_size(spec: str, classes: int) -> TeacherSize:
     ``NAME@checkpoint`` or a file path: that file's size."""
     from torch import nn
 
+    from .teachers import build_teacher, load_state_dict
+
     checkpoint = spec.partition("@")[2] if "@" in spec else (spec if os.path.isfile(spec) else None)
     if checkpoint is not None:
-        from .teachers import load_state_dict
-
         state = load_state_dict(checkpoint)
         n = sum(v.numel() for v in state.values() if v.is_floating_point())
         nb = sum(v.numel() * v.element_size() for v in state.values())
         fb = sum(v.numel() * v.element_size() for v in state.values() if v.is_floating_point())
         return TeacherSize(spec, os.path.getsize(checkpoint), n, fb, nb - fb, from_file=True)
     source, _, name = spec.partition(":")
-    if source == "timm":
-        import timm
-
-        if not timm.is_model(name):
-            raise HelloLabelsError(f"unknown timm teacher '{name}' (see timm.list_models())")
-        model = timm.create_model(name, pretrained=False, num_classes=classes)
-    elif source == "torchvision":
-        import torchvision
-
-        if name not in torchvision.models.list_models():
-            raise HelloLabelsError(f"unknown torchvision teacher '{name}'")
-        model = torchvision.models.get_model(name, weights=None, num_classes=classes)
-    elif source == "module":
-        from .bases import import_object
-
-        model = import_object(name)()
-    else:
+    model = build_teacher(source, name, classes, pretrained=False)
+    if model is None:
         raise HelloLabelsError(f"teacher '{spec}': expected timm:NAME, torchvision:NAME, module:pkg.mod:fn, "
                                f"NAME@checkpoint or an existing checkpoint file")
     if not isinstance(model, nn.Module):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import apply_mix, normalize
+from .augment import apply_mix, mixed_cross_entropy, normalize
 from .data import loader
 
 
@@ -55,10 +55,7 @@ def train_student(student: nn.Module, images, targets=None, steps: int = 300, ba
         mixed = apply_mix(views, plan.mix_type, *plan.mix)
         logits = student(mixed)
         if targets is None:
-            loss = F.cross_entropy(logits, labels)
-            index, lam, _ = plan.mix
-            if index is not None:
-                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels[torch.as_tensor(index).to(device)])
+            loss = mixed_cross_entropy(logits, labels, plan.mix)
         else:
             with torch.no_grad():
                 if hasattr(targets, "probabilities"):  # label codecs that store probabilities, not logits

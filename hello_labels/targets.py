@@ -2,13 +2,12 @@
 per image. Each source plans its batches (keys, mix, stored targets) and produces the target logits of a batch."""
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional
 
 import torch
 from torch import nn
 
-from .augment import apply_mix
-from .data import AugmentedImages, BatchPlan, labels_of, stream_plans
+from .data import AugmentedImages, BatchPlan, stream_plans
 from .errors import HelloLabelsError
 from .fkd import LabelDir
 
@@ -65,7 +64,6 @@ class StoredTargets:
         self.mix_type = mix_type
         self.fixed_batch_size = labels.batch_size
         self.total_files = labels.epochs * labels.batches_per_epoch
-        self._orders = labels.image_batches()
 
     def to(self, device) -> "StoredTargets":
         return self
@@ -73,7 +71,7 @@ class StoredTargets:
     def _plan(self, step: int, file_number: int) -> BatchPlan:
         epoch, batch = divmod(file_number % self.total_files, self.labels.batches_per_epoch)
         b = self.labels.load(epoch, batch)
-        indices = self._orders[epoch][batch]
+        indices = self.labels.image_order(epoch, batch)
         keys = [(i, b.coords[k], bool(b.flip[k])) for k, i in enumerate(indices)]
         mix_type = self.mix_type or ("cutmix" if b.mix_bbox is not None else "mixup" if b.mix_index is not None
                                      else None)
@@ -169,7 +167,3 @@ def load_image_labels(path: str) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or not labels.is_floating_point():
         raise HelloLabelsError(f"{path} must hold one float tensor [N, C] of soft labels")
     return labels.float()
-
-
-def hard_labels(images: AugmentedImages) -> torch.Tensor:
-    return labels_of(images.source)

@@ -40,36 +40,42 @@ def load_state_dict(path: str) -> dict:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def load_teacher(spec: str, num_classes: Optional[int] = None) -> nn.Module:
-    """Build one frozen, eval-mode teacher from a spec string (see module docstring)."""
-    source, _, rest = spec.partition(":")
-    name, _, checkpoint = rest.partition("@")
+def build_teacher(source: str, name: str, num_classes: Optional[int] = None,
+                  pretrained: bool = True) -> Optional[nn.Module]:
+    """The architecture of a ``timm``/``torchvision``/``module`` teacher (with its published weights if
+    ``pretrained``; ``num_classes`` outputs when given); None for another source."""
+    kwargs = {"num_classes": num_classes} if num_classes else {}
     if source == "module":
-        factory = import_object(name)
-        model = factory(num_classes=num_classes) if num_classes else factory()
-    elif source == "timm":
+        return import_object(name)(**kwargs)
+    if source == "timm":
         import timm
 
         if not timm.is_model(name):
             raise HelloLabelsError(f"unknown timm teacher '{name}' (see timm.list_models())")
-        kwargs = {"num_classes": num_classes} if num_classes else {}
         try:
-            model = timm.create_model(name, pretrained=not checkpoint, **kwargs)
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
         except Exception as err:
             raise HelloLabelsError(f"cannot load timm teacher '{name}' ({str(err).splitlines()[0][:160]}); if "
                                    f"offline, pass a local checkpoint as timm:{name}@path") from err
-    elif source == "torchvision":
+    if source == "torchvision":
         import torchvision
 
         if name not in torchvision.models.list_models():
             raise HelloLabelsError(f"unknown torchvision teacher '{name}'")
-        kwargs = {"num_classes": num_classes} if num_classes else {}
         try:
-            model = torchvision.models.get_model(name, weights=None if checkpoint else "DEFAULT", **kwargs)
+            return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs)
         except Exception as err:
             raise HelloLabelsError(f"cannot load torchvision teacher '{name}' ({str(err).splitlines()[0][:160]}); "
                                    f"if offline, pass a local checkpoint as torchvision:{name}@path") from err
-    else:
+    return None
+
+
+def load_teacher(spec: str, num_classes: Optional[int] = None) -> nn.Module:
+    """Build one frozen, eval-mode teacher from a spec string (see module docstring)."""
+    source, _, rest = spec.partition(":")
+    name, _, checkpoint = rest.partition("@")
+    model = build_teacher(source, name, num_classes, pretrained=not checkpoint)
+    if model is None:
         raise HelloLabelsError(f"teacher '{spec}': expected timm:NAME, torchvision:NAME, NAME@checkpoint or "
                                f"module:pkg.mod:fn")
     if checkpoint:
