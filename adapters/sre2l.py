@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from hello_labels.augment import apply_mix, draw_mix
+from hello_labels.labels.augment import apply_mix, draw_mix
 
 from ._load import load_projector
 

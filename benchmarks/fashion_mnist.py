@@ -20,7 +20,7 @@ def load(train: bool, cache: Optional[Path] = None):
     into ``cache``, by default the library's cache folder)."""
     import torchvision
 
-    from hello_labels.heads import cache_dir
+    from hello_labels.model.heads import cache_dir
 
     cache = Path(cache) if cache else cache_dir() / "fashion-mnist"
 
@@ -55,6 +55,6 @@ def make_demo_subset(path, train_per_class: int = 100, test_per_class: int = 50)
 if __name__ == "__main__":
     import sys
 
-    out = sys.argv[1] if len(sys.argv) > 1 else "hello_labels/data/fashion_mnist_subset.npz"
+    out = sys.argv[1] if len(sys.argv) > 1 else "hello_labels/demo/data/fashion_mnist_subset.npz"
     make_demo_subset(out)
     print(f"wrote {out} ({Path(out).stat().st_size:,} bytes)")

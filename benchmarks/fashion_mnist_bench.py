@@ -21,17 +21,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hello_labels.data import AugmentedImages, TensorImages
-from hello_labels.demo import most_confident
-from hello_labels.distill import DistillConfig
-from hello_labels.export import export_fkd
 from hello_labels.files import atomic_write_json
-from hello_labels.fkd import LabelDir
-from hello_labels.jobs import distill_from_teachers, evaluate, prototype_batch
-from hello_labels.projector import LabelProjector
+from hello_labels.labels.export import export_fkd
+from hello_labels.labels.fkd import LabelDir
+from hello_labels.labels.targets import StoredTargets, TeacherTargets
+from hello_labels.labels.views import AugmentedImages, TensorImages
+from hello_labels.model.projector import LabelProjector
 from hello_labels.storage import storage_report
-from hello_labels.students import accuracy, conv_net, train_student
-from hello_labels.targets import StoredTargets, TeacherTargets
+from hello_labels.train.distill import DistillConfig
+from hello_labels.train.jobs import distill_from_teachers, evaluate, prototype_batch
+from hello_labels.train.students import accuracy, conv_net, most_confident, train_student
 
 from . import effnet
 from .fashion_mnist import CLASSES, load

@@ -8,7 +8,7 @@ RUNS=${RUNS:-runs}
 STEPS=${STEPS:-400}
 [ -d "$DEMO/synthetic" ] || hello-labels demo --out "$DEMO"
 
-TEACHER="module:hello_labels.students:conv_net@$DEMO/teacher.safetensors"
+TEACHER="module:hello_labels.train.students:conv_net@$DEMO/teacher.safetensors"
 DATA=(--data "$DEMO/synthetic" --input-size 28 --min-scale 0.5 --mean 0.286,0.286,0.286 --std 0.353,0.353,0.353)
 BASE=(--base hello-labels:tiny-clip-vit --templates simple --head-rank 8)
 TRAIN=(--steps "$STEPS" --batch-size 32 --lr 1e-2 --loss kl -T 1 --quiet)

@@ -42,7 +42,7 @@ def _projector_args(p):
 
 
 def _train_args(p):
-    from .distill import DistillConfig
+    from .train.distill import DistillConfig
 
     d = DistillConfig()
     g = p.add_argument_group("training")
@@ -69,7 +69,7 @@ def _train_args(p):
 
 
 def _config(args):
-    from .distill import DistillConfig
+    from .train.distill import DistillConfig
 
     return DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, loss=args.loss,
@@ -80,15 +80,15 @@ def _config(args):
 
 
 def _images(args):
-    from .inputs import IMAGENET_MEAN, IMAGENET_STD
-    from .jobs import augmented
+    from .model.inputs import IMAGENET_MEAN, IMAGENET_STD
+    from .train.jobs import augmented
 
     return augmented(args.data, args.input_size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
                      args.min_scale, args.max_scale)
 
 
 def _projector(args, images):
-    from .jobs import make_projector
+    from .train.jobs import make_projector
 
     options = {k: v for k, v in {"templates": args.templates, "head_init": args.head_init,
                                   "lora_rank": args.lora_rank, "head_rank": args.head_rank,
@@ -97,7 +97,7 @@ def _projector(args, images):
 
 
 def _distill(args):
-    from .jobs import distill_from_teachers
+    from .train.jobs import distill_from_teachers
 
     images = _images(args)
     projector = _projector(args, images)
@@ -109,7 +109,7 @@ def _distill(args):
 
 
 def _convert(args):
-    from .jobs import convert_labels
+    from .train.jobs import convert_labels
 
     images = _images(args)
     projector = _projector(args, images)
@@ -125,10 +125,10 @@ def _report_run(out, summary):
 
 
 def _eval(args):
-    from .evaluate import plot_per_class
     from .files import atomic_write_json
-    from .jobs import evaluate
-    from .projector import LabelProjector
+    from .model.projector import LabelProjector
+    from .train.evaluate import plot_per_class
+    from .train.jobs import evaluate
 
     projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
     if args.merge:
@@ -145,8 +145,8 @@ def _eval(args):
 
 
 def _export_fkd(args):
-    from .export import export_fkd
-    from .projector import LabelProjector
+    from .labels.export import export_fkd
+    from .model.projector import LabelProjector
 
     projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
     mix = None if args.mix_type == "none" else args.mix_type
@@ -164,8 +164,8 @@ def _fraction(text: str) -> float:
 
 
 def _refine(args):
-    from .projector import LabelProjector
-    from .refine import RefineConfig, refine, report_table
+    from .model.projector import LabelProjector
+    from .train.refine import RefineConfig, refine, report_table
 
     projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
     config = RefineConfig(steps=args.steps, lr=args.lr, epsilon=args.epsilon, views=args.views,
@@ -189,7 +189,7 @@ def _demo(args):
 
 
 def _info(args):
-    from .projector import LabelProjector
+    from .model.projector import LabelProjector
 
     projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
     print(projector)
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_export_fkd)
 
-    from .refine import RefineConfig
+    from .train.refine import RefineConfig
 
     r = RefineConfig()
     p = sub.add_parser("refine", help="optimise the synthetic images so the projector's labels match the teacher's")

@@ -79,7 +79,7 @@ def train_toy_teacher(folder, steps=60, size=32, seed=0):
     """A timm ``test_resnet`` trained for a few steps on augmented views of the toy folder."""
     import timm
 
-    from hello_labels.data import AugmentedImages, open_images, stream_plans
+    from hello_labels.labels.views import AugmentedImages, open_images, stream_plans
 
     torch.manual_seed(seed)
     images = AugmentedImages(open_images(folder), size, scale=(0.25, 1.0))
@@ -99,7 +99,7 @@ def train_toy_teacher(folder, steps=60, size=32, seed=0):
 def tiny_projector(tiny_vit_dir):
     """``build(folder, min_scale=0.25) -> (projector, images)``: a fresh tiny-ViT projector (text head, head rank 4)
     and the folder's augmented 32-px views."""
-    from hello_labels.jobs import augmented, make_projector
+    from hello_labels.train.jobs import augmented, make_projector
 
     def build(folder, min_scale=0.25, size=32):
         images = augmented(folder, size, min_scale=min_scale)

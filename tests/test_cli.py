@@ -18,7 +18,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     from hello_labels import LabelProjector
-    from hello_labels.fkd import LabelDir
+    from hello_labels.labels.fkd import LabelDir
 
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--ipc", "2", "--epochs", "3", "--seeds", "1", "--teacher-steps", "20",

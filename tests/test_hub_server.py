@@ -4,11 +4,15 @@ import urllib.error
 import urllib.request
 
 import pytest
-from huggingface_hub import ModelHubMixin, hf_hub_download
-from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
-
 from hub_server import HubServer, hub, set_offline  # noqa: F401  (hub is a fixture)
+from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 REPO = "acme/tiny"
 

@@ -3,16 +3,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import sre2l_reference as ref
 import torch
 import torch.nn.functional as F
 import torchvision
+from hello_labels.adapters import rded, sre2l
 from torch import nn
 
-import sre2l_reference as ref
 from hello_labels import HelloLabelsError
-from hello_labels.adapters import rded, sre2l
-from hello_labels.distill import DistillConfig
-from hello_labels.jobs import distill_from_teachers
+from hello_labels.train.distill import DistillConfig
+from hello_labels.train.jobs import distill_from_teachers
 
 SIZE = 32
 

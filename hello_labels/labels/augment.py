@@ -1,0 +1,117 @@
+"""The students' augmentations, with their parameters made explicit so they can be drawn, stored and replayed.
+
+Crops follow SRe2L's ``RandomResizedCropWithCoords``: torchvision's ``RandomResizedCrop.get_params`` on the
+original image, stored as relative coords ``(i/H, j/W, h/H, w/W)``, then a horizontal flip. Mixing follows
+SRe2L/RDED's ``mix_aug``: one permutation and one ``lam ~ Beta(alpha, alpha)`` per batch; CutMix pastes the box
+``images[:, :, x1:x2, y1:y2]`` (``x`` indexes rows: SRe2L's ``rand_bbox`` calls dim 2 "W") from the permuted batch.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
+
+from ..errors import HelloLabelsError
+
+MIX_TYPES = (None, "cutmix", "mixup")
+_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+                  "nearest": InterpolationMode.NEAREST}
+
+
+def image_size(image) -> Tuple[int, int]:
+    """``(H, W)`` of a PIL image or a ``[C, H, W]`` tensor."""
+    if isinstance(image, torch.Tensor):
+        return int(image.shape[-2]), int(image.shape[-1])
+    return image.size[1], image.size[0]
+
+
+def draw_crop(image, scale: Sequence[float], ratio: Sequence[float], seed: int) -> torch.Tensor:
+    """torchvision's RandomResizedCrop parameters, drawn from ``seed``: relative coords ``[4]`` float32."""
+    height, width = image_size(image)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        i, j, h, w = RandomResizedCrop.get_params(
+            torch.empty(1, height, width), list(scale), list(ratio))
+        flip = bool(torch.rand(1) < 0.5)
+    return torch.tensor([i / height, j / width, h / height, w / width], dtype=torch.float32), flip
+
+
+def crop_box(coords: torch.Tensor, height: int, width: int) -> Tuple[int, int, int, int]:
+    """Pixel ``(top, left, h, w)`` of relative coords, rounded as PIL's ``crop`` rounds SRe2L's float box."""
+    top, left = float(coords[0]) * height, float(coords[1]) * width
+    bottom, right = top + float(coords[2]) * height, left + float(coords[3]) * width
+    top, left, bottom, right = round(top), round(left), round(bottom), round(right)
+    return top, left, max(1, bottom - top), max(1, right - left)
+
+
+def crop_flip(image, coords: torch.Tensor, flip: bool, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Crop ``coords`` out of a PIL image or ``[C, H, W]`` tensor, resize to ``size``, flip; float ``[C, S, S]`` in 0-1."""
+    height, width = image_size(image)
+    top, left, h, w = crop_box(coords, height, width)
+    if not isinstance(image, torch.Tensor):
+        image = TF.pil_to_tensor(image)
+    out = TF.resized_crop(image, top, left, h, w, [size, size], interpolation=_INTERPOLATION[interpolation],
+                          antialias=True)
+    if flip:
+        out = TF.horizontal_flip(out)
+    return TF.to_dtype(out, torch.float32, scale=True)
+
+
+def draw_mix(mix_type: Optional[str], batch_size: int, height: int, width: int, seed: int,
+             cutmix_alpha: float = 1.0, mixup_alpha: float = 0.8):
+    """One batch's mix parameters ``(index [B] int64 | None, lam float | None, bbox [x1, y1, x2, y2] | None)``.
+
+    ``bbox`` holds numpy integers, as SRe2L stores it.
+    """
+    if mix_type not in MIX_TYPES:
+        raise HelloLabelsError(f"unknown mix type {mix_type!r}; expected one of {list(MIX_TYPES)}")
+    if mix_type is None:
+        return None, None, None
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    index = torch.randperm(batch_size, generator=gen)
+    if mix_type == "mixup":
+        return index, float(rng.beta(mixup_alpha, mixup_alpha)), None
+    lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
+    return index, lam, _cutmix_box(height, width, lam, rng)
+
+
+def _cutmix_box(dim2: int, dim3: int, lam: float, rng) -> List[np.int64]:
+    cut = np.sqrt(1.0 - lam)
+    cut2, cut3 = int(dim2 * cut), int(dim3 * cut)
+    c2, c3 = rng.integers(dim2), rng.integers(dim3)
+    return [np.clip(c2 - cut2 // 2, 0, dim2), np.clip(c3 - cut3 // 2, 0, dim3),
+            np.clip(c2 + cut2 // 2, 0, dim2), np.clip(c3 + cut3 // 2, 0, dim3)]
+
+
+def apply_mix(images: torch.Tensor, mix_type: Optional[str], index, lam, bbox) -> torch.Tensor:
+    """Mixed copy of ``images [B, C, H, W]`` (the input is not modified)."""
+    if mix_type is None or index is None:
+        return images
+    index = torch.as_tensor(index, device=images.device).long()
+    if index.shape[0] != images.shape[0]:
+        raise HelloLabelsError(f"mix index has {index.shape[0]} entries for a batch of {images.shape[0]}")
+    if mix_type == "mixup":
+        return lam * images + (1 - lam) * images[index]
+    x1, y1, x2, y2 = (int(v) for v in bbox)
+    mixed = images.clone()
+    mixed[:, :, x1:x2, y1:y2] = images[index, :, x1:x2, y1:y2]
+    return mixed
+
+
+def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mix) -> torch.Tensor:
+    """Cross-entropy against the hard labels of a mixed batch: ``lam·CE(y) + (1-lam)·CE(y[index])``."""
+    index, lam, _ = mix
+    ce = F.cross_entropy(logits, labels)
+    if index is None:
+        return ce
+    return lam * ce + (1 - lam) * F.cross_entropy(logits, labels[torch.as_tensor(index, device=labels.device)])
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x - mean) / std`` per channel for ``[..., C, H, W]``."""
+    return TF.normalize(images, list(mean), list(std))

@@ -1,0 +1,78 @@
+"""Regenerate SRe2L-format label directories from an adapter: ship the < 1 MB adapter, rebuild the gigabytes
+locally for codebases that can only read files.
+
+Same conventions as SRe2L's ``relabel/generate_soft_label.py``: batches of a ``RandomSampler`` seeded
+``fkd_seed`` over the ImageFolder, fresh RandomResizedCrop + flip per image, one CutMix/Mixup per batch, the
+label computed on the mixed batch. Every random choice is seeded by (seed, epoch, batch), so an interrupted export
+resumes (existing files are complete: they were written atomically) and yields the same files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import HelloLabelsError
+from .augment import apply_mix, draw_mix
+from .fkd import FKD_SEED, FKDBatch, LabelDir, batch_path, sampler_batches, save_batch
+from .views import AugmentedImages, BatchPlan, loader, open_images
+
+
+def _plans(order, files, seed, mix_type, size, cutmix_alpha, mixup_alpha) -> Iterator[BatchPlan]:
+    """One plan per ``(epoch, batch)`` in ``files``; its draws depend on (seed, epoch, batch) alone."""
+    for step, (epoch, number) in enumerate(files):
+        indices = order[epoch][number]
+        base = (seed * 1_000_003 + epoch * 65_537 + number * 257) % (2 ** 62)
+        keys = [(i, (base + 31 * k + 1) % (2 ** 63)) for k, i in enumerate(indices)]
+        mix = draw_mix(mix_type, len(indices), size, size, base, cutmix_alpha, mixup_alpha)
+        yield BatchPlan(step, keys, torch.tensor(indices), mix, mix_type, info={"file": (epoch, number)})
+
+
+@torch.no_grad()
+def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type: Optional[str] = None,
+               fp16: bool = False, input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0,
+               fkd_seed: int = FKD_SEED, seed: int = 0, cutmix_alpha: float = 1.0, mixup_alpha: float = 0.8,
+               gvbsm_index: bool = False, num_workers: int = 0, progress: bool = True, mean=None,
+               std=None) -> LabelDir:
+    """Write ``out_dir/epoch_<e>/batch_<b>.tar`` for ``epochs`` epochs with the projector's logits as soft labels.
+
+    ``data``: the synthetic ImageFolder (or tensors); images are normalised with the projector's input mean/std.
+    ``gvbsm_index`` appends G-VBSM's seventh element (the batch's image indices). Returns the scanned directory.
+    Any other model (a teacher: SRe2L's own relabelling) works too, given the input ``mean``/``std``.
+    """
+    is_projector = hasattr(projector, "merge")
+    if is_projector:
+        mean, std = projector.config.input_mean, projector.config.input_std
+    elif mean is None or std is None:
+        raise HelloLabelsError("exporting from a plain model needs the input mean and std")
+    if epochs <= 0 or batch_size <= 0:
+        raise HelloLabelsError("epochs and batch size must be positive")
+    out = Path(out_dir)
+    if out.exists() and any(p.name.startswith("epoch_") is False for p in out.iterdir()):
+        # SRe2L counts every entry of the folder as an epoch: keep it clean
+        raise HelloLabelsError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
+    images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+    order = sampler_batches(len(images), batch_size, epochs, fkd_seed)
+    total = sum(len(e) for e in order)
+    missing = [(e, b) for e in range(epochs) for b in range(len(order[e])) if not batch_path(out, e, b).exists()]
+    was_merged = projector.merged if is_projector else True
+    (projector.merge() if is_projector else projector).eval()
+    device = next(projector.parameters()).device
+    plans = _plans(order, missing, seed, mix_type, input_size, cutmix_alpha, mixup_alpha)
+    data_loader, batches = loader(images, plans, len(missing), num_workers)
+    bar = tqdm(total=total, initial=total - len(missing), desc="export-fkd", disable=not progress, dynamic_ncols=True)
+    for step, (views, _, flip, coords) in enumerate(data_loader):
+        plan = batches.pop(step)
+        mixed = apply_mix(views.to(device), mix_type, *plan.mix)
+        logits = projector(mixed).float().cpu()
+        index, lam, bbox = plan.mix
+        batch = FKDBatch(coords, flip, index, lam, bbox, logits, plan.indices.clone() if gvbsm_index else None)
+        epoch, number = plan.info["file"]
+        save_batch(batch_path(out, epoch, number), batch, fp16=fp16)
+        bar.update(1)
+    bar.close()
+    if not was_merged:
+        projector.unmerge()
+    return LabelDir.scan(out, seed=fkd_seed)

@@ -1,0 +1,191 @@
+"""SRe2L-format soft-label directories (shared by CDA, LPLD and, with a seventh element, G-VBSM).
+
+Layout ``<fkd_path>/epoch_<e>/batch_<b>.tar``; each file is a ``torch.save``d list
+``[coords [B, 4] float32, flip_status [B] bool, mix_index [B] int64 | None, mix_lam float | None,
+mix_bbox [x1, y1, x2, y2] numpy ints | None, soft_label [B, C] fp16/fp32]`` (+ G-VBSM's ``index``).
+Image order: batches of a ``RandomSampler`` with one generator seeded ``fkd_seed`` (42) over the ImageFolder
+(sorted by class), epoch ``e`` using the generator's ``e``-th permutation, batch size fixed for all epochs.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from ..errors import HelloLabelsError
+from ..files import atomic_torch_save
+
+FKD_SEED = 42
+_BATCH_RE = re.compile(r"^batch_(\d+)\.tar$")
+_EPOCH_RE = re.compile(r"^epoch_(\d+)$")
+# Only the numpy scalar types these files contain are allowed through weights_only unpickling. Files written
+# under numpy 1.x name the scalar constructor numpy.core.multiarray.scalar, under numpy 2 numpy._core...
+_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+_DTYPES = [getattr(np.dtypes, f"{kind}{bits}DType") for kind in ("Int", "UInt") for bits in (8, 16, 32, 64)
+           ] + [np.dtypes.Float32DType, np.dtypes.Float64DType] if hasattr(np, "dtypes") else []
+SAFE_GLOBALS = [_SCALAR, (_SCALAR, "numpy.core.multiarray.scalar"), (_SCALAR, "numpy._core.multiarray.scalar"),
+                np.dtype, *_DTYPES]
+
+
+@dataclass
+class FKDBatch:
+    """One batch file's content. ``index`` is G-VBSM's optional seventh element."""
+
+    coords: torch.Tensor
+    flip: torch.Tensor
+    mix_index: Optional[torch.Tensor]
+    mix_lam: Optional[float]
+    mix_bbox: Optional[list]
+    soft_label: torch.Tensor
+    index: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return int(self.soft_label.shape[0])
+
+    def to_list(self) -> list:
+        items = [self.coords, self.flip, self.mix_index, self.mix_lam, self.mix_bbox, self.soft_label]
+        return items + ([self.index] if self.index is not None else [])
+
+
+def load_batch(path) -> FKDBatch:
+    """Read and validate one batch file (``torch.load(weights_only=True)``, numpy scalars allow-listed)."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            items = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise HelloLabelsError(f"label file missing: {path}") from err
+    except Exception as err:
+        raise HelloLabelsError(f"label file {path} is truncated or not an SRe2L batch file "
+                               f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
+    if not isinstance(items, (list, tuple)) or len(items) not in (6, 7):
+        raise HelloLabelsError(f"label file {path}: expected a list of 6 (SRe2L) or 7 (G-VBSM) elements")
+    batch = FKDBatch(*items)
+    _validate(batch, path)
+    return batch
+
+
+def _validate(b: FKDBatch, path) -> None:
+    def bad(what):
+        raise HelloLabelsError(f"label file {path}: {what}")
+
+    if not (isinstance(b.soft_label, torch.Tensor) and b.soft_label.ndim == 2 and b.soft_label.is_floating_point()):
+        bad("soft_label must be a float tensor [B, C]")
+    n = b.soft_label.shape[0]
+    if not (isinstance(b.coords, torch.Tensor) and tuple(b.coords.shape) == (n, 4)):
+        bad(f"coords must be a [{n}, 4] tensor")
+    if not (isinstance(b.flip, torch.Tensor) and tuple(b.flip.shape) == (n,)):
+        bad(f"flip_status must be a [{n}] tensor")
+    if b.mix_index is not None:
+        if not (isinstance(b.mix_index, torch.Tensor) and tuple(b.mix_index.shape) == (n,)):
+            bad(f"mix_index must be a [{n}] tensor or None")
+        if b.mix_lam is None:
+            bad("mix_index given without mix_lam")
+    if b.mix_bbox is not None and len(b.mix_bbox) != 4:
+        bad("mix_bbox must be [x1, y1, x2, y2] or None")
+    if b.index is not None and not (isinstance(b.index, torch.Tensor) and b.index.numel() == n):
+        bad(f"index must hold {n} image indices")
+
+
+def save_batch(path, batch: FKDBatch, fp16: bool = False) -> None:
+    """Write one batch file atomically, in SRe2L's list layout."""
+    if fp16:
+        batch = FKDBatch(**{**batch.__dict__, "soft_label": batch.soft_label.half()})
+    atomic_torch_save(batch.to_list(), path)
+
+
+def sampler_batches(num_images: int, batch_size: int, epochs: int, seed: int = FKD_SEED) -> List[List[List[int]]]:
+    """Image indices of every batch of every epoch, as SRe2L's seeded ``RandomSampler`` yields them."""
+    return [list(map(list, epoch)) for epoch in _sampler_batches(num_images, batch_size, epochs, seed)]
+
+
+@lru_cache(maxsize=4)
+def _sampler_batches(num_images, batch_size, epochs, seed):
+    generator = torch.Generator().manual_seed(seed)
+    sampler = torch.utils.data.RandomSampler(range(num_images), generator=generator)
+    batches = torch.utils.data.BatchSampler(sampler, batch_size=batch_size, drop_last=False)
+    return tuple(tuple(tuple(b) for b in batches) for _ in range(epochs))
+
+
+def batch_path(fkd_path, epoch: int, batch: int) -> Path:
+    return Path(fkd_path) / f"epoch_{epoch}" / f"batch_{batch}.tar"
+
+
+@dataclass
+class LabelDir:
+    """A scanned, complete label directory."""
+
+    path: Path
+    epochs: int
+    batches_per_epoch: int
+    batch_size: int
+    num_images: int
+    num_classes: int
+    dtype: torch.dtype
+    seed: int = FKD_SEED
+
+    @classmethod
+    def scan(cls, path, epochs: Optional[int] = None, seed: int = FKD_SEED) -> "LabelDir":
+        """Check layout and completeness; ``epochs`` uses only the first ``epochs`` (complete) epochs.
+
+        A partial directory is reported with what is missing, never half-used.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise HelloLabelsError(f"label directory not found: {path}")
+        found = sorted(int(m.group(1)) for m in map(_EPOCH_RE.match, os.listdir(path)) if m)
+        if not found:
+            raise HelloLabelsError(f"{path} holds no epoch_<e> folders: not an SRe2L label directory")
+        if found != list(range(len(found))):
+            missing = sorted(set(range(found[-1] + 1)) - set(found))
+            raise HelloLabelsError(f"label directory {path} is incomplete: epochs {missing[:5]} missing")
+        use = len(found) if epochs is None else epochs
+        if use > len(found):
+            raise HelloLabelsError(f"{path} holds {len(found)} epochs, fewer than the {use} asked for")
+        per_epoch = [sorted(int(m.group(1)) for m in map(_BATCH_RE.match, os.listdir(path / f"epoch_{e}")) if m)
+                     for e in range(use)]
+        count = len(per_epoch[0])
+        for e, batches in enumerate(per_epoch):
+            if batches != list(range(count)):
+                expected = set(range(max(count, len(batches))))
+                missing = sorted(expected - set(batches))
+                raise HelloLabelsError(
+                    f"label directory {path} is incomplete: epoch_{e} has {len(batches)} of "
+                    f"{max(count, len(batches))} batch files (missing batch_{missing[0] if missing else '?'}.tar); "
+                    f"regenerate it or use only the complete epochs (epochs={e})")
+        if count == 0:
+            raise HelloLabelsError(f"label directory {path}: epoch_0 holds no batch files")
+        first, last = load_batch(batch_path(path, 0, 0)), load_batch(batch_path(path, 0, count - 1))
+        info = cls(path=path, epochs=use, batches_per_epoch=count, batch_size=len(first),
+                   num_images=len(first) * (count - 1) + len(last), num_classes=first.soft_label.shape[1],
+                   dtype=first.soft_label.dtype, seed=seed)
+        return info
+
+    def image_batches(self) -> List[List[List[int]]]:
+        return sampler_batches(self.num_images, self.batch_size, self.epochs, self.seed)
+
+    def image_order(self, epoch: int, batch: int) -> List[int]:
+        """Image indices of one batch file (from the cached sampler order, without copying all of it)."""
+        return list(_sampler_batches(self.num_images, self.batch_size, self.epochs, self.seed)[epoch][batch])
+
+    def load(self, epoch: int, batch: int) -> FKDBatch:
+        """Load one batch and check it against the directory's batch size, classes and image order."""
+        path = batch_path(self.path, epoch, batch)
+        b = load_batch(path)
+        expected = self.image_order(epoch, batch)
+        if len(b) != len(expected):
+            raise HelloLabelsError(f"label file {path} holds {len(b)} labels; the sampler order expects {len(expected)}")
+        if b.soft_label.shape[1] != self.num_classes:
+            raise HelloLabelsError(f"label file {path} has {b.soft_label.shape[1]} classes, epoch_0 has {self.num_classes}")
+        if b.index is not None and b.index.flatten().tolist() != expected:
+            raise HelloLabelsError(f"label file {path}: its image indices disagree with the seed-{self.seed} sampler order")
+        return b
+
+    def total_bytes(self) -> int:
+        return sum(f.stat().st_size for e in range(self.epochs) for f in (self.path / f"epoch_{e}").iterdir())

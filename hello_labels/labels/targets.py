@@ -1,0 +1,169 @@
+"""Where the soft labels to fit come from: a teacher run online, an SRe2L label directory, or one stored label
+per image. Each source plans its batches (keys, mix, stored targets) and produces the target logits of a batch."""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional
+
+import torch
+from torch import nn
+
+from ..errors import HelloLabelsError
+from .fkd import LabelDir
+from .views import AugmentedImages, BatchPlan, stream_plans
+
+
+class TeacherTargets:
+    """Fresh crops/flips/mixes every step; targets are ``teacher(mixed_images)`` (as SRe2L/RDED label them)."""
+
+    fixed_batch_size = None
+
+    def __init__(self, images: AugmentedImages, teacher: nn.Module, seed: int = 0,
+                 mix_type: Optional[str] = "cutmix", cutmix_alpha: float = 1.0, mixup_alpha: float = 0.8,
+                 description: str = "teacher"):
+        self.images, self.teacher, self.seed = images, teacher, seed
+        self.mix_type, self.cutmix_alpha, self.mixup_alpha = mix_type, cutmix_alpha, mixup_alpha
+        self.description = description
+
+    def to(self, device) -> "TeacherTargets":
+        self.teacher.to(device)
+        return self
+
+    def plans(self, start: int, steps: int, rank: int = 0, world_size: int = 1,
+              batch_size: int = 64) -> Iterator[BatchPlan]:
+        return stream_plans(len(self.images), batch_size, self.seed, start, steps, rank, world_size,
+                            mix_type=self.mix_type, image_size=self.images.size, cutmix_alpha=self.cutmix_alpha,
+                            mixup_alpha=self.mixup_alpha)
+
+    def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
+        """Unmixed views from a seed the training stream never uses."""
+        plans = list(stream_plans(len(self.images), batch_size, self.seed + 104_729, 0, -(-num_views // batch_size)))
+        extra = len(plans) * batch_size - num_views
+        if extra:
+            last = plans[-1]
+            last.keys, last.indices = last.keys[:-extra], last.indices[:-extra]
+        return plans
+
+    @torch.no_grad()
+    def __call__(self, plan: BatchPlan, mixed: torch.Tensor) -> torch.Tensor:
+        return self.teacher(mixed).float()
+
+    def fingerprint(self) -> dict:
+        return {"source": "teacher", "teacher": self.description, "images": len(self.images),
+                "seed": self.seed, "mix": self.mix_type,
+                "size": self.images.size, "scale": list(self.images.scale)}
+
+
+class StoredTargets:
+    """Replays an SRe2L label directory: its crops, flips and mixes on the synthetic images, its logits."""
+
+    def __init__(self, images: AugmentedImages, labels: LabelDir, mix_type: Optional[str] = None):
+        if labels.num_images != len(images):
+            raise HelloLabelsError(f"label directory {labels.path} covers {labels.num_images} images but the image "
+                                   f"folder holds {len(images)}")
+        self.images, self.labels = images, labels
+        self.mix_type = mix_type
+        self.fixed_batch_size = labels.batch_size
+        self.total_files = labels.epochs * labels.batches_per_epoch
+
+    def to(self, device) -> "StoredTargets":
+        return self
+
+    def _plan(self, step: int, file_number: int) -> BatchPlan:
+        epoch, batch = divmod(file_number % self.total_files, self.labels.batches_per_epoch)
+        b = self.labels.load(epoch, batch)
+        indices = self.labels.image_order(epoch, batch)
+        keys = [(i, b.coords[k], bool(b.flip[k])) for k, i in enumerate(indices)]
+        mix_type = self.mix_type or ("cutmix" if b.mix_bbox is not None else "mixup" if b.mix_index is not None
+                                     else None)
+        if b.mix_bbox is not None and max(int(v) for v in b.mix_bbox) > self.images.size:
+            raise HelloLabelsError(f"cutmix box {[int(v) for v in b.mix_bbox]} in epoch_{epoch}/batch_{batch}.tar "
+                                   f"exceeds the input size {self.images.size}: pass the input size the labels "
+                                   f"were generated at")
+        return BatchPlan(step, keys, torch.tensor(indices), (b.mix_index, b.mix_lam, b.mix_bbox), mix_type,
+                         targets=b.soft_label.float(), info={"file": (epoch, batch)})
+
+    def plans(self, start: int, steps: int, rank: int = 0, world_size: int = 1,
+              batch_size: Optional[int] = None) -> Iterator[BatchPlan]:
+        """Step ``s`` of rank ``r`` replays batch file number ``s * world_size + r`` (cycling through epochs)."""
+        for step in range(start, steps):
+            yield self._plan(step, step * world_size + rank)
+
+    def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
+        """Stored views of the last epoch (labels exist only for stored views)."""
+        last = (self.labels.epochs - 1) * self.labels.batches_per_epoch
+        count = min(self.labels.batches_per_epoch, -(-num_views // self.fixed_batch_size))
+        return [self._plan(i, last + i) for i in range(count)]
+
+    def __call__(self, plan: BatchPlan, mixed: torch.Tensor) -> torch.Tensor:
+        return plan.targets.to(mixed.device)
+
+    def fingerprint(self) -> dict:
+        return {"source": "label_dir", "path": str(self.labels.path), "epochs": self.labels.epochs,
+                "images": self.labels.num_images, "batch_size": self.fixed_batch_size, "size": self.images.size}
+
+
+class ImageLabelTargets:
+    """One stored soft label per image (small-scale methods): whole images, no augmentation."""
+
+    fixed_batch_size = None
+
+    def __init__(self, images: AugmentedImages, labels: torch.Tensor, seed: int = 0,
+                 description: str = "per-image labels"):
+        labels = torch.as_tensor(labels).float()
+        if labels.ndim != 2 or labels.shape[0] != len(images):
+            raise HelloLabelsError(f"per-image labels must be [N={len(images)}, C]; got {list(labels.shape)}")
+        self.images, self.labels, self.seed = images, labels, seed
+        self.mix_type, self.description = None, description
+
+    def to(self, device) -> "ImageLabelTargets":
+        return self
+
+    def plans(self, start: int, steps: int, rank: int = 0, world_size: int = 1,
+              batch_size: int = 64) -> Iterator[BatchPlan]:
+        for plan in stream_plans(len(self.images), batch_size, self.seed, start, steps, rank, world_size,
+                                 augment=False):
+            plan.targets = self.labels[plan.indices]
+            yield plan
+
+    def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
+        plans = []
+        for start in range(0, min(num_views, len(self.images)), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(self.images)))
+            plans.append(BatchPlan(len(plans), [(int(i), None) for i in idx], idx, targets=self.labels[idx]))
+        return plans
+
+    def __call__(self, plan: BatchPlan, mixed: torch.Tensor) -> torch.Tensor:
+        return plan.targets.to(mixed.device)
+
+    def fingerprint(self) -> dict:
+        return {"source": "image_labels", "labels": self.description, "images": len(self.images),
+                "seed": self.seed}
+
+
+def load_image_labels(path: str) -> torch.Tensor:
+    """Per-image soft labels ``[N, C]`` from ``.pt``/``.pth`` (weights_only), ``.npy`` or ``.safetensors``."""
+    import os
+
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise HelloLabelsError(f"label file not found: {path}")
+    try:
+        if path.endswith(".npy"):
+            labels = torch.from_numpy(np.load(path, allow_pickle=False))
+        elif path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            tensors = load_file(path)
+            if len(tensors) != 1:
+                raise HelloLabelsError(f"{path} must hold exactly one tensor, holds {sorted(tensors)}")
+            labels = next(iter(tensors.values()))
+        else:
+            labels = torch.load(path, map_location="cpu", weights_only=True)
+    except HelloLabelsError:
+        raise
+    except Exception as err:
+        raise HelloLabelsError(f"cannot read label file {path}: {str(err).splitlines()[0][:200]}") from err
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or not labels.is_floating_point():
+        raise HelloLabelsError(f"{path} must hold one float tensor [N, C] of soft labels")
+    return labels.float()

@@ -1,0 +1,281 @@
+"""Fit a projector's adapter so that ``projector(x)`` reproduces target logits under the students' augmentations.
+
+One loop serves ``distill`` (teacher online), ``convert`` (SRe2L label directory) and per-image label files.
+Checkpoints are atomic and carry optimiser, schedule and RNG state; since every random choice of a step is a
+function of the step number (see :mod:`hello_labels.data`), ``resume=True`` after a kill finishes with the same
+adapter as an uninterrupted run. Under ``torchrun`` it trains with DistributedDataParallel; rank 0 writes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ..errors import HelloLabelsError
+from ..files import atomic_torch_save, atomic_write_json, changed_settings
+from ..labels.augment import apply_mix, mixed_cross_entropy
+from ..labels.views import loader
+from .evaluate import collect, discrepancy, fidelity
+
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.json"
+LOSSES = ("mse", "kl")
+
+
+@dataclass
+class DistillConfig:
+    """Training settings. ``loss``: ``mse`` on logits (the paper's) or ``kl`` at ``temperature`` (what SRe2L/RDED
+    students use); ``ce_weight`` adds the paper's ``λ·CE(hard label)``. ``batch_size`` is global (all ranks)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    loss: str = "mse"
+    temperature: float = 4.0
+    ce_weight: float = 0.0
+    precision: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    eval_views: int = 256
+    num_workers: int = 0
+    save_dtype: str = "float32"
+    calibrate: bool = True
+
+    # settings a resumed run may change without changing the result
+    RESUMABLE = ("checkpoint_every", "eval_every", "eval_views", "num_workers", "save_dtype")
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def setup(cls, device=None) -> "DistEnv":
+        """Join the process group ``torchrun`` describes in the environment (gloo on CPU, nccl on GPU)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device is None:
+            device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        device = torch.device(device)
+        if world > 1 and not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(int(os.environ.get("RANK", "0")), world, device)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext(), None
+    if precision not in ("bf16", "fp16"):
+        raise HelloLabelsError(f"unknown precision '{precision}'; expected auto, fp32, bf16 or fp16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def loss_fn(cfg: DistillConfig, logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, plan) -> torch.Tensor:
+    """``MSE(logits)`` or ``T²·KL`` at T, plus ``ce_weight·CE`` against the (mixed) hard labels."""
+    loss = discrepancy(logits, target, cfg.loss, cfg.temperature)
+    if cfg.ce_weight:
+        loss = loss + cfg.ce_weight * mixed_cross_entropy(logits, labels, plan.mix)
+    return loss
+
+
+@torch.no_grad()
+def calibrate(projector, targets, plans) -> float:
+    """Fit the head's scale and per-class bias so the untrained projector's logits match the targets' in scale
+    and offset (least squares on per-view centred logits); returns the scale factor applied."""
+    logits, target, _ = collect(projector, targets, plans)
+    z, t = logits - logits.mean(-1, keepdim=True), target - target.mean(-1, keepdim=True)
+    a = float((z * t).sum() / (z * z).sum().clamp_min(1e-12))
+    if not math.isfinite(a) or a <= 0:
+        a = float(t.std() / z.std().clamp_min(1e-12))
+    head = projector.head
+    head.logit_scale.add_(math.log(a))
+    head.bias.mul_(a).add_((target - a * logits).mean(0).to(head.bias.device))
+    return a
+
+
+def _schedule(cfg: DistillConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _fingerprint(projector, targets, cfg: DistillConfig) -> dict:
+    settings = {k: v for k, v in asdict(cfg).items() if k not in DistillConfig.RESUMABLE}
+    c = projector.config
+    return {"config": settings, "targets": targets.fingerprint(),
+            "projector": {"base": c.base, "lora": c.lora, "head_rank": c.head_rank, "classes": len(c.class_names)}}
+
+
+def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None, resume: bool = False,
+            progress: bool = True, device=None, metadata: Optional[dict] = None):
+    """Train ``projector``'s adapter on ``targets`` and save it to ``out_dir`` (a ``save_pretrained`` directory).
+
+    ``targets``: :class:`~hello_labels.targets.TeacherTargets`, :class:`StoredTargets` or
+    :class:`ImageLabelTargets`. ``resume=True`` continues from ``out_dir/train_state.pt``. Returns a dict of
+    final metrics (also written to ``out_dir/metrics.json``).
+    """
+    cfg = config or DistillConfig()
+    if cfg.loss not in LOSSES:
+        raise HelloLabelsError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
+    if cfg.steps <= 0 or cfg.batch_size <= 0:
+        raise HelloLabelsError("steps and batch_size must be positive")
+    env = DistEnv.setup(device)
+    if targets.fixed_batch_size is None and cfg.batch_size % env.world_size:
+        raise HelloLabelsError(f"batch size {cfg.batch_size} is not divisible by {env.world_size} processes")
+    out = Path(out_dir)
+    state_path = out / STATE_FILE
+    fingerprint = _fingerprint(projector, targets, cfg)
+
+    projector.to(env.device)
+    targets.to(env.device)
+    params = projector.trainable_parameters()
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    autocast, scaler = _autocast(cfg.precision, env.device)
+    history, start = [], 0
+
+    if state_path.exists():
+        if not resume:
+            raise HelloLabelsError(f"{out} already holds a training checkpoint: pass resume=True (--resume) to "
+                                   f"continue it, or choose another output directory")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        _check_resumable(state["fingerprint"], fingerprint, state_path)
+        projector.load_adapter_state_dict(state["adapter"], source=str(state_path))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        start, history = int(state["step"]), json.loads(state["history"])
+    elif resume and env.main:
+        print(f"no checkpoint in {out}: starting from step 0")
+
+    local_batch = targets.fixed_batch_size or cfg.batch_size // env.world_size
+    evaluating = bool(cfg.eval_every) and env.main
+    calibrating = start == 0 and cfg.calibrate
+    held_out = targets.held_out(cfg.eval_views, local_batch) if calibrating or evaluating else None
+    if calibrating:
+        calibrate(projector, targets, held_out)
+
+    model = projector
+    if env.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            projector, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            broadcast_buffers=False)
+    data, batches = loader(targets.images, targets.plans(start, cfg.steps, env.rank, env.world_size, local_batch),
+                           cfg.steps - start, cfg.num_workers)
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and env.main), desc="distill",
+               dynamic_ncols=True)
+    model.train()
+    running_agree, running_loss, t0 = None, None, time.perf_counter()
+
+    for step, (images, labels, _, _) in zip(range(start, cfg.steps), data):
+        plan = batches.pop(step)
+        images, labels = images.to(env.device, non_blocking=True), labels.to(env.device)
+        mixed = apply_mix(images, plan.mix_type, *plan.mix)
+        target = targets(plan, mixed)
+        with autocast:
+            logits = model(mixed)
+        loss = loss_fn(cfg, logits.float(), target, labels, plan)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+
+        agree = float((logits.argmax(-1) == target.argmax(-1)).float().mean())
+        running_agree = agree if running_agree is None else 0.9 * running_agree + 0.1 * agree
+        loss_value = loss.item()
+        running_loss = loss_value if running_loss is None else 0.9 * running_loss + 0.1 * loss_value
+        bar.set_postfix(loss=f"{running_loss:.4f}", agree=f"{running_agree:.1%}", refresh=False)
+        bar.update(1)
+        done = step + 1
+        if done % 10 == 0 or done == cfg.steps:
+            history.append({"step": done, "loss": running_loss, "agreement": running_agree,
+                            "lr": scheduler.get_last_lr()[0]})
+        if evaluating and done % cfg.eval_every == 0:
+            report = fidelity(projector, targets, held_out, projector.config.class_names, cfg.temperature)
+            history.append({"step": done, "eval_agreement": report.agreement, "eval_kl": report.kl})
+            bar.write(f"step {done}: held-out agreement {report.agreement:.2%}, KL {report.kl:.4f}")
+            model.train()
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if env.main:
+                _save_state(state_path, done, projector, optimizer, scheduler, scaler, history, fingerprint)
+            env.barrier()
+    bar.close()
+
+    projector.eval()
+    summary = {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "final_loss": running_loss,
+               "train_agreement": running_agree, "history": history}
+    if env.main:
+        projector.config.metadata.update(metadata or {})
+        projector.config.metadata["distill"] = {k: v for k, v in asdict(cfg).items() if k not in ("num_workers",)}
+        projector.save_pretrained(out, dtype=cfg.save_dtype)
+        atomic_write_json(out / METRICS_FILE, summary)
+    env.barrier()
+    return summary
+
+
+def _save_state(path, step, projector, optimizer, scheduler, scaler, history, fingerprint) -> None:
+    atomic_torch_save({
+        "step": step,
+        "adapter": {k: v.detach().cpu().clone() for k, v in projector.adapter_state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": torch.get_rng_state(),
+        "history": json.dumps(history),
+        "fingerprint": fingerprint,
+    }, path)
+
+
+def _check_resumable(saved: dict, current: dict, path) -> None:
+    diffs = [d for section in current for d in changed_settings(saved.get(section, {}), current[section],
+                                                                 f"{section}.")]
+    if diffs:
+        raise HelloLabelsError(f"cannot resume {path}: settings differ ({'; '.join(diffs[:3])}); rerun with the "
+                               f"original settings")

@@ -1,0 +1,110 @@
+"""Fidelity of a projector to its teacher (or to stored labels): top-1 agreement, mean KL at T, per class."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..labels.augment import apply_mix
+from ..labels.views import loader
+
+
+def kl_at(student_logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-sample ``KL(softmax(t/T) || softmax(s/T))`` ``[B]`` (no T^2 factor)."""
+    log_p = F.log_softmax(target_logits / temperature, dim=-1)
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def discrepancy(logits: torch.Tensor, target_logits: torch.Tensor, loss: str = "kl",
+                temperature: float = 1.0) -> torch.Tensor:
+    """Scalar ``T²·mean KL(target || logits)`` at T, or the MSE of the logits ``[B, C]``."""
+    if loss == "mse":
+        return F.mse_loss(logits, target_logits)
+    return kl_at(logits, target_logits, temperature).mean() * temperature ** 2
+
+
+@dataclass
+class FidelityReport:
+    """``agreement``: fraction of views where projector and target top-1 classes agree; ``kl``: mean KL at T;
+    ``per_class*``: the same (and the view count) per image class."""
+
+    agreement: float
+    kl: float
+    temperature: float
+    views: int
+    per_class: Dict[str, float] = field(default_factory=dict)
+    per_class_views: Dict[str, int] = field(default_factory=dict)
+    per_class_kl: Dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        lines = [f"views {self.views}   agreement {self.agreement:.2%}   KL@T={self.temperature:g} {self.kl:.4f}",
+                 f"{'class':<24} {'views':>6} {'agreement':>10}"]
+        for name, value in self.per_class.items():
+            lines.append(f"{name[:24]:<24} {self.per_class_views[name]:>6} {value:>10.2%}")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def collect(projector, targets, plans: List, num_workers: int = 0, device=None):
+    """Projector logits, target logits and image classes over the views of ``plans``: three ``[N, ...]``."""
+    device = device or projector.device
+    was_training = projector.training
+    projector.eval()
+    data, batches = loader(targets.images, iter(plans), len(plans), num_workers)
+    out = ([], [], [])
+    for number, (images, labels, _, _) in enumerate(data):
+        plan = batches.pop(plans[number].step)
+        mixed = apply_mix(images.to(device), plan.mix_type, *plan.mix)
+        out[0].append(projector(mixed).float().cpu())
+        out[1].append(targets(plan, mixed).float().cpu())
+        out[2].append(labels)
+    projector.train(was_training)
+    return tuple(torch.cat(o) for o in out)
+
+
+def fidelity(projector, targets, plans: List, class_names: Optional[List[str]] = None, temperature: float = 1.0,
+             num_workers: int = 0, device=None) -> FidelityReport:
+    """Compare ``projector`` with ``targets`` on the views of ``plans`` (see :mod:`hello_labels.targets`).
+
+    Per-class agreement groups views by the image's own class (its ImageFolder label)."""
+    logits, target, cls_t = collect(projector, targets, plans, num_workers, device)
+    agree_t = (logits.argmax(-1) == target.argmax(-1)).float()
+    kl_t = kl_at(logits, target, temperature)
+    names = class_names or [str(i) for i in range(int(cls_t.max()) + 1)]
+    per_class, per_views, per_kl = {}, {}, {}
+    for c in sorted(set(cls_t.tolist())):
+        mask = cls_t == c
+        name = names[c] if c < len(names) else str(c)
+        per_class[name], per_views[name] = float(agree_t[mask].mean()), int(mask.sum())
+        per_kl[name] = float(kl_t[mask].mean())
+    return FidelityReport(float(agree_t.mean()), float(kl_t.mean()), temperature, int(agree_t.numel()),
+                          per_class, per_views, per_kl)
+
+
+def plot_per_class(report: FidelityReport, path: str) -> None:
+    """Bar chart of per-class agreement (needs matplotlib: ``pip install hello-labels[plot]``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..files import atomic_path
+
+    names = list(report.per_class)
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(names) + 2), 3.2))
+    ax.bar(range(len(names)), [report.per_class[n] for n in names], color="#3b7dd8")
+    ax.axhline(report.agreement, color="k", lw=1, ls="--", label=f"overall {report.agreement:.1%}")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("top-1 agreement")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -1,0 +1,106 @@
+"""The jobs behind the CLI, as library calls: distil from teachers, convert label files, evaluate fidelity."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ..errors import HelloLabelsError
+from ..labels.fkd import FKD_SEED, LabelDir
+from ..labels.targets import ImageLabelTargets, StoredTargets, TeacherTargets, load_image_labels
+from ..labels.teachers import load_teachers
+from ..labels.views import AugmentedImages, class_names_for, open_images
+from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
+from ..model.projector import LabelProjector
+from .distill import DistillConfig, distill
+from .evaluate import FidelityReport, fidelity
+
+
+def augmented(data, input_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, min_scale: float = 0.08,
+              max_scale: float = 1.0) -> AugmentedImages:
+    """The synthetic set with SRe2L's RandomResizedCrop(input_size, scale=(min_scale, max_scale)) + flip."""
+    return AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+
+
+def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrained=None, init: Optional[str] = None,
+                   class_names=None, **options) -> LabelProjector:
+    """A fresh projector on ``base`` (input normalisation taken from the data) or an existing one (``init``)."""
+    if init:
+        projector = LabelProjector.from_pretrained(init)
+        if (tuple(projector.config.input_mean), tuple(projector.config.input_std)) != (images.mean, images.std):
+            raise HelloLabelsError(f"projector {init} expects inputs normalised with mean {projector.config.input_mean} "
+                                   f"std {projector.config.input_std}, the data uses {list(images.mean)} {list(images.std)}")
+        return projector
+    if not base:
+        raise HelloLabelsError("give a base (--base) or an existing projector to start from (--init)")
+    names = class_names_for(images.source, class_names)
+    if options.get("head_init") == "prototype" and "prototype_images" not in options:
+        options["prototype_images"], options["prototype_labels"] = prototype_batch(images)
+    return LabelProjector.from_base(base, pretrained, class_names=names, input_mean=images.mean,
+                                    input_std=images.std, input_channels=len(images.mean), **options)
+
+
+def prototype_batch(images: AugmentedImages):
+    """Every synthetic image, whole (centre view), for a prototype head."""
+    views = [images[(i, None)] for i in range(len(images))]
+    return torch.stack([v[0] for v in views]), torch.tensor([v[1] for v in views])
+
+
+def distill_from_teachers(data, teachers: Sequence, out_dir, projector: LabelProjector,
+                          config: Optional[DistillConfig] = None, teacher_weights=None, mix_type="cutmix",
+                          input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0, resume=False,
+                          progress=True, images: Optional[AugmentedImages] = None) -> dict:
+    """``hello-labels distill``: fit ``projector`` to the (weighted) average of ``teachers`` on the synthetic set."""
+    config = config or DistillConfig()
+    images = images or augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
+                                 min_scale, max_scale)
+    ensemble = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
+    names = ", ".join(t if isinstance(t, str) else type(t).__name__ for t in teachers)
+    targets = TeacherTargets(images, ensemble, seed=config.seed, mix_type=mix_type, description=names)
+    return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
+                   metadata={"teacher": names, "dataset": str(data) if not isinstance(data, torch.Tensor) else "tensors"})
+
+
+def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Optional[DistillConfig] = None,
+                   input_size: int = 224, epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, resume=False,
+                   progress=True) -> dict:
+    """``hello-labels convert``: fit ``projector`` to stored labels, no teacher needed.
+
+    ``labels``: an SRe2L label directory (crops, flips and mixes replayed on ``data``), or a file of one soft label
+    per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``)."""
+    config = config or DistillConfig()
+    images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std)
+    targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
+    return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
+                   metadata={"teacher": f"stored labels {labels}", "dataset": str(data)})
+
+
+def _stored_targets(projector, images, labels, epochs, fkd_seed, **options):
+    """An SRe2L label directory or a per-image label file as targets, checked against the projector's classes."""
+    if Path(labels).is_dir():
+        targets = StoredTargets(images, LabelDir.scan(labels, epochs, seed=fkd_seed))
+        classes = targets.labels.num_classes
+    else:
+        targets = ImageLabelTargets(images, load_image_labels(str(labels)), **options)
+        classes = targets.labels.shape[1]
+    if classes != projector.num_classes:
+        raise HelloLabelsError(f"labels have {classes} classes but the projector has {projector.num_classes}")
+    return targets
+
+
+def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = None, labels=None,
+             teacher_weights=None, views: int = 512, batch_size: int = 64, temperature: float = 1.0,
+             input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0, seed: int = 0,
+             epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, num_workers: int = 0) -> FidelityReport:
+    """``hello-labels eval``: agreement and KL against teachers on held-out views, or against stored labels."""
+    if (teachers is None) == (labels is None):
+        raise HelloLabelsError("evaluate against either teachers or stored labels")
+    images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std, min_scale, max_scale)
+    if teachers is not None:
+        ensemble = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes).to(projector.device)
+        targets = TeacherTargets(images, ensemble, seed=seed, mix_type=None)
+    else:
+        targets = _stored_targets(projector, images, labels, epochs, fkd_seed)
+    names = list(getattr(images.source, "classes", None) or projector.config.class_names)
+    return fidelity(projector, targets, targets.held_out(views, batch_size), names, temperature, num_workers)

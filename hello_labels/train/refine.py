@@ -1,0 +1,419 @@
+"""Refine the synthetic images so the projector's labels match the teacher's (HeLlO's image update).
+
+The projector is a low-rank approximation of the teacher, so on some images their labels differ. Refinement
+optimises a per-image pixel delta (Adam, in 0-1 pixel space) that shrinks the teacher–projector discrepancy (KL at
+T, or MSE of logits) over the students' augmentations of each image: RandomResizedCrop + flip, then CutMix/Mixup
+within the batch. Gradients reach the pixels through both frozen models. After each step the delta is clamped to
+``[-epsilon, epsilon]`` and the image to ``[0, 1]``, so refined images stay within ``epsilon`` of the originals.
+Optionally (RDED-style stitched images with their high-resolution sources known) a second term pulls the
+projector's encoder features of each stored low-resolution patch, upsampled, towards those of its source.
+
+The output folder mirrors the input: same class folders, file names and formats (PNG lossless; JPEG re-encoded at
+``jpeg_quality`` with 4:4:4 chroma, so its pixel change can exceed the budget by the encoding error). Each file is
+written atomically, so on a rerun the files already in the output are complete and are skipped; batches are fixed
+by the whole file list and every random draw by the file, step and view, so a resumed run writes the same files
+as an uninterrupted one. ``OUT/refine.json`` holds the settings (checked on resume) and, at the end, the report.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import HelloLabelsError
+from ..files import atomic_path, atomic_write_json, changed_settings
+from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
+from ..labels.views import open_images
+from .evaluate import discrepancy, fidelity
+
+REPORT_FILE = "refine.json"
+LOSSES = ("kl", "mse")
+GREY_MODES = ("L",)  # kept greyscale; every other mode is handled (and saved) as RGB, as the loader sees it
+# How each format is written back: PNG (and other lossless formats) exactly; JPEG at high quality, no chroma
+# subsampling; WebP losslessly.
+_SAVE_OPTIONS = {"JPEG": lambda q: {"quality": q, "subsampling": 0}, "WEBP": lambda q: {"lossless": True}}
+
+
+@dataclass
+class RefineConfig:
+    """Settings of :func:`refine`. ``epsilon``: per-pixel budget in 0-1 units (8/255); ``lr``: Adam step size in
+    0-1 pixel units; each step scores ``views`` augmented views of every image of a ``batch_size`` batch.
+    ``loss``: ``kl`` at ``temperature`` (T²-scaled) or ``mse`` of logits. ``feature_weight`` weighs the patch
+    feature term (only with a patch map). ``eval_views`` held-out unmixed views score before/after."""
+
+    steps: int = 50
+    lr: float = 1 / 255
+    epsilon: float = 8 / 255
+    views: int = 4
+    batch_size: int = 32
+    loss: str = "kl"
+    temperature: float = 1.0
+    mix_type: Optional[str] = "cutmix"
+    input_size: int = 224
+    min_scale: float = 0.08
+    max_scale: float = 1.0
+    feature_weight: float = 1.0
+    jpeg_quality: int = 95
+    seed: int = 0
+    eval_views: int = 512
+    eval_batch_size: int = 64
+
+    # settings a resumed run may change without changing the refined files
+    RESUMABLE = ("eval_views", "eval_batch_size")
+
+
+class ImageFile(NamedTuple):
+    """One image of the folder: path relative to the folder, ImageFolder index and class, ``(H, W)``, channels."""
+
+    rel: str
+    index: int
+    label: int
+    size: Tuple[int, int]
+    channels: int
+
+
+# ----------------------------------------------------------------------------- the optimisation (no I/O)
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def augmented_views(images: torch.Tensor, indices: Sequence[int], step: int, cfg: RefineConfig,
+                    mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``images [B, 3, H, W]`` in 0-1 -> normalised, mixed views ``[B*views, 3, S, S]``, differentiably.
+
+    Crop/flip of view ``v`` of image ``indices[b]`` at ``step`` come from its own seed; the mix from the step's."""
+    scale, ratio, size = (cfg.min_scale, cfg.max_scale), (3 / 4, 4 / 3), cfg.input_size
+    views = []
+    for v in range(cfg.views):
+        for image, index in zip(images, indices):
+            coords, flip = draw_crop(image, scale, ratio, _seed(cfg.seed, 1, index, step, v))
+            views.append(crop_flip(image, coords, flip, size))
+    views = normalize(torch.stack(views), mean, std)
+    mix = draw_mix(cfg.mix_type, len(views), size, size, _seed(cfg.seed, 2, min(indices), step))
+    return apply_mix(views, cfg.mix_type, *mix)
+
+
+class Patch(NamedTuple):
+    """A stored low-resolution patch ``box = (top, left, h, w)`` of image ``image`` (batch position) and the
+    projector features ``[D]`` of its high-resolution source."""
+
+    image: int
+    box: Tuple[int, int, int, int]
+    target: torch.Tensor
+
+
+def patch_feature_loss(projector, images: torch.Tensor, patches: Sequence[Patch]) -> torch.Tensor:
+    """Mean ``1 - cos(features(upsampled patch), features(source))`` over ``patches``; ``images`` in 0-1."""
+    size = list(projector.inputs.size)
+    crops = [TF.resize(images[p.image, :, p.box[0]:p.box[0] + p.box[2], p.box[1]:p.box[1] + p.box[3]], size,
+                       antialias=True) for p in patches]
+    cfg = projector.config
+    feats = projector.features(normalize(torch.stack(crops), cfg.input_mean, cfg.input_std))
+    targets = torch.stack([p.target for p in patches]).to(feats)
+    return (1 - F.cosine_similarity(feats, targets, dim=-1)).mean()
+
+
+def refine_batch(projector, teacher, images: torch.Tensor, indices: Sequence[int], cfg: RefineConfig,
+                 patches: Sequence[Patch] = ()) -> Tuple[torch.Tensor, Optional[float], Optional[float]]:
+    """Refine ``images [B, C, H, W]`` (0-1, C = 1 or 3, one size) of folder indices ``indices [B]``.
+
+    Returns the refined images ``[B, C, H, W]`` (``|Δ| <= epsilon``, in 0-1) and the loss at the first and last
+    step. Neither model's parameters receive gradients."""
+    mean, std = projector.config.input_mean, projector.config.input_std
+    delta = torch.zeros_like(images, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=cfg.lr)
+    losses = []
+    for step in range(cfg.steps):
+        x = (images + delta).expand(-1, 3, -1, -1)
+        views = augmented_views(x, indices, step, cfg, mean, std)
+        loss = discrepancy(projector(views).float(), teacher(views).float(), cfg.loss, cfg.temperature)
+        if patches and cfg.feature_weight:
+            loss = loss + cfg.feature_weight * patch_feature_loss(projector, x, patches)
+        delta.grad, = torch.autograd.grad(loss, delta)
+        optimizer.step()
+        with torch.no_grad():
+            delta.clamp_(-cfg.epsilon, cfg.epsilon)
+            delta.copy_((images + delta).clamp_(0, 1) - images)
+        losses.append(loss.item())
+    return (images + delta).detach(), (losses[0] if losses else None), (losses[-1] if losses else None)
+
+
+# ----------------------------------------------------------------------------- files
+def list_images(data) -> Tuple[List[ImageFile], List[str]]:
+    """The images of an ImageFolder tree in ImageFolder order (headers only are read), and its class names."""
+    root = Path(data)
+    folder = open_images(root)
+    files = []
+    for index, (path, label) in enumerate(folder.samples):
+        with Image.open(path) as img:
+            files.append(ImageFile(Path(path).relative_to(root).as_posix(), index, label, (img.height, img.width),
+                                   1 if img.mode in GREY_MODES else 3))
+    return files, list(folder.classes)
+
+
+def plan_batches(files: Sequence[ImageFile], batch_size: int) -> List[List[ImageFile]]:
+    """Batches of at most ``batch_size`` images of one size and channel count, in folder order per group."""
+    groups: Dict[tuple, List[ImageFile]] = {}
+    for f in files:
+        groups.setdefault((f.size, f.channels), []).append(f)
+    return [group[i:i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+
+
+def read_image(path) -> Tuple[torch.Tensor, str]:
+    """``[C, H, W]`` uint8 (C = 1 for greyscale, else 3 as the students' loader converts) and the PIL format."""
+    with Image.open(path) as img:
+        return TF.pil_to_tensor(img.convert("L" if img.mode in GREY_MODES else "RGB")), img.format
+
+
+def write_image(image: torch.Tensor, path, fmt: str, jpeg_quality: int = 95) -> None:
+    """Quantise ``[C, H, W]`` 0-1 to uint8 and write it atomically as ``fmt`` (PIL format name)."""
+    array = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    pil = TF.to_pil_image(array)
+    options = _SAVE_OPTIONS.get(fmt, lambda q: {})(jpeg_quality)
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        pil.save(tmp, format=fmt, **options)
+
+
+def pixel_change(data, out_dir, files: Sequence[ImageFile]) -> dict:
+    """Change of the saved files against the originals in 0-255 levels: mean and max ``|Δ|``, PSNR (dB) over
+    all pixels and for the worst image (``None`` where nothing changed)."""
+    total_abs, total_sq, count, max_abs, worst_mse = 0.0, 0.0, 0, 0, 0.0
+    for f in files:
+        a = read_image(Path(data) / f.rel)[0].numpy().astype(np.float64)
+        b = read_image(Path(out_dir) / f.rel)[0].numpy().astype(np.float64)
+        if a.shape != b.shape:
+            raise HelloLabelsError(f"{Path(out_dir) / f.rel} has shape {b.shape}, the original {a.shape}")
+        diff = np.abs(a - b)
+        total_abs, total_sq, count = total_abs + diff.sum(), total_sq + (diff ** 2).sum(), count + diff.size
+        max_abs, worst_mse = max(max_abs, int(diff.max())), max(worst_mse, float((diff ** 2).mean()))
+    return {"unit": "0-255 levels", "images": len(files), "mean_abs": float(total_abs / max(count, 1)),
+            "max_abs": max_abs, "psnr_db": _psnr(total_sq / max(count, 1)), "min_psnr_db": _psnr(worst_mse)}
+
+
+def _psnr(mse: float) -> Optional[float]:
+    return None if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+
+
+def load_patches(patches, data) -> Dict[str, List[Tuple[Tuple[int, int, int, int], Path]]]:
+    """A patch map: a dict or a JSON file ``{relative image path: [{"box": [top, left, h, w], "source": path}]}``.
+
+    Relative ``source`` paths are resolved against the JSON file's folder (or ``data`` for a dict)."""
+    base = Path(data)
+    if isinstance(patches, (str, Path)):
+        path = Path(patches)
+        try:
+            patches, base = json.loads(path.read_text()), path.parent
+        except (OSError, ValueError) as err:
+            raise HelloLabelsError(f"cannot read patch map {path}: {str(err).splitlines()[0][:200]}") from err
+    if not isinstance(patches, dict):
+        raise HelloLabelsError("a patch map must be a JSON object {relative image path: [patches]}")
+    out = {}
+    for rel, entries in patches.items():
+        try:
+            out[Path(rel).as_posix()] = [(tuple(int(v) for v in e["box"]), base / e["source"]) for e in entries]
+        except (KeyError, TypeError, ValueError) as err:
+            raise HelloLabelsError(f"patch map entry for '{rel}' must be a list of "
+                                   f'{{"box": [top, left, h, w], "source": path}}: {err}') from err
+        for box, source in out[Path(rel).as_posix()]:
+            if len(box) != 4 or min(box[2:]) <= 0 or min(box[:2]) < 0:
+                raise HelloLabelsError(f"patch box {list(box)} of '{rel}' must be [top, left, h, w] with h, w > 0")
+            if not source.is_file():
+                raise HelloLabelsError(f"patch source {source} of '{rel}' not found")
+    return out
+
+
+def check_patches(files: Sequence[ImageFile], patch_map) -> None:
+    """Every patch map key is an image of the folder and every box lies inside its image."""
+    sizes = {f.rel: f.size for f in files}
+    for rel, entries in patch_map.items():
+        if rel not in sizes:
+            raise HelloLabelsError(f"patch map names '{rel}', which is not an image of the folder")
+        for box, _ in entries:
+            if box[0] + box[2] > sizes[rel][0] or box[1] + box[3] > sizes[rel][1]:
+                raise HelloLabelsError(f"patch box {list(box)} lies outside '{rel}' ({sizes[rel][0]}x{sizes[rel][1]})")
+
+
+@torch.no_grad()
+def source_patches(projector, rels: Sequence[str], patch_map) -> List[Patch]:
+    """The patches of the images ``rels`` (batch order), with their sources' projector features."""
+    out, cfg = [], projector.config
+    for position, rel in enumerate(rels):
+        for box, source in patch_map.get(rel, ()):
+            image = TF.to_dtype(read_image(source)[0], torch.float32, scale=True).expand(3, -1, -1)
+            target = projector.features(normalize(image[None].to(projector.device), cfg.input_mean, cfg.input_std))
+            out.append(Patch(position, box, target[0]))
+    return out
+
+
+@torch.no_grad()
+def patch_distance(projector, data, patch_map) -> Optional[float]:
+    """Mean ``1 - cos`` between the features of the stored patches of ``data``, upsampled, and their sources."""
+    total, count = 0.0, 0
+    for rel in patch_map:
+        patches = source_patches(projector, [rel], patch_map)
+        if patches:
+            image = TF.to_dtype(read_image(Path(data) / rel)[0], torch.float32, scale=True).expand(3, -1, -1)
+            total += float(patch_feature_loss(projector, image[None].to(projector.device), patches)) * len(patches)
+            count += len(patches)
+    return total / count if count else None
+
+
+# ----------------------------------------------------------------------------- fidelity
+@torch.no_grad()
+def teacher_fidelity(projector, teacher, data, cfg: RefineConfig) -> dict:
+    """Agreement and KL at T of projector vs teacher on held-out unmixed views of ``data``, overall and per class
+    (the views of ``hello-labels eval``: same seed, same views for the input and the refined folder)."""
+    from ..labels.targets import TeacherTargets
+    from .jobs import augmented
+
+    images = augmented(data, cfg.input_size, projector.config.input_mean, projector.config.input_std,
+                       cfg.min_scale, cfg.max_scale)
+    targets = TeacherTargets(images, teacher, seed=cfg.seed, mix_type=None)
+    r = fidelity(projector, targets, targets.held_out(cfg.eval_views, cfg.eval_batch_size),
+                 list(images.source.classes), cfg.temperature)
+    per_class = {name: {"views": r.per_class_views[name], "agreement": r.per_class[name], "kl": r.per_class_kl[name]}
+                 for name in r.per_class}
+    return {"views": r.views, "agreement": r.agreement, "kl": r.kl, "temperature": cfg.temperature,
+            "per_class": per_class}
+
+
+def report_table(report: dict) -> str:
+    """A :func:`refine` report as text: overall and per-class agreement and KL before -> after, pixel change."""
+    b, a, px = report["before"], report["after"], report["pixel_change"]
+    psnr = "inf" if px["psnr_db"] is None else f"{px['psnr_db']:.1f}"
+    lines = [f"{report['images']} images ({report['refined_this_run']} refined now, {report['kept_from_earlier_run']} "
+             f"kept from an earlier run) in {report['output']}",
+             f"held-out views {a['views']}   agreement {b['agreement']:.2%} -> {a['agreement']:.2%}   "
+             f"KL@T={a['temperature']:g} {b['kl']:.4f} -> {a['kl']:.4f}",
+             f"pixel change (0-255): mean |d| {px['mean_abs']:.2f}, max |d| {px['max_abs']}, PSNR {psnr} dB"]
+    if report.get("patch_feature_distance"):
+        d = report["patch_feature_distance"]
+        lines.append(f"patch feature distance (1 - cos) {d['before']:.4f} -> {d['after']:.4f}")
+    lines.append(f"{'class':<24} {'views':>6} {'agreement':>17} {'KL':>17}")
+    for name, before in b["per_class"].items():
+        after = a["per_class"].get(name, {"agreement": float("nan"), "kl": float("nan")})
+        lines.append(f"{name[:24]:<24} {before['views']:>6} {before['agreement']:>7.1%} -> {after['agreement']:>6.1%} "
+                     f"{before['kl']:>7.4f} -> {after['kl']:.4f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the job
+def _digest(tensors: Dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map) -> dict:
+    """What determines the refined files: the config, the input, and digests of adapter, teachers, patch map."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in RefineConfig.RESUMABLE}
+    patches = json.dumps({k: [[list(box), str(src)] for box, src in e] for k, e in sorted(patch_map.items())})
+    settings.update(input=str(data.resolve()), images=len(files), projector=_digest(projector.adapter_state_dict()),
+                    teacher=_digest(teacher.state_dict()),
+                    patches=hashlib.sha256(patches.encode()).hexdigest()[:16] if patch_map else None)
+    return settings
+
+
+def _check_folders(data: Path, out: Path) -> None:
+    data, out = data.resolve(), out.resolve()
+    if out == data or data in out.parents or out in data.parents:
+        raise HelloLabelsError(f"output folder {out} must lie outside the input folder {data} and not contain it")
+
+
+def _start(out: Path, settings: dict) -> None:
+    """Record the settings, or check them against an interrupted run's; refuse a foreign non-empty folder."""
+    record = out / REPORT_FILE
+    if record.is_file():
+        saved = json.loads(record.read_text()).get("settings", {})
+        diffs = changed_settings(saved, settings)
+        if diffs:
+            raise HelloLabelsError(f"{out} holds images refined with other settings ({'; '.join(diffs[:3])}); rerun "
+                                   f"with the original settings or choose another output folder")
+        for stale in out.rglob(".*.tmp"):  # temporaries of a killed run's atomic writes
+            stale.unlink()
+    elif out.is_dir() and any(out.iterdir()):
+        raise HelloLabelsError(f"{out} is not empty and holds no {REPORT_FILE}: choose a new output folder")
+    atomic_write_json(record, {"status": "running", "settings": settings})
+
+
+def refine(projector, teachers: Sequence, data, out_dir, config: Optional[RefineConfig] = None,
+           teacher_weights: Optional[Sequence[float]] = None, patches: Union[None, str, Path, dict] = None,
+           progress: bool = True, device=None) -> dict:
+    """Refine the ImageFolder ``data`` into ``out_dir`` (same layout, names, formats) and report.
+
+    ``teachers``: spec strings and/or modules (averaged with ``teacher_weights``), fed the same normalised views
+    as the projector. ``patches``: optional patch map (see :func:`load_patches`) for the feature term. Files
+    already in ``out_dir`` from an interrupted run with the same settings are kept. Returns the report (also in
+    ``out_dir/refine.json``): before/after :func:`teacher_fidelity`, :func:`pixel_change`, counts, seconds.
+    The projector and teachers are moved to ``device`` (default: CUDA when available)."""
+    from ..labels.teachers import load_teachers
+
+    cfg = config or RefineConfig()
+    if cfg.loss not in LOSSES:
+        raise HelloLabelsError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
+    if cfg.steps < 0 or min(cfg.views, cfg.batch_size, cfg.eval_views) <= 0 or not 0 <= cfg.epsilon <= 1:
+        raise HelloLabelsError("steps must be >= 0, views, batch_size and eval_views positive, epsilon in [0, 1]")
+    if projector.config.input_channels != 3:
+        raise HelloLabelsError("refine works on RGB inputs (as ImageFolder loads them); this projector takes "
+                               f"{projector.config.input_channels}-channel inputs")
+    data, out = Path(data), Path(out_dir)
+    _check_folders(data, out)
+    files, classes = list_images(data)
+    patch_map = load_patches(patches, data) if patches is not None else {}
+    check_patches(files, patch_map)
+    teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
+    settings = _settings(cfg, data, files, projector, teacher, patch_map)
+    _start(out, settings)
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    projector.to(device).eval()
+    teacher.to(device).eval()
+    t0 = time.perf_counter()
+    before = teacher_fidelity(projector, teacher, data, cfg)
+    patches_before = patch_distance(projector, data, patch_map) if patch_map else None
+    done = sum((out / f.rel).is_file() for f in files)
+    bar = tqdm(total=len(files), initial=done, disable=not progress, desc="refine", dynamic_ncols=True)
+    first, last, refined = [], [], 0
+    for batch in plan_batches(files, cfg.batch_size):
+        todo = [f for f in batch if not (out / f.rel).is_file()]
+        if not todo:
+            continue
+        loaded = [read_image(data / f.rel) for f in batch]
+        images = TF.to_dtype(torch.stack([image for image, _ in loaded]).to(device), torch.float32, scale=True)
+        result, loss0, loss1 = refine_batch(projector, teacher, images, [f.index for f in batch], cfg,
+                                            source_patches(projector, [f.rel for f in batch], patch_map))
+        for f, image, (_, fmt) in zip(batch, result, loaded):
+            if f in todo:
+                write_image(image, out / f.rel, fmt, cfg.jpeg_quality)
+        refined += len(todo)
+        if loss0 is not None:
+            first.append(loss0)
+            last.append(loss1)
+            bar.set_postfix(loss=f"{loss0:.4f}->{loss1:.4f}", refresh=False)
+        bar.update(len(todo))
+    bar.close()
+    after = teacher_fidelity(projector, teacher, out, cfg)
+    report = {"status": "done", "settings": settings, "input": str(data), "output": str(out),
+              "classes": len(classes), "images": len(files), "refined_this_run": refined,
+              "kept_from_earlier_run": len(files) - refined,
+              "loss": {"first_step": float(np.mean(first)) if first else None,
+                       "last_step": float(np.mean(last)) if last else None},
+              "before": before, "after": after, "pixel_change": pixel_change(data, out, files),
+              "patch_feature_distance": None if not patch_map else
+              {"before": patches_before, "after": patch_distance(projector, out, patch_map)},
+              "seconds": time.perf_counter() - t0}
+    atomic_write_json(out / REPORT_FILE, report)
+    return report

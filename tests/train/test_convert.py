@@ -1,0 +1,141 @@
+"""convert: SRe2L-format label directories (written by an independent reference of SRe2L's conventions) and
+per-image label files -> adapters; replay fidelity; bad files."""
+import shutil
+
+import numpy as np
+import pytest
+import sre2l_reference as ref
+import torch
+
+from hello_labels import HelloLabelsError, LabelProjector
+from hello_labels.cli import main
+from hello_labels.labels.fkd import LabelDir, load_batch, sampler_batches
+from hello_labels.labels.views import AugmentedImages, open_images
+from hello_labels.train.distill import DistillConfig
+from hello_labels.train.jobs import augmented, convert_labels, evaluate
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def label_dirs(toy_folder, toy_teacher, tmp_path_factory):
+    """SRe2L label directories for the toy set: cutmix fp16, mixup fp32, G-VBSM (7 elements)."""
+    teacher, _ = toy_teacher
+    root = tmp_path_factory.mktemp("fkd")
+    torch.manual_seed(0)
+    np.random.seed(0)
+    kw = dict(epochs=3, batch_size=16, input_size=SIZE, min_scale=0.25)
+    return {
+        "cutmix": ref.generate_soft_labels(toy_folder, teacher, root / "cutmix", mix_type="cutmix", use_fp16=True, **kw),
+        "mixup": ref.generate_soft_labels(toy_folder, teacher, root / "mixup", mix_type="mixup", **kw),
+        "gvbsm": ref.generate_soft_labels(toy_folder, teacher, root / "gvbsm", gvbsm_index=True, **kw),
+    }
+
+
+def test_scan_and_sampler_order_agree_with_sre2l(label_dirs):
+    info = LabelDir.scan(label_dirs["cutmix"])
+    assert (info.epochs, info.batch_size, info.num_images) == ref.get_FKD_info(str(label_dirs["cutmix"]))
+    assert info.num_classes == 5 and info.dtype == torch.float16 and info.batches_per_epoch == 3
+    order = sampler_batches(info.num_images, info.batch_size, info.epochs)
+    maps = ref.get_img2batch_idx_list(info.num_images, info.batch_size, epochs=info.epochs)
+    for epoch in range(info.epochs):
+        assert {batch[0]: b for b, batch in enumerate(order[epoch])} == maps[epoch]
+    batch = load_batch(label_dirs["cutmix"] / "epoch_1" / "batch_0.tar")  # weights_only, numpy ints allow-listed
+    assert isinstance(batch.mix_bbox[0], np.integer) and isinstance(batch.mix_lam, float)
+
+
+def test_replayed_views_match_sre2l_replay(label_dirs, toy_folder):
+    """Our replay of stored crops, flips and cutmix (tensor path) reproduces SRe2L's PIL replay within rounding."""
+    from hello_labels.labels.augment import apply_mix
+
+    images = AugmentedImages(open_images(toy_folder), SIZE)
+    info = LabelDir.scan(label_dirs["cutmix"])
+    order = info.image_batches()
+    loader = ref.reference_fkd_loader(str(toy_folder), str(label_dirs["cutmix"]), 16, 2, input_size=SIZE)
+    for number, batch_data in enumerate(loader):
+        epoch, batch = divmod(number, info.batches_per_epoch)
+        (theirs, _, _, _), mix_index, mix_lam, mix_bbox, _ = batch_data
+        theirs, _, _, _ = ref.mix_aug(theirs.clone(), "cutmix", "fkd_load", mix_index, mix_lam, mix_bbox)
+        stored = info.load(epoch, batch)
+        ours = torch.stack([images[(i, stored.coords[k], bool(stored.flip[k]))][0]
+                            for k, i in enumerate(order[epoch][batch])])
+        ours = apply_mix(ours, "cutmix", stored.mix_index, stored.mix_lam, stored.mix_bbox)
+        # within 2/255 in pixel units (ImageNet-normalised space)
+        assert (ours - theirs).abs().max() < 2 / 255 / 0.224, (number, (ours - theirs).abs().max())
+    assert number == 2 * info.batches_per_epoch - 1
+
+
+@pytest.mark.parametrize("kind", ["cutmix", "mixup", "gvbsm"])
+def test_convert_label_directory_reaches_high_agreement_with_the_stored_labels(kind, label_dirs, toy_folder,
+                                                                             tiny_projector, tmp_path):
+    projector, _ = tiny_projector(toy_folder, min_scale=0.08)
+    before = evaluate(projector, toy_folder, labels=label_dirs[kind], input_size=SIZE, views=48)
+    convert_labels(toy_folder, label_dirs[kind], tmp_path / "adapter", projector,
+                   DistillConfig(steps=90, lr=3e-3, warmup_steps=5), input_size=SIZE, progress=False)
+    after = evaluate(LabelProjector.from_pretrained(tmp_path / "adapter"), toy_folder, labels=label_dirs[kind],
+                     input_size=SIZE, views=48)
+    assert after.agreement >= 0.8 and after.agreement > before.agreement + 0.3, (before.agreement, after.agreement)
+
+
+def test_convert_per_image_label_files(toy_folder, toy_teacher, tiny_vit_dir, tmp_path):
+    teacher, _ = toy_teacher
+    images = augmented(toy_folder, SIZE)
+    whole = torch.stack([images[(i, None)][0] for i in range(len(images))])
+    with torch.no_grad():
+        labels = teacher(whole)
+    torch.save(labels, tmp_path / "labels.pt")
+    np.save(tmp_path / "labels.npy", labels.numpy())
+    from safetensors.torch import save_file
+
+    save_file({"soft_labels": labels.contiguous()}, str(tmp_path / "labels.safetensors"))
+    for name in ("labels.pt", "labels.npy", "labels.safetensors"):
+        code = main(["convert", "--data", str(toy_folder), "--labels", str(tmp_path / name), "--base",
+                     f"local-dir:{tiny_vit_dir}", "--templates", "simple", "--head-rank", "4", "--input-size",
+                     str(SIZE), "--steps", "80", "--batch-size", "16", "--lr", "3e-3", "--out",
+                     str(tmp_path / name.replace(".", "_")), "--quiet"])
+        assert code == 0
+        report = evaluate(LabelProjector.from_pretrained(tmp_path / name.replace(".", "_")), toy_folder,
+                          labels=tmp_path / name, input_size=SIZE, views=40)
+        assert report.agreement >= 0.9 and report.views == 40
+
+
+def test_bad_label_files_are_reported(label_dirs, toy_folder, tiny_vit_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(label_dirs["cutmix"], broken)
+    target = broken / "epoch_1" / "batch_2.tar"
+    blob = target.read_bytes()
+
+    target.write_bytes(blob[: len(blob) // 3])
+    info = LabelDir.scan(broken)
+    with pytest.raises(HelloLabelsError, match=r"label file .*epoch_1/batch_2.tar is truncated"):
+        info.load(1, 2)
+
+    target.unlink()
+    with pytest.raises(HelloLabelsError, match="incomplete: epoch_1 has 2 of 3 batch files .*batch_2.tar"):
+        LabelDir.scan(broken)
+    assert LabelDir.scan(broken, epochs=1).epochs == 1  # the complete epochs can still be used, explicitly
+
+    # a file with another class count
+    items = torch.load(label_dirs["cutmix"] / "epoch_1" / "batch_2.tar", weights_only=False)
+    items[5] = torch.zeros(items[5].shape[0], 7)
+    torch.save(items, target)
+    with pytest.raises(HelloLabelsError, match="has 7 classes, epoch_0 has 5"):
+        LabelDir.scan(broken).load(1, 2)
+    # a file that is not SRe2L's list
+    torch.save({"soft_label": torch.zeros(2, 5)}, target)
+    with pytest.raises(HelloLabelsError, match="expected a list of 6"):
+        LabelDir.scan(broken).load(1, 2)
+    (broken / "epoch_2").rename(broken / "epoch_7")
+    with pytest.raises(HelloLabelsError, match=r"epochs \[2, 3, 4, 5, 6\] missing"):
+        LabelDir.scan(broken)
+
+    # labels for another image set, and a cutmix box beyond the input size, via the CLI (one-line errors)
+    other = tmp_path / "other"
+    shutil.copytree(toy_folder, other)
+    shutil.rmtree(other / "red stripes")
+    args = ["convert", "--labels", str(label_dirs["cutmix"]), "--base", f"local-dir:{tiny_vit_dir}", "--templates",
+            "simple", "--steps", "2", "--out", str(tmp_path / "x"), "--quiet"]
+    assert main(args + ["--data", str(other), "--input-size", str(SIZE)]) == 2
+    assert "covers 40 images but the image folder holds 32" in capsys.readouterr().err
+    assert main(args + ["--data", str(toy_folder), "--input-size", "16"]) == 2
+    assert "exceeds the input size 16" in capsys.readouterr().err
