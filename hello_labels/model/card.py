@@ -12,9 +12,11 @@ def _base_name(base: dict) -> str:
     return f"{base['kind']}:{name}" + (f" ({tag})" if isinstance(tag, str) else "")
 
 
-def model_card(projector) -> ModelCard:
-    """Card with YAML metadata (base, teacher, dataset, classes, ranks, adapter bytes) and a usage snippet."""
+def model_card(projector, dtype=None) -> ModelCard:
+    """Card with YAML metadata (base, teacher, dataset, classes, ranks, adapter bytes at ``dtype``, default the
+    configured one) and a usage snippet."""
     cfg = projector.config
+    dtype = dtype or cfg.adapter_dtype
     meta = cfg.metadata
     ranks = sorted({t["rank"] for t in cfg.lora})
     summary = {
@@ -27,8 +29,8 @@ def model_card(projector) -> ModelCard:
         "lora_ranks": ranks,
         "lora_targets": [t["pattern"] for t in cfg.lora],
         "adapter_parameters": projector.num_adapter_parameters(),
-        "adapter_bytes": projector.num_adapter_bytes(),
-        "adapter_dtype": cfg.adapter_dtype,
+        "adapter_bytes": projector.num_adapter_bytes(dtype),
+        "adapter_dtype": dtype,
     }
     data = ModelCardData(library_name="hello-labels", pipeline_tag="image-classification",
                          tags=["hello-labels", "dataset-distillation", "soft-labels", "label-projector"],
@@ -39,7 +41,7 @@ def model_card(projector) -> ModelCard:
 
 A [hello-labels](https://arxiv.org/abs/2408.08201) label projector: the public base encoder
 `{summary['base']}` plus {summary['adapter_parameters']:,} adapter parameters
-({summary['adapter_bytes']:,} bytes, {cfg.adapter_dtype}) that reproduce the teacher's soft labels
+({summary['adapter_bytes']:,} bytes, {dtype}) that reproduce the teacher's soft labels
 online. Only the adapter is stored here; the base weights come from their own public source.
 
 | field | value |

@@ -53,27 +53,40 @@ class LoRATarget:
 
 
 class LoRA(nn.Module):
-    """Parametrization returning ``W + scale * (B @ A).view_as(W)``; ``B`` starts at zero so the delta does too."""
+    """Parametrization returning ``W + scale * (B @ A).view_as(W)``; ``B`` starts at zero so the delta does too.
 
-    def __init__(self, shape: torch.Size, rank: int, alpha: Optional[float] = None, dropout: float = 0.0):
+    The rank is clamped to ``min(out, in)`` of the weight viewed as 2-D; ``scale = alpha / rank`` with the
+    effective rank, and ``alpha`` defaults to that rank (scale 1). A clamp with an explicit ``alpha`` is an error,
+    since the scale the caller meant is then ambiguous.
+    """
+
+    def __init__(self, shape: torch.Size, rank: int, alpha: Optional[float] = None, dropout: float = 0.0,
+                 name: str = "weight"):
         super().__init__()
         fan_out, fan_in = shape[0], math.prod(shape[1:])
-        self.rank = max(1, min(rank, fan_out, fan_in))
-        self.scale = (alpha if alpha is not None else rank) / rank
+        if rank < 1:
+            raise HelloLabelsError(f"LoRA rank of '{name}' must be >= 1, got {rank}")
+        self.rank = min(rank, fan_out, fan_in)
+        if self.rank < rank and alpha is not None:
+            raise HelloLabelsError(
+                f"LoRA rank {rank} of '{name}' exceeds its largest possible rank {self.rank} (weight "
+                f"{list(shape)}) while alpha={alpha} is set: give rank <= {self.rank} or leave alpha unset")
+        self.scale = (alpha if alpha is not None else self.rank) / self.rank
         self.lora_A = nn.Parameter(torch.empty(self.rank, fan_in))
         self.lora_B = nn.Parameter(torch.zeros(fan_out, self.rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         # Dropout on the delta's input features (one mask per forward), as minLoRA does.
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 
-    def delta(self, like: torch.Tensor) -> torch.Tensor:
+    def delta(self, like: torch.Tensor, dropout: bool = False) -> torch.Tensor:
+        """``scale * B @ A`` shaped and typed like ``like``; ``dropout`` applies the training-time mask."""
         A = self.lora_A
-        if self.dropout is not None and self.training:
+        if dropout and self.dropout is not None and self.training:
             A = A * self.dropout(torch.ones_like(A[:1]))
         return (self.lora_B @ A).view(like.shape).to(like.dtype) * self.scale
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + self.delta(weight)
+        return weight + self.delta(weight, dropout=True)
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         return weight - self.delta(weight)
@@ -118,18 +131,23 @@ def add_lora(model: nn.Module, targets: Iterable) -> Dict[str, LoRA]:
     for name, target in chosen.items():
         owner, attr = _owner(model, name)
         weight = getattr(owner, attr)
-        lora = LoRA(weight.shape, target.rank, target.alpha, target.dropout).to(weight.device)
+        lora = LoRA(weight.shape, target.rank, target.alpha, target.dropout, name=name).to(weight.device)
         parametrize.register_parametrization(owner, attr, lora)
         loras[name] = lora
     return loras
 
 
 def merge_lora(model: nn.Module, loras: Dict[str, LoRA]) -> None:
-    """Fold every delta into its weight and drop the parametrizations (the LoRA modules stay in ``loras``)."""
-    for name in loras:
+    """Fold every delta into its weight and drop the parametrizations (the LoRA modules stay in ``loras``).
+
+    The delta is folded without dropout, whatever the modules' train/eval mode."""
+    for name, lora in loras.items():
         owner, attr = _owner(model, name)
         if parametrize.is_parametrized(owner, attr):
+            training = lora.training
+            lora.eval()
             parametrize.remove_parametrizations(owner, attr, leave_parametrized=True)
+            lora.train(training)
 
 
 def unmerge_lora(model: nn.Module, loras: Dict[str, LoRA]) -> None:

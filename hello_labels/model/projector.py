@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin
 from torch import nn
-from torch.nn.utils import parametrize
 
 from ..errors import HelloLabelsError
 from ..files import atomic_save_safetensors, atomic_write_json, atomic_write_text
 from ..version import __version__
 from . import hub
+from .adapter import Adapter, default_lora_targets
 from .bases import Base, build_base, module_spec, parse_base
 from .heads import (
     HEAD_INITS,
@@ -31,17 +31,11 @@ from .heads import (
     text_weights,
 )
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, InputAdapter
-from .lora import LoRA, LoRATarget, add_lora, isolate_parametrized_classes, lora_state_dict, merge_lora, unmerge_lora
+from .lora import LoRATarget, isolate_parametrized_classes
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "config.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-# Default LoRA groups: the paper puts rank-8 LoRA on the convolutions of a CNN base (CLIP RN50); for
-# transformer bases the usual choice is the attention projections.
-CONV_TARGETS = [{"pattern": "*", "layers": ["Conv2d"], "rank": 8}]
-ATTENTION_TARGETS = [{"pattern": "*attn*", "layers": ["Linear", "MultiheadAttention", "Attention"], "rank": 8}]
-
 
 @dataclass
 class ProjectorConfig:
@@ -74,14 +68,6 @@ class ProjectorConfig:
             raise HelloLabelsError(f"projector config lacks {missing}: not a hello-labels config.json")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
-
-
-def default_lora_targets(encoder: nn.Module) -> List[dict]:
-    """Conv preset for CNNs, attention preset for transformers (decided by which layers the encoder has)."""
-    convs = sum(isinstance(m, nn.Conv2d) for m in encoder.modules())
-    attention = any(isinstance(m, nn.MultiheadAttention) or type(m).__name__ == "Attention"
-                    for m in encoder.modules())
-    return [dict(t) for t in (ATTENTION_TARGETS if attention and convs <= 2 else CONV_TARGETS)]
 
 
 class LabelProjector(
@@ -126,15 +112,12 @@ class LabelProjector(
         targets = [LoRATarget.parse(t) for t in config.lora]
         config.lora = [t.to_dict() for t in targets]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self._encoder_loras: Dict[str, LoRA] = add_lora(self.base.encoder, targets)
-            self._head_loras: Dict[str, LoRA] = (
-                add_lora(self.head, [LoRATarget("weight", config.head_rank, config.head_alpha)])
-                if config.head_rank > 0 else {})
-        self._merged = False
+            torch.default_generator.manual_seed(config.seed)  # the CPU generator only: CUDA streams stay as they are
+            self.adapter = Adapter(self.base.encoder, self.head, targets, config.head_rank, config.head_alpha,
+                                   store_head_weight=config.head_init == "prototype")
         self.requires_grad_(False)
-        for name, tensor in self.adapter_state_dict().items():
-            tensor.requires_grad_(name != "head.weight")
+        for tensor in self.trainable_parameters():
+            tensor.requires_grad_(True)
         self.eval()
 
     # ------------------------------------------------------------------ construction
@@ -218,30 +201,18 @@ class LabelProjector(
         """Train mode for the adapter (LoRA dropout) only: the base, BatchNorm included, stays in eval mode."""
         super().train(mode)
         self.base.eval()
-        for lora in list(self._encoder_loras.values()) + list(self._head_loras.values()):
-            lora.train(mode)
+        self.adapter.train(mode)
         return self
 
     # ------------------------------------------------------------------ adapter
     def trainable_parameters(self) -> List[nn.Parameter]:
-        """The parameters an optimiser should update (LoRA A/B, head delta, bias, logit scale)."""
-        return [p for p in self.adapter_state_dict().values() if p.requires_grad]
+        """The parameters an optimiser should update (LoRA A/B, head delta, bias, logit scale), whatever their
+        ``requires_grad`` flags and whether merged or not."""
+        return self.adapter.trainable_parameters()
 
     def adapter_state_dict(self) -> Dict[str, torch.Tensor]:
         """The tensors that make up the adapter file, by stable name (unaffected by merging)."""
-        out = lora_state_dict(self._encoder_loras, prefix="encoder.")
-        out.update(lora_state_dict(self._head_loras, prefix="head."))
-        out["head.bias"] = self.head.bias
-        out["head.logit_scale"] = self.head.logit_scale
-        if self.config.head_init == "prototype":
-            out["head.weight"] = self._head_weight_param()
-        return out
-
-    def _head_weight_param(self) -> nn.Parameter:
-        """The frozen head weight itself (not the parametrized ``W + delta``)."""
-        if parametrize.is_parametrized(self.head, "weight"):
-            return self.head.parametrizations.weight.original
-        return self.head.weight
+        return self.adapter.tensors()
 
     def num_adapter_parameters(self) -> int:
         return sum(t.numel() for t in self.adapter_state_dict().values())
@@ -269,7 +240,7 @@ class LabelProjector(
             if tensors[name].shape != target.shape:
                 raise HelloLabelsError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
                                        f"expects {list(target.shape)}")
-        was_merged = self._merged
+        was_merged = self.merged
         self.unmerge()
         with torch.no_grad():
             for name, target in expected.items():
@@ -290,50 +261,51 @@ class LabelProjector(
     # ------------------------------------------------------------------ merging
     @property
     def merged(self) -> bool:
-        return self._merged
+        return self.adapter.merged
 
     def merge(self) -> "LabelProjector":
-        """Fold all deltas into the weights: inference costs the same as the bare base. Reversible."""
-        if not self._merged:
-            merge_lora(self.base.encoder, self._encoder_loras)
-            merge_lora(self.head, self._head_loras)
-            self._merged = True
+        """Fold all deltas into the weights (without dropout): inference costs the same as the bare base.
+        Reversible with :meth:`unmerge`."""
+        self.adapter.merge()
         return self
 
     def unmerge(self) -> "LabelProjector":
         """Re-attach the deltas (needed to train further)."""
-        if self._merged:
-            unmerge_lora(self.base.encoder, self._encoder_loras)
-            unmerge_lora(self.head, self._head_loras)
-            self._merged = False
+        self.adapter.unmerge()
         return self
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory, *, dtype: Optional[str] = None, **kwargs):
         """Write ``config.json``, ``adapter.safetensors`` (``dtype``: float32/float16/bfloat16) and ``README.md``."""
-        if dtype is not None:
-            if dtype not in DTYPES:
-                raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(DTYPES)}")
-            self.config.adapter_dtype = dtype
-        return super().save_pretrained(save_directory, **kwargs)
+        if dtype is not None and dtype not in DTYPES:
+            raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(DTYPES)}")
+        # this save only: the projector's own adapter_dtype (its later saves) stays as it is
+        self.__dict__["_save_dtype"] = dtype or self.config.adapter_dtype
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            del self.__dict__["_save_dtype"]
 
-    def config_dict(self) -> dict:
+    def config_dict(self, adapter_dtype: Optional[str] = None) -> dict:
+        """``config.json``'s content; ``adapter_dtype`` overrides the stored dtype (for one save)."""
         out = asdict(self.config)
+        out["adapter_dtype"] = adapter_dtype or self.config.adapter_dtype
         out["library_version"] = __version__
         return out
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        dtype = DTYPES[self.config.adapter_dtype]
+        dtype_name = self.__dict__.get("_save_dtype", self.config.adapter_dtype)
+        dtype = DTYPES[dtype_name]
         tensors = {k: v.detach().to(dtype) for k, v in self.adapter_state_dict().items()}
         atomic_save_safetensors(tensors, save_directory / ADAPTER_FILE,
                                 metadata={"format": "pt", "hello_labels": __version__})
-        atomic_write_json(save_directory / CONFIG_FILE, self.config_dict())
+        atomic_write_json(save_directory / CONFIG_FILE, self.config_dict(dtype_name))
         atomic_write_text(save_directory / "README.md", str(self.generate_model_card()))
 
     def generate_model_card(self, *args, **kwargs):
         from .card import model_card
 
-        return model_card(self)
+        return model_card(self, self.__dict__.get("_save_dtype"))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, revision: Optional[str] = None,
@@ -371,4 +343,4 @@ class LabelProjector(
         name = base.get("name") or base.get("factory") or "module"
         return (f"LabelProjector(base={base['kind']}:{name}, classes={self.num_classes}, "
                 f"head_init={self.config.head_init}, adapter={self.num_adapter_parameters():,} params / "
-                f"{self.num_adapter_bytes():,} bytes {self.config.adapter_dtype}, merged={self._merged})")
+                f"{self.num_adapter_bytes():,} bytes {self.config.adapter_dtype}, merged={self.merged})")

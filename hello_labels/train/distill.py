@@ -158,9 +158,13 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
     state_path = out / STATE_FILE
     fingerprint = _fingerprint(projector, targets, cfg)
 
+    was_merged = projector.merged
+    projector.unmerge()  # merged deltas are plain weights: the LoRA tensors would get no gradient
     projector.to(env.device)
     targets.to(env.device)
     params = projector.trainable_parameters()
+    for p in params:
+        p.requires_grad_(True)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -257,6 +261,8 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
         projector.save_pretrained(out, dtype=cfg.save_dtype)
         atomic_write_json(out / METRICS_FILE, summary)
     env.barrier()
+    if was_merged:
+        projector.merge()
     return summary
 
 

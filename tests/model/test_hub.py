@@ -11,7 +11,7 @@ def saved(tiny_rn_dir, class_names, path, bias):
                                  head_rank=4, metadata={"dataset": "toy"})
     with torch.no_grad():
         p.head.bias.fill_(bias)
-        for lora in p._encoder_loras.values():
+        for lora in p.adapter.encoder_lora.values():
             lora.lora_B.normal_(std=0.02)
     p.save_pretrained(path)
     return p

@@ -143,3 +143,14 @@ def test_eval_cli_prints_and_writes_json_and_png(tiny_projector, toy_folder, toy
     assert report["views"] == 40 and 0 <= report["agreement"] <= 1 and len(report["per_class"]) == 5
     assert "agreement" in capsys.readouterr().out
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_distilling_a_merged_or_frozen_projector_trains_its_deltas(tiny_projector, toy_folder, toy_teacher, tmp_path):
+    projector, images = tiny_projector(toy_folder)
+    projector.merge().requires_grad_(False)
+    distill_from_teachers(toy_folder, [toy_teacher[0]], tmp_path / "merged", projector,
+                          DistillConfig(steps=5, batch_size=8, calibrate=False), images=images, progress=False)
+    assert projector.merged  # handed back as it came
+    saved = load_file(tmp_path / "merged" / "adapter.safetensors")
+    lora_b = [v for k, v in saved.items() if k.startswith("encoder.") and k.endswith("lora_B")]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
