@@ -333,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print its config")
     p.set_defaults(func=_info)
 
+    from .labels.augment import MIX_TYPES
+    from .model.projector import DTYPES
+    from .storage.setting import mix_name
+
     p = sub.add_parser("storage", help="bytes of stored, top-k and pruned labels, teacher, adapter and base, "
                                        "every line labelled")
     g = p.add_argument_group("label setting (or --labels DIR)")
@@ -342,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, help="relabelled epochs, one crop per image each (default 300)")
     g.add_argument("--batch-size", type=int, help="images per label file (default 1024)")
     g.add_argument("--fp16", action="store_true", help="logits stored as fp16 (SRe2L --use-fp16; default fp32)")
-    g.add_argument("--mix-type", choices=["cutmix", "mixup", "none"], help="mix metadata stored (default cutmix)")
+    g.add_argument("--mix-type", choices=[mix_name(m) for m in MIX_TYPES], help="mix metadata stored (default cutmix)")
     g = p.add_argument_group("alternatives")
     g.add_argument("--top-k", type=int, default=10, help="k of the top-k stored labels (FKD/LPQLD; default 10)")
     g.add_argument("--keep-ratio", type=float, default=0.025,
@@ -355,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--class-names", help="'imagenet' or a text file, for --base's config.json (default placeholders)")
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (8)")
     g.add_argument("--head-rank", type=int, default=64)
-    g.add_argument("--adapter-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+    g.add_argument("--adapter-dtype", choices=list(DTYPES), default="float32",
                    help="adapter storage dtype for --base (default float32, as distill/convert save)")
     p.add_argument("--json", help="also write the report here (JSON)")
     p.set_defaults(func=_storage)
