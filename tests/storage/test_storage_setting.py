@@ -47,3 +47,18 @@ def test_topk_formula_and_index_dtype():
         topk_rows(big, 5, [0])
     with pytest.raises(HelloLabelsError, match="exceeds"):
         topk_rows(LabelSetting.from_ipc(5, 1), 6, [0])
+
+
+def test_dtypes_and_mix_types_are_the_library_tables():
+    from hello_labels.labels.augment import MIX_TYPES
+    from hello_labels.model.projector import DTYPES
+
+    for dtype in DTYPES:
+        assert LabelSetting(5, 10, 1, 4, dtype=dtype).itemsize == DTYPES[dtype].itemsize
+    for mix in MIX_TYPES:  # None is the library's "no mix"; "none" is how users spell it
+        assert LabelSetting(5, 10, 1, 4, mix=mix).mix == mix
+    assert LabelSetting(5, 10, 1, 4, mix="none") == LabelSetting(5, 10, 1, 4, mix=None)
+    assert metadata_bytes(LabelSetting(5, 10, 1, 4, mix=None)) == 10 * (16 + 1)  # coords + flip only
+    for bad, what in ((dict(dtype="int8"), "label dtype"), (dict(mix="cutout"), "mix type")):
+        with pytest.raises(HelloLabelsError, match=what):
+            LabelSetting(5, 10, 1, 4, **bad)
