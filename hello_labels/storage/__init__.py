@@ -15,6 +15,7 @@ from .measure import (
     scan_label_dir,
     teacher_size,
 )
+from .plot import Series, StorageSeries, plot_storage, storage_series
 from .report import (
     REFERENCE,
     StorageReport,
@@ -48,6 +49,7 @@ from .setting import (
 __all__ = [
     "AdapterSize", "BaseSize", "TeacherSize", "base_size", "computed_adapter_size", "measure_framing",
     "named_classes", "saved_adapter_size", "scan_label_dir", "teacher_size",
+    "Series", "StorageSeries", "plot_storage", "storage_series",
     "REFERENCE", "StorageReport", "StorageRow", "adapter_rows", "base_rows", "full_label_rows", "human_bytes",
     "label_rows", "pruned_row", "storage_report", "teacher_row", "topk_rows",
     "BLOCK", "TOPK_INT16_MAX_CLASSES", "DiskUsage", "FileGroup", "LabelSetting", "allocated_bytes",
