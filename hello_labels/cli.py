@@ -200,6 +200,18 @@ def _info(args):
 def _storage(args):
     from .files import atomic_write_json
     from .storage import LabelSetting, storage_report
+    from .storage.plot import plot_storage, require_matplotlib, storage_series
+    from .storage.setting import positive_int
+
+    if args.plot_epochs and not args.plot:
+        raise HelloLabelsError("--plot-epochs needs --plot F.png")
+    try:
+        plot_epochs = [int(e) for e in args.plot_epochs.split(",")] if args.plot_epochs else []
+    except ValueError:
+        raise HelloLabelsError(f"--plot-epochs must be comma-separated integers, got {args.plot_epochs!r}") from None
+    plot_epochs = [positive_int("--plot-epochs: epochs", e) for e in plot_epochs]
+    if args.plot:
+        require_matplotlib()  # before minutes of measuring
 
     given = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "mix": args.mix_type,
                                "dtype": "float16" if args.fp16 else None}.items() if v is not None}
@@ -212,14 +224,20 @@ def _storage(args):
         raise HelloLabelsError("give --classes and --ipc (a label setting) or --labels DIR (an SRe2L label directory)")
     else:
         setting = LabelSetting.from_ipc(args.classes, args.ipc, **given)
-    report = storage_report(setting, args.labels, top_k=args.top_k, keep_ratio=args.keep_ratio,
-                            teacher=None if args.teacher == "none" else args.teacher,
-                            bases=args.base or ([] if args.projector else ["RN50"]), projectors=args.projector or [],
+    teacher = None if args.teacher == "none" else args.teacher
+    bases = args.base or ([] if args.projector else ["RN50"])
+    report = storage_report(setting, args.labels, top_k=args.top_k, keep_ratio=args.keep_ratio, teacher=teacher,
+                            bases=bases, projectors=args.projector or [],
                             class_names=args.class_names, adapter_dtype=args.adapter_dtype, lora_rank=args.lora_rank,
                             head_rank=args.head_rank)
     print(report.table())
     if args.json:
         atomic_write_json(args.json, report.to_dict())
+    if args.plot:
+        series = storage_series(report.setting, epochs=plot_epochs, top_k=args.top_k, keep_ratio=args.keep_ratio,
+                                teacher=teacher, bases=bases, projectors=args.projector or [],
+                                class_names=args.class_names, lora_rank=args.lora_rank, head_rank=args.head_rank)
+        plot_storage(series, args.plot, mark_ipc=report.setting.images / report.setting.classes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print its config")
     p.set_defaults(func=_info)
 
+    from .labels.augment import MIX_TYPES
+    from .model.projector import DTYPES
+    from .storage.setting import mix_name
+
     p = sub.add_parser("storage", help="bytes of stored, top-k and pruned labels, teacher, adapter and base, "
                                        "every line labelled")
     g = p.add_argument_group("label setting (or --labels DIR)")
@@ -342,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, help="relabelled epochs, one crop per image each (default 300)")
     g.add_argument("--batch-size", type=int, help="images per label file (default 1024)")
     g.add_argument("--fp16", action="store_true", help="logits stored as fp16 (SRe2L --use-fp16; default fp32)")
-    g.add_argument("--mix-type", choices=["cutmix", "mixup", "none"], help="mix metadata stored (default cutmix)")
+    g.add_argument("--mix-type", choices=[mix_name(m) for m in MIX_TYPES], help="mix metadata stored (default cutmix)")
     g = p.add_argument_group("alternatives")
     g.add_argument("--top-k", type=int, default=10, help="k of the top-k stored labels (FKD/LPQLD; default 10)")
     g.add_argument("--keep-ratio", type=float, default=0.025,
@@ -355,9 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--class-names", help="'imagenet' or a text file, for --base's config.json (default placeholders)")
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (8)")
     g.add_argument("--head-rank", type=int, default=64)
-    g.add_argument("--adapter-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+    g.add_argument("--adapter-dtype", choices=list(DTYPES), default="float32",
                    help="adapter storage dtype for --base (default float32, as distill/convert save)")
     p.add_argument("--json", help="also write the report here (JSON)")
+    p.add_argument("--plot", help="also draw bytes against images per class (1-200, log axes) as a PNG here; the "
+                                  "adapter line is float16 (needs matplotlib)")
+    p.add_argument("--plot-epochs", help="comma-separated epochs, one set of label lines each (default: --epochs)")
     p.set_defaults(func=_storage)
     return parser
 
