@@ -53,7 +53,7 @@ def adapter_blob(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, 
     """``tensors`` serialised as a safetensors file (adapters are small: a few MB)."""
     from safetensors.torch import save
 
-    return save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    return _sorted_metadata(save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
 
 
 def save_projector(directory, config: dict, blob: bytes, card: str,
@@ -132,6 +132,18 @@ def _run_files_describe(folder: Path, adapter: Dict[str, torch.Tensor]) -> bool:
     return saved.keys() == adapter.keys() and all(
         saved[k].dtype == v.dtype and saved[k].shape == v.shape and torch.equal(saved[k], v.detach().cpu())
         for k, v in adapter.items())
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """safetensors writes ``__metadata__`` from a hash map, in an order that varies from call to call: sort it, so
+    that equal adapters are equal files (same sha256; an unchanged push makes no Hub commit)."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    if not header.get("__metadata__"):
+        return blob
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(size)  # safetensors pads with spaces
+    return blob[:8] + text + blob[8 + size:] if len(text) == size else blob
 
 
 def _read(path) -> Optional[bytes]:

@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from hello_labels import HelloLabelsError, LabelProjector
@@ -94,6 +95,17 @@ def test_save_replaces_the_three_files_and_leaves_nothing_else(old_and_new, tmp_
     config = json.loads((out / "config.json").read_text())
     assert config["adapter_sha256"] == hashlib.sha256((out / "adapter.safetensors").read_bytes()).hexdigest()
     assert "dataset: new" in (out / "README.md").read_text()
+
+
+def test_equal_adapters_are_equal_files(old_and_new, tmp_path):
+    """safetensors orders the metadata by a per-call hash: unsorted, ~half the saves would differ in bytes."""
+    old, _, _ = old_and_new
+    blobs = set()
+    for k in range(8):
+        old.save_pretrained(tmp_path / str(k))
+        blobs.add((tmp_path / str(k) / "adapter.safetensors").read_bytes())
+    assert len(blobs) == 1
+    assert torch.equal(load_file(tmp_path / "0" / "adapter.safetensors")["head.bias"], old.head.bias)
 
 
 def test_a_kill_at_every_step_of_a_save_leaves_old_or_new(old_and_new, tmp_path, monkeypatch):
