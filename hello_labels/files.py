@@ -65,3 +65,17 @@ def atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path, metadata: Op
 def atomic_torch_save(obj, path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def fsync_dir(path) -> None:
+    """Make the renames and unlinks done in folder ``path`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,4 +1,5 @@
 """The local Hub stand-in, exercised through the real ``huggingface_hub`` client."""
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -122,3 +123,93 @@ def test_range_requests(tmp_path):
         req = urllib.request.Request(f"{server.url}/{REPO}/resolve/main/w.txt", headers={"Range": "bytes=3-"})
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert (resp.status, resp.read(), resp.headers["Content-Range"]) == (206, b"3456789", "bytes 3-9/10")
+
+
+# -- writing: the endpoints HfApi.create_repo / create_branch / upload_folder / create_commit use ----------------
+
+def test_create_repo_and_upload_folder_regular_and_lfs(hub, tmp_path):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    url = api.create_repo(REPO)
+    assert url.repo_id == REPO and url == f"{hub.url}/{REPO}"
+    assert api.create_repo(REPO, exist_ok=True).repo_id == REPO
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_repo(REPO)
+    assert err.value.response.status_code == 409
+
+    files = {"config.json": b'{"a": 1}', "w.safetensors": bytes(range(256)) * 40, "sub/notes.txt": b"hi",
+             "README.md": b"---\nlicense: mit\n---\n# tiny\n"}
+    info = api.upload_folder(repo_id=REPO, folder_path=_folder(tmp_path, "up", files), commit_message="first")
+    assert len(info.oid) == 40 and info.commit_url == f"{hub.url}/{REPO}/commit/{info.oid}"
+    stored = hub.files(REPO, info.oid)
+    assert {k: v for k, v in stored.items() if k != ".gitattributes"} == files
+    assert b"*.safetensors filter=lfs" in stored[".gitattributes"]  # the repo's initial commit
+    # the safetensors file went through the LFS batch API and a PUT to the storage origin; the others inline
+    sha256 = hashlib.sha256(files["w.safetensors"]).hexdigest()
+    assert ("POST", f"/{REPO}.git/info/lfs/objects/batch") in hub.requests
+    assert ("PUT", f"/cdn/upload/{sha256}") in hub.requests
+    assert ("POST", f"/{REPO}.git/info/lfs/objects/verify") in hub.requests
+    assert [m for m, p in hub.requests if p.startswith("/cdn/upload/")] == ["PUT"]
+    # and reads back through the download path, by branch and by commit
+    for name, data in files.items():
+        assert _read(hf_hub_download(REPO, name)) == data
+        assert _read(hf_hub_download(REPO, name, revision=info.oid)) == data
+
+    # unchanged files make no commit (the client asks the preupload oids, then the revision's sha)
+    n = len(hub.requests)
+    again = api.upload_folder(repo_id=REPO, folder_path=tmp_path / "up")
+    assert again.oid == info.oid
+    assert not any("/cdn/upload/" in p or p.endswith("/commit/main") for _, p in hub.requests[n:])
+
+
+def test_commits_keep_history_branches_and_deletions(hub, tmp_path):
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    api.create_repo(REPO)
+    one = api.create_commit(REPO, [CommitOperationAdd("w.txt", b"one"), CommitOperationAdd("x.bin", b"\x01" * 9)],
+                            commit_message="one")
+    two = api.create_commit(REPO, [CommitOperationAdd("w.txt", b"two"), CommitOperationDelete("x.bin")],
+                            commit_message="two", parent_commit=one.oid)
+    assert api.model_info(REPO).sha == two.oid
+    assert sorted(hub.files(REPO)) == [".gitattributes", "w.txt"]
+    assert hub.files(REPO, one.oid)["x.bin"] == b"\x01" * 9  # the old commit is intact
+    assert _read(hf_hub_download(REPO, "x.bin", revision=one.oid)) == b"\x01" * 9
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(REPO, "x.bin")
+
+    api.create_branch(REPO, branch="v1", revision=one.oid)
+    fix = api.create_commit(REPO, [CommitOperationAdd("w.txt", b"one, fixed")], commit_message="fix",
+                            revision="v1")
+    assert _read(hf_hub_download(REPO, "w.txt", revision="v1")) == b"one, fixed"
+    assert _read(hf_hub_download(REPO, "w.txt")) == b"two"
+    assert api.model_info(REPO, revision="v1").sha == fix.oid
+
+    with pytest.raises(HfHubHTTPError) as err:  # main moved on since `one`
+        api.create_commit(REPO, [CommitOperationAdd("w.txt", b"late")], commit_message="late", parent_commit=one.oid)
+    assert err.value.response.status_code == 412
+    with pytest.raises(RevisionNotFoundError):
+        api.create_commit(REPO, [CommitOperationAdd("w.txt", b"x")], commit_message="x", revision="nope")
+    with pytest.raises(RepositoryNotFoundError):
+        api.create_commit("acme/missing", [CommitOperationAdd("w.txt", b"x")], commit_message="x")
+    with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+        api.create_commit(REPO, [CommitOperationAdd("README.md", b"---\nkey: [unclosed\n---\n")],
+                          commit_message="bad card")
+    assert api.model_info(REPO).sha == two.oid  # none of the refused commits landed
+
+
+def test_lfs_upload_is_checked_against_its_sha256(tmp_path):
+    with HubServer() as server:
+        oid = hashlib.sha256(b"right").hexdigest()
+        req = urllib.request.Request(f"{server._cdn_url}/cdn/upload/{oid}", data=b"wrong", method="PUT")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 400
+        req = urllib.request.Request(f"{server._cdn_url}/cdn/upload/{oid}", data=b"right", method="PUT")
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(f"{server._cdn_url}/cdn/{oid}", timeout=5) as resp:
+            assert resp.read() == b"right"

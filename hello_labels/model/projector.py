@@ -6,6 +6,7 @@ base weights) + a ``README.md`` model card; huggingface_hub's ``ModelHubMixin`` 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -16,11 +17,11 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from ..errors import HelloLabelsError
-from ..files import atomic_save_safetensors, atomic_write_json, atomic_write_text
 from ..version import __version__
-from . import hub
+from . import directory, hub
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, build_base, module_spec, parse_base
+from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .heads import (
     HEAD_INITS,
     ClassifierHead,
@@ -33,8 +34,6 @@ from .heads import (
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, InputAdapter
 from .lora import LoRATarget, isolate_parametrized_classes
 
-ADAPTER_FILE = "adapter.safetensors"
-CONFIG_FILE = "config.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 @dataclass
@@ -275,16 +274,46 @@ class LabelProjector(
         return self
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, save_directory, *, dtype: Optional[str] = None, **kwargs):
-        """Write ``config.json``, ``adapter.safetensors`` (``dtype``: float32/float16/bfloat16) and ``README.md``."""
+    def save_pretrained(self, save_directory, *, dtype: Optional[str] = None, config=None,
+                        repo_id: Optional[str] = None, push_to_hub: bool = False, model_card_kwargs=None,
+                        **push_to_hub_kwargs):
+        """Write ``config.json``, ``adapter.safetensors`` (``dtype``: float32/float16/bfloat16; this save only)
+        and a ``README.md`` card into ``save_directory``, atomically as a whole: after a kill at any instant the
+        folder holds the old projector or the new one, complete and loadable (``config.json`` is the commit point;
+        see :mod:`hello_labels.model.directory`). Distill's ``metrics.json`` / ``train_state.pt`` stay only if
+        ``train_state.pt`` holds this very adapter; other files are left alone. ``push_to_hub=True`` then pushes
+        to ``repo_id`` (default: the folder's name); returns the commit URL then, else ``None``."""
+        if config is not None:
+            raise HelloLabelsError("save_pretrained writes the projector's own config.json: config= is not accepted")
+        with self._saving_as(dtype):
+            self._save_pretrained(Path(save_directory))
+            if push_to_hub:
+                return self.push_to_hub(repo_id or Path(save_directory).name, model_card_kwargs=model_card_kwargs,
+                                        **push_to_hub_kwargs)
+        return None
+
+    def push_to_hub(self, repo_id: str, *, dtype: Optional[str] = None, **kwargs):
+        """Create ``repo_id`` on the Hub if needed and upload this projector's files (``dtype`` as in
+        :meth:`save_pretrained`) in one commit; ``branch=``, ``private=``, ``token=``, ``commit_message=`` go to
+        huggingface_hub. Returns the commit URL (a ``CommitInfo``, whose ``.oid`` is the commit sha)."""
+        with self._saving_as(dtype):
+            return super().push_to_hub(repo_id, **kwargs)
+
+    @contextlib.contextmanager
+    def _saving_as(self, dtype: Optional[str]):
+        """Save with ``dtype`` (default: the enclosing save's, else the configured one) while inside; the
+        projector's own ``adapter_dtype`` (its later saves) stays as it is."""
         if dtype is not None and dtype not in DTYPES:
             raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(DTYPES)}")
-        # this save only: the projector's own adapter_dtype (its later saves) stays as it is
-        self.__dict__["_save_dtype"] = dtype or self.config.adapter_dtype
+        outer = self.__dict__.get("_save_dtype")
+        self.__dict__["_save_dtype"] = dtype or outer or self.config.adapter_dtype
         try:
-            return super().save_pretrained(save_directory, **kwargs)
+            yield
         finally:
-            del self.__dict__["_save_dtype"]
+            if outer is None:
+                del self.__dict__["_save_dtype"]
+            else:
+                self.__dict__["_save_dtype"] = outer
 
     def config_dict(self, adapter_dtype: Optional[str] = None) -> dict:
         """``config.json``'s content; ``adapter_dtype`` overrides the stored dtype (for one save)."""
@@ -295,12 +324,11 @@ class LabelProjector(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         dtype_name = self.__dict__.get("_save_dtype", self.config.adapter_dtype)
-        dtype = DTYPES[dtype_name]
-        tensors = {k: v.detach().to(dtype) for k, v in self.adapter_state_dict().items()}
-        atomic_save_safetensors(tensors, save_directory / ADAPTER_FILE,
-                                metadata={"format": "pt", "hello_labels": __version__})
-        atomic_write_json(save_directory / CONFIG_FILE, self.config_dict(dtype_name))
-        atomic_write_text(save_directory / "README.md", str(self.generate_model_card()))
+        adapter = self.adapter_state_dict()
+        blob = directory.adapter_blob({k: v.to(DTYPES[dtype_name]) for k, v in adapter.items()},
+                                      metadata={"format": "pt", "hello_labels": __version__})
+        directory.save_projector(save_directory, self.config_dict(dtype_name), blob,
+                                 str(self.generate_model_card()), adapter=adapter)
 
     def generate_model_card(self, *args, **kwargs):
         from .card import model_card
@@ -328,12 +356,12 @@ class LabelProjector(
                          **unused) -> "LabelProjector":
         if config is None:
             raise HelloLabelsError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
+        sha256 = config.get(directory.SHA_KEY) if isinstance(config, dict) else None  # the save it commits
         if not isinstance(config, ProjectorConfig):
             config = ProjectorConfig.from_dict(config)
-        adapter_path = hub.resolve_file(model_id, ADAPTER_FILE, revision=revision, cache_dir=cache_dir,
-                                        force_download=force_download, local_files_only=local_files_only,
-                                        token=token)
-        tensors = hub.read_safetensors(adapter_path)
+        tensors, adapter_path = directory.read_adapter(model_id, sha256, lambda name: hub.resolve_file(
+            model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            local_files_only=local_files_only, token=token))
         projector = cls(config, base_module=base_module)
         projector.load_adapter_state_dict(tensors, source=f"adapter {adapter_path}")
         return projector.to(map_location)

@@ -61,25 +61,3 @@ def test_missing_repo_revision_and_file(hub, tiny_rn_dir, class_names, tmp_path)
     with pytest.raises(HelloLabelsError, match="lacks a projector file"):
         LabelProjector.from_pretrained("lab/no-adapter")
 
-
-def test_push_to_hub_uploads_the_saved_folder(tiny_rn_dir, class_names, monkeypatch):
-    import huggingface_hub
-
-    uploaded = {}
-
-    def create_repo(self, repo_id, **kw):
-        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def upload_folder(self, repo_id, folder_path, **kw):
-        from pathlib import Path
-
-        uploaded.update({f.name: f.stat().st_size for f in Path(folder_path).iterdir()})
-        return "commit-url"
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
-    p = LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=class_names, templates="simple",
-                                 head_rank=4)
-    assert p.push_to_hub("lab/pushed") == "commit-url"
-    assert set(uploaded) == {"README.md", "adapter.safetensors", "config.json"}
-    assert uploaded["adapter.safetensors"] < p.num_adapter_bytes() + 16 * 1024

@@ -1,0 +1,164 @@
+"""A projector directory on disk, saved so that a kill at any instant leaves the old projector or the new one.
+
+The layout is the one users and the Hub expect: ``config.json`` + ``adapter.safetensors`` + ``README.md``.
+Three files cannot be replaced at once, so ``config.json`` is the single commit point: it records the sha256 of
+the adapter file it was saved with (``adapter_sha256``). A save
+
+1. finishes a save that was killed after its commit (renames that save's staged adapter into place);
+2. writes the new adapter as ``.adapter-<sha256>.safetensors`` (temporary file, fsync, rename);
+3. removes run files that describe another adapter (below);
+4. replaces ``config.json`` (temporary file, fsync, rename, fsync of the folder): **the commit**;
+5. renames the staged adapter onto ``adapter.safetensors``;
+6. replaces ``README.md``, then removes what killed saves left behind (staged adapters, temporary files).
+
+A reader (:func:`read_adapter`) takes the adapter that ``config.json`` names: the staged file while it exists,
+else ``adapter.safetensors``, and checks its sha256. Before step 4 it gets the old pair, from step 4 on the new
+one; a folder that mixes two saves is an error, never a silent mix. The model card is not read back: a kill
+between steps 4 and 6 leaves the previous card beside the new projector until the next save.
+
+Run files: ``metrics.json`` and ``train_state.pt`` (written by ``distill`` beside its projector) describe the run
+whose adapter ``train_state.pt`` holds. A save keeps them only when ``train_state.pt`` holds exactly the adapter
+being saved (``distill``'s own final save, or a re-save of it); otherwise it removes them before its commit, so
+they never sit beside a projector they do not describe. Other files in the folder are left alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from ..errors import HelloLabelsError
+from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir
+
+ADAPTER_FILE = "adapter.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+SHA_KEY = "adapter_sha256"  # in config.json: the sha256 of the adapter file it was committed with
+RUN_FILES = ("metrics.json", "train_state.pt")  # distill's; they describe the adapter in train_state.pt
+_LEFTOVERS = (".adapter-*.safetensors", "..adapter-*.safetensors.*.tmp", f".{CONFIG_FILE}.*.tmp",
+              f".{CARD_FILE}.*.tmp", f".{ADAPTER_FILE}.*.tmp")
+
+
+def staged_name(sha256: str) -> str:
+    """The name under which an adapter with this sha256 waits for its commit."""
+    return f".adapter-{sha256}.safetensors"
+
+
+def adapter_blob(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
+    """``tensors`` serialised as a safetensors file (adapters are small: a few MB)."""
+    from safetensors.torch import save
+
+    return _sorted_metadata(save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
+
+
+def save_projector(directory, config: dict, blob: bytes, card: str,
+                   adapter: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """Replace the projector in ``directory`` by ``config`` + adapter file ``blob`` + ``card`` (see the module
+    docstring for the order of steps). ``adapter``: the tensors as trained (before any dtype cast), to tell
+    whether the folder's run files describe them."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    _finish_committed(folder)
+    sha256 = hashlib.sha256(blob).hexdigest()
+    staged = folder / staged_name(sha256)
+    with atomic_path(staged) as tmp:
+        tmp.write_bytes(blob)
+    if not (adapter is not None and _run_files_describe(folder, adapter)):
+        for name in RUN_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
+    atomic_write_json(folder / CONFIG_FILE, dict(config, **{SHA_KEY: sha256}))
+    fsync_dir(folder)
+    os.replace(staged, folder / ADAPTER_FILE)
+    fsync_dir(folder)
+    atomic_write_text(folder / CARD_FILE, card)
+    for pattern in _LEFTOVERS:
+        for path in folder.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def read_adapter(model_id: str, sha256: Optional[str],
+                 resolve: Callable[[str], str]) -> Tuple[Dict[str, torch.Tensor], str]:
+    """``(tensors, path)`` of the adapter that a ``config.json`` with ``adapter_sha256 = sha256`` was committed
+    with. ``resolve(name)`` gives the local path of a file of ``model_id`` (a folder or a downloaded Hub file).
+
+    The file is read once, so a save finishing meanwhile cannot swap it between the check and the parse."""
+    data = path = None
+    if sha256 and os.path.isdir(model_id):  # a save killed between its commit and its last rename
+        path = os.path.join(model_id, staged_name(sha256))
+        data = _read(path)
+    if data is None:
+        path = resolve(ADAPTER_FILE)
+        data = _read(path)
+        if data is None:
+            raise HelloLabelsError(f"adapter file missing: {path}")
+    tensors = _parse(data, path)
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise HelloLabelsError(f"adapter file {path} is not the one {CONFIG_FILE} was saved with (sha256 "
+                               f"{hashlib.sha256(data).hexdigest()[:12]}…, config says {sha256[:12]}…): save the "
+                               f"projector again, or copy both files from one save")
+    return tensors, path
+
+
+# -- internals -------------------------------------------------------------------------------------------------
+
+def _finish_committed(folder: Path) -> None:
+    """Step 5 of a save that was killed after its commit: its staged adapter is the one config.json names."""
+    try:
+        sha256 = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get(SHA_KEY)
+    except (OSError, ValueError, AttributeError):
+        return
+    staged = folder / staged_name(sha256) if isinstance(sha256, str) else None
+    if staged is not None and staged.is_file():
+        os.replace(staged, folder / ADAPTER_FILE)
+        fsync_dir(folder)
+
+
+def _run_files_describe(folder: Path, adapter: Dict[str, torch.Tensor]) -> bool:
+    """Whether ``folder/train_state.pt`` holds exactly ``adapter`` (then it and metrics.json belong to it)."""
+    path = folder / RUN_FILES[1]
+    if not path.is_file():
+        return False
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)["adapter"]
+    except Exception:  # unreadable or not distill's: it describes nothing we can vouch for
+        return False
+    return saved.keys() == adapter.keys() and all(
+        saved[k].dtype == v.dtype and saved[k].shape == v.shape and torch.equal(saved[k], v.detach().cpu())
+        for k, v in adapter.items())
+
+
+def _sorted_metadata(blob: bytes) -> bytes:
+    """safetensors writes ``__metadata__`` from a hash map, in an order that varies from call to call: sort it, so
+    that equal adapters are equal files (same sha256; an unchanged push makes no Hub commit)."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + size])
+    if not header.get("__metadata__"):
+        return blob
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(size)  # safetensors pads with spaces
+    return blob[:8] + text + blob[8 + size:] if len(text) == size else blob
+
+
+def _read(path) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _parse(data: bytes, path: str) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
