@@ -1,12 +1,14 @@
 """Atomic file writes: write to a temporary file in the target folder, fsync, then ``os.replace``.
 
-A crash leaves either the old file or the new one, never half of one.
+A crash leaves either the old file or the new one, never half of one; what a kill mid-write leaves behind is a
+hidden ``.<name>.<random>.tmp`` entry, which :func:`remove_stale_temps` clears when the next run starts.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
@@ -22,22 +24,55 @@ def _default_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
+def atomic_path(path, suffix: str = "", tmp_dir=None, keep_name: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``path``, on error it is removed.
+
+    The temporary lives in ``tmp_dir`` (default: beside ``path``; it must be on the same filesystem). With
+    ``keep_name`` it is ``<tmp_dir>/.<name>.<random>.tmp/<name>``, a file under the final name, for writers that
+    record the file name inside the file (``torch.save`` names its zip archive after it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
+    where = Path(tmp_dir) if tmp_dir is not None else path.parent
+    where.mkdir(parents=True, exist_ok=True)
+    if keep_name:
+        holder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=where))
+        tmp = holder / path.name
+        tmp.touch()
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=where)
+        os.close(fd)
+        holder = tmp = Path(name)
     try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else _default_mode())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    finally:
+        _remove(holder)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def is_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary of :func:`atomic_path` (``.<name>.<random>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_temps(folder, recursive: bool = True) -> List[Path]:
+    """Delete the temporaries a killed writer left in ``folder`` (and below); returns what was removed.
+
+    Only safe while no other process writes there: call it holding the folder's run lock."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")) if is_temp(p.name)]
+    for p in found:
+        _remove(p)
+    return found
 
 
 def changed_settings(saved: dict, current: dict, prefix: str = "") -> List[str]:
@@ -62,8 +97,9 @@ def atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path, metadata: Op
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def atomic_torch_save(obj, path) -> None:
-    with atomic_path(path) as tmp:
+def atomic_torch_save(obj, path, tmp_dir=None) -> None:
+    """``torch.save(obj, path)`` atomically, with the archive named after ``path`` as a direct save names it."""
+    with atomic_path(path, tmp_dir=tmp_dir, keep_name=True) as tmp:
         torch.save(obj, tmp)
 
 

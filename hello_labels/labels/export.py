@@ -8,16 +8,22 @@ resumes (existing files are complete: they were written atomically) and yields t
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import HelloLabelsError
+from ..errors import HelloLabelsError, first_line
+from ..files import atomic_write_json, remove_stale_temps
+from ..fingerprint import module_digest, source_fingerprint, tensor_digest
+from ..runs import RunLock, check_settings, ensure_writable
 from .augment import apply_mix, draw_mix
 from .fkd import FKD_SEED, FKDBatch, LabelDir, batch_path, sampler_batches, save_batch
 from .views import AugmentedImages, BatchPlan, loader, open_images
+
+RECORD_FILE = "export.json"
 
 
 def _plans(order, files, seed, mix_type, size, cutmix_alpha, mixup_alpha) -> Iterator[BatchPlan]:
@@ -50,10 +56,61 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
     if epochs <= 0 or batch_size <= 0:
         raise HelloLabelsError("epochs and batch size must be positive")
     out = Path(out_dir)
-    if out.exists() and any(p.name.startswith("epoch_") is False for p in out.iterdir()):
-        # SRe2L counts every entry of the folder as an epoch: keep it clean
-        raise HelloLabelsError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
-    images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+    side = run_folder(out)
+    with RunLock(side, what=str(out)):
+        ensure_writable(out)
+        for folder in (side, out):  # older versions kept their temporaries inside epoch_<e>
+            remove_stale_temps(folder)
+        if any(p.name.startswith("epoch_") is False for p in out.iterdir()):
+            # SRe2L counts every entry of the folder as an epoch: keep it clean
+            raise HelloLabelsError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
+        images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+        settings = {"model": _model_fingerprint(projector, is_projector), "data": source_fingerprint(images.source),
+                    "batch_size": batch_size, "mix_type": mix_type, "fp16": fp16, "input_size": input_size,
+                    "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,
+                    "seed": seed, "cutmix_alpha": cutmix_alpha, "mixup_alpha": mixup_alpha,
+                    "gvbsm_index": gvbsm_index}
+        _record(side / RECORD_FILE, out, settings, epochs)
+        _write(projector, is_projector, images, out, side, epochs, batch_size, mix_type, fp16, input_size, fkd_seed,
+               seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress)
+    return LabelDir.scan(out, seed=fkd_seed)
+
+
+def run_folder(out) -> Path:
+    """``<out>.hello-labels/`` beside the label directory: the export's lock, settings record and temporaries.
+    Nothing of ours goes inside ``out``, where SRe2L counts every entry as an epoch."""
+    out = Path(out).absolute()
+    return out.parent / f"{out.name}.hello-labels"
+
+
+def _model_fingerprint(model, is_projector: bool) -> dict:
+    if is_projector:
+        config = {k: v for k, v in model.config_dict().items() if k != "metadata"}
+        return {"config": config, "adapter": tensor_digest(model.adapter_state_dict())}
+    return {"class": type(model).__name__, "weights": module_digest(model)}
+
+
+def _record(path: Path, out: Path, settings: dict, epochs: int) -> None:
+    """Check ``settings`` against the record of the run that wrote ``out`` (more epochs may be added), or
+    start one; label files without a record are of unknown origin and never mixed with ours."""
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError as err:
+            raise HelloLabelsError(f"settings record {path} is damaged ({first_line(err)}): export into a new "
+                                   f"folder") from err
+        check_settings(saved.get("settings", {}), settings, f"{out} holds label files exported with other settings",
+                       "rerun with the original settings or export into a new folder")
+        epochs = max(epochs, int(saved.get("epochs", 0)))
+    elif any(out.glob("epoch_*/batch_*.tar")):
+        raise HelloLabelsError(f"{out} holds label files but no record of their settings ({path}): export into a "
+                               f"new folder")
+    atomic_write_json(path, {"settings": settings, "epochs": epochs})
+
+
+def _write(projector, is_projector, images, out, side, epochs, batch_size, mix_type, fp16, input_size, fkd_seed,
+           seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress) -> None:
+    """Write the label files ``out`` still lacks (temporaries in ``side``)."""
     order = sampler_batches(len(images), batch_size, epochs, fkd_seed)
     total = sum(len(e) for e in order)
     missing = [(e, b) for e in range(epochs) for b in range(len(order[e])) if not batch_path(out, e, b).exists()]
@@ -70,9 +127,8 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
         index, lam, bbox = plan.mix
         batch = FKDBatch(coords, flip, index, lam, bbox, logits, plan.indices.clone() if gvbsm_index else None)
         epoch, number = plan.info["file"]
-        save_batch(batch_path(out, epoch, number), batch, fp16=fp16)
+        save_batch(batch_path(out, epoch, number), batch, fp16=fp16, tmp_dir=side)
         bar.update(1)
     bar.close()
     if not was_merged:
         projector.unmerge()
-    return LabelDir.scan(out, seed=fkd_seed)

@@ -18,7 +18,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..errors import HelloLabelsError
+from ..errors import HelloLabelsError, first_line
 from ..files import atomic_torch_save
 
 FKD_SEED = 42
@@ -63,7 +63,7 @@ def load_batch(path) -> FKDBatch:
         raise HelloLabelsError(f"label file missing: {path}") from err
     except Exception as err:
         raise HelloLabelsError(f"label file {path} is truncated or not an SRe2L batch file "
-                               f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
+                               f"({first_line(err, 160)})") from err
     if not isinstance(items, (list, tuple)) or len(items) not in (6, 7):
         raise HelloLabelsError(f"label file {path}: expected a list of 6 (SRe2L) or 7 (G-VBSM) elements")
     batch = FKDBatch(*items)
@@ -93,11 +93,13 @@ def _validate(b: FKDBatch, path) -> None:
         bad(f"index must hold {n} image indices")
 
 
-def save_batch(path, batch: FKDBatch, fp16: bool = False) -> None:
-    """Write one batch file atomically, in SRe2L's list layout."""
+def save_batch(path, batch: FKDBatch, fp16: bool = False, tmp_dir=None) -> None:
+    """Write one batch file atomically, in SRe2L's list layout; the archive inside is named ``batch_<b>`` as
+    SRe2L's ``torch.save(obj, 'batch_<b>.tar')`` names it. ``tmp_dir``: where the temporary lives (keep it out
+    of ``epoch_<e>``, whose every entry SRe2L's reader counts)."""
     if fp16:
         batch = FKDBatch(**{**batch.__dict__, "soft_label": batch.soft_label.half()})
-    atomic_torch_save(batch.to_list(), path)
+    atomic_torch_save(batch.to_list(), path, tmp_dir=tmp_dir)
 
 
 def sampler_batches(num_images: int, batch_size: int, epochs: int, seed: int = FKD_SEED) -> List[List[List[int]]]:
@@ -151,6 +153,10 @@ class LabelDir:
         per_epoch = [sorted(int(m.group(1)) for m in map(_BATCH_RE.match, os.listdir(path / f"epoch_{e}")) if m)
                      for e in range(use)]
         count = len(per_epoch[0])
+        for e, batches in enumerate(per_epoch):  # an empty file would only fail when training reaches it
+            for b in batches:
+                if batch_path(path, e, b).stat().st_size == 0:
+                    raise HelloLabelsError(f"label file {batch_path(path, e, b)} is empty (0 bytes): regenerate it")
         for e, batches in enumerate(per_epoch):
             if batches != list(range(count)):
                 expected = set(range(max(count, len(batches))))
@@ -186,6 +192,17 @@ class LabelDir:
         if b.index is not None and b.index.flatten().tolist() != expected:
             raise HelloLabelsError(f"label file {path}: its image indices disagree with the seed-{self.seed} sampler order")
         return b
+
+    def fingerprint(self) -> dict:
+        """File names and sizes of the epochs in use, and a hash of the first file (regenerated labels differ
+        there); hashing every file would read gigabytes."""
+        import hashlib
+
+        sizes = [batch_path(self.path, e, b).stat().st_size for e in range(self.epochs)
+                 for b in range(self.batches_per_epoch)]
+        first = hashlib.sha256(batch_path(self.path, 0, 0).read_bytes()).hexdigest()[:16]
+        return {"files": len(sizes), "bytes": sum(sizes),
+                "sizes": hashlib.sha256(str(sizes).encode()).hexdigest()[:16], "first_file": first}
 
     def total_bytes(self) -> int:
         return sum(f.stat().st_size for e in range(self.epochs) for f in (self.path / f"epoch_{e}").iterdir())

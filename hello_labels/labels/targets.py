@@ -7,7 +7,8 @@ from typing import Iterator, List, Optional
 import torch
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import HelloLabelsError, first_line
+from ..fingerprint import module_digest, tensor_digest
 from .fkd import LabelDir
 from .views import AugmentedImages, BatchPlan, stream_plans
 
@@ -50,7 +51,9 @@ class TeacherTargets:
     def fingerprint(self) -> dict:
         return {"source": "teacher", "teacher": self.description, "images": len(self.images),
                 "seed": self.seed, "mix": self.mix_type,
-                "size": self.images.size, "scale": list(self.images.scale)}
+                "size": self.images.size, "scale": list(self.images.scale),
+                "weights": module_digest(self.teacher), "cutmix_alpha": self.cutmix_alpha,
+                "mixup_alpha": self.mixup_alpha}
 
 
 class StoredTargets:
@@ -99,7 +102,8 @@ class StoredTargets:
 
     def fingerprint(self) -> dict:
         return {"source": "label_dir", "path": str(self.labels.path), "epochs": self.labels.epochs,
-                "images": self.labels.num_images, "batch_size": self.fixed_batch_size, "size": self.images.size}
+                "images": self.labels.num_images, "batch_size": self.fixed_batch_size, "size": self.images.size,
+                "mix": self.mix_type, "files": self.labels.fingerprint()}
 
 
 class ImageLabelTargets:
@@ -137,7 +141,7 @@ class ImageLabelTargets:
 
     def fingerprint(self) -> dict:
         return {"source": "image_labels", "labels": self.description, "images": len(self.images),
-                "seed": self.seed}
+                "seed": self.seed, "values": tensor_digest({"labels": self.labels})}
 
 
 def load_image_labels(path: str) -> torch.Tensor:
@@ -163,7 +167,7 @@ def load_image_labels(path: str) -> torch.Tensor:
     except HelloLabelsError:
         raise
     except Exception as err:
-        raise HelloLabelsError(f"cannot read label file {path}: {str(err).splitlines()[0][:200]}") from err
+        raise HelloLabelsError(f"cannot read label file {path} ({first_line(err)})") from err
     if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or not labels.is_floating_point():
         raise HelloLabelsError(f"{path} must hold one float tensor [N, C] of soft labels")
     return labels.float()

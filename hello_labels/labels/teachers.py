@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import HelloLabelsError, first_line
 from ..model.bases import import_object
 
 
@@ -31,7 +31,7 @@ def load_state_dict(path: str) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise HelloLabelsError(f"cannot read teacher checkpoint {path}: {str(err).splitlines()[0][:200]}") from err
+        raise HelloLabelsError(f"cannot read teacher checkpoint {path} ({first_line(err)})") from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -20,8 +20,10 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..errors import HelloLabelsError
-from ..files import atomic_torch_save, atomic_write_json, changed_settings
+from ..errors import HelloLabelsError, first_line
+from ..files import atomic_torch_save, atomic_write_json, remove_stale_temps
+from ..fingerprint import source_fingerprint, tensor_digest
+from ..runs import RunLock, check_settings, settings_difference
 from ..labels.augment import apply_mix, mixed_cross_entropy
 from ..labels.views import loader
 from .evaluate import collect, discrepancy, fidelity
@@ -131,11 +133,40 @@ def _schedule(cfg: DistillConfig) -> Callable[[int], float]:
     return factor
 
 
+def projector_fingerprint(projector) -> dict:
+    """Its full config (less free-form metadata) and a digest of its adapter tensors."""
+    config = {k: v for k, v in projector.config_dict().items() if k != "metadata"}
+    return {"config": config, "adapter": tensor_digest(projector.adapter_state_dict())}
+
+
 def _fingerprint(projector, targets, cfg: DistillConfig) -> dict:
+    """Everything the trained adapter depends on: settings, targets (teacher weights, label files), projector,
+    data (every image decoded and hashed). Checked on resume."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in DistillConfig.RESUMABLE}
-    c = projector.config
-    return {"config": settings, "targets": targets.fingerprint(),
-            "projector": {"base": c.base, "lora": c.lora, "head_rank": c.head_rank, "classes": len(c.class_names)}}
+    images = targets.images
+    data = {"source": source_fingerprint(images.source), "size": images.size, "mean": list(images.mean),
+            "std": list(images.std), "scale": list(images.scale), "ratio": list(images.ratio),
+            "interpolation": images.interpolation}
+    return {"config": settings, "targets": targets.fingerprint(), "projector": projector_fingerprint(projector),
+            "data": data}
+
+
+def _on_main(env: "DistEnv", fn):
+    """``fn()`` on rank 0, its result (or its one-line error) shared with every rank, so that no rank waits
+    forever for a rank that stopped."""
+    result, error = None, None
+    if env.main:
+        try:
+            result = fn()
+        except HelloLabelsError as err:
+            error = str(err)
+    if env.world_size > 1:
+        box = [result, error]
+        dist.broadcast_object_list(box, src=0)
+        result, error = box
+    if error is not None:
+        raise HelloLabelsError(error)
+    return result
 
 
 def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None, resume: bool = False,
@@ -155,9 +186,25 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
     if targets.fixed_batch_size is None and cfg.batch_size % env.world_size:
         raise HelloLabelsError(f"batch size {cfg.batch_size} is not divisible by {env.world_size} processes")
     out = Path(out_dir)
-    state_path = out / STATE_FILE
-    fingerprint = _fingerprint(projector, targets, cfg)
+    lock = RunLock(out)  # rank 0 writes, so rank 0 alone holds it
+    try:
+        fingerprint = _on_main(env, lambda: _start(lock, out, projector, targets, cfg))
+        return _distill(projector, targets, out, cfg, resume, progress, metadata, env, fingerprint)
+    finally:
+        lock.release()
 
+
+def _start(lock: RunLock, out: Path, projector, targets, cfg: DistillConfig) -> dict:
+    """Before any work: lock ``out`` (created, writable), clear a killed run's temporaries, check the inputs."""
+    lock.acquire()
+    remove_stale_temps(out, recursive=False)
+    return _fingerprint(projector, targets, cfg)
+
+
+def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, progress: bool, metadata,
+             env: DistEnv, fingerprint: dict) -> dict:
+    """:func:`distill` once ``out`` is locked and the inputs are checked."""
+    state_path = out / STATE_FILE
     was_merged = projector.merged
     projector.unmerge()  # merged deltas are plain weights: the LoRA tensors would get no gradient
     projector.to(env.device)
@@ -172,20 +219,34 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
     autocast, scaler = _autocast(cfg.precision, env.device)
     history, start = [], 0
+    running_agree, running_loss, elapsed = None, None, 0.0
 
     if state_path.exists():
+        state = load_state(state_path)
         if not resume:
+            differ = settings_difference(state["fingerprint"], fingerprint)
+            if differ:
+                raise HelloLabelsError(f"{out} already holds a training checkpoint of another run ({differ}): "
+                                       f"choose another output directory")
             raise HelloLabelsError(f"{out} already holds a training checkpoint: pass resume=True (--resume) to "
                                    f"continue it, or choose another output directory")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        _check_resumable(state["fingerprint"], fingerprint, state_path)
-        projector.load_adapter_state_dict(state["adapter"], source=str(state_path))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        start, history = int(state["step"]), json.loads(state["history"])
+        check_settings(state["fingerprint"], fingerprint, f"cannot resume {state_path}",
+                       "rerun with the original settings")
+        try:
+            projector.load_adapter_state_dict(state["adapter"], source=str(state_path))
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"])
+            history = json.loads(state["history"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise HelloLabelsError(f"checkpoint {state_path} does not fit this run ({first_line(err)}): delete it "
+                                   f"to start over") from err
+        start = state["step"]
+        running = state.get("running") or {}
+        running_loss, running_agree = running.get("loss"), running.get("agreement")
+        elapsed = float(running.get("seconds") or 0.0)
     elif resume and env.main:
         print(f"no checkpoint in {out}: starting from step 0")
 
@@ -206,7 +267,7 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and env.main), desc="distill",
                dynamic_ncols=True)
     model.train()
-    running_agree, running_loss, t0 = None, None, time.perf_counter()
+    t0 = time.perf_counter()
 
     for step, (images, labels, _, _) in zip(range(start, cfg.steps), data):
         plan = batches.pop(step)
@@ -248,12 +309,14 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
             model.train()
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if env.main:
-                _save_state(state_path, done, projector, optimizer, scheduler, scaler, history, fingerprint)
+                running = {"loss": running_loss, "agreement": running_agree,
+                           "seconds": elapsed + time.perf_counter() - t0}
+                _save_state(state_path, done, projector, optimizer, scheduler, scaler, history, fingerprint, running)
             env.barrier()
     bar.close()
 
     projector.eval()
-    summary = {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "final_loss": running_loss,
+    summary = {"steps": cfg.steps, "seconds": elapsed + time.perf_counter() - t0, "final_loss": running_loss,
                "train_agreement": running_agree, "history": history}
     if env.main:
         projector.config.metadata.update(metadata or {})
@@ -266,7 +329,7 @@ def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None,
     return summary
 
 
-def _save_state(path, step, projector, optimizer, scheduler, scaler, history, fingerprint) -> None:
+def _save_state(path, step, projector, optimizer, scheduler, scaler, history, fingerprint, running) -> None:
     atomic_torch_save({
         "step": step,
         "adapter": {k: v.detach().cpu().clone() for k, v in projector.adapter_state_dict().items()},
@@ -276,12 +339,28 @@ def _save_state(path, step, projector, optimizer, scheduler, scaler, history, fi
         "rng": torch.get_rng_state(),
         "history": json.dumps(history),
         "fingerprint": fingerprint,
+        "running": running,  # the running averages, so metrics.json does not depend on where a kill happened
     }, path)
 
 
-def _check_resumable(saved: dict, current: dict, path) -> None:
-    diffs = [d for section in current for d in changed_settings(saved.get(section, {}), current[section],
-                                                                 f"{section}.")]
-    if diffs:
-        raise HelloLabelsError(f"cannot resume {path}: settings differ ({'; '.join(diffs[:3])}); rerun with the "
-                               f"original settings")
+_STATE_TYPES = {"step": int, "adapter": dict, "optimizer": dict, "scheduler": dict, "rng": torch.Tensor,
+                "history": str, "fingerprint": dict}
+
+
+def load_state(path) -> dict:
+    """Read a training checkpoint (``weights_only=True``: tensors and plain containers, no code) and check its
+    layout; a damaged or foreign file is reported in one line."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise HelloLabelsError(f"checkpoint {path} is damaged or not a hello-labels training checkpoint "
+                               f"({first_line(err, 120)}): delete it to start over") from err
+    wrong = [k for k, kind in _STATE_TYPES.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
+    running = state.get("running") if isinstance(state, dict) else None
+    if running is not None and not (isinstance(running, dict) and all(
+            v is None or isinstance(v, (int, float)) for v in running.values())):
+        wrong.append("running")
+    if wrong:
+        raise HelloLabelsError(f"checkpoint {path} is not a hello-labels training checkpoint (bad or missing "
+                               f"{', '.join(wrong)}): delete it to start over")
+    return state

@@ -31,8 +31,10 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import HelloLabelsError
-from ..files import atomic_path, atomic_write_json, changed_settings
+from ..errors import HelloLabelsError, first_line
+from ..files import atomic_path, atomic_write_json, remove_stale_temps
+from ..fingerprint import check_image_files, module_digest, tensor_digest
+from ..runs import LOCK_FILE, RunLock, check_settings
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.views import open_images
 from .evaluate import discrepancy, fidelity
@@ -215,7 +217,7 @@ def load_patches(patches, data) -> Dict[str, List[Tuple[Tuple[int, int, int, int
         try:
             patches, base = json.loads(path.read_text()), path.parent
         except (OSError, ValueError) as err:
-            raise HelloLabelsError(f"cannot read patch map {path}: {str(err).splitlines()[0][:200]}") from err
+            raise HelloLabelsError(f"cannot read patch map {path} ({first_line(err)})") from err
     if not isinstance(patches, dict):
         raise HelloLabelsError("a patch map must be a JSON object {relative image path: [patches]}")
     out = {}
@@ -309,20 +311,16 @@ def report_table(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the job
-def _digest(tensors: Dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(tensors[name].detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map) -> dict:
-    """What determines the refined files: the config, the input, and digests of adapter, teachers, patch map."""
+    """What determines the refined files: the config, the input (every image decoded and hashed), the projector's
+    config and adapter, the teachers' weights (ensemble weights included), the patch map."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in RefineConfig.RESUMABLE}
     patches = json.dumps({k: [[list(box), str(src)] for box, src in e] for k, e in sorted(patch_map.items())})
-    settings.update(input=str(data.resolve()), images=len(files), projector=_digest(projector.adapter_state_dict()),
-                    teacher=_digest(teacher.state_dict()),
+    config = {k: v for k, v in projector.config_dict().items() if k != "metadata"}
+    settings.update(input=str(data.resolve()), images=len(files),
+                    data=check_image_files([str(data / f.rel) for f in files], data),
+                    projector={"config": config, "adapter": tensor_digest(projector.adapter_state_dict())},
+                    teacher=module_digest(teacher),
                     patches=hashlib.sha256(patches.encode()).hexdigest()[:16] if patch_map else None)
     return settings
 
@@ -334,17 +332,18 @@ def _check_folders(data: Path, out: Path) -> None:
 
 
 def _start(out: Path, settings: dict) -> None:
-    """Record the settings, or check them against an interrupted run's; refuse a foreign non-empty folder."""
+    """Record the settings, or check them against an interrupted run's; refuse a foreign non-empty folder.
+    Called holding the run lock on ``out``."""
     record = out / REPORT_FILE
     if record.is_file():
-        saved = json.loads(record.read_text()).get("settings", {})
-        diffs = changed_settings(saved, settings)
-        if diffs:
-            raise HelloLabelsError(f"{out} holds images refined with other settings ({'; '.join(diffs[:3])}); rerun "
-                                   f"with the original settings or choose another output folder")
-        for stale in out.rglob(".*.tmp"):  # temporaries of a killed run's atomic writes
-            stale.unlink()
-    elif out.is_dir() and any(out.iterdir()):
+        try:
+            saved = json.loads(record.read_text()).get("settings", {})
+        except (ValueError, AttributeError) as err:
+            raise HelloLabelsError(f"{record} is damaged ({first_line(err)}): choose a new output folder") from err
+        check_settings(saved, settings, f"{out} holds images refined with other settings",
+                       "rerun with the original settings or choose another output folder")
+        remove_stale_temps(out)  # temporaries of a killed run's atomic writes
+    elif any(p.name != LOCK_FILE for p in out.iterdir()):
         raise HelloLabelsError(f"{out} is not empty and holds no {REPORT_FILE}: choose a new output folder")
     atomic_write_json(record, {"status": "running", "settings": settings})
 
@@ -359,8 +358,6 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     already in ``out_dir`` from an interrupted run with the same settings are kept. Returns the report (also in
     ``out_dir/refine.json``): before/after :func:`teacher_fidelity`, :func:`pixel_change`, counts, seconds.
     The projector and teachers are moved to ``device`` (default: CUDA when available)."""
-    from ..labels.teachers import load_teachers
-
     cfg = config or RefineConfig()
     if cfg.loss not in LOSSES:
         raise HelloLabelsError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
@@ -371,6 +368,15 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
                                f"{projector.config.input_channels}-channel inputs")
     data, out = Path(data), Path(out_dir)
     _check_folders(data, out)
+    with RunLock(out):  # created here, writable, and ours alone until refine returns
+        return _refine(projector, teachers, data, out, cfg, teacher_weights, patches, progress, device)
+
+
+def _refine(projector, teachers, data: Path, out: Path, cfg: RefineConfig, teacher_weights, patches, progress,
+            device) -> dict:
+    """:func:`refine` holding the run lock on ``out``."""
+    from ..labels.teachers import load_teachers
+
     files, classes = list_images(data)
     patch_map = load_patches(patches, data) if patches is not None else {}
     check_patches(files, patch_map)

@@ -1,0 +1,64 @@
+"""SRe2L label files as SRe2L writes them: archive member names, no stray entries, empty files named up front."""
+import zipfile
+
+import pytest
+import sre2l_reference as ref
+import torch
+
+from hello_labels import HelloLabelsError
+from hello_labels.labels.export import export_fkd, run_folder
+from hello_labels.labels.fkd import FKDBatch, LabelDir, load_batch, save_batch
+from hello_labels.labels.targets import load_image_labels
+
+SIZE = 32
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 5))
+
+
+def export(folder, out, **kw):
+    return export_fkd(tiny_model(), folder, out, epochs=kw.pop("epochs", 2), batch_size=16, input_size=SIZE,
+                      mean=MEAN, std=STD, progress=False, **kw)
+
+
+def test_batch_files_hold_the_archive_names_of_sre2ls_own_torch_save(tmp_path):
+    batch = FKDBatch(torch.rand(3, 4), torch.tensor([True, False, True]), torch.tensor([2, 0, 1]), 0.4,
+                     [1, 2, 5, 6], torch.randn(3, 5))
+    save_batch(tmp_path / "ours" / "batch_7.tar", batch, fp16=True)
+    (tmp_path / "theirs").mkdir()
+    torch.save(FKDBatch(**{**batch.__dict__, "soft_label": batch.soft_label.half()}).to_list(),
+               tmp_path / "theirs" / "batch_7.tar")  # what generate_soft_label.py does
+    names = [zipfile.ZipFile(tmp_path / d / "batch_7.tar").namelist() for d in ("ours", "theirs")]
+    assert names[0] == names[1] and names[0][0].startswith("batch_7/")
+    assert [p.name for p in (tmp_path / "ours").iterdir()] == ["batch_7.tar"]
+
+
+def test_stale_temporaries_are_cleared_and_never_reach_sre2ls_reader(toy_folder, tmp_path):
+    out = tmp_path / "fkd"
+    export(out=out, folder=toy_folder)
+    assert sorted(p.name for p in out.iterdir()) == ["epoch_0", "epoch_1"]
+    assert not list(out.rglob(".*"))  # lock, record and temporaries live beside the directory, not in it
+    # what a kill mid-write left: an old version's temporary inside epoch_0, a new one's in the run folder
+    (out / "epoch_0" / ".batch_1.tar.k_3x9q.tmp").write_bytes(b"half a file")
+    (run_folder(out) / ".batch_2.tar.a_b.tmp").mkdir()
+    (run_folder(out) / ".batch_2.tar.a_b.tmp" / "batch_2.tar").write_bytes(b"half")
+    export(out=out, folder=toy_folder)
+    assert sorted(p.name for p in (out / "epoch_0").iterdir()) == ["batch_0.tar", "batch_1.tar", "batch_2.tar"]
+    assert not list(run_folder(out).glob("*.tmp"))
+    assert ref.get_FKD_info(str(out)) == (2, 16, 40)  # SRe2L's reader lists the folder
+
+
+def test_empty_label_files_are_named_before_training(toy_folder, tmp_path):
+    out = tmp_path / "fkd"
+    export(out=out, folder=toy_folder)
+    (out / "epoch_1" / "batch_2.tar").write_bytes(b"")
+    with pytest.raises(HelloLabelsError, match=r"epoch_1/batch_2.tar is empty \(0 bytes\)"):
+        LabelDir.scan(out)
+    with pytest.raises(HelloLabelsError, match=r"batch_2.tar is truncated or not an SRe2L batch file \(EOFError\)"):
+        load_batch(out / "epoch_1" / "batch_2.tar")
+    (tmp_path / "labels.pt").write_bytes(b"")
+    with pytest.raises(HelloLabelsError, match=r"cannot read label file .*labels.pt \(EOFError\)"):
+        load_image_labels(str(tmp_path / "labels.pt"))
