@@ -593,13 +593,14 @@ def _no_weight_warnings():
         root.disabled = was
 
 
-def base_size(spec: dict, text_head: bool) -> BaseSize:
+def base_size(spec: dict, text_head: bool, trust_remote_code: bool = False) -> BaseSize:
     """Parameters and bytes of a base's image encoder (and, for a text head, the CLIP text tower), built from
-    its spec with random init (``local-dir:`` bases read their local file)."""
+    its spec with random init (``local-dir:`` bases read their local file; a custom module's factory runs only
+    with ``trust_remote_code``)."""
     from ..model.bases import build_base
 
     with _no_weight_warnings():
-        base = build_base(_weightless(spec))
+        base = build_base(_weightless(spec), trust_remote_code=trust_remote_code)
     n, pb, bb = _state_bytes(base.encoder)
     out = BaseSize(_base_label(spec), n, pb + bb)
     if text_head and base.clip_model is not None:  # open_clip: the encoder is clip_model.visual
@@ -697,11 +698,12 @@ def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str]
                    keep_ratio: float = 0.025, teacher: Optional[str] = "torchvision:resnet18",
                    bases: Sequence[str] = (), projectors: Sequence[str] = (), class_names=None,
                    adapter_dtype: str = "float32", lora_rank: Optional[int] = None,
-                   head_rank: int = 64) -> StorageReport:
+                   head_rank: int = 64, trust_remote_code: bool = False) -> StorageReport:
     """All lines for a ``setting`` or an existing SRe2L label directory ``labels`` (exactly one of them).
 
     ``bases``: base names whose adapter is computed from shapes (``class_names``: a list, ``"imagenet"`` or
-    None for placeholders ``class_<i>``); ``projectors``: saved projector directories or Hub ids.
+    None for placeholders ``class_<i>``); ``projectors``: saved projector directories or Hub ids (a custom-module
+    base's factory runs only with ``trust_remote_code``).
     """
     if (setting is None) == (labels is None):
         raise HelloLabelsError("give either a label setting (classes, images per class, ...) or a label directory")
@@ -720,7 +722,7 @@ def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str]
     for size, _, _ in adapters:
         rows += adapter_rows(size)
     for _, spec, head in adapters:
-        rows += base_rows(base_size(spec, text_head=head == "text"))
+        rows += base_rows(base_size(spec, text_head=head == "text", trust_remote_code=trust_remote_code))
     title = (f"Storage accounting: SRe2L label directory {labels} (on-disk total measured; setting derived)"
              if labels is not None else "Storage accounting for a label setting (estimate; framing measured)")
     return StorageReport(title, setting, rows, source="directory" if labels is not None else "setting",
