@@ -1,8 +1,9 @@
 """``LabelProjector``: base encoder + LoRA + low-rank head, producing teacher-scale logits ``[B, C]`` online.
 
 On disk (and on the Hub) a projector is ``config.json`` + ``adapter.safetensors`` (adapter tensors only, never
-base weights) + a ``README.md`` model card; huggingface_hub's ``ModelHubMixin`` provides ``from_pretrained``
-(local dir or Hub id, cache, revision, offline mode), ``save_pretrained`` and ``push_to_hub``.
+base weights) + a ``README.md`` model card; huggingface_hub provides download (local dir or Hub id, cache,
+revision, offline mode) and, through ``ModelHubMixin``, ``save_pretrained`` and ``push_to_hub``. Loading reads
+``config.json`` strictly (:mod:`.config`), runs no factory it names unless trusted, and checks the base's pin.
 """
 from __future__ import annotations
 
