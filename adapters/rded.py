@@ -36,6 +36,9 @@ class ProjectorTeacher(nn.Module):
         return logits if self.classes is None else logits[:, self.classes]
 
 
-def teacher(projector, classes: Optional[Sequence[int]] = None, device=None) -> ProjectorTeacher:
-    """``teacher_model`` for RDED: a LabelProjector, directory or Hub id; ``classes`` as RDED's ``args.classes``."""
-    return ProjectorTeacher(load_projector(projector, device), classes).eval().requires_grad_(False)
+def teacher(projector, classes: Optional[Sequence[int]] = None, device=None,
+            trust_remote_code: bool = False) -> ProjectorTeacher:
+    """``teacher_model`` for RDED: a LabelProjector, directory or Hub id; ``classes`` as RDED's ``args.classes``;
+    ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained`."""
+    projector = load_projector(projector, device, trust_remote_code=trust_remote_code)
+    return ProjectorTeacher(projector, classes).eval().requires_grad_(False)

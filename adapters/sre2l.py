@@ -23,10 +23,11 @@ from ._load import load_projector
 class ProjectorLabels:
     """``ProjectorLabels(projector, args, loader)``: ``projector`` is a LabelProjector, a directory or a Hub id;
     ``args`` supplies ``mix_type`` (None/'cutmix'/'mixup') and optionally ``cutmix``/``mixup`` alphas;
-    ``loader`` yields ``(images, target, flip_status, coords_status)`` batches."""
+    ``loader`` yields ``(images, target, flip_status, coords_status)`` batches; ``trust_remote_code`` as
+    :meth:`LabelProjector.from_pretrained`."""
 
-    def __init__(self, projector, args, loader, seed: int = 0):
-        self.projector = load_projector(projector)
+    def __init__(self, projector, args, loader, seed: int = 0, trust_remote_code: bool = False):
+        self.projector = load_projector(projector, trust_remote_code=trust_remote_code)
         self.loader = loader
         self.mix_type = getattr(args, "mix_type", None)
         self.cutmix_alpha = getattr(args, "cutmix", 1.0)

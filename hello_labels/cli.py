@@ -28,6 +28,24 @@ def _teacher_args(p, required):
     p.add_argument("--teacher-weights", type=_floats, help="comma-separated weights of the teachers")
 
 
+def _load_args(p, pin=True):
+    """Flags of every verb that loads a saved projector: what its files may make this process do."""
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a custom-module base's factory named in the projector's config.json run (only for "
+                        "projectors whose source you trust; factories inside hello_labels always run)")
+    if pin:
+        p.add_argument("--ignore-base-mismatch", action="store_true",
+                       help="load even if the base weights differ from those the adapter was trained on")
+
+
+def _load(args, path):
+    from .model.projector import LabelProjector
+
+    return LabelProjector.from_pretrained(path, revision=getattr(args, "revision", None),
+                                          trust_remote_code=args.trust_remote_code,
+                                          check_base=not args.ignore_base_mismatch)
+
+
 def _projector_args(p):
     g = p.add_argument_group("projector")
     g.add_argument("--base", help="open_clip name (RN50), timm:NAME, local-dir:PATH, hf-hub:ID or module:pkg.mod:fn")
@@ -39,6 +57,7 @@ def _projector_args(p):
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (8)")
     g.add_argument("--head-rank", type=int, default=64)
     g.add_argument("--image-size", type=int, default=None, help="resolution fed to the base (default: its own)")
+    _load_args(g)
 
 
 def _train_args(p):
@@ -93,7 +112,9 @@ def _projector(args, images):
     options = {k: v for k, v in {"templates": args.templates, "head_init": args.head_init,
                                   "lora_rank": args.lora_rank, "head_rank": args.head_rank,
                                   "image_size": args.image_size}.items() if v is not None}
-    return make_projector(images, args.base, args.pretrained, args.init, args.class_names, **options)
+    return make_projector(images, args.base, args.pretrained, args.init, args.class_names,
+                          trust_remote_code=args.trust_remote_code, check_base=not args.ignore_base_mismatch,
+                          **options)
 
 
 def _distill(args):
@@ -126,11 +147,10 @@ def _report_run(out, summary):
 
 def _eval(args):
     from .files import atomic_write_json
-    from .model.projector import LabelProjector
     from .train.evaluate import plot_per_class
     from .train.jobs import evaluate
 
-    projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
+    projector = _load(args, args.projector)
     if args.merge:
         projector.merge()
     report = evaluate(projector, args.data, teachers=args.teacher, labels=args.labels,
@@ -146,9 +166,8 @@ def _eval(args):
 
 def _export_fkd(args):
     from .labels.export import export_fkd
-    from .model.projector import LabelProjector
 
-    projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
+    projector = _load(args, args.projector)
     mix = None if args.mix_type == "none" else args.mix_type
     info = export_fkd(projector, args.data, args.out, args.epochs, args.batch_size, mix, args.fp16,
                       args.input_size, args.min_scale, args.max_scale, args.fkd_seed, args.seed,
@@ -164,10 +183,9 @@ def _fraction(text: str) -> float:
 
 
 def _refine(args):
-    from .model.projector import LabelProjector
     from .train.refine import RefineConfig, refine, report_table
 
-    projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
+    projector = _load(args, args.projector)
     config = RefineConfig(steps=args.steps, lr=args.lr, epsilon=args.epsilon, views=args.views,
                           batch_size=args.batch_size, loss=args.loss, temperature=args.temperature,
                           mix_type=None if args.mix_type == "none" else args.mix_type, input_size=args.input_size,
@@ -189,9 +207,7 @@ def _demo(args):
 
 
 def _info(args):
-    from .model.projector import LabelProjector
-
-    projector = LabelProjector.from_pretrained(args.projector, revision=args.revision)
+    projector = _load(args, args.projector)
     print(projector)
     if args.json:
         print(json.dumps(projector.config_dict(), indent=2))
@@ -229,7 +245,7 @@ def _storage(args):
     report = storage_report(setting, args.labels, top_k=args.top_k, keep_ratio=args.keep_ratio, teacher=teacher,
                             bases=bases, projectors=args.projector or [],
                             class_names=args.class_names, adapter_dtype=args.adapter_dtype, lora_rank=args.lora_rank,
-                            head_rank=args.head_rank)
+                            head_rank=args.head_rank, trust_remote_code=args.trust_remote_code)
     print(report.table())
     if args.json:
         atomic_write_json(args.json, report.to_dict())
@@ -291,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-T", "--temperature", type=float, default=1.0, help="temperature of the reported KL")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--merge", action="store_true", help="evaluate the merged projector")
+    _load_args(p)
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plot", help="write a per-class agreement PNG here (needs matplotlib)")
     p.set_defaults(func=_eval)
@@ -310,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fkd-seed", type=int, default=42, help="sampler seed the student loads with (SRe2L: 42)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops, flips and mixes")
     p.add_argument("--gvbsm-index", action="store_true", help="append G-VBSM's seventh element (image indices)")
+    _load_args(p)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_export_fkd)
@@ -342,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=r.seed)
     p.add_argument("--eval-views", type=int, default=r.eval_views, help="held-out views scored before/after")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    _load_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_refine)
 
@@ -349,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("projector")
     p.add_argument("--revision")
     p.add_argument("--json", action="store_true", help="also print its config")
+    _load_args(p)
     p.set_defaults(func=_info)
 
     from .labels.augment import MIX_TYPES
@@ -374,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--base", action="append", help="compute the adapter on this base from shapes; repeatable "
                                                    "(default RN50 unless --projector)")
     g.add_argument("--projector", action="append", help="a saved projector directory or Hub id; repeatable")
+    _load_args(g, pin=False)
     g.add_argument("--class-names", help="'imagenet' or a text file, for --base's config.json (default placeholders)")
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (8)")
     g.add_argument("--head-rank", type=int, default=64)

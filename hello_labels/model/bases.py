@@ -9,6 +9,11 @@ A base is described by a JSON-able ``spec`` so a saved projector can rebuild it:
 
 Normalisation and input size always come from the model's own config (open_clip ``preprocess_cfg``, timm
 ``pretrained_cfg``), never from callers; a ``module`` base states them in its spec.
+
+Trust: a spec read from a file never decides what code runs. A ``module`` spec's factory is imported and called
+only if the caller trusts it (``trust_remote_code=True``) or it lives inside ``hello_labels``; otherwise the
+caller hands the module in. Pinning: :func:`base_pin` fingerprints the weights as built (sha256 of the local
+weights file, else of the encoder's tensors) and :func:`pin_mismatch` says in one line when they differ.
 """
 from __future__ import annotations
 
@@ -49,7 +54,8 @@ class Base(nn.Module):
 
     def __init__(self, encoder: nn.Module, mean, std, image_size, spec: dict,
                  clip_model: Optional[nn.Module] = None, tokenizer: Optional[Callable] = None,
-                 logit_scale: float = 1 / 0.07, identity: Optional[dict] = None):
+                 logit_scale: float = 1 / 0.07, identity: Optional[dict] = None, weights_file: Optional[str] = None,
+                 tag: Optional[str] = None, hub_id: Optional[str] = None):
         super().__init__()
         self.encoder = encoder
         self.mean = tuple(float(m) for m in mean)
@@ -60,6 +66,8 @@ class Base(nn.Module):
         self.spec = spec
         self.logit_scale = float(logit_scale)
         self._identity = identity or spec
+        # where the weights came from, for base_pin: a local file, else a tag / Hub id (or nothing: random init)
+        self.weights_file, self.tag, self.hub_id = weights_file, tag, hub_id
         # Kept outside the module tree: only needed to build a text head, then dropped.
         self.__dict__["clip_model"] = clip_model
         self.__dict__["tokenizer"] = tokenizer
@@ -128,16 +136,18 @@ def _timm_spec(name: str, pretrained) -> dict:
             "checkpoint": checkpoint}
 
 
-def build_base(spec: dict, seed: int = 0, module: Optional[nn.Module] = None) -> Base:
+def build_base(spec: dict, seed: int = 0, module: Optional[nn.Module] = None,
+               trust_remote_code: bool = False) -> Base:
     """Build a :class:`Base` from its spec. Random initialisation is seeded, so a base built without
-    pretrained weights is the same every time. ``module`` supplies the encoder for a ``module`` spec."""
+    pretrained weights is the same every time. ``module`` supplies the encoder for a ``module`` spec; without it,
+    the spec's factory runs only if ``trust_remote_code`` or it lies inside ``hello_labels``."""
     kind = spec.get("kind")
     builders = {"open_clip": _open_clip, "timm": _timm, "module": _module}
     if kind not in builders:
         raise HelloLabelsError(f"unknown base kind {kind!r}; expected one of {sorted(builders)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return builders[kind](spec, seed, module)
+        return builders[kind](spec, seed, module, trust_remote_code)
 
 
 SHIPPED = "hello-labels:"  # architecture configs shipped in hello_labels/model/configs, e.g. hello-labels:tiny-clip-vit
@@ -154,7 +164,7 @@ def shipped_config(name: str) -> str:
     return f"local-dir:{path}"
 
 
-def _open_clip(spec: dict, seed: int, module) -> Base:
+def _open_clip(spec: dict, seed: int, module, trusted: bool) -> Base:
     import open_clip
 
     name, pretrained = spec["name"], spec.get("pretrained")
@@ -174,15 +184,24 @@ def _open_clip(spec: dict, seed: int, module) -> Base:
             f"if offline, pre-download the weights while online or point at a local file") from err
     cfg = model.visual.preprocess_cfg
     identity = dict(spec, seed=seed, open_clip=open_clip.__version__)
+    weights_file, tag, hub_id = None, None, None
     if schema == "local-dir":
-        identity["weights"] = _fingerprint(open_clip.factory._find_checkpoint_in_dir(Path(ident)))
+        weights_file = open_clip.factory._find_checkpoint_in_dir(Path(ident))
+    elif schema == "hf-hub":
+        hub_id = ident
     elif pretrained and os.path.isfile(str(pretrained)):
-        identity["weights"] = _fingerprint(pretrained)
+        weights_file = str(pretrained)
+    elif pretrained:
+        tag = str(pretrained)
+        hub_id = (open_clip.get_pretrained_cfg(name, tag) or {}).get("hf_hub") or None
+    if weights_file:
+        identity["weights"] = _fingerprint(weights_file)
     return Base(model.visual, cfg["mean"], cfg["std"], cfg["size"], spec, clip_model=model,
-                tokenizer=tokenizer, logit_scale=float(model.logit_scale.detach().exp()), identity=identity)
+                tokenizer=tokenizer, logit_scale=float(model.logit_scale.detach().exp()), identity=identity,
+                weights_file=weights_file, tag=tag, hub_id=hub_id)
 
 
-def _timm(spec: dict, seed: int, module) -> Base:
+def _timm(spec: dict, seed: int, module, trusted: bool) -> Base:
     import timm
 
     name = spec["name"]
@@ -201,10 +220,15 @@ def _timm(spec: dict, seed: int, module) -> Base:
             f"while online or pass a local checkpoint") from err
     cfg = timm.data.resolve_model_data_config(model)
     identity = dict(spec, seed=seed, timm=timm.__version__, weights=_fingerprint(spec.get("checkpoint")))
-    return Base(model, cfg["mean"], cfg["std"], cfg["input_size"], spec, identity=identity)
+    downloaded = bool(spec.get("pretrained")) and not spec.get("checkpoint")
+    pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
+    return Base(model, cfg["mean"], cfg["std"], cfg["input_size"], spec, identity=identity,
+                weights_file=spec.get("checkpoint") or None,
+                tag=pretrained_cfg.get("tag") if downloaded else None,
+                hub_id=pretrained_cfg.get("hf_hub_id") if downloaded else None)
 
 
-def _module(spec: dict, seed: int, module) -> Base:
+def _module(spec: dict, seed: int, module, trusted: bool) -> Base:
     for key in ("mean", "std", "image_size"):
         if spec.get(key) is None:
             raise HelloLabelsError(f"a custom module base needs '{key}' in its spec")
@@ -212,11 +236,22 @@ def _module(spec: dict, seed: int, module) -> Base:
         factory = spec.get("factory")
         if not factory:
             raise HelloLabelsError("this projector's base is a custom module: pass it as base_module=...")
+        if not (trusted or is_own_code(factory)):
+            # checked before the import: importing a module already runs its code
+            raise HelloLabelsError(
+                f"refusing to run base factory '{factory}' named in the projector's config: pass "
+                f"trust_remote_code=True (CLI: --trust-remote-code) if you trust its source, or pass the "
+                f"encoder as base_module=...")
         module = import_object(factory)(**spec.get("kwargs", {}))
     if not isinstance(module, nn.Module):
         raise HelloLabelsError(f"custom base must be an nn.Module, got {type(module).__name__}")
     return Base(module, spec["mean"], spec["std"], spec["image_size"], spec,
                 identity=dict(spec, seed=seed, module=type(module).__qualname__))
+
+
+def is_own_code(path: str) -> bool:
+    """``"hello_labels.x.y:fn"``: code shipped with this library, trusted like the library itself."""
+    return path.partition(":")[0].split(".")[0] == "hello_labels"
 
 
 def import_object(path: str):
@@ -233,6 +268,58 @@ def module_spec(mean: Sequence[float], std: Sequence[float], image_size, factory
     """Spec for a user encoder: give ``factory`` (``"pkg.mod:fn"``) so ``from_pretrained`` can rebuild it."""
     return {"kind": "module", "factory": factory, "kwargs": kwargs or {}, "mean": list(mean), "std": list(std),
             "image_size": list(_pair(image_size))}
+
+
+# ----------------------------------------------------------------------------- pinning the base weights
+_CHUNK = 1 << 24
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file, as ``sha256sum`` prints it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tensors_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes, bytes in order): the weights as built."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)};".encode())
+        digest.update(memoryview(tensor.view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def base_pin(base: Base) -> dict:
+    """What pins a base's weights: ``tag`` / ``hub_id`` (where pretrained weights were resolved from) and
+    ``weights_sha256`` of the local weights file, or, without a local file (downloaded by tag, random init,
+    custom module), ``tensors_sha256`` of the encoder as built. Call before LoRA or merging touch the weights."""
+    pin = {"tag": base.tag, "hub_id": base.hub_id}
+    if base.weights_file:
+        pin.update(weights_file=os.path.basename(base.weights_file), weights_sha256=file_sha256(base.weights_file))
+    else:
+        pin["tensors_sha256"] = tensors_sha256(base.encoder)
+    return pin
+
+
+def pin_mismatch(recorded: dict, base: Base) -> Optional[str]:
+    """None if ``base`` has the weights ``recorded`` by :func:`base_pin`, else what differs (one line)."""
+    where = [f"{key} {recorded[key]!r} -> {getattr(base, key)!r}" for key in ("tag", "hub_id")
+             if key in recorded and recorded[key] != getattr(base, key)]
+    if recorded.get("weights_sha256"):
+        now = file_sha256(base.weights_file) if base.weights_file else None
+        if now != recorded["weights_sha256"]:
+            where.append(f"weights file {recorded.get('weights_file')!r} sha256 {recorded['weights_sha256'][:12]}… -> "
+                         + (f"{os.path.basename(base.weights_file)!r} sha256 {now[:12]}…" if now
+                            else "no local weights file (random init)"))
+    if recorded.get("tensors_sha256"):
+        now = tensors_sha256(base.encoder)
+        if now != recorded["tensors_sha256"]:
+            where.append(f"encoder tensors sha256 {recorded['tensors_sha256'][:12]}… -> {now[:12]}…")
+    return "; ".join(where) or None
 
 
 def _first_line(err: Exception) -> str:

@@ -2,6 +2,13 @@
 
 Distillation codebases normalise with their own mean/std (ImageNet's for SRe2L/RDED) at their own resolution
 (224 ImageNet, 64 Tiny, 32 CIFAR, 28 Fashion-MNIST). The base wants its own normalisation and size.
+
+Inputs are checked where they cross into the projector, each in one line: a float tensor ``[B, C, H, W]`` on the
+projector's device (fp16/bf16 input is cast to the projector's dtype), and a value range that pixels in [0, 1]
+normalised with ``input_mean/std`` can give. The range check catches scale errors (0-255 input, normalising
+twice), not small excursions: it allows pixels in ``[-PIXEL_MARGIN, 1 + PIXEL_MARGIN]`` (interpolation
+overshoot, noise augmentation). It costs one min and one max per channel and one host sync per call
+(``.item()``); ``check_range = False`` (``LabelProjector.check_inputs``) skips it.
 """
 from __future__ import annotations
 
@@ -15,6 +22,14 @@ from ..errors import HelloLabelsError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+PIXEL_MARGIN = 1.0  # in 0-1 pixel units: 0-255 input is > 100x outside, bicubic overshoot well inside
+
+
+def _compiling() -> bool:
+    """Under torch.compile the check (a host sync) would break the graph: skipped there."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling and is_compiling())
 
 
 class InputAdapter(nn.Module):
@@ -31,7 +46,7 @@ class InputAdapter(nn.Module):
             raise HelloLabelsError(f"input_mean/input_std need {in_channels} values, got {list(in_mean)} / {list(in_std)}")
         if any(s <= 0 for s in in_std):
             raise HelloLabelsError(f"input_std must be positive, got {list(in_std)}")
-        if interpolation not in ("bilinear", "bicubic", "nearest", "area"):
+        if interpolation not in INTERPOLATIONS:
             raise HelloLabelsError(f"unknown interpolation '{interpolation}'")
         self.in_channels = in_channels
         self.size = tuple(size)
@@ -42,6 +57,12 @@ class InputAdapter(nn.Module):
         # pixel = x * in_std + in_mean; base_x = (pixel - base_mean) / base_std  ==  x * scale + shift
         self.register_buffer("scale", (in_std / base_std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", ((in_mean - base_mean) / base_std).view(1, 3, 1, 1), persistent=False)
+        # the normalised values pixels in [-margin, 1 + margin] give, per input channel
+        mean, std = in_mean[:in_channels], in_std[:in_channels]
+        self.register_buffer("low", (-PIXEL_MARGIN - mean) / std, persistent=False)
+        self.register_buffer("high", (1 + PIXEL_MARGIN - mean) / std, persistent=False)
+        self.check_range = True
+        self.norm = ([round(float(v), 4) for v in mean], [round(float(v), 4) for v in std])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -50,6 +71,12 @@ class InputAdapter(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise HelloLabelsError(
                 f"images must have shape [B, {self.in_channels}, H, W], got {list(x.shape)}")
+        if x.device != self.scale.device:
+            raise HelloLabelsError(f"images are on {x.device} but the projector is on {self.scale.device}: move "
+                                   f"one of them (images.to(...) or projector.to(...))")
+        x = x.to(self.scale.dtype)  # fp16/bf16 input runs at the projector's dtype
+        if self.check_range and x.shape[0] > 0 and not _compiling():
+            self._check_range(x)
         if self.in_channels == 1:
             x = x.expand(-1, 3, -1, -1)
         x = x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
@@ -59,3 +86,17 @@ class InputAdapter(nn.Module):
                 kwargs["align_corners"] = False
             x = F.interpolate(x, size=self.size, mode=self.interpolation, **kwargs)
         return x
+
+    def _check_range(self, x: torch.Tensor) -> None:
+        """Stop on values no [0, 1] pixel normalised with ``in_mean/in_std`` can give (one sync)."""
+        with torch.no_grad():
+            low, high = x.amin(dim=(0, 2, 3)), x.amax(dim=(0, 2, 3))
+            # written so that NaN fails too
+            if ((low >= self.low) & (high <= self.high)).all().item():
+                return
+            lo, hi = low.min().item(), high.max().item()
+        raise HelloLabelsError(
+            f"images range from {lo:.4g} to {hi:.4g}, outside what pixels in [0, 1] normalised with input_mean "
+            f"{self.norm[0]} / input_std {self.norm[1]} can give (with a margin of {PIXEL_MARGIN:g}: "
+            f"[{self.low.min().item():.3g}, {self.high.max().item():.3g}]): 0-255 input, or normalised twice? Feed "
+            f"the batch the student sees; check_inputs=False skips this check")

@@ -1,15 +1,17 @@
 """``LabelProjector``: base encoder + LoRA + low-rank head, producing teacher-scale logits ``[B, C]`` online.
 
 On disk (and on the Hub) a projector is ``config.json`` + ``adapter.safetensors`` (adapter tensors only, never
-base weights) + a ``README.md`` model card; huggingface_hub's ``ModelHubMixin`` provides ``from_pretrained``
-(local dir or Hub id, cache, revision, offline mode), ``save_pretrained`` and ``push_to_hub``.
+base weights) + a ``README.md`` model card; huggingface_hub provides download (local dir or Hub id, cache,
+revision, offline mode) and, through ``ModelHubMixin``, ``save_pretrained`` and ``push_to_hub``. Loading reads
+``config.json`` strictly (:mod:`.config`), runs no factory it names unless trusted, and checks the base's pin.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +22,8 @@ from ..errors import HelloLabelsError
 from ..version import __version__
 from . import directory, hub
 from .adapter import Adapter, default_lora_targets
-from .bases import Base, build_base, module_spec, parse_base
+from .bases import Base, base_pin, build_base, module_spec, parse_base, pin_mismatch
+from .config import DTYPES, ProjectorConfig, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .heads import (
     HEAD_INITS,
@@ -34,39 +37,7 @@ from .heads import (
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, InputAdapter
 from .lora import LoRATarget, isolate_parametrized_classes
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-@dataclass
-class ProjectorConfig:
-    """Everything needed to rebuild a projector around its adapter tensors (saved as ``config.json``)."""
-
-    base: Dict[str, Any]
-    class_names: List[str]
-    head_init: str = "text"
-    templates: Optional[List[str]] = None
-    head_rank: int = 64
-    head_alpha: Optional[float] = None
-    lora: List[Dict[str, Any]] = field(default_factory=list)
-    input_mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    input_std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    input_channels: int = 3
-    image_size: Optional[List[int]] = None
-    interpolation: str = "bilinear"
-    normalize_features: bool = True
-    seed: int = 0
-    adapter_dtype: str = "float32"
-    metadata: Dict[str, Any] = field(default_factory=dict)
-    library_version: str = __version__
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ProjectorConfig":
-        if not isinstance(data, dict):
-            raise HelloLabelsError(f"projector config must be a JSON object, got {type(data).__name__}")
-        missing = [k for k in ("base", "class_names") if k not in data]
-        if missing:
-            raise HelloLabelsError(f"projector config lacks {missing}: not a hello-labels config.json")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+log = logging.getLogger(__name__)
 
 
 class LabelProjector(
@@ -85,7 +56,10 @@ class LabelProjector(
 
     def __init__(self, config: ProjectorConfig, base_module: Optional[nn.Module] = None,
                  prototype_images: Optional[torch.Tensor] = None, prototype_labels: Optional[torch.Tensor] = None,
-                 lora_rank: Optional[int] = None, progress: bool = False):
+                 lora_rank: Optional[int] = None, progress: bool = False, *, trust_remote_code: bool = False,
+                 check_base: bool = True):
+        """Build around ``config``. ``trust_remote_code``: let a ``module`` base's factory run (see
+        :meth:`from_pretrained`); ``check_base=False``: load even if the base weights differ from the pinned ones."""
         super().__init__()
         if isinstance(config, dict):
             config = ProjectorConfig.from_dict(config)
@@ -98,7 +72,9 @@ class LabelProjector(
         if config.head_init == "text":
             config.templates = resolve_templates(config.templates)
 
-        self.base: Base = build_base(config.base, seed=config.seed, module=base_module)
+        self.base: Base = build_base(config.base, seed=config.seed, module=base_module,
+                                     trust_remote_code=trust_remote_code)
+        self._pin_base(check_base)
         size = tuple(config.image_size) if config.image_size else self.base.image_size
         self.inputs = InputAdapter(config.input_mean, config.input_std, self.base.mean, self.base.std, size,
                                    in_channels=config.input_channels, interpolation=config.interpolation)
@@ -158,8 +134,25 @@ class LabelProjector(
             ([image_size, image_size] if image_size else None),
             interpolation=interpolation, normalize_features=normalize_features, seed=seed,
             metadata=dict(metadata or {}))
+        # the caller named this base (and any factory) in code: trusted
         return cls(config, base_module=module, prototype_images=prototype_images,
-                   prototype_labels=prototype_labels, lora_rank=lora_rank, progress=progress)
+                   prototype_labels=prototype_labels, lora_rank=lora_rank, progress=progress, trust_remote_code=True)
+
+    def _pin_base(self, check: bool) -> None:
+        """Record the base weights' fingerprint (new projector, 0.x file) or check it against the recorded one.
+        Runs before LoRA and merging touch the weights."""
+        recorded = self.config.base_pin
+        if recorded is None:
+            self.config.base_pin = base_pin(self.base)
+            return
+        differs = pin_mismatch(recorded, self.base)
+        if differs:
+            message = (f"base weights differ from those this adapter was trained on ({differs}): its labels would "
+                       f"change")
+            if check:
+                raise HelloLabelsError(f"{message}; use the same base weights, or pass check_base=False "
+                                       f"(CLI: --ignore-base-mismatch) to load it anyway")
+            log.warning("%s; loading anyway (check_base=False)", message)
 
     def _head_weight(self, images, labels, progress):
         cfg, base = self.config, self.base
@@ -183,9 +176,22 @@ class LabelProjector(
     def device(self) -> torch.device:
         return self.head.bias.device
 
+    @property
+    def check_inputs(self) -> bool:
+        """Whether each call checks the input range against ``input_mean/std`` (one device sync per call).
+        Set to False in speed-critical loops whose inputs are known to be right."""
+        return self.inputs.check_range
+
+    @check_inputs.setter
+    def check_inputs(self, value: bool) -> None:
+        self.inputs.check_range = bool(value)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Base features ``[B, D]`` (L2-normalised unless ``normalize_features=False``)."""
-        feats = self.base(self.inputs(images))
+        x = self.inputs(images)
+        if x.shape[0] == 0:  # encoders cannot reshape an empty batch; the head maps [0, D] to [0, C]
+            return x.new_zeros(0, self.base.feature_dim)
+        feats = self.base(x)
         return F.normalize(feats, dim=-1) if self.config.normalize_features else feats
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -338,32 +344,41 @@ class LabelProjector(
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, revision: Optional[str] = None,
                         cache_dir=None, force_download: bool = False, local_files_only: bool = False,
-                        token=None, **model_kwargs) -> "LabelProjector":
-        """Load from a local directory or a Hub repo id (``revision`` pins a branch/tag/commit). Extra kwargs:
-        ``base_module`` (for a custom-module base), ``map_location`` (default ``"cpu"``)."""
+                        token=None, trust_remote_code: bool = False, check_base: bool = True,
+                        check_inputs: bool = True, **model_kwargs) -> "LabelProjector":
+        """Load from a local directory or a Hub repo id (``revision`` pins a branch/tag/commit).
+
+        Loading runs no code the files name: a custom-module base is handed in as ``base_module=`` or, only with
+        ``trust_remote_code=True``, rebuilt by the factory its config names (factories inside ``hello_labels``
+        are trusted). ``check_base=False`` loads even if the base weights differ from those pinned at training;
+        ``check_inputs=False`` skips the per-call input range check. ``map_location`` defaults to ``"cpu"``."""
         model_id = str(pretrained_model_name_or_path)
-        # Fetch the config first: the mixin would swallow a missing repo/revision into "no config".
-        hub.resolve_file(model_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir,
-                         force_download=force_download, local_files_only=local_files_only, token=token)
+        # Read the config ourselves, strictly: the mixin would turn its keys into constructor arguments.
+        config_path = hub.resolve_file(model_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir,
+                                       force_download=force_download, local_files_only=local_files_only, token=token)
+        config = read_config(config_path)
         with hub.translate_errors(model_id, revision):
-            return super().from_pretrained(model_id, revision=revision, cache_dir=cache_dir,
-                                           force_download=force_download, local_files_only=local_files_only,
-                                           token=token, **model_kwargs)
+            return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
+                                        force_download=force_download, local_files_only=local_files_only,
+                                        token=token, config=config, trust_remote_code=trust_remote_code,
+                                        check_base=check_base, check_inputs=check_inputs, **model_kwargs)
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
                          config=None, base_module: Optional[nn.Module] = None, map_location="cpu",
+                         trust_remote_code: bool = False, check_base: bool = True, check_inputs: bool = True,
                          **unused) -> "LabelProjector":
         if config is None:
             raise HelloLabelsError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
-        sha256 = config.get(directory.SHA_KEY) if isinstance(config, dict) else None  # the save it commits
         if not isinstance(config, ProjectorConfig):
-            config = ProjectorConfig.from_dict(config)
+            config = ProjectorConfig.from_dict(config, source=f"{model_id}/{CONFIG_FILE}")
+        sha256 = config.adapter_sha256  # the adapter file this config.json was committed with
         tensors, adapter_path = directory.read_adapter(model_id, sha256, lambda name: hub.resolve_file(
             model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token))
-        projector = cls(config, base_module=base_module)
+        projector = cls(config, base_module=base_module, trust_remote_code=trust_remote_code, check_base=check_base)
         projector.load_adapter_state_dict(tensors, source=f"adapter {adapter_path}")
+        projector.check_inputs = check_inputs
         return projector.to(map_location)
 
     def __repr__(self) -> str:

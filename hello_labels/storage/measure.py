@@ -173,11 +173,11 @@ def _no_weight_warnings():
         root.disabled = was
 
 
-def base_size(spec: dict, text_head: bool) -> BaseSize:
+def base_size(spec: dict, text_head: bool, trust_remote_code: bool = False) -> BaseSize:
     """Parameters and bytes of a base's image encoder (and, for a text head, the CLIP text tower), built from
     its spec with random init (``local-dir:`` bases read their local file)."""
     with _no_weight_warnings():
-        base = build_base(_weightless(spec))
+        base = build_base(_weightless(spec), trust_remote_code=trust_remote_code)
     n, pb, bb = _state_bytes(base.encoder)
     out = BaseSize(_base_label(spec), n, pb + bb)
     if text_head and base.clip_model is not None:  # open_clip: the encoder is clip_model.visual

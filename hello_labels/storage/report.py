@@ -289,7 +289,7 @@ def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str]
                    keep_ratio: float = 0.025, teacher: Optional[str] = "torchvision:resnet18",
                    bases: Sequence[str] = (), projectors: Sequence[str] = (), class_names=None,
                    adapter_dtype: str = "float32", lora_rank: Optional[int] = None,
-                   head_rank: int = 64) -> StorageReport:
+                   head_rank: int = 64, trust_remote_code: bool = False) -> StorageReport:
     """All lines for a ``setting`` or an existing SRe2L label directory ``labels`` (exactly one of them).
 
     ``bases``: base names whose adapter is computed from shapes (``class_names``: a list, ``"imagenet"`` or
@@ -310,7 +310,7 @@ def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str]
     for size, _, _ in adapters:
         rows += adapter_rows(size)
     for _, spec, head in adapters:
-        rows += base_rows(base_size(spec, text_head=head == "text"))
+        rows += base_rows(base_size(spec, text_head=head == "text", trust_remote_code=trust_remote_code))
     title = (f"Storage accounting: SRe2L label directory {labels} (on-disk total measured; setting derived)"
              if labels is not None else "Storage accounting for a label setting (estimate; framing measured)")
     return StorageReport(title, setting, rows, source="directory" if labels is not None else "setting",

@@ -24,10 +24,12 @@ def augmented(data, input_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
 
 
 def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrained=None, init: Optional[str] = None,
-                   class_names=None, **options) -> LabelProjector:
-    """A fresh projector on ``base`` (input normalisation taken from the data) or an existing one (``init``)."""
+                   class_names=None, trust_remote_code: bool = False, check_base: bool = True,
+                   **options) -> LabelProjector:
+    """A fresh projector on ``base`` (input normalisation taken from the data) or an existing one (``init``,
+    loaded with ``trust_remote_code`` / ``check_base`` as :meth:`LabelProjector.from_pretrained`)."""
     if init:
-        projector = LabelProjector.from_pretrained(init)
+        projector = LabelProjector.from_pretrained(init, trust_remote_code=trust_remote_code, check_base=check_base)
         if (tuple(projector.config.input_mean), tuple(projector.config.input_std)) != (images.mean, images.std):
             raise HelloLabelsError(f"projector {init} expects inputs normalised with mean {projector.config.input_mean} "
                                    f"std {projector.config.input_std}, the data uses {list(images.mean)} {list(images.std)}")

@@ -1,0 +1,206 @@
+"""``ProjectorConfig``: what ``config.json`` holds, and its strict, versioned reading.
+
+``format_version`` (an integer, now 1) says how to read the file; a newer one is refused (upgrade hello-labels).
+A file without it was written by hello-labels 0.x (``library_version`` 0.*, or none) and is read as format 1 when
+every required field is present; any other file without it is refused.
+
+Required, because they change the logits: ``base`` (with every key of its kind), ``class_names``, ``head_init``,
+``templates`` (a text head's prompts), ``head_rank``, ``head_alpha`` (null: the rank), ``lora``, ``input_mean``,
+``input_std``, ``input_channels``, ``image_size`` (null: the base's own), ``interpolation``,
+``normalize_features``, ``seed`` (random heads and random-init bases).
+Optional: ``templates`` of a non-text head, ``adapter_dtype`` (how the tensors are stored; float32), ``metadata``
+(free-form), ``library_version`` (who wrote it), ``base_pin`` (the fingerprint of the base weights, checked on
+load; absent from 0.x files), ``format_version`` (absent from 0.x files) and ``adapter_sha256`` (the adapter file
+this ``config.json`` was committed with, see :mod:`hello_labels.model.directory`; checked on load).
+Unknown keys, wrong types, invalid JSON or a non-object are refused in one line naming the file and the field.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from ..errors import HelloLabelsError
+from ..version import __version__
+from .heads import HEAD_INITS
+from .inputs import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
+
+FORMAT_VERSION = 1
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ProjectorConfig:
+    """Everything needed to rebuild a projector around its adapter tensors (saved as ``config.json``)."""
+
+    base: Dict[str, Any]
+    class_names: List[str]
+    head_init: str = "text"
+    templates: Optional[List[str]] = None
+    head_rank: int = 64
+    head_alpha: Optional[float] = None
+    lora: List[Dict[str, Any]] = field(default_factory=list)
+    input_mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    input_std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    input_channels: int = 3
+    image_size: Optional[List[int]] = None
+    interpolation: str = "bilinear"
+    normalize_features: bool = True
+    seed: int = 0
+    adapter_dtype: str = "float32"
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    library_version: str = __version__
+    format_version: int = FORMAT_VERSION
+    base_pin: Optional[Dict[str, Any]] = None
+    adapter_sha256: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, data, source: str = "projector config") -> "ProjectorConfig":
+        """Validate a parsed ``config.json`` (see the module docstring); ``source`` names it in errors."""
+        check_config(data, source)
+        return cls(**data)
+
+
+def read_config(path: str) -> ProjectorConfig:
+    """Parse and validate a ``config.json`` file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        detail = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise HelloLabelsError(f"{path} is not valid JSON ({detail})") from err
+    return ProjectorConfig.from_dict(data, source=str(path))
+
+
+# ----------------------------------------------------------------------------- validation
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _list_of(check, n=None):
+    return lambda v: isinstance(v, list) and (n is None or len(v) == n) and all(check(x) for x in v)
+
+
+_str = lambda v: isinstance(v, str)  # noqa: E731
+_opt = lambda check: (lambda v: v is None or check(v))  # noqa: E731
+
+# field -> (test, what the error says it must be, required)
+_FIELDS = {
+    "base": (lambda v: isinstance(v, dict), "an object", True),
+    "class_names": (lambda v: _list_of(_str)(v) and len(v) > 0, "a non-empty list of strings", True),
+    "head_init": (lambda v: v in HEAD_INITS, f"one of {list(HEAD_INITS)}", True),
+    "templates": (_opt(_list_of(lambda t: isinstance(t, str) and "{}" in t)), "a list of strings with '{}'", False),
+    "head_rank": (lambda v: _is_int(v) and v >= 0, "a non-negative integer", True),
+    "head_alpha": (_opt(_is_num), "a number or null", True),
+    "lora": (_list_of(lambda t: isinstance(t, dict)), "a list of LoRA target objects", True),
+    "input_mean": (lambda v: _list_of(_is_num)(v) and len(v) in (1, 3), "a list of 1 or 3 numbers", True),
+    "input_std": (lambda v: _list_of(_is_num)(v) and len(v) in (1, 3) and all(x > 0 for x in v),
+                  "a list of 1 or 3 positive numbers", True),
+    "input_channels": (lambda v: v in (1, 3) and _is_int(v), "1 or 3", True),
+    "image_size": (_opt(lambda v: _list_of(_is_int, 2)(v) and all(x > 0 for x in v)), "[H, W] or null", True),
+    "interpolation": (lambda v: v in INTERPOLATIONS, f"one of {list(INTERPOLATIONS)}", True),
+    "normalize_features": (lambda v: isinstance(v, bool), "true or false", True),
+    "seed": (_is_int, "an integer", True),
+    "adapter_dtype": (lambda v: v in DTYPES, f"one of {list(DTYPES)}", False),
+    "metadata": (lambda v: isinstance(v, dict), "an object", False),
+    "library_version": (_str, "a string", False),
+    "format_version": (lambda v: _is_int(v) and v >= 1, "a positive integer", False),
+    "base_pin": (_opt(lambda v: isinstance(v, dict) and all(isinstance(x, (str, type(None))) for x in v.values())),
+                 "an object of strings", False),
+    "adapter_sha256": (_opt(lambda v: isinstance(v, str) and len(v) == 64), "a sha256 hex string", False),
+}
+assert set(_FIELDS) == {f.name for f in fields(ProjectorConfig)}
+
+# base kind -> its keys -> (test, what it must be)
+_BASE = {
+    "open_clip": {"name": (_str, "a string"), "pretrained": (_opt(_str), "a string or null")},
+    "timm": {"name": (_str, "a string"), "pretrained": (lambda v: isinstance(v, bool), "true or false"),
+             "checkpoint": (_opt(_str), "a string or null")},
+    "module": {"factory": (_opt(_str), "'pkg.mod:fn' or null"), "kwargs": (lambda v: isinstance(v, dict), "an object"),
+               "mean": (_list_of(_is_num, 3), "3 numbers"),
+               "std": (lambda v: _list_of(_is_num, 3)(v) and all(x > 0 for x in v), "3 positive numbers"),
+               "image_size": (lambda v: _list_of(_is_int, 2)(v) and all(x > 0 for x in v), "[H, W]")},
+}
+
+
+# LoRA target key -> (test, what it must be); pattern and rank required (saved files state every key)
+_LORA = {"pattern": (_str, "a string"), "rank": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+         "alpha": (_opt(_is_num), "a number or null"),
+         "dropout": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+         "layers": (_list_of(_str), "a list of layer class names")}
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _major(version) -> Optional[int]:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
+
+
+def check_config(data, source: str = "projector config") -> None:
+    """Raise a one-line :class:`HelloLabelsError` unless ``data`` is a config this version can read exactly."""
+    if not isinstance(data, dict):
+        raise HelloLabelsError(f"{source}: expected a JSON object, got {_short(data)}")
+    if "base" not in data and "class_names" not in data:
+        raise HelloLabelsError(f"{source}: not a hello-labels projector config (no 'base' nor 'class_names')")
+    version = data.get("format_version")
+    if _is_int(version) and version > FORMAT_VERSION:
+        raise HelloLabelsError(f"{source}: format_version {version} was written by a newer hello-labels "
+                               f"({data.get('library_version', '?')}); this is {__version__}, which reads "
+                               f"format {FORMAT_VERSION}: upgrade hello-labels")
+    if "format_version" not in data and _major(data.get("library_version", "0")) != 0:
+        raise HelloLabelsError(f"{source}: no format_version, and library_version "
+                               f"{_short(data.get('library_version'))} is not a 0.x hello-labels: cannot read it")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise HelloLabelsError(f"{source}: unknown keys {unknown} (a newer or foreign format?)")
+    required = [k for k, (_, _, req) in _FIELDS.items() if req]
+    if data.get("head_init") == "text":
+        required.append("templates")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise HelloLabelsError(f"{source}: missing {missing}: these change the projector's outputs, so they "
+                               f"must be stated")
+    for key, value in data.items():
+        test, what, _ = _FIELDS[key]
+        if not test(value) or (key == "templates" and data["head_init"] == "text" and not value):
+            raise HelloLabelsError(f"{source}: '{key}' must be {what}, got {_short(value)}")
+    if len(data["input_mean"]) != data["input_channels"] or len(data["input_std"]) != data["input_channels"]:
+        raise HelloLabelsError(f"{source}: input_mean/input_std need {data['input_channels']} values "
+                               f"(input_channels), got {data['input_mean']} / {data['input_std']}")
+    _check_base(data["base"], source)
+    for i, target in enumerate(data["lora"]):
+        missing = [k for k in ("pattern", "rank") if k not in target]
+        unknown = sorted(set(target) - set(_LORA))
+        if missing or unknown:
+            raise HelloLabelsError(f"{source}: lora[{i}] " + (f"lacks {missing}" if missing else f"has unknown keys {unknown}"))
+        for key, value in target.items():
+            test, what = _LORA[key]
+            if not test(value):
+                raise HelloLabelsError(f"{source}: lora[{i}] '{key}' must be {what}, got {_short(value)}")
+
+
+def _check_base(base: dict, source: str) -> None:
+    kind = base.get("kind")
+    if kind not in _BASE:
+        raise HelloLabelsError(f"{source}: base 'kind' must be one of {sorted(_BASE)}, got {_short(kind)}")
+    keys = _BASE[kind]
+    unknown = sorted(set(base) - set(keys) - {"kind"})
+    missing = [k for k in keys if k not in base]
+    if unknown or missing:
+        raise HelloLabelsError(f"{source}: a {kind} base needs exactly {sorted(keys)}: "
+                               + (f"missing {missing}" if missing else f"unknown {unknown}"))
+    for key, (test, what) in keys.items():
+        if not test(base[key]):
+            raise HelloLabelsError(f"{source}: base '{key}' must be {what}, got {_short(base[key])}")

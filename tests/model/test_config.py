@@ -1,0 +1,144 @@
+"""config.json is strict and versioned, the base is pinned, and saving is deterministic."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hello_labels import HelloLabelsError, LabelProjector
+from hello_labels.cli import main
+from hello_labels.model.config import FORMAT_VERSION
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_rn_dir, tmp_path_factory):
+    p = LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=["cat", "dog", "car"], templates="simple",
+                                 head_rank=4, input_mean=[0.5] * 3, input_std=[0.25] * 3,
+                                 metadata={"teacher": "t", "dataset": "d"})
+    with torch.no_grad():
+        p.head.bias.copy_(torch.tensor([0.5, -0.5, 0.0]))
+    path = tmp_path_factory.mktemp("cfg") / "p"
+    p.save_pretrained(path)
+    return p, path
+
+
+def _with(saved, tmp_path, edit=None, text=None):
+    """A copy of the saved projector whose config.json is edited (``edit(dict)``) or replaced (``text``)."""
+    out = tmp_path / "edited"
+    out.mkdir()
+    (out / "adapter.safetensors").write_bytes((saved[1] / "adapter.safetensors").read_bytes())
+    config = json.loads((saved[1] / "config.json").read_text())
+    if edit:
+        edit(config)
+    (out / "config.json").write_text(text if text is not None else json.dumps(config))
+    return out
+
+
+def test_saved_config_states_its_format_and_pin(saved):
+    config = json.loads((saved[1] / "config.json").read_text())
+    assert config["format_version"] == FORMAT_VERSION
+    assert config["base_pin"]["weights_file"] == "open_clip_model.safetensors"
+    assert len(config["base_pin"]["weights_sha256"]) == 64
+
+
+def test_output_changing_fields_must_be_present(saved, tmp_path):
+    # before: a missing input_mean silently became ImageNet's
+    with pytest.raises(HelloLabelsError, match=r"missing \['input_mean'\]: these change the projector's outputs"):
+        LabelProjector.from_pretrained(_with(saved, tmp_path, lambda c: c.pop("input_mean")))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(head_rank="eight"), r"'head_rank' must be a non-negative integer, got \"eight\""),
+    (lambda c: c.update(head_rank=True), r"'head_rank' must be a non-negative integer, got true"),
+    (lambda c: c.update(input_std=[0.2, 0.0, 0.2]), r"'input_std' must be a list of 1 or 3 positive numbers"),
+    (lambda c: c.update(normalize_features="yes"), r"'normalize_features' must be true or false"),
+    (lambda c: c.update(surprise=1), r"unknown keys \['surprise'\]"),
+    (lambda c: c["base"].update(pretrained=3), r"base 'pretrained' must be a string or null, got 3"),
+    (lambda c: c["base"].update(kind="onnx"), r"base 'kind' must be one of"),
+    (lambda c: c["lora"][0].update(rank="8"), r"lora\[0\] 'rank' must be a positive integer"),
+    (lambda c: c.update(format_version=FORMAT_VERSION + 1), r"format_version 2 was written by a newer hello-labels"),
+    (lambda c: (c.pop("format_version"), c.update(library_version="1.2.0")), r"no format_version, and library_vers"),
+])
+def test_wrong_types_unknown_keys_and_newer_formats_are_one_line_errors(saved, tmp_path, edit, message):
+    with pytest.raises(HelloLabelsError, match=message) as err:
+        LabelProjector.from_pretrained(_with(saved, tmp_path, edit))
+    assert "\n" not in str(err.value) and "config.json" in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"), ("null", "expected a JSON object, got null"),
+                                           ("[1, 2]", r"expected a JSON object, got \[1, 2\]")])
+def test_invalid_json_null_and_lists_are_one_line_errors(saved, tmp_path, text, message, capsys):
+    path = _with(saved, tmp_path, text=text)
+    with pytest.raises(HelloLabelsError, match=message):
+        LabelProjector.from_pretrained(path)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_0x_config_without_format_version_or_pin_still_loads(saved, tmp_path):
+    def as_0x(config):
+        del config["format_version"], config["base_pin"]
+        config["library_version"] = "0.1.0"
+
+    x = torch.rand(2, 3, 32, 32)
+    q = LabelProjector.from_pretrained(_with(saved, tmp_path, as_0x))
+    with torch.no_grad():
+        assert torch.equal(q((x - 0.5) / 0.25), saved[0]((x - 0.5) / 0.25))
+    assert q.config.base_pin == saved[0].config.base_pin  # pinned now, for its next save
+
+
+def test_changed_base_weights_are_refused_unless_opted_out(saved, tiny_rn_dir, tmp_path, capsys):
+    from conftest import TINY_RN, write_open_clip_dir
+
+    other = write_open_clip_dir(tmp_path / "other-weights", TINY_RN, seed=1)  # same architecture, new weights
+
+    def repoint(config):
+        config["base"]["name"] = f"local-dir:{other}"
+
+    path = _with(saved, tmp_path, repoint)
+    with pytest.raises(HelloLabelsError, match=r"base weights differ .*weights file 'open_clip_model.safetensors' "
+                                               r"sha256 \w{12}… -> 'open_clip_model.safetensors' sha256") as err:
+        LabelProjector.from_pretrained(path)
+    assert "check_base=False" in str(err.value) and "\n" not in str(err.value)
+    assert LabelProjector.from_pretrained(path, check_base=False).num_classes == 3
+    assert main(["info", str(path)]) == 2 and "--ignore-base-mismatch" in capsys.readouterr().err
+    assert main(["info", str(path), "--ignore-base-mismatch"]) == 0
+
+
+def test_random_init_bases_are_pinned_by_their_tensors(tmp_path):
+    p = LabelProjector.from_base("timm:test_resnet", class_names=["a", "b"], head_init="random", image_size=32)
+    assert set(p.config.base_pin) == {"tag", "hub_id", "tensors_sha256"} and p.config.base_pin["tag"] is None
+    p.save_pretrained(tmp_path / "t")
+    LabelProjector.from_pretrained(tmp_path / "t")
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    config["base_pin"]["tensors_sha256"] = "0" * 64  # e.g. another torch version initialises differently
+    (tmp_path / "t" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HelloLabelsError, match=r"encoder tensors sha256 000000000000… -> "):
+        LabelProjector.from_pretrained(tmp_path / "t")
+
+
+SAVE_AGAIN = """
+import sys
+from hello_labels import LabelProjector
+LabelProjector.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])
+"""
+
+
+def _digests(path):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir())}
+
+
+def test_the_same_projector_saves_byte_identical_files(saved, tmp_path):
+    p, path = saved
+    # in one process: the safetensors header's metadata order used to change from save to save
+    digests = [_digests(p.save_pretrained(tmp_path / f"s{i}") or tmp_path / f"s{i}") for i in range(8)]
+    assert all(d == digests[0] for d in digests)
+    assert digests[0] == _digests(path)
+    # in another process with another hash seed, after a load
+    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-c", SAVE_AGAIN, str(path), str(tmp_path / "other")], check=True, env=env)
+    assert _digests(tmp_path / "other") == digests[0]
