@@ -54,7 +54,7 @@ def projector(seed, classes=CLASSES, **metadata):
 
 def outputs(path):
     with torch.no_grad():
-        return LabelProjector.from_pretrained(path)(X)
+        return LabelProjector.from_pretrained(path, trust_remote_code=True)(X)
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_run_files_stay_only_beside_the_adapter_they_describe(old_and_new, tmp_p
     new.save_pretrained(out)  # another adapter: they would describe the wrong projector
     assert files(out) == ["README.md", "adapter.safetensors", "config.json", "notes.txt"]
     with torch.no_grad():
-        assert torch.equal(LabelProjector.from_pretrained(out)(X), new(X))
+        assert torch.equal(LabelProjector.from_pretrained(out, trust_remote_code=True)(X), new(X))
 
     # a train_state.pt of another run (or none that can be read) does not vouch for metrics.json either
     (out / "metrics.json").write_text("{}")
@@ -204,7 +204,7 @@ def test_a_folder_mixing_two_saves_is_an_error_not_a_silent_mix(old_and_new, tmp
     new.save_pretrained(tmp_path / "b")
     shutil.copy(tmp_path / "b" / "adapter.safetensors", tmp_path / "a" / "adapter.safetensors")
     with pytest.raises(HelloLabelsError, match="is not the one config.json was saved with") as err:
-        LabelProjector.from_pretrained(tmp_path / "a")
+        LabelProjector.from_pretrained(tmp_path / "a", trust_remote_code=True)
     assert "\n" not in str(err.value)
 
 
