@@ -126,7 +126,7 @@ class LabelProjector(
         targets = [LoRATarget.parse(t) for t in config.lora]
         config.lora = [t.to_dict() for t in targets]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+            torch.default_generator.manual_seed(config.seed)  # CPU only: torch.manual_seed would reseed CUDA too
             self._encoder_loras: Dict[str, LoRA] = add_lora(self.base.encoder, targets)
             self._head_loras: Dict[str, LoRA] = (
                 add_lora(self.head, [LoRATarget("weight", config.head_rank, config.head_alpha)])
