@@ -1,14 +1,49 @@
-"""Shared by the shims: accept a projector object, a directory or a Hub id."""
+"""Shared by the shims: accept a projector object, a directory or a Hub id, without touching the caller's state."""
+import copy
+import os
+
 import torch
+
+from hello_labels.errors import HelloLabelsError
+
+
+def _looks_local(name: str) -> bool:
+    """A path no Hub id can be ('./x', '/x', '~/x', 'a/b/c'), or one whose first folder exists here."""
+    first = name.split("/")[0]
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (first != name and os.path.isdir(first))
+
+
+def _from_path(name: str, trust_remote_code: bool = False):
+    from hello_labels import LabelProjector
+
+    if not os.path.isdir(name) and _looks_local(name):
+        raise HelloLabelsError(f"projector directory '{name}' not found (working directory {os.getcwd()})")
+    try:
+        return LabelProjector.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except HelloLabelsError as err:
+        if os.path.isdir(name):
+            raise
+        raise HelloLabelsError(f"no local directory '{name}' (working directory {os.getcwd()}), and as a Hub id: "
+                               f"{err}") from err
 
 
 def load_projector(projector, device=None, trust_remote_code: bool = False):
-    """A ``LabelProjector`` on ``device`` (default: CUDA if available), merged for zero-overhead inference.
-    ``trust_remote_code``: as :meth:`LabelProjector.from_pretrained` (a custom base's factory may run)."""
+    """A ``LabelProjector`` on ``device`` (default: CUDA if available), merged, frozen, in eval mode.
+
+    ``projector``: a LabelProjector (deep-copied: the caller's object is left as it was), a directory or a Hub id;
+    ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained` (a custom base's factory may run). The training
+    script's random streams are left untouched."""
     from hello_labels import LabelProjector
 
+    if projector is None:
+        raise HelloLabelsError("no projector given: pass --projector with a hello-labels projector directory or "
+                               "Hub id")
     if isinstance(projector, (str, bytes)) or hasattr(projector, "__fspath__"):
-        projector = LabelProjector.from_pretrained(str(projector), trust_remote_code=trust_remote_code)
+        projector = _from_path(os.fsdecode(projector), trust_remote_code)
+    elif isinstance(projector, LabelProjector):
+        projector = copy.deepcopy(projector)
+    else:
+        raise HelloLabelsError(f"expected a LabelProjector, a directory or a Hub id, got {type(projector).__name__}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else projector.device
     return projector.to(device).merge().eval().requires_grad_(False)

@@ -18,12 +18,18 @@ from ._load import load_projector
 
 class ProjectorTeacher(nn.Module):
     """``images [B, 3, H, W] -> logits [B, len(classes)]``: the projector, optionally restricted to ``classes``
-    (RDED's ImageNet subsets keep only those rows of the teacher's classifier)."""
+    (RDED's ImageNet subsets keep only those rows of the teacher's classifier). ``classes = range(n)`` (RDED's
+    value for a whole n-class dataset) must cover all the projector's classes."""
 
     def __init__(self, projector, classes: Optional[Sequence[int]] = None):
         super().__init__()
         self.projector = projector
         keep = None if classes is None else [int(c) for c in classes]
+        if keep is not None and len(keep) != projector.num_classes and keep == list(range(len(keep))):
+            # RDED's value for a whole dataset (args.classes = range(args.nclass)): the dataset has len(keep)
+            # classes, so a projector of another count labels the wrong classes; a subset must be listed otherwise
+            raise HelloLabelsError(f"RDED's classes = range({len(keep)}) is a {len(keep)}-class dataset but the "
+                                   f"projector has {projector.num_classes} classes")
         if keep is not None and keep == list(range(projector.num_classes)):
             keep = None
         if keep is not None and (not keep or max(keep) >= projector.num_classes):
@@ -38,7 +44,7 @@ class ProjectorTeacher(nn.Module):
 
 def teacher(projector, classes: Optional[Sequence[int]] = None, device=None,
             trust_remote_code: bool = False) -> ProjectorTeacher:
-    """``teacher_model`` for RDED: a LabelProjector, directory or Hub id; ``classes`` as RDED's ``args.classes``;
-    ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained`."""
+    """``teacher_model`` for RDED: a LabelProjector (left unchanged), directory or Hub id; ``classes`` as RDED's
+    ``args.classes``; ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained`."""
     projector = load_projector(projector, device, trust_remote_code=trust_remote_code)
     return ProjectorTeacher(projector, classes).eval().requires_grad_(False)

@@ -20,6 +20,12 @@ def _data_args(p):
     p.add_argument("--std", type=_floats, default=None, help="input normalisation std (ImageNet)")
     p.add_argument("--min-scale", type=float, default=0.08, help="RandomResizedCrop min scale (SRe2L: 0.08)")
     p.add_argument("--max-scale", type=float, default=1.0)
+    _class_map_arg(p)
+
+
+def _class_map_arg(p):
+    p.add_argument("--class-map", help="JSON {folder: class name or index}, for folders not named after the "
+                                       "projector's classes (default: match by folder name)")
 
 
 def _teacher_args(p, required):
@@ -112,7 +118,7 @@ def _projector(args, images):
     options = {k: v for k, v in {"templates": args.templates, "head_init": args.head_init,
                                   "lora_rank": args.lora_rank, "head_rank": args.head_rank,
                                   "image_size": args.image_size}.items() if v is not None}
-    return make_projector(images, args.base, args.pretrained, args.init, args.class_names,
+    return make_projector(images, args.base, args.pretrained, args.init, args.class_names, args.class_map,
                           trust_remote_code=args.trust_remote_code, check_base=not args.ignore_base_mismatch,
                           **options)
 
@@ -125,7 +131,7 @@ def _distill(args):
     mix = None if args.mix_type == "none" else args.mix_type
     summary = distill_from_teachers(args.data, args.teacher, args.out, projector, _config(args),
                                     teacher_weights=args.teacher_weights, mix_type=mix, resume=args.resume,
-                                    progress=not args.quiet, images=images)
+                                    progress=not args.quiet, images=images, class_map=args.class_map)
     _report_run(args.out, summary)
 
 
@@ -135,7 +141,8 @@ def _convert(args):
     images = _images(args)
     projector = _projector(args, images)
     summary = convert_labels(args.data, args.labels, args.out, projector, _config(args), args.input_size,
-                             args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet)
+                             args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet,
+                             class_map=args.class_map)
     _report_run(args.out, summary)
 
 
@@ -156,7 +163,8 @@ def _eval(args):
     report = evaluate(projector, args.data, teachers=args.teacher, labels=args.labels,
                       teacher_weights=args.teacher_weights, views=args.views, batch_size=args.batch_size,
                       temperature=args.temperature, input_size=args.input_size, min_scale=args.min_scale,
-                      max_scale=args.max_scale, seed=args.seed, epochs=args.epochs, fkd_seed=args.fkd_seed)
+                      max_scale=args.max_scale, seed=args.seed, epochs=args.epochs, fkd_seed=args.fkd_seed,
+                      class_map=args.class_map)
     print(report.table())
     if args.json:
         atomic_write_json(args.json, report.to_dict())
@@ -171,7 +179,8 @@ def _export_fkd(args):
     mix = None if args.mix_type == "none" else args.mix_type
     info = export_fkd(projector, args.data, args.out, args.epochs, args.batch_size, mix, args.fp16,
                       args.input_size, args.min_scale, args.max_scale, args.fkd_seed, args.seed,
-                      gvbsm_index=args.gvbsm_index, num_workers=args.workers, progress=not args.quiet)
+                      gvbsm_index=args.gvbsm_index, num_workers=args.workers, progress=not args.quiet,
+                      class_map=args.class_map)
     print(f"wrote {info.epochs} epochs x {info.batches_per_epoch} batches of {info.num_images} images, "
           f"{info.num_classes} classes, {info.dtype} to {info.path} ({info.total_bytes():,} bytes)")
 
@@ -192,7 +201,7 @@ def _refine(args):
                           min_scale=args.min_scale, max_scale=args.max_scale, feature_weight=args.feature_weight,
                           jpeg_quality=args.jpeg_quality, seed=args.seed, eval_views=args.eval_views)
     report = refine(projector, args.teacher, args.data, args.out, config, teacher_weights=args.teacher_weights,
-                    patches=args.patches, progress=not args.quiet, device=args.device)
+                    patches=args.patches, progress=not args.quiet, device=args.device, class_map=args.class_map)
     print(report_table(report))
 
 
@@ -328,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the crops, flips and mixes")
     p.add_argument("--gvbsm-index", action="store_true", help="append G-VBSM's seventh element (image indices)")
     _load_args(p)
+    _class_map_arg(p)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_export_fkd)
@@ -361,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-views", type=int, default=r.eval_views, help="held-out views scored before/after")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     _load_args(p)
+    _class_map_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_refine)
 

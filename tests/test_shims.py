@@ -148,3 +148,82 @@ def test_documented_sre2l_diff_changes_at_most_five_lines():
     removed = [l for l in diff if l.startswith("-") and not l.startswith("---")]
     assert len(added) <= 5 and len(removed) <= len(added)
     assert any("sre2l.ProjectorLabels(args.projector, args," in l for l in added)
+
+
+# ----------------------------------------------------------------------------- shims a researcher cannot misuse
+def test_shims_refuse_a_missing_projector():
+    with pytest.raises(HelloLabelsError, match="no projector given: pass --projector"):
+        sre2l.ProjectorLabels(None, SimpleNamespace(mix_type=None), [])
+    with pytest.raises(HelloLabelsError, match="no projector given"):
+        rded.teacher(None)
+
+
+def test_a_missing_relative_path_says_so_and_fails_fast_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HelloLabelsError) as err:
+        sre2l.ProjectorLabels("runs/x", SimpleNamespace(mix_type=None), [])
+    message = str(err.value)
+    assert f"no local directory 'runs/x' (working directory {tmp_path})" in message and "Hub" in message
+    assert "\n" not in message
+    (tmp_path / "runs").mkdir()  # 'runs/' exists here: the user meant a local path, the Hub is not asked
+    with pytest.raises(HelloLabelsError, match=r"projector directory 'runs/x' not found \(working directory"):
+        rded.teacher("runs/x")
+
+
+def test_shims_refuse_a_dataset_of_another_class_count(projector_dir, toy_folder, tmp_path):
+    import shutil
+
+    for name in sorted(p.name for p in toy_folder.iterdir())[:4]:
+        shutil.copytree(toy_folder / name, tmp_path / "four" / name)
+    with pytest.raises(HelloLabelsError, match="the training dataset has 4 classes but the projector has 5"):
+        sre2l.ProjectorLabels(str(projector_dir), SimpleNamespace(mix_type="cutmix"),
+                              fkd_save_loader(tmp_path / "four"))
+    with pytest.raises(HelloLabelsError, match=r"classes = range\(4\) is a 4-class dataset but the projector has 5"):
+        rded.teacher(str(projector_dir), classes=range(4))
+
+
+def test_shims_leave_the_callers_projector_and_random_streams_alone(projector_dir, toy_folder, monkeypatch):
+    from hello_labels import LabelProjector
+
+    projector = LabelProjector.from_pretrained(projector_dir)
+    grads = [p.requires_grad for p in projector.parameters()]
+    seeded_cuda = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: seeded_cuda.append(seed))
+
+    def student_stream(with_shim: bool):
+        torch.manual_seed(0)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed(0)
+        seeded_cuda.clear()
+        loader = fkd_save_loader(toy_folder)
+        if with_shim:
+            loader = sre2l.ProjectorLabels(str(projector_dir), SimpleNamespace(mix_type="cutmix"), loader)
+            assert not seeded_cuda  # loading a projector must not reseed the CUDA generators
+        next(iter(loader))
+        cuda = torch.rand(3, device="cuda").cpu() if torch.cuda.is_available() else torch.empty(0)
+        return torch.cat([torch.rand(3), cuda])
+
+    assert torch.equal(student_stream(False), student_stream(True))
+    sre2l.ProjectorLabels(projector, SimpleNamespace(mix_type=None), fkd_save_loader(toy_folder))
+    rded.teacher(projector)
+    assert not projector.merged and [p.requires_grad for p in projector.parameters()] == grads
+
+
+def test_sre2l_mixes_follow_set_epoch_and_start_epoch(projector_dir, toy_folder):
+    def mixes(shim, epoch=None):
+        if epoch is not None:
+            shim.dataset.set_epoch(epoch)
+        return [(b[1].tolist(), b[2]) for b in shim]
+
+    args = SimpleNamespace(mix_type="cutmix")
+    loader = fkd_save_loader(toy_folder)
+    uninterrupted = sre2l.ProjectorLabels(str(projector_dir), args, loader)
+    runs = [mixes(uninterrupted, epoch) for epoch in range(3)]
+    assert runs[0] != runs[2]
+    resumed = sre2l.ProjectorLabels(str(projector_dir), SimpleNamespace(mix_type="cutmix", start_epoch=2), loader)
+    assert mixes(resumed) == runs[2]  # --start-epoch 2, before train() calls set_epoch
+    assert mixes(resumed, 2) == runs[2] and mixes(resumed, 1) == runs[1]
+    assert resumed.dataset.mode == "fkd_save" and len(resumed.dataset) == len(loader.dataset)

@@ -17,6 +17,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ..errors import HelloLabelsError
+from ..labels.classes import ClassOrder
 from ..labels.export import export_fkd
 from ..labels.targets import StoredTargets, TeacherTargets
 from ..labels.teachers import load_teacher
@@ -86,6 +88,13 @@ def write_synthetic_set(teacher, train, labels, classes, s: DemoSettings, out: P
     return root
 
 
+def synthetic_images(root: Path, classes: List[str], s: DemoSettings) -> AugmentedImages:
+    """The synthetic ImageFolder as the students see it, labels in ``classes`` order (the teacher's and the test
+    labels'), matched by folder name: ImageFolder alone numbers the folders in sorted order."""
+    return AugmentedImages(ClassOrder(open_images(root), classes), s.input_size, s.mean, s.std,
+                           scale=(s.min_scale, 1.0))
+
+
 def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher: Optional[str] = None,
              base: Optional[str] = None, pretrained=None, settings: Optional[DemoSettings] = None,
              echo=print) -> dict:
@@ -100,6 +109,9 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     t_all = time.perf_counter()
     if data:
         train_set, test_set = open_images(Path(data) / "train"), open_images(Path(data) / "test")
+        if test_set.classes != train_set.classes:
+            raise HelloLabelsError(f"{data}/test has classes {test_set.classes[:3]}..., {data}/train "
+                                   f"{train_set.classes[:3]}...: the two folders must hold the same classes")
         train, labels = _stack(train_set, s.input_size)
         test, test_labels = _stack(test_set, s.input_size)
         classes = list(train_set.classes)
@@ -114,7 +126,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     echo(f"teacher: {teacher_spec.split('@')[0]}  test accuracy {teacher_acc:.1%}  ({time.perf_counter() - t0:.1f}s)")
 
     synthetic = write_synthetic_set(teacher_model, train, labels, classes, s, out)
-    images = AugmentedImages(open_images(synthetic), s.input_size, s.mean, s.std, scale=(s.min_scale, 1.0))
+    images = synthetic_images(synthetic, classes, s)
 
     t0 = time.perf_counter()
     label_dir = export_fkd(teacher_model, synthetic, out / "labels", s.label_epochs, s.label_batch, "cutmix",

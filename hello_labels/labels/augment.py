@@ -33,7 +33,7 @@ def draw_crop(image, scale: Sequence[float], ratio: Sequence[float], seed: int) 
     """torchvision's RandomResizedCrop parameters, drawn from ``seed``: relative coords ``[4]`` float32."""
     height, width = image_size(image)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
         i, j, h, w = RandomResizedCrop.get_params(
             torch.empty(1, height, width), list(scale), list(ratio))
         flip = bool(torch.rand(1) < 0.5)

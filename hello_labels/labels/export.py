@@ -20,6 +20,7 @@ from ..files import atomic_write_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
 from ..runs import RunLock, check_settings, ensure_writable
 from .augment import apply_mix, draw_mix
+from .classes import ClassMap, check_classes, output_classes
 from .fkd import FKD_SEED, FKDBatch, LabelDir, batch_path, sampler_batches, save_batch
 from .views import AugmentedImages, BatchPlan, loader, open_images
 
@@ -41,12 +42,15 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                fp16: bool = False, input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0,
                fkd_seed: int = FKD_SEED, seed: int = 0, cutmix_alpha: float = 1.0, mixup_alpha: float = 0.8,
                gvbsm_index: bool = False, num_workers: int = 0, progress: bool = True, mean=None,
-               std=None) -> LabelDir:
+               std=None, class_map: ClassMap = None) -> LabelDir:
     """Write ``out_dir/epoch_<e>/batch_<b>.tar`` for ``epochs`` epochs with the projector's logits as soft labels.
 
     ``data``: the synthetic ImageFolder (or tensors); images are normalised with the projector's input mean/std.
     ``gvbsm_index`` appends G-VBSM's seventh element (the batch's image indices). Returns the scanned directory.
     Any other model (a teacher: SRe2L's own relabelling) works too, given the input ``mean``/``std``.
+    Soft-label columns are the model's class order, images SRe2L's (sampler over the sorted folders). A
+    projector's class names must match the folder's classes by name (or ``class_map``) in sorted folder order,
+    the order SRe2L's student numbers classes in; a plain model's class count must match the folder's.
     """
     is_projector = hasattr(projector, "merge")
     if is_projector:
@@ -65,6 +69,9 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
             # SRe2L counts every entry of the folder as an epoch: keep it clean
             raise HelloLabelsError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
         images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+        check_classes(getattr(images.source, "classes", []), projector.config.class_names if is_projector else None,
+                      None if is_projector else output_classes(projector.eval(), len(mean), input_size), class_map,
+                      model="model", sorted_order=True)
         settings = {"model": _model_fingerprint(projector, is_projector), "data": source_fingerprint(images.source),
                     "batch_size": batch_size, "mix_type": mix_type, "fp16": fp16, "input_size": input_size,
                     "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,

@@ -39,7 +39,8 @@ class TensorImages(Dataset):
 
 
 def open_images(data, labels=None, classes=None) -> Dataset:
-    """An ImageFolder path (classes sorted by folder name, as torchvision and SRe2L order them) or tensors."""
+    """An ImageFolder path or tensors. An ImageFolder's labels follow its folders' sorted order, as torchvision
+    and SRe2L number them; :class:`~hello_labels.labels.classes.ClassOrder` maps them to a projector's order."""
     if isinstance(data, Dataset):
         return data
     if isinstance(data, torch.Tensor):
@@ -58,7 +59,8 @@ def open_images(data, labels=None, classes=None) -> Dataset:
 
 
 def class_names_for(source, names: Union[None, str, Sequence[str]] = None) -> list:
-    """Class names for the head: a list, ``"imagenet"``, a text file (one per line), or the folder names."""
+    """Class names for the head, in output order: a list, ``"imagenet"``, a text file (one per line), or the
+    folder names (``_`` read as a space). The folder's classes are matched to them by name, not position."""
     folder = list(getattr(source, "classes", []))
     if names is None:
         names = [c.replace("_", " ") for c in folder]

@@ -146,7 +146,7 @@ def build_base(spec: dict, seed: int = 0, module: Optional[nn.Module] = None,
     if kind not in builders:
         raise HelloLabelsError(f"unknown base kind {kind!r}; expected one of {sorted(builders)}")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
         return builders[kind](spec, seed, module, trust_remote_code)
 
 

@@ -1,16 +1,23 @@
-"""The jobs behind the CLI, as library calls: distil from teachers, convert label files, evaluate fidelity."""
+"""The jobs behind the CLI, as library calls: distil from teachers, convert label files, evaluate fidelity.
+
+Every job reads the image folder's labels in the projector's class order (mapped by name, see
+:mod:`hello_labels.labels.classes`) and checks the teachers' class count, so a hard label (the CE term, per-class
+agreement, a prototype head) always means the class of that projector output."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from ..errors import HelloLabelsError
+from ..labels.classes import ClassMap, ClassOrder, check_classes, output_classes
 from ..labels.fkd import FKD_SEED, LabelDir
 from ..labels.targets import ImageLabelTargets, StoredTargets, TeacherTargets, load_image_labels
 from ..labels.teachers import load_teachers
 from ..labels.views import AugmentedImages, class_names_for, open_images
+from ..model.heads import resolve_class_names
 from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from ..model.projector import LabelProjector
 from .distill import DistillConfig, distill
@@ -18,16 +25,38 @@ from .evaluate import FidelityReport, fidelity
 
 
 def augmented(data, input_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD, min_scale: float = 0.08,
-              max_scale: float = 1.0) -> AugmentedImages:
-    """The synthetic set with SRe2L's RandomResizedCrop(input_size, scale=(min_scale, max_scale)) + flip."""
-    return AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+              max_scale: float = 1.0, class_names=None, class_map: ClassMap = None) -> AugmentedImages:
+    """The synthetic set with SRe2L's RandomResizedCrop(input_size, scale=(min_scale, max_scale)) + flip; with
+    ``class_names``, its labels are indices into them (folders matched by name, ``class_map`` if given)."""
+    images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+    return in_class_order(images, class_names, class_map) if class_names is not None else images
+
+
+def in_class_order(images: AugmentedImages, class_names, class_map: ClassMap = None) -> AugmentedImages:
+    """``images`` whose labels index ``class_names`` (a projector's order), matched by folder name; a source
+    without ``classes`` (a custom dataset) is taken as already in that order."""
+    source = images.source
+    if not hasattr(source, "classes") or (isinstance(source, ClassOrder) and source.classes == list(class_names)
+                                          and class_map is None):
+        return images
+    ordered = copy.copy(images)
+    ordered.source = ClassOrder(source, class_names, class_map)
+    return ordered
+
+
+def check_teachers(teachers, images: AugmentedImages, num_classes: int) -> None:
+    """The teachers' logits must have one entry per projector class (probed with one blank input)."""
+    check_classes(range(num_classes), model_classes=output_classes(teachers, len(images.mean), images.size),
+                  what="projector")
 
 
 def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrained=None, init: Optional[str] = None,
-                   class_names=None, trust_remote_code: bool = False, check_base: bool = True,
-                   **options) -> LabelProjector:
+                   class_names=None, class_map: ClassMap = None, trust_remote_code: bool = False,
+                   check_base: bool = True, **options) -> LabelProjector:
     """A fresh projector on ``base`` (input normalisation taken from the data) or an existing one (``init``,
-    loaded with ``trust_remote_code`` / ``check_base`` as :meth:`LabelProjector.from_pretrained`)."""
+    loaded with ``trust_remote_code`` / ``check_base`` as :meth:`LabelProjector.from_pretrained`).
+
+    ``class_names`` (default: the folder names) fix the output order; the folder must match them by name."""
     if init:
         projector = LabelProjector.from_pretrained(init, trust_remote_code=trust_remote_code, check_base=check_base)
         if (tuple(projector.config.input_mean), tuple(projector.config.input_std)) != (images.mean, images.std):
@@ -36,7 +65,8 @@ def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrain
         return projector
     if not base:
         raise HelloLabelsError("give a base (--base) or an existing projector to start from (--init)")
-    names = class_names_for(images.source, class_names)
+    names = resolve_class_names(class_names_for(images.source, class_names))
+    images = in_class_order(images, names, class_map)  # checked here; prototype labels in the head's order
     if options.get("head_init") == "prototype" and "prototype_images" not in options:
         options["prototype_images"], options["prototype_labels"] = prototype_batch(images)
     return LabelProjector.from_base(base, pretrained, class_names=names, input_mean=images.mean,
@@ -52,12 +82,14 @@ def prototype_batch(images: AugmentedImages):
 def distill_from_teachers(data, teachers: Sequence, out_dir, projector: LabelProjector,
                           config: Optional[DistillConfig] = None, teacher_weights=None, mix_type="cutmix",
                           input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0, resume=False,
-                          progress=True, images: Optional[AugmentedImages] = None) -> dict:
+                          progress=True, images: Optional[AugmentedImages] = None, class_map: ClassMap = None) -> dict:
     """``hello-labels distill``: fit ``projector`` to the (weighted) average of ``teachers`` on the synthetic set."""
     config = config or DistillConfig()
     images = images or augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                                  min_scale, max_scale)
+    images = in_class_order(images, projector.config.class_names, class_map)
     ensemble = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
+    check_teachers(ensemble, images, projector.num_classes)
     names = ", ".join(t if isinstance(t, str) else type(t).__name__ for t in teachers)
     targets = TeacherTargets(images, ensemble, seed=config.seed, mix_type=mix_type, description=names)
     return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
@@ -66,13 +98,14 @@ def distill_from_teachers(data, teachers: Sequence, out_dir, projector: LabelPro
 
 def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Optional[DistillConfig] = None,
                    input_size: int = 224, epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, resume=False,
-                   progress=True) -> dict:
+                   progress=True, class_map: ClassMap = None) -> dict:
     """``hello-labels convert``: fit ``projector`` to stored labels, no teacher needed.
 
     ``labels``: an SRe2L label directory (crops, flips and mixes replayed on ``data``), or a file of one soft label
-    per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``)."""
+    per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``); their columns are the projector's class order."""
     config = config or DistillConfig()
-    images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std)
+    images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
+                       class_names=projector.config.class_names, class_map=class_map)
     targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
     return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
                    metadata={"teacher": f"stored labels {labels}", "dataset": str(data)})
@@ -94,15 +127,19 @@ def _stored_targets(projector, images, labels, epochs, fkd_seed, **options):
 def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = None, labels=None,
              teacher_weights=None, views: int = 512, batch_size: int = 64, temperature: float = 1.0,
              input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0, seed: int = 0,
-             epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, num_workers: int = 0) -> FidelityReport:
-    """``hello-labels eval``: agreement and KL against teachers on held-out views, or against stored labels."""
+             epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, num_workers: int = 0,
+             class_map: ClassMap = None) -> FidelityReport:
+    """``hello-labels eval``: agreement and KL against teachers on held-out views, or against stored labels.
+    Per-class figures group views by the image's class, matched to the projector's classes by folder name."""
     if (teachers is None) == (labels is None):
         raise HelloLabelsError("evaluate against either teachers or stored labels")
-    images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std, min_scale, max_scale)
+    images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std, min_scale, max_scale,
+                       class_names=projector.config.class_names, class_map=class_map)
     if teachers is not None:
         ensemble = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes).to(projector.device)
+        check_teachers(ensemble, images, projector.num_classes)
         targets = TeacherTargets(images, ensemble, seed=seed, mix_type=None)
     else:
         targets = _stored_targets(projector, images, labels, epochs, fkd_seed)
-    names = list(getattr(images.source, "classes", None) or projector.config.class_names)
-    return fidelity(projector, targets, targets.held_out(views, batch_size), names, temperature, num_workers)
+    return fidelity(projector, targets, targets.held_out(views, batch_size), projector.config.class_names, temperature,
+                    num_workers)

@@ -36,6 +36,7 @@ from ..files import atomic_path, atomic_write_json, remove_stale_temps
 from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..runs import LOCK_FILE, RunLock, check_settings
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
+from ..labels.classes import check_classes, output_classes
 from ..labels.views import open_images
 from .evaluate import discrepancy, fidelity
 
@@ -273,14 +274,14 @@ def patch_distance(projector, data, patch_map) -> Optional[float]:
 
 # ----------------------------------------------------------------------------- fidelity
 @torch.no_grad()
-def teacher_fidelity(projector, teacher, data, cfg: RefineConfig) -> dict:
+def teacher_fidelity(projector, teacher, data, cfg: RefineConfig, class_map=None) -> dict:
     """Agreement and KL at T of projector vs teacher on held-out unmixed views of ``data``, overall and per class
     (the views of ``hello-labels eval``: same seed, same views for the input and the refined folder)."""
     from ..labels.targets import TeacherTargets
     from .jobs import augmented
 
     images = augmented(data, cfg.input_size, projector.config.input_mean, projector.config.input_std,
-                       cfg.min_scale, cfg.max_scale)
+                       cfg.min_scale, cfg.max_scale, projector.config.class_names, class_map)
     targets = TeacherTargets(images, teacher, seed=cfg.seed, mix_type=None)
     r = fidelity(projector, targets, targets.held_out(cfg.eval_views, cfg.eval_batch_size),
                  list(images.source.classes), cfg.temperature)
@@ -350,14 +351,15 @@ def _start(out: Path, settings: dict) -> None:
 
 def refine(projector, teachers: Sequence, data, out_dir, config: Optional[RefineConfig] = None,
            teacher_weights: Optional[Sequence[float]] = None, patches: Union[None, str, Path, dict] = None,
-           progress: bool = True, device=None) -> dict:
+           progress: bool = True, device=None, class_map=None) -> dict:
     """Refine the ImageFolder ``data`` into ``out_dir`` (same layout, names, formats) and report.
 
     ``teachers``: spec strings and/or modules (averaged with ``teacher_weights``), fed the same normalised views
     as the projector. ``patches``: optional patch map (see :func:`load_patches`) for the feature term. Files
     already in ``out_dir`` from an interrupted run with the same settings are kept. Returns the report (also in
     ``out_dir/refine.json``): before/after :func:`teacher_fidelity`, :func:`pixel_change`, counts, seconds.
-    The projector and teachers are moved to ``device`` (default: CUDA when available)."""
+    The projector and teachers are moved to ``device`` (default: CUDA when available). The folder's classes are
+    matched to the projector's by name (or ``class_map``, see :mod:`hello_labels.labels.classes`)."""
     cfg = config or RefineConfig()
     if cfg.loss not in LOSSES:
         raise HelloLabelsError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
@@ -369,11 +371,12 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     data, out = Path(data), Path(out_dir)
     _check_folders(data, out)
     with RunLock(out):  # created here, writable, and ours alone until refine returns
-        return _refine(projector, teachers, data, out, cfg, teacher_weights, patches, progress, device)
+        return _refine(projector, teachers, data, out, cfg, teacher_weights, patches, progress, device,
+                       class_map)
 
 
 def _refine(projector, teachers, data: Path, out: Path, cfg: RefineConfig, teacher_weights, patches, progress,
-            device) -> dict:
+            device, class_map) -> dict:
     """:func:`refine` holding the run lock on ``out``."""
     from ..labels.teachers import load_teachers
 
@@ -381,6 +384,7 @@ def _refine(projector, teachers, data: Path, out: Path, cfg: RefineConfig, teach
     patch_map = load_patches(patches, data) if patches is not None else {}
     check_patches(files, patch_map)
     teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
+    check_classes(classes, projector.config.class_names, output_classes(teacher, 3, cfg.input_size), class_map)
     settings = _settings(cfg, data, files, projector, teacher, patch_map)
     _start(out, settings)
 
@@ -388,7 +392,7 @@ def _refine(projector, teachers, data: Path, out: Path, cfg: RefineConfig, teach
     projector.to(device).eval()
     teacher.to(device).eval()
     t0 = time.perf_counter()
-    before = teacher_fidelity(projector, teacher, data, cfg)
+    before = teacher_fidelity(projector, teacher, data, cfg, class_map)
     patches_before = patch_distance(projector, data, patch_map) if patch_map else None
     done = sum((out / f.rel).is_file() for f in files)
     bar = tqdm(total=len(files), initial=done, disable=not progress, desc="refine", dynamic_ncols=True)
@@ -411,7 +415,7 @@ def _refine(projector, teachers, data: Path, out: Path, cfg: RefineConfig, teach
             bar.set_postfix(loss=f"{loss0:.4f}->{loss1:.4f}", refresh=False)
         bar.update(len(todo))
     bar.close()
-    after = teacher_fidelity(projector, teacher, out, cfg)
+    after = teacher_fidelity(projector, teacher, out, cfg, class_map)
     report = {"status": "done", "settings": settings, "input": str(data), "output": str(out),
               "classes": len(classes), "images": len(files), "refined_this_run": refined,
               "kept_from_earlier_run": len(files) - refined,

@@ -1,0 +1,149 @@
+"""Class order: the one contract between image folders, projectors and teachers.
+
+Output index ``i`` of a projector is class ``config.class_names[i]``, which is the teacher's logit index ``i``.
+An image folder maps onto that order by folder name, never by sort order alone (ImageFolder sorts its folders
+alphabetically; Fashion-MNIST, CIFAR-100 superclasses or any hand-ordered list do not). A folder class matches, in
+this order: an explicit class map ``{folder: class name or index}``; the class of the same name (``_`` in a folder
+name reads as a space); for open_clip's ImageNet names, its WordNet id (``n01440764``); for numbered folders
+(SRe2L's ``new000``, ``00042``), the class of that index. Anything else is refused in one line.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import HelloLabelsError
+
+ClassMap = Union[None, str, Path, Dict[str, Union[str, int]]]
+_NUMBERED = re.compile(r"^\D*?(\d+)$")
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def _load_map(class_map: ClassMap) -> Optional[dict]:
+    if class_map is None or isinstance(class_map, dict):
+        return class_map
+    path = Path(class_map)
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise HelloLabelsError(f"cannot read class map {path}: {str(err).splitlines()[0][:200]}") from err
+    if not isinstance(loaded, dict):
+        raise HelloLabelsError(f"class map {path} must be a JSON object {{folder name: class name or index}}")
+    return loaded
+
+
+def _by_map(folders: Sequence[str], names: Sequence[str], class_map: dict) -> List[int]:
+    lookup = {n: i for i, n in enumerate(names)}
+    index = []
+    for folder in folders:
+        if folder not in class_map:
+            raise HelloLabelsError(f"class map has no entry for folder '{folder}'")
+        value = class_map[folder]
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+            index.append(value)
+        elif isinstance(value, str) and value in lookup:
+            index.append(lookup[value])
+        else:
+            raise HelloLabelsError(f"class map sends folder '{folder}' to {value!r}, which is not one of the "
+                                   f"{len(names)} class names or indices")
+    return index
+
+
+def _by_convention(folders: Sequence[str], names: Sequence[str]) -> Optional[List[int]]:
+    """ImageNet WordNet ids (for open_clip's ImageNet names) or numbered folders; None if neither applies."""
+    if all(_WNID.match(f) for f in folders) and len(names) == 1000:
+        import open_clip
+        from timm.data import ImageNetInfo
+
+        if list(names) == list(open_clip.IMAGENET_CLASSNAMES):
+            wnids = {w: i for i, w in enumerate(ImageNetInfo().label_names())}
+            if all(f in wnids for f in folders):
+                return [wnids[f] for f in folders]
+    numbers = [_NUMBERED.match(f) for f in folders]
+    if all(numbers):
+        return [int(m.group(1)) for m in numbers]
+    return None
+
+
+def class_index(folders: Sequence[str], class_names: Sequence[str], class_map: ClassMap = None,
+                what: str = "image folder", owner: str = "projector") -> List[int]:
+    """For each folder class, in the folder's order, the index of its class in ``class_names`` (see module doc).
+
+    Raises a one-line :class:`HelloLabelsError` naming the count, or the first names missing on each side."""
+    folders, names = [str(f) for f in folders], [str(n) for n in class_names]
+    if len(folders) != len(names):
+        raise HelloLabelsError(f"the {what} has {len(folders)} classes but the {owner} has {len(names)}")
+    class_map = _load_map(class_map)
+    if class_map is not None:
+        index = _by_map(folders, names, class_map)
+    else:
+        lookup = {n: i for i, n in enumerate(names)}
+        found = [lookup.get(f, lookup.get(f.replace("_", " "))) for f in folders]
+        index = found if all(i is not None for i in found) else None
+        if index is None and all(i is None for i in found):
+            index = _by_convention(folders, names)
+        if index is None:
+            matched = {i for i in found if i is not None}
+            extra = [f for f, i in zip(folders, found) if i is None]
+            missing = [n for i, n in enumerate(names) if i not in matched]
+            raise HelloLabelsError(f"class names differ: {what} classes not among the {owner}'s: {extra[:3]}; "
+                                   f"{owner} classes not in the {what}: {missing[:3]} (rename the folders or give "
+                                   f"a class map {{folder: class}})")
+    if sorted(index) != list(range(len(names))):
+        raise HelloLabelsError(f"the {what}'s classes do not map one-to-one onto the {owner}'s {len(names)} classes "
+                               f"(folder -> class index: {dict(list(zip(folders, index))[:4])}...)")
+    return index
+
+
+def check_classes(folders: Sequence[str], class_names: Optional[Sequence[str]] = None,
+                  model_classes: Optional[int] = None, class_map: ClassMap = None, what: str = "image folder",
+                  model: str = "teacher", sorted_order: bool = False) -> Optional[List[int]]:
+    """Check a folder's classes against a projector's ``class_names`` and a model's output count.
+
+    ``sorted_order``: the folder's own (sorted) class numbers must equal the projector's, as where the labels
+    leave for a codebase that numbers classes by sorted folder name (SRe2L's ImageFolder, training and validation).
+    Returns the folder -> class index map (None without ``class_names``: then only the counts are compared)."""
+    index = class_index(folders, class_names, class_map, what) if class_names is not None else None
+    if sorted_order and index is not None and index != list(range(len(index))):
+        k = next(k for k, i in enumerate(index) if i != k)
+        raise HelloLabelsError(f"the {what}'s folder '{folders[k]}' is class {k} in sorted folder order but class "
+                               f"{index[k]} ('{class_names[index[k]]}') of the projector; SRe2L numbers classes by "
+                               f"sorted folder name, so rename the folders to sort in the projector's class order")
+    if model_classes is not None and model_classes != len(folders):
+        raise HelloLabelsError(f"the {model} outputs {model_classes} classes but the {what} has {len(folders)}")
+    return index
+
+
+@torch.no_grad()
+def output_classes(model: torch.nn.Module, channels: int, size: int) -> int:
+    """Number of logits ``model`` returns for one ``[1, channels, size, size]`` input (on the model's device)."""
+    device = next(model.parameters(), torch.empty(0)).device
+    return int(model(torch.zeros(1, channels, size, size, device=device)).shape[-1])
+
+
+class ClassOrder(Dataset):
+    """A labelled dataset (``.classes`` + ``(image, label)`` items, e.g. an ImageFolder) with its labels remapped
+    to ``class_names``'s order by name; ``classes`` becomes ``class_names``."""
+
+    def __init__(self, source: Dataset, class_names: Sequence[str], class_map: ClassMap = None):
+        self.source = source.source if isinstance(source, ClassOrder) else source
+        folders = list(getattr(self.source, "classes", []))
+        self.index = class_index(folders, class_names, class_map)
+        self.classes = list(class_names)
+        self.folder_classes = folders
+
+    @property
+    def identity(self) -> bool:
+        return self.index == list(range(len(self.index)))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        image, label = self.source[i]
+        return image, self.index[label]
