@@ -67,6 +67,7 @@ def _projector_args(p):
 
 
 def _train_args(p):
+    from .model.config import ADAPTER_DTYPES
     from .train.distill import DistillConfig
 
     d = DistillConfig()
@@ -87,7 +88,8 @@ def _train_args(p):
     g.add_argument("--eval-every", type=int, default=d.eval_every)
     g.add_argument("--eval-views", type=int, default=d.eval_views)
     g.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader workers")
-    g.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default=d.save_dtype)
+    g.add_argument("--save-dtype", choices=list(ADAPTER_DTYPES), default=d.save_dtype,
+                   help="adapter file format: float32/float16/bfloat16, or int8 / int4 (quantized)")
     g.add_argument("--no-calibrate", action="store_true", help="skip fitting the head's scale/bias at step 0")
     g.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -383,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_info)
 
     from .labels.augment import MIX_TYPES
-    from .model.projector import DTYPES
+    from .model.projector import ADAPTER_DTYPES
     from .storage.setting import mix_name
 
     p = sub.add_parser("storage", help="bytes of stored, top-k and pruned labels, teacher, adapter and base, "
@@ -409,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--class-names", help="'imagenet' or a text file, for --base's config.json (default placeholders)")
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (8)")
     g.add_argument("--head-rank", type=int, default=64)
-    g.add_argument("--adapter-dtype", choices=list(DTYPES), default="float32",
+    g.add_argument("--adapter-dtype", choices=list(ADAPTER_DTYPES), default="float32",
                    help="adapter storage dtype for --base (default float32, as distill/convert save)")
     p.add_argument("--json", help="also write the report here (JSON)")
     p.add_argument("--plot", help="also draw bytes against images per class (1-200, log axes) as a PNG here; the "

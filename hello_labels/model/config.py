@@ -26,9 +26,11 @@ from ..errors import HelloLabelsError
 from ..version import __version__
 from .heads import HEAD_INITS
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
+from .quantize import QUANTIZED
 
 FORMAT_VERSION = 1
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ADAPTER_DTYPES = (*DTYPES, *QUANTIZED)  # how adapter tensors may be stored: floats, or int8 / 4-bit (quantize.py)
 
 
 @dataclass
@@ -107,7 +109,7 @@ _FIELDS = {
     "interpolation": (lambda v: v in INTERPOLATIONS, f"one of {list(INTERPOLATIONS)}", True),
     "normalize_features": (lambda v: isinstance(v, bool), "true or false", True),
     "seed": (_is_int, "an integer", True),
-    "adapter_dtype": (lambda v: v in DTYPES, f"one of {list(DTYPES)}", False),
+    "adapter_dtype": (lambda v: v in ADAPTER_DTYPES, f"one of {list(ADAPTER_DTYPES)}", False),
     "metadata": (lambda v: isinstance(v, dict), "an object", False),
     "library_version": (_str, "a string", False),
     "format_version": (lambda v: _is_int(v) and v >= 1, "a positive integer", False),

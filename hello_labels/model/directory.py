@@ -34,6 +34,7 @@ import torch
 
 from ..errors import HelloLabelsError
 from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir
+from .quantize import dequantize_adapter
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "config.json"
@@ -159,6 +160,8 @@ def _parse(data: bytes, path: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     try:
-        return load(data)
+        tensors = load(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
+    return dequantize_adapter(tensors, header.get("__metadata__") or {})  # int8 / 4-bit files: float32 again

@@ -23,7 +23,7 @@ from ..version import __version__
 from . import directory, hub
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, base_pin, build_base, module_spec, parse_base, pin_mismatch
-from .config import DTYPES, ProjectorConfig, read_config
+from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .heads import (
     HEAD_INITS,
@@ -36,6 +36,7 @@ from .heads import (
 )
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, InputAdapter
 from .lora import LoRATarget, isolate_parametrized_classes
+from .quantize import QUANTIZED, quantize_adapter, quantized_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ class LabelProjector(
         self.config = config
         if config.head_init not in HEAD_INITS:
             raise HelloLabelsError(f"unknown head_init '{config.head_init}'; expected one of {list(HEAD_INITS)}")
-        if config.adapter_dtype not in DTYPES:
-            raise HelloLabelsError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of {list(DTYPES)}")
+        if config.adapter_dtype not in ADAPTER_DTYPES:
+            raise HelloLabelsError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of "
+                                   f"{list(ADAPTER_DTYPES)}")
         config.class_names = resolve_class_names(config.class_names)
         if config.head_init == "text":
             config.templates = resolve_templates(config.templates)
@@ -224,7 +226,10 @@ class LabelProjector(
 
     def num_adapter_bytes(self, dtype: Optional[str] = None) -> int:
         """Bytes of adapter tensor data at ``dtype`` (default: the configured storage dtype)."""
-        itemsize = torch.empty(0, dtype=DTYPES[dtype or self.config.adapter_dtype]).element_size()
+        dtype = dtype or self.config.adapter_dtype
+        if dtype in QUANTIZED:
+            return quantized_bytes(self.adapter_state_dict(), dtype)
+        itemsize = torch.empty(0, dtype=DTYPES[dtype]).element_size()
         return self.num_adapter_parameters() * itemsize
 
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
@@ -309,8 +314,8 @@ class LabelProjector(
     def _saving_as(self, dtype: Optional[str]):
         """Save with ``dtype`` (default: the enclosing save's, else the configured one) while inside; the
         projector's own ``adapter_dtype`` (its later saves) stays as it is."""
-        if dtype is not None and dtype not in DTYPES:
-            raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(DTYPES)}")
+        if dtype is not None and dtype not in ADAPTER_DTYPES:
+            raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(ADAPTER_DTYPES)}")
         outer = self.__dict__.get("_save_dtype")
         self.__dict__["_save_dtype"] = dtype or outer or self.config.adapter_dtype
         try:
@@ -331,8 +336,11 @@ class LabelProjector(
     def _save_pretrained(self, save_directory: Path) -> None:
         dtype_name = self.__dict__.get("_save_dtype", self.config.adapter_dtype)
         adapter = self.adapter_state_dict()
-        blob = directory.adapter_blob({k: v.to(DTYPES[dtype_name]) for k, v in adapter.items()},
-                                      metadata={"format": "pt", "hello_labels": __version__})
+        if dtype_name in QUANTIZED:
+            tensors, metadata = quantize_adapter(adapter, dtype_name)
+        else:
+            tensors, metadata = {k: v.to(DTYPES[dtype_name]) for k, v in adapter.items()}, {}
+        blob = directory.adapter_blob(tensors, metadata={"format": "pt", **metadata})
         directory.save_projector(save_directory, self.config_dict(dtype_name), blob,
                                  str(self.generate_model_card()), adapter=adapter)
 

@@ -24,7 +24,7 @@ from ..labels.views import class_names_for
 from ..model import hub
 from ..model.bases import build_base
 from ..model.heads import resolve_class_names
-from ..model.projector import ADAPTER_FILE, CONFIG_FILE, DTYPES, LabelProjector, ProjectorConfig
+from ..model.projector import ADAPTER_DTYPES, ADAPTER_FILE, CONFIG_FILE, DTYPES, LabelProjector, ProjectorConfig
 from .setting import (
     DiskUsage,
     LabelSetting,
@@ -237,8 +237,8 @@ def computed_adapter_size(base: str, class_names, dtype: str = "float32", lora_r
     """Adapter of a fresh projector on ``base`` (``from_base(..., head_init="zero")``: random init, no
     download), saved to a temporary directory to measure its files. Returns ``(size, base spec, head init a
     real run would use)``: ``text`` for open_clip bases."""
-    if dtype not in DTYPES:
-        raise HelloLabelsError(f"adapter dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if dtype not in ADAPTER_DTYPES:
+        raise HelloLabelsError(f"adapter dtype must be one of {list(ADAPTER_DTYPES)}, got {dtype!r}")
     if lora_rank is not None:
         positive_int("LoRA rank", lora_rank)
     if isinstance(head_rank, bool) or not isinstance(head_rank, int) or head_rank < 0:

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 from ..errors import HelloLabelsError
 from ..files import atomic_path
-from ..model.projector import DTYPES
+from ..model.projector import ADAPTER_DTYPES
 from .measure import computed_adapter_size, named_classes, saved_adapter_size, teacher_size
 from .report import adapter_rows, label_rows, teacher_row
 from .setting import LabelSetting, mix_name, positive_int
@@ -77,15 +77,15 @@ def storage_series(setting: LabelSetting, *, ipcs: Sequence[int] = IPCS, epochs:
     if teacher:
         row = teacher_row(teacher_size(teacher, setting.classes))
         lines.append(Series(row.name, [row.bytes] * len(ipcs), "teacher"))
-    drawn = [d for d in ADAPTER_PLOT_DTYPES if d in DTYPES]
+    drawn = [d for d in ADAPTER_PLOT_DTYPES if d in ADAPTER_DTYPES]
     names = named_classes(class_names, setting.classes) if bases else None
     sizes = [computed_adapter_size(b, names, d, lora_rank, head_rank)[0] for b in bases for d in drawn]
     sizes += [saved_adapter_size(p)[0] for p in projectors]
     for size in sizes:
         row = adapter_rows(size)[0]
         lines.append(Series(row.name, [row.bytes] * len(ipcs), "adapter", dtype=size.dtype))
-    missing = [d for d in ADAPTER_PLOT_DTYPES if d not in DTYPES]
-    notes = [f"No {'/'.join(missing)} adapter line: the library saves adapters as {', '.join(DTYPES)} only."
+    missing = [d for d in ADAPTER_PLOT_DTYPES if d not in ADAPTER_DTYPES]
+    notes = [f"No {'/'.join(missing)} adapter line: the library saves adapters as {', '.join(ADAPTER_DTYPES)} only."
              ] if missing and (bases or projectors) else []
     return StorageSeries(setting, ipcs, lines, notes)
 

@@ -71,3 +71,31 @@ def test_unknown_or_broken_quantized_files_are_one_line_errors():
         dequantize_adapter(out4, {k: v for k, v in meta4.items() if k != "shapes"})
     with pytest.raises(HelloLabelsError, match="unknown quantized format"):
         quantize_adapter({}, "int2")
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_projector_saves_quantized_and_loads_transparently(tiny_vit_dir, class_names, tmp_path, fmt):
+    import json
+
+    from hello_labels import LabelProjector
+
+    p = LabelProjector.from_base(f"local-dir:{tiny_vit_dir}", class_names=class_names, templates="simple",
+                                 head_rank=4)
+    with torch.no_grad():
+        for t in p.adapter_state_dict().values():
+            t.add_(torch.randn_like(t) * 0.05)
+    p.save_pretrained(tmp_path / fmt, dtype=fmt)
+    p.save_pretrained(tmp_path / "fp16", dtype="float16")
+    assert json.loads((tmp_path / fmt / "config.json").read_text())["adapter_dtype"] == fmt
+    assert f"| adapter_dtype | {fmt} |" in (tmp_path / fmt / "README.md").read_text()
+    size = (tmp_path / fmt / "adapter.safetensors").stat().st_size
+    assert p.num_adapter_bytes(fmt) < size < p.num_adapter_bytes(fmt) + 8192  # data + header
+    assert size < (tmp_path / "fp16" / "adapter.safetensors").stat().st_size
+    loaded = LabelProjector.from_pretrained(tmp_path / fmt)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference, out = p(x), loaded(x)
+    tolerance = 0.05 if fmt == "int8" else 0.5
+    assert (out - reference).abs().max() < tolerance * reference.abs().max()
+    for name, t in loaded.adapter_state_dict().items():
+        assert t.dtype == torch.float32, name
