@@ -58,7 +58,7 @@ class ProjectorLabels:
         self.mixup_alpha = getattr(args, "mixup", 0.8)
         self.seed = seed
         self._epoch = int(getattr(args, "start_epoch", 0) or 0)
-        classes = getattr(loader.dataset, "classes", None)
+        classes = getattr(getattr(loader, "dataset", None), "classes", None)
         if classes is not None:
             check_classes(classes, self.projector.config.class_names, what="training dataset", sorted_order=True)
 

@@ -59,6 +59,10 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
         raise HelloLabelsError("exporting from a plain model needs the input mean and std")
     if epochs <= 0 or batch_size <= 0:
         raise HelloLabelsError("epochs and batch size must be positive")
+    images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
+    check_classes(getattr(images.source, "classes", []), projector.config.class_names if is_projector else None,
+                  None if is_projector else output_classes(projector.eval(), len(mean), input_size), class_map,
+                  model="model", sorted_order=True)  # before anything is written
     out = Path(out_dir)
     side = run_folder(out)
     with RunLock(side, what=str(out)):
@@ -68,10 +72,6 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
         if any(p.name.startswith("epoch_") is False for p in out.iterdir()):
             # SRe2L counts every entry of the folder as an epoch: keep it clean
             raise HelloLabelsError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
-        images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
-        check_classes(getattr(images.source, "classes", []), projector.config.class_names if is_projector else None,
-                      None if is_projector else output_classes(projector.eval(), len(mean), input_size), class_map,
-                      model="model", sorted_order=True)
         settings = {"model": _model_fingerprint(projector, is_projector), "data": source_fingerprint(images.source),
                     "batch_size": batch_size, "mix_type": mix_type, "fp16": fp16, "input_size": input_size,
                     "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,

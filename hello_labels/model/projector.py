@@ -329,6 +329,7 @@ class LabelProjector(
     def config_dict(self, adapter_dtype: Optional[str] = None) -> dict:
         """``config.json``'s content; ``adapter_dtype`` overrides the stored dtype (for one save)."""
         out = asdict(self.config)
+        out.pop("adapter_sha256")  # a property of one saved file, added by the save that writes it
         out["adapter_dtype"] = adapter_dtype or self.config.adapter_dtype
         out["library_version"] = __version__
         return out

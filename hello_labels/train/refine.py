@@ -360,6 +360,8 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     ``out_dir/refine.json``): before/after :func:`teacher_fidelity`, :func:`pixel_change`, counts, seconds.
     The projector and teachers are moved to ``device`` (default: CUDA when available). The folder's classes are
     matched to the projector's by name (or ``class_map``, see :mod:`hello_labels.labels.classes`)."""
+    from ..labels.teachers import load_teachers
+
     cfg = config or RefineConfig()
     if cfg.loss not in LOSSES:
         raise HelloLabelsError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
@@ -370,21 +372,18 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
                                f"{projector.config.input_channels}-channel inputs")
     data, out = Path(data), Path(out_dir)
     _check_folders(data, out)
-    with RunLock(out):  # created here, writable, and ours alone until refine returns
-        return _refine(projector, teachers, data, out, cfg, teacher_weights, patches, progress, device,
-                       class_map)
-
-
-def _refine(projector, teachers, data: Path, out: Path, cfg: RefineConfig, teacher_weights, patches, progress,
-            device, class_map) -> dict:
-    """:func:`refine` holding the run lock on ``out``."""
-    from ..labels.teachers import load_teachers
-
     files, classes = list_images(data)
-    patch_map = load_patches(patches, data) if patches is not None else {}
-    check_patches(files, patch_map)
     teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
     check_classes(classes, projector.config.class_names, output_classes(teacher, 3, cfg.input_size), class_map)
+    with RunLock(out):  # created here, writable, and ours alone until refine returns
+        return _refine(projector, teacher, data, out, cfg, files, patches, progress, device, class_map)
+
+
+def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files, patches, progress, device,
+            class_map) -> dict:
+    """:func:`refine` holding the run lock on ``out``, with the teacher ensemble loaded and the classes checked."""
+    patch_map = load_patches(patches, data) if patches is not None else {}
+    check_patches(files, patch_map)
     settings = _settings(cfg, data, files, projector, teacher, patch_map)
     _start(out, settings)
 
@@ -417,7 +416,7 @@ def _refine(projector, teachers, data: Path, out: Path, cfg: RefineConfig, teach
     bar.close()
     after = teacher_fidelity(projector, teacher, out, cfg, class_map)
     report = {"status": "done", "settings": settings, "input": str(data), "output": str(out),
-              "classes": len(classes), "images": len(files), "refined_this_run": refined,
+              "classes": len({f.label for f in files}), "images": len(files), "refined_this_run": refined,
               "kept_from_earlier_run": len(files) - refined,
               "loss": {"first_step": float(np.mean(first)) if first else None,
                        "last_step": float(np.mean(last)) if last else None},
