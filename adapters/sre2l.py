@@ -8,7 +8,8 @@ Their loop reads ``batch_data`` from a loader over ``ImageFolder_FKD_MIX`` in ``
 
 :class:`ProjectorLabels` wraps a loader over the same dataset in ``fkd_save`` mode (fresh crops and flips, no label
 files) and yields exactly that structure: it draws CutMix/Mixup parameters as SRe2L does and computes
-``soft_label = projector(mixed images)`` in the main process, on the projector's device. Re-applying SRe2L's own
+``soft_label = projector(mixed images)`` in the main process, on the projector's device, where it yields both the
+images and the label (the loop's ``.cuda()`` calls then copy nothing). Re-applying SRe2L's own
 ``mix_aug`` with the yielded parameters rebuilds the very images the label was computed on.
 
 Class order: ``soft_label`` columns are the projector's classes (``config.class_names``, the teacher's order), and
@@ -81,7 +82,10 @@ class ProjectorLabels:
             mix_seed = (self.seed * 1_000_003 + epoch * 65_537 + number) % (2 ** 62)
             mix_index, mix_lam, mix_bbox = draw_mix(self.mix_type, images.shape[0], h, w, mix_seed,
                                                     self.cutmix_alpha, self.mixup_alpha)
-            mixed = apply_mix(images.to(device), self.mix_type, mix_index, mix_lam, mix_bbox)
-            soft_label = self.projector(mixed).float().cpu()
+            # The images go to the device once: the loop's own `images.cuda()` and `soft_label.cuda()` are then
+            # no-ops (no second upload of the batch, no round trip of the labels through the host).
+            images = images.to(device, non_blocking=True)
+            mixed = apply_mix(images, self.mix_type, mix_index, mix_lam, mix_bbox)
+            soft_label = self.projector(mixed).float()
             yield [images, target, flip_status, coords_status], mix_index, mix_lam, mix_bbox, soft_label
         self._epoch = epoch + 1

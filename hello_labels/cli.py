@@ -220,6 +220,13 @@ def _demo(args):
 def _info(args):
     projector = _load(args, args.projector)
     print(projector)
+    rows = projector.adapter.summary()
+    print(f"{'LoRA target':<48} {'layers':<12} {'rank':>4} {'weights':>7} {'parameters':>11}")
+    for r in rows:
+        print(f"{r['pattern'][:48]:<48} {','.join(r['layers'])[:12] or '-':<12} {r['rank']:>4} {r['weights']:>7} "
+              f"{r['parameters']:>11,}")
+    print(f"{'total':<48} {'':<12} {'':>4} {sum(r['weights'] for r in rows):>7} "
+          f"{sum(r['parameters'] for r in rows):>11,}")
     if args.json:
         print(json.dumps(projector.config_dict(), indent=2))
 

@@ -103,13 +103,34 @@ def apply_mix(images: torch.Tensor, mix_type: Optional[str], index, lam, bbox) -
     return mixed
 
 
-def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mix) -> torch.Tensor:
-    """Cross-entropy against the hard labels of a mixed batch: ``lam·CE(y) + (1-lam)·CE(y[index])``."""
-    index, lam, _ = mix
+def mix_weight(mix, size: Optional[Sequence[int]] = None) -> Optional[float]:
+    """Weight of the unpermuted images in a mixed batch: ``lam`` for Mixup; for CutMix ``1 - box area / image
+    area`` of the box as pasted (``size``: ``(H, W)`` of the mixed images), since the drawn ``lam`` ignores the
+    clipping at the borders (timm and SRe2L's students recompute it the same way). None when unmixed."""
+    index, lam, bbox = mix
+    if index is None:
+        return None
+    if bbox is None:
+        return float(lam)
+    if size is None:
+        raise HelloLabelsError("a CutMix batch needs the image size to weight its labels by the pasted area")
+    height, width = (int(v) for v in size)
+    x1, y1, x2, y2 = (int(v) for v in bbox)
+    rows = max(0, min(x2, height) - max(x1, 0))
+    cols = max(0, min(y2, width) - max(y1, 0))
+    return 1.0 - rows * cols / (height * width)
+
+
+def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mix,
+                        size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Cross-entropy against the hard labels of a mixed batch: ``w·CE(y) + (1-w)·CE(y[index])`` with ``w`` from
+    :func:`mix_weight` (``size``: ``(H, W)`` of the mixed images, needed for CutMix)."""
+    index = mix[0]
     ce = F.cross_entropy(logits, labels)
     if index is None:
         return ce
-    return lam * ce + (1 - lam) * F.cross_entropy(logits, labels[torch.as_tensor(index, device=labels.device)])
+    w = mix_weight(mix, size)
+    return w * ce + (1 - w) * F.cross_entropy(logits, labels[torch.as_tensor(index, device=labels.device)])
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

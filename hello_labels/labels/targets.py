@@ -35,6 +35,8 @@ class TeacherTargets:
                             mix_type=self.mix_type, image_size=self.images.size, cutmix_alpha=self.cutmix_alpha,
                             mixup_alpha=self.mixup_alpha)
 
+    held_out_in_sample = False  # held-out views: crops from a seed the training stream never draws from
+
     def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
         """Unmixed views from a seed the training stream never uses."""
         plans = list(stream_plans(len(self.images), batch_size, self.seed + 104_729, 0, -(-num_views // batch_size)))
@@ -67,6 +69,7 @@ class StoredTargets:
         self.mix_type = mix_type
         self.fixed_batch_size = labels.batch_size
         self.total_files = labels.epochs * labels.batches_per_epoch
+        check_cutmix_size(labels, images.size)
 
     def to(self, device) -> "StoredTargets":
         return self
@@ -91,8 +94,12 @@ class StoredTargets:
         for step in range(start, steps):
             yield self._plan(step, step * world_size + rank)
 
+    # Labels exist only for stored views, and training cycles through every stored epoch: the "held-out" views
+    # are in-sample unless the projector was converted from fewer epochs (see hello_labels.train.jobs.evaluate).
+    held_out_in_sample = True
+
     def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
-        """Stored views of the last epoch (labels exist only for stored views)."""
+        """Stored views of the last epoch: in the training data of a projector converted from all epochs."""
         last = (self.labels.epochs - 1) * self.labels.batches_per_epoch
         count = min(self.labels.batches_per_epoch, -(-num_views // self.fixed_batch_size))
         return [self._plan(i, last + i) for i in range(count)]
@@ -104,6 +111,38 @@ class StoredTargets:
         return {"source": "label_dir", "path": str(self.labels.path), "epochs": self.labels.epochs,
                 "images": self.labels.num_images, "batch_size": self.fixed_batch_size, "size": self.images.size,
                 "mix": self.mix_type, "files": self.labels.fingerprint()}
+
+
+# SRe2L's rand_bbox clips CutMix boxes to the image, so in most batch files a box touches the border: the largest
+# box coordinate is the input size the labels were made at. A given size that no box comes within this fraction
+# of, across the first files scanned, is taken to contradict the labels (chance of a false alarm with 32 box
+# corners: about 1e-8; with a single batch file, where one box gives two corners, about 0.3, hence the scan of
+# up to CUTMIX_SCAN_FILES files across epochs).
+CUTMIX_MARGIN = 0.1
+CUTMIX_SCAN_FILES = 16
+
+
+def check_cutmix_size(labels: LabelDir, size: int) -> None:
+    """Refuse an input ``size`` that contradicts the CutMix boxes of ``labels``: a box beyond it (labels made at a
+    larger size), or no box reaching within ``CUTMIX_MARGIN`` of it (labels made at a smaller size). Scans files
+    from epoch 0 on until a box reaches the border zone; label files without boxes (Mixup, none) are not checked."""
+    reach, largest, scanned = (1 - CUTMIX_MARGIN) * size, 0, 0
+    for number in range(min(CUTMIX_SCAN_FILES, labels.epochs * labels.batches_per_epoch)):
+        epoch, batch = divmod(number, labels.batches_per_epoch)
+        bbox = labels.load(epoch, batch).mix_bbox
+        if bbox is None:
+            return
+        x1, y1, x2, y2 = (int(v) for v in bbox)
+        largest, scanned = max(largest, x2, y2), scanned + 1
+        if largest > size:
+            raise HelloLabelsError(f"cutmix box {[x1, y1, x2, y2]} in epoch_{epoch}/batch_{batch}.tar exceeds the "
+                                   f"input size {size}: pass the input size the labels were generated at")
+        if largest >= reach:
+            return
+    if scanned:
+        raise HelloLabelsError(f"no cutmix box in the first {scanned} label files of {labels.path} reaches beyond "
+                               f"{largest} px, but SRe2L's boxes touch the image border: the labels were made at "
+                               f"about {largest} px, not the input size {size}; pass --input-size {largest}")
 
 
 class ImageLabelTargets:
@@ -129,7 +168,10 @@ class ImageLabelTargets:
             plan.targets = self.labels[plan.indices]
             yield plan
 
+    held_out_in_sample = True  # whole images, exactly what training sees
+
     def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
+        """The training images themselves (whole, unaugmented): in-sample by construction."""
         plans = []
         for start in range(0, min(num_views, len(self.images)), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(self.images)))

@@ -31,6 +31,7 @@ from .evaluate import collect, discrepancy, fidelity
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.json"
 LOSSES = ("mse", "kl")
+LOG_EVERY = 10  # steps between reads of the running loss/agreement (history, progress bar)
 
 
 @dataclass
@@ -101,26 +102,45 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=dtype), scaler
 
 
-def loss_fn(cfg: DistillConfig, logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, plan) -> torch.Tensor:
-    """``MSE(logits)`` or ``T²·KL`` at T, plus ``ce_weight·CE`` against the (mixed) hard labels."""
+def loss_fn(cfg: DistillConfig, logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, plan,
+            size=None) -> torch.Tensor:
+    """``MSE(logits)`` or ``T²·KL`` at T, plus ``ce_weight·CE`` against the (mixed) hard labels; ``size``: ``(H, W)``
+    of the mixed images (CutMix weights the hard labels by the pasted area)."""
     loss = discrepancy(logits, target, cfg.loss, cfg.temperature)
     if cfg.ce_weight:
-        loss = loss + cfg.ce_weight * mixed_cross_entropy(logits, labels, plan.mix)
+        loss = loss + cfg.ce_weight * mixed_cross_entropy(logits, labels, plan.mix, size)
     return loss
+
+
+# Calibration bounds: logits whose per-view spread is below MIN_SPREAD carry no class signal (a zero head gives
+# exactly 0), and a scale factor outside [1/MAX_FACTOR, MAX_FACTOR] says the fit is noise, not a scale.
+MIN_SPREAD = 1e-4
+MAX_FACTOR = 1e3
 
 
 @torch.no_grad()
 def calibrate(projector, targets, plans) -> float:
     """Fit the head's scale and per-class bias so the untrained projector's logits match the targets' in scale
-    and offset (least squares on per-view centred logits); returns the scale factor applied."""
+    and offset (least squares on per-view centred logits); returns the scale factor applied.
+
+    Only what is identifiable is fitted: when the projector's logits have no spread across classes (a zero head)
+    or the targets have none (constant targets), the scale stays and only the bias is fitted."""
     logits, target, _ = collect(projector, targets, plans)
+    if not (torch.isfinite(logits).all() and torch.isfinite(target).all()):
+        what = "target" if torch.isfinite(logits).all() else "projector"
+        raise HelloLabelsError(f"calibration: the {what} logits contain inf/NaN; check the labels or pass "
+                               f"--no-calibrate")
+    logits, target = logits.double(), target.double()
     z, t = logits - logits.mean(-1, keepdim=True), target - target.mean(-1, keepdim=True)
-    a = float((z * t).sum() / (z * z).sum().clamp_min(1e-12))
-    if not math.isfinite(a) or a <= 0:
-        a = float(t.std() / z.std().clamp_min(1e-12))
+    a = 1.0
+    if z.std() > MIN_SPREAD and t.std() > MIN_SPREAD:
+        a = float((z * t).sum() / (z * z).sum())
+        if not math.isfinite(a) or a <= 0:  # anti-correlated at init: match the spread instead
+            a = float(t.std() / z.std())
+        a = min(max(a, 1 / MAX_FACTOR), MAX_FACTOR)
     head = projector.head
     head.logit_scale.add_(math.log(a))
-    head.bias.mul_(a).add_((target - a * logits).mean(0).to(head.bias.device))
+    head.bias.mul_(a).add_((target - a * logits).mean(0).to(head.bias))
     return a
 
 
@@ -268,15 +288,17 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
                dynamic_ncols=True)
     model.train()
     t0 = time.perf_counter()
+    # running loss/agreement stay on the device; read (a host sync) only every LOG_EVERY steps and at checkpoints
+    ema = None if running_loss is None else torch.tensor([running_loss, running_agree], device=env.device)
 
     for step, (images, labels, _, _) in zip(range(start, cfg.steps), data):
         plan = batches.pop(step)
-        images, labels = images.to(env.device, non_blocking=True), labels.to(env.device)
+        images, labels = images.to(env.device, non_blocking=True), labels.to(env.device, non_blocking=True)
         mixed = apply_mix(images, plan.mix_type, *plan.mix)
-        target = targets(plan, mixed)
         with autocast:
+            target = targets(plan, mixed).float()
             logits = model(mixed)
-        loss = loss_fn(cfg, logits.float(), target, labels, plan)
+        loss = loss_fn(cfg, logits.float(), target, labels, plan, mixed.shape[-2:])
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -292,23 +314,27 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
             optimizer.step()
         scheduler.step()
 
-        agree = float((logits.argmax(-1) == target.argmax(-1)).float().mean())
-        running_agree = agree if running_agree is None else 0.9 * running_agree + 0.1 * agree
-        loss_value = loss.item()
-        running_loss = loss_value if running_loss is None else 0.9 * running_loss + 0.1 * loss_value
-        bar.set_postfix(loss=f"{running_loss:.4f}", agree=f"{running_agree:.1%}", refresh=False)
+        with torch.no_grad():
+            now = torch.stack([loss.detach().float(), (logits.argmax(-1) == target.argmax(-1)).float().mean()])
+            ema = now if ema is None else ema.mul_(0.9).add_(now, alpha=0.1)
         bar.update(1)
         done = step + 1
-        if done % 10 == 0 or done == cfg.steps:
+        if done % LOG_EVERY == 0 or done == cfg.steps:
+            running_loss, running_agree = ema.tolist()
+            bar.set_postfix(loss=f"{running_loss:.4f}", agree=f"{running_agree:.1%}", refresh=False)
             history.append({"step": done, "loss": running_loss, "agreement": running_agree,
                             "lr": scheduler.get_last_lr()[0]})
         if evaluating and done % cfg.eval_every == 0:
-            report = fidelity(projector, targets, held_out, projector.config.class_names, cfg.temperature)
-            history.append({"step": done, "eval_agreement": report.agreement, "eval_kl": report.kl})
-            bar.write(f"step {done}: held-out agreement {report.agreement:.2%}, KL {report.kl:.4f}")
+            report = fidelity(projector, targets, held_out, projector.config.class_names, cfg.temperature,
+                              in_sample=targets.held_out_in_sample)
+            history.append({"step": done, "eval_agreement": report.agreement, "eval_kl": report.kl,
+                            "eval_in_sample": report.in_sample})
+            kind = "in-sample" if report.in_sample else "held-out"
+            bar.write(f"step {done}: {kind} agreement {report.agreement:.2%}, KL {report.kl:.4f}")
             model.train()
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if env.main:
+                running_loss, running_agree = ema.tolist()
                 running = {"loss": running_loss, "agreement": running_agree,
                            "seconds": elapsed + time.perf_counter() - t0}
                 _save_state(state_path, done, projector, optimizer, scheduler, scaler, history, fingerprint, running)

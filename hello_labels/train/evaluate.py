@@ -29,7 +29,8 @@ def discrepancy(logits: torch.Tensor, target_logits: torch.Tensor, loss: str = "
 @dataclass
 class FidelityReport:
     """``agreement``: fraction of views where projector and target top-1 classes agree; ``kl``: mean KL at T;
-    ``per_class*``: the same (and the view count) per image class."""
+    ``per_class*``: the same (and the view count) per image class; ``in_sample``: the views are ones the projector
+    was trained on (stored labels), so the figure measures fit, not generalisation."""
 
     agreement: float
     kl: float
@@ -38,12 +39,14 @@ class FidelityReport:
     per_class: Dict[str, float] = field(default_factory=dict)
     per_class_views: Dict[str, int] = field(default_factory=dict)
     per_class_kl: Dict[str, float] = field(default_factory=dict)
+    in_sample: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def table(self) -> str:
-        lines = [f"views {self.views}   agreement {self.agreement:.2%}   KL@T={self.temperature:g} {self.kl:.4f}",
+        kind = "in-sample (trained-on) views" if self.in_sample else "held-out views"
+        lines = [f"{kind} {self.views}   agreement {self.agreement:.2%}   KL@T={self.temperature:g} {self.kl:.4f}",
                  f"{'class':<24} {'views':>6} {'agreement':>10}"]
         for name, value in self.per_class.items():
             lines.append(f"{name[:24]:<24} {self.per_class_views[name]:>6} {value:>10.2%}")
@@ -69,8 +72,9 @@ def collect(projector, targets, plans: List, num_workers: int = 0, device=None):
 
 
 def fidelity(projector, targets, plans: List, class_names: Optional[List[str]] = None, temperature: float = 1.0,
-             num_workers: int = 0, device=None) -> FidelityReport:
-    """Compare ``projector`` with ``targets`` on the views of ``plans`` (see :mod:`hello_labels.targets`).
+             num_workers: int = 0, device=None, in_sample: bool = False) -> FidelityReport:
+    """Compare ``projector`` with ``targets`` on the views of ``plans`` (see :mod:`hello_labels.targets`);
+    ``in_sample`` marks views the projector was trained on.
 
     Per-class agreement groups views by the image's own class (its ImageFolder label)."""
     logits, target, cls_t = collect(projector, targets, plans, num_workers, device)
@@ -84,7 +88,7 @@ def fidelity(projector, targets, plans: List, class_names: Optional[List[str]] =
         per_class[name], per_views[name] = float(agree_t[mask].mean()), int(mask.sum())
         per_kl[name] = float(kl_t[mask].mean())
     return FidelityReport(float(agree_t.mean()), float(kl_t.mean()), temperature, int(agree_t.numel()),
-                          per_class, per_views, per_kl)
+                          per_class, per_views, per_kl, in_sample)
 
 
 def plot_per_class(report: FidelityReport, path: str) -> None:

@@ -107,8 +107,10 @@ def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Opt
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                        class_names=projector.config.class_names, class_map=class_map)
     targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
+    # which stored epochs were trained on, so that `evaluate` can tell held-out epochs from in-sample ones
+    trained = {"path": str(Path(labels).resolve()), "epochs": getattr(getattr(targets, "labels", None), "epochs", None)}
     return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
-                   metadata={"teacher": f"stored labels {labels}", "dataset": str(data)})
+                   metadata={"teacher": f"stored labels {labels}", "dataset": str(data), "labels_trained": trained})
 
 
 def _stored_targets(projector, images, labels, epochs, fkd_seed, **options):
@@ -142,4 +144,15 @@ def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = Non
     else:
         targets = _stored_targets(projector, images, labels, epochs, fkd_seed)
     return fidelity(projector, targets, targets.held_out(views, batch_size), projector.config.class_names, temperature,
-                    num_workers)
+                    num_workers,
+                    in_sample=_in_sample(projector, targets, labels))
+
+
+def _in_sample(projector, targets, labels) -> bool:
+    """Whether ``targets.held_out`` views were trained on: stored epochs are, unless the projector was converted
+    from fewer epochs of this very label directory (then the last epoch evaluated is one it never saw)."""
+    if not targets.held_out_in_sample or not isinstance(targets, StoredTargets):
+        return targets.held_out_in_sample
+    trained = projector.config.metadata.get("labels_trained") or {}
+    return not (trained.get("path") == str(Path(labels).resolve()) and trained.get("epochs") is not None
+                and trained["epochs"] < targets.labels.epochs)

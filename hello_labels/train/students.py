@@ -55,7 +55,7 @@ def train_student(student: nn.Module, images, targets=None, steps: int = 300, ba
         mixed = apply_mix(views, plan.mix_type, *plan.mix)
         logits = student(mixed)
         if targets is None:
-            loss = mixed_cross_entropy(logits, labels, plan.mix)
+            loss = mixed_cross_entropy(logits, labels, plan.mix, mixed.shape[-2:])
         else:
             with torch.no_grad():
                 if hasattr(targets, "probabilities"):  # label codecs that store probabilities, not logits
