@@ -64,7 +64,11 @@ def check_image_files(paths: Sequence[str], root=None) -> dict:
 def source_fingerprint(source) -> dict:
     """An image source (ImageFolder, tensors, or another dataset) -> what identifies its content.
 
-    An ImageFolder's images are all decoded on the way (see :func:`check_image_files`)."""
+    An ImageFolder's images are all decoded on the way (see :func:`check_image_files`). A wrapper that keeps its
+    dataset in ``.source`` and remaps labels with ``.index`` (``labels.classes.ClassOrder``) is seen through."""
+    inner = getattr(source, "source", None)
+    if inner is not None and getattr(source, "samples", None) is None:
+        return dict(source_fingerprint(inner), label_index=list(getattr(source, "index", [])))
     samples = getattr(source, "samples", None)
     if samples is not None:  # torchvision ImageFolder / DatasetFolder
         out = check_image_files([path for path, _ in samples], getattr(source, "root", None))

@@ -333,8 +333,9 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
             bar.write(f"step {done}: {kind} agreement {report.agreement:.2%}, KL {report.kl:.4f}")
             model.train()
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            if env.main:
+            if env.main and done % LOG_EVERY and done != cfg.steps:  # else read just above
                 running_loss, running_agree = ema.tolist()
+            if env.main:
                 running = {"loss": running_loss, "agreement": running_agree,
                            "seconds": elapsed + time.perf_counter() - t0}
                 _save_state(state_path, done, projector, optimizer, scheduler, scaler, history, fingerprint, running)

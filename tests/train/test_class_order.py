@@ -81,9 +81,9 @@ def test_distill_ce_labels_follow_the_projector_order(base, toy_folder, toy_teac
     seen = []
     real = distill_module.loss_fn
 
-    def spy(cfg, logits, target, labels, plan):
+    def spy(cfg, logits, target, labels, plan, *rest):
         seen.append((plan.indices.clone(), labels.clone()))
-        return real(cfg, logits, target, labels, plan)
+        return real(cfg, logits, target, labels, plan, *rest)
 
     monkeypatch.setattr(distill_module, "loss_fn", spy)
     reversed_teacher = _Permuted(toy_teacher[0], list(reversed(range(5))))
