@@ -2,7 +2,7 @@
 per image. Each source plans its batches (keys, mix, stored targets) and produces the target logits of a batch."""
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -11,6 +11,36 @@ from ..errors import HelloLabelsError, first_line
 from ..fingerprint import module_digest, tensor_digest
 from .fkd import LabelDir
 from .views import AugmentedImages, BatchPlan, stream_plans
+
+
+@runtime_checkable
+class Targets(Protocol):
+    """What ``distill``, ``fidelity`` and ``calibrate`` need from a label source (the three classes below).
+
+    ``images``: the synthetic set's augmented views; ``mix_type``: the source's default mix (None, cutmix, mixup);
+    ``fixed_batch_size``: the batch size the source dictates (a label directory's), else None;
+    ``held_out_in_sample``: whether :meth:`held_out` views are ones training sees."""
+
+    images: AugmentedImages
+    mix_type: Optional[str]
+    fixed_batch_size: Optional[int]
+    held_out_in_sample: bool
+
+    def to(self, device) -> "Targets":
+        """Move what runs (a teacher) to ``device``; returns self."""
+
+    def plans(self, start: int, steps: int, rank: int = 0, world_size: int = 1,
+              batch_size: int = 64) -> Iterator[BatchPlan]:
+        """One plan per step in ``[start, steps)`` for process ``rank`` of ``world_size``: keys, mix, targets."""
+
+    def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
+        """Plans of about ``num_views`` views for evaluation."""
+
+    def __call__(self, plan: BatchPlan, mixed: torch.Tensor) -> torch.Tensor:
+        """Target logits ``[B, C]`` for the mixed batch ``[B, 3, H, W]`` of ``plan``."""
+
+    def fingerprint(self) -> dict:
+        """What identifies the source (for run records): a JSON-able dict."""
 
 
 class TeacherTargets:

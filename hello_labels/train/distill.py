@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 from ..errors import HelloLabelsError, first_line
 from ..files import atomic_torch_save, atomic_write_json, remove_stale_temps
 from ..fingerprint import source_fingerprint, tensor_digest
-from ..runs import RunLock, check_settings, settings_difference
 from ..labels.augment import apply_mix, mixed_cross_entropy
+from ..labels.targets import Targets
 from ..labels.views import loader
+from ..runs import RunLock, check_settings, settings_difference
 from .evaluate import collect, discrepancy, fidelity
 
 STATE_FILE = "train_state.pt"
@@ -119,7 +120,7 @@ MAX_FACTOR = 1e3
 
 
 @torch.no_grad()
-def calibrate(projector, targets, plans) -> float:
+def calibrate(projector, targets: Targets, plans) -> float:
     """Fit the head's scale and per-class bias so the untrained projector's logits match the targets' in scale
     and offset (least squares on per-view centred logits); returns the scale factor applied.
 
@@ -189,12 +190,12 @@ def _on_main(env: "DistEnv", fn):
     return result
 
 
-def distill(projector, targets, out_dir, config: Optional[DistillConfig] = None, resume: bool = False,
+def distill(projector, targets: Targets, out_dir, config: Optional[DistillConfig] = None, resume: bool = False,
             progress: bool = True, device=None, metadata: Optional[dict] = None):
     """Train ``projector``'s adapter on ``targets`` and save it to ``out_dir`` (a ``save_pretrained`` directory).
 
-    ``targets``: :class:`~hello_labels.targets.TeacherTargets`, :class:`StoredTargets` or
-    :class:`ImageLabelTargets`. ``resume=True`` continues from ``out_dir/train_state.pt``. Returns a dict of
+    ``targets``: any :class:`~hello_labels.labels.targets.Targets` (TeacherTargets, StoredTargets or
+    ImageLabelTargets). ``resume=True`` continues from ``out_dir/train_state.pt``. Returns a dict of
     final metrics (also written to ``out_dir/metrics.json``).
     """
     cfg = config or DistillConfig()

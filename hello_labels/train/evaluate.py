@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..labels.augment import apply_mix
+from ..labels.targets import Targets
 from ..labels.views import loader
 
 
@@ -54,7 +55,7 @@ class FidelityReport:
 
 
 @torch.no_grad()
-def collect(projector, targets, plans: List, num_workers: int = 0, device=None):
+def collect(projector, targets: Targets, plans: List, num_workers: int = 0, device=None):
     """Projector logits, target logits and image classes over the views of ``plans``: three ``[N, ...]``."""
     device = device or projector.device
     was_training = projector.training
@@ -71,7 +72,8 @@ def collect(projector, targets, plans: List, num_workers: int = 0, device=None):
     return tuple(torch.cat(o) for o in out)
 
 
-def fidelity(projector, targets, plans: List, class_names: Optional[List[str]] = None, temperature: float = 1.0,
+def fidelity(projector, targets: Targets, plans: List, class_names: Optional[List[str]] = None,
+             temperature: float = 1.0,
              num_workers: int = 0, device=None, in_sample: bool = False) -> FidelityReport:
     """Compare ``projector`` with ``targets`` on the views of ``plans`` (see :mod:`hello_labels.targets`);
     ``in_sample`` marks views the projector was trained on.

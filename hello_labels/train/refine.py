@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 from ..errors import HelloLabelsError, first_line
 from ..files import atomic_path, atomic_write_json, remove_stale_temps
 from ..fingerprint import check_image_files, module_digest, tensor_digest
-from ..runs import LOCK_FILE, RunLock, check_settings
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.classes import check_classes, output_classes
 from ..labels.views import open_images
+from ..runs import LOCK_FILE, RunLock, check_settings
 from .evaluate import discrepancy, fidelity
 
 REPORT_FILE = "refine.json"

@@ -139,3 +139,12 @@ def test_bad_label_files_are_reported(label_dirs, toy_folder, tiny_vit_dir, tmp_
     assert "covers 40 images but the image folder holds 32" in capsys.readouterr().err
     assert main(args + ["--data", str(toy_folder), "--input-size", "16"]) == 2
     assert "exceeds the input size 16" in capsys.readouterr().err
+
+
+def test_every_label_source_implements_the_targets_protocol(tiny_projector, toy_folder, toy_teacher):
+    from hello_labels.labels.targets import ImageLabelTargets, Targets, TeacherTargets
+
+    _, images = tiny_projector(toy_folder)
+    assert isinstance(TeacherTargets(images, toy_teacher[0]), Targets)
+    assert isinstance(ImageLabelTargets(images, torch.zeros(len(images), 5)), Targets)
+    assert not isinstance(object(), Targets)
