@@ -23,6 +23,7 @@ import torch
 
 from hello_labels.labels.augment import apply_mix, draw_mix
 from hello_labels.labels.classes import check_classes
+from hello_labels.seeds import derive_seed
 
 from ._load import load_projector
 
@@ -79,8 +80,8 @@ class ProjectorLabels:
         device, epoch = self.projector.device, self._epoch
         for number, (images, target, flip_status, coords_status) in enumerate(self.loader):
             h, w = images.shape[-2:]
-            mix_seed = (self.seed * 1_000_003 + epoch * 65_537 + number) % (2 ** 62)
-            mix_index, mix_lam, mix_bbox = draw_mix(self.mix_type, images.shape[0], h, w, mix_seed,
+            seed = derive_seed(self.seed, "mix", epoch, number)
+            mix_index, mix_lam, mix_bbox = draw_mix(self.mix_type, images.shape[0], h, w, seed,
                                                     self.cutmix_alpha, self.mixup_alpha)
             # The images go to the device once: the loop's own `images.cuda()` and `soft_label.cuda()` are then
             # no-ops (no second upload of the batch, no round trip of the labels through the host).

@@ -3,7 +3,6 @@
 Builds each base with random init (no download; the sizes depend on shapes only), a 1000-class projector with the
 default ranks, and saves it in every format to a temporary folder: the figures are the real file sizes."""
 import argparse
-import json
 import tempfile
 from pathlib import Path
 

@@ -7,13 +7,15 @@ SRe2L/RDED's ``mix_aug``: one permutation and one ``lam ~ Beta(alpha, alpha)`` p
 """
 from __future__ import annotations
 
+import math
+from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms import InterpolationMode
 
 from ..errors import HelloLabelsError
 
@@ -29,15 +31,50 @@ def image_size(image) -> Tuple[int, int]:
     return image.size[1], image.size[0]
 
 
-def draw_crop(image, scale: Sequence[float], ratio: Sequence[float], seed: int) -> torch.Tensor:
-    """torchvision's RandomResizedCrop parameters, drawn from ``seed``: relative coords ``[4]`` float32."""
+def draw_crop(image, scale: Sequence[float], ratio: Sequence[float], seed: int) -> Tuple[torch.Tensor, bool]:
+    """torchvision's RandomResizedCrop parameters and a flip, drawn from ``seed``: (relative coords ``[4]``
+    float32, flip).
+
+    Drawn from a private ``torch.Generator`` seeded ``seed``: the same numbers ``torch.manual_seed(seed)`` then
+    ``RandomResizedCrop.get_params`` and ``torch.rand(1) < 0.5`` give, without touching the global RNG.
+    """
     height, width = image_size(image)
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
-        i, j, h, w = RandomResizedCrop.get_params(
-            torch.empty(1, height, width), list(scale), list(ratio))
-        flip = bool(torch.rand(1) < 0.5)
+    gen = torch.Generator().manual_seed(int(seed))
+    i, j, h, w = _crop_params(height, width, scale, ratio, gen)
+    flip = bool(torch.rand(1, generator=gen) < 0.5)
     return torch.tensor([i / height, j / width, h / height, w / width], dtype=torch.float32), flip
+
+
+@lru_cache(maxsize=16)
+def _log_ratio(ratio: Tuple[float, float]) -> Tuple[float, float]:
+    low, high = torch.log(torch.tensor(ratio)).tolist()  # float32, as torchvision computes it
+    return low, high
+
+
+def _crop_params(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+                 gen: torch.Generator) -> Tuple[int, int, int, int]:
+    """``RandomResizedCrop.get_params`` with an explicit generator (its global-RNG loop, draw for draw: torchvision
+    ``transforms/transforms.py``, v0.29): up to 10 tries of area ~ U(scale), log-ratio ~ U(log ratio), then the
+    centre crop clamped to ``ratio``."""
+    area = height * width
+    log_low, log_high = _log_ratio((float(ratio[0]), float(ratio[1])))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=gen).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_low, log_high, generator=gen)).item()
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            i = int(torch.randint(0, height - h + 1, size=(1,), generator=gen).item())
+            j = int(torch.randint(0, width - w + 1, size=(1,), generator=gen).item())
+            return i, j, h, w
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def crop_box(coords: torch.Tensor, height: int, width: int) -> Tuple[int, int, int, int]:

@@ -19,21 +19,23 @@ from ..errors import HelloLabelsError, first_line
 from ..files import atomic_write_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
 from ..runs import RunLock, check_settings, ensure_writable
+from ..seeds import derive_seed
 from .augment import apply_mix, draw_mix
 from .classes import ClassMap, check_classes, output_classes
-from .fkd import FKD_SEED, FKDBatch, LabelDir, batch_path, sampler_batches, save_batch
+from .fkd import FKD_SEED, FKDBatch, LabelDir, SamplerOrder, batch_path, sampler_order, save_batch
 from .views import AugmentedImages, BatchPlan, loader, open_images
 
 RECORD_FILE = "export.json"
 
 
-def _plans(order, files, seed, mix_type, size, cutmix_alpha, mixup_alpha) -> Iterator[BatchPlan]:
-    """One plan per ``(epoch, batch)`` in ``files``; its draws depend on (seed, epoch, batch) alone."""
+def _plans(order: SamplerOrder, files, seed, mix_type, size, cutmix_alpha, mixup_alpha) -> Iterator[BatchPlan]:
+    """One plan per ``(epoch, batch)`` in ``files``; its draws depend on (seed, epoch, batch) alone: image ``k``'s
+    crop on ``derive_seed(seed, "crop", epoch, batch, k)``, the mix on ``derive_seed(seed, "mix", epoch, batch)``."""
     for step, (epoch, number) in enumerate(files):
-        indices = order[epoch][number]
-        base = (seed * 1_000_003 + epoch * 65_537 + number * 257) % (2 ** 62)
-        keys = [(i, (base + 31 * k + 1) % (2 ** 63)) for k, i in enumerate(indices)]
-        mix = draw_mix(mix_type, len(indices), size, size, base, cutmix_alpha, mixup_alpha)
+        indices = order.batch(epoch, number)
+        keys = [(i, derive_seed(seed, "crop", epoch, number, k)) for k, i in enumerate(indices)]
+        mix = draw_mix(mix_type, len(indices), size, size, derive_seed(seed, "mix", epoch, number), cutmix_alpha,
+                       mixup_alpha)
         yield BatchPlan(step, keys, torch.tensor(indices), mix, mix_type, info={"file": (epoch, number)})
 
 
@@ -118,9 +120,10 @@ def _record(path: Path, out: Path, settings: dict, epochs: int) -> None:
 def _write(projector, is_projector, images, out, side, epochs, batch_size, mix_type, fp16, input_size, fkd_seed,
            seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress) -> None:
     """Write the label files ``out`` still lacks (temporaries in ``side``)."""
-    order = sampler_batches(len(images), batch_size, epochs, fkd_seed)
-    total = sum(len(e) for e in order)
-    missing = [(e, b) for e in range(epochs) for b in range(len(order[e])) if not batch_path(out, e, b).exists()]
+    order = sampler_order(len(images), batch_size, fkd_seed)  # epoch by epoch: never all epochs in memory
+    total = epochs * order.batches_per_epoch
+    missing = [(e, b) for e in range(epochs) for b in range(order.batches_per_epoch)
+               if not batch_path(out, e, b).exists()]
     was_merged = projector.merged if is_projector else True
     (projector.merge() if is_projector else projector).eval()
     device = next(projector.parameters()).device

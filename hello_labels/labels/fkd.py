@@ -102,17 +102,66 @@ def save_batch(path, batch: FKDBatch, fp16: bool = False, tmp_dir=None) -> None:
     atomic_torch_save(batch.to_list(), path, tmp_dir=tmp_dir)
 
 
+class SamplerOrder:
+    """SRe2L's image order, one epoch at a time: epoch ``e`` is the ``e``-th pass of one ``RandomSampler`` whose
+    generator is seeded ``seed`` once and runs on across epochs, cut into batches of ``batch_size`` (the last
+    one smaller).
+
+    Epoch ``e`` is computed on demand by resuming the generator from its saved state at the start of ``e``
+    (5 KB per epoch reached so far) and running the very ``RandomSampler`` SRe2L runs, so the order is SRe2L's
+    whatever torch's sampler does; only the last epoch's order ``[N]`` is kept.
+    """
+
+    def __init__(self, num_images: int, batch_size: int, seed: int = FKD_SEED):
+        if num_images <= 0 or batch_size <= 0:
+            raise HelloLabelsError(f"sampler order needs images and a positive batch size; got {num_images} "
+                                   f"images, batch size {batch_size}")
+        self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
+        self.batches_per_epoch = -(-num_images // batch_size)
+        self._states = [torch.Generator().manual_seed(seed).get_state()]  # generator state at the start of epoch e
+        self._last: tuple = (-1, None)
+
+    def epoch(self, epoch: int) -> torch.Tensor:
+        """Image indices ``[N]`` int64 of ``epoch`` in sampler order."""
+        if epoch < 0:
+            raise HelloLabelsError(f"epoch must be >= 0, got {epoch}")
+        if self._last[0] == epoch:
+            return self._last[1]
+        start = min(epoch, len(self._states) - 1)
+        generator = torch.Generator()
+        generator.set_state(self._states[start])
+        sampler = torch.utils.data.RandomSampler(range(self.num_images), generator=generator)
+        for e in range(start, epoch + 1):
+            order = torch.tensor(list(sampler), dtype=torch.int64)  # a full pass, as the DataLoader makes one
+            if e + 1 == len(self._states):
+                self._states.append(generator.get_state())
+        self._last = (epoch, order)
+        return order
+
+    def batch(self, epoch: int, batch: int) -> List[int]:
+        """Image indices of batch ``batch`` of ``epoch``."""
+        if not 0 <= batch < self.batches_per_epoch:
+            raise HelloLabelsError(f"batch {batch} out of range: an epoch has {self.batches_per_epoch} batches")
+        return self.epoch(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+
+    def batches(self, epoch: int) -> List[List[int]]:
+        """Every batch of ``epoch``."""
+        return [chunk.tolist() for chunk in self.epoch(epoch).split(self.batch_size)]
+
+
+@lru_cache(maxsize=8)
+def sampler_order(num_images: int, batch_size: int, seed: int = FKD_SEED) -> SamplerOrder:
+    """The shared :class:`SamplerOrder` of a label directory's settings (a few KB per epoch reached)."""
+    return SamplerOrder(num_images, batch_size, seed)
+
+
 def sampler_batches(num_images: int, batch_size: int, epochs: int, seed: int = FKD_SEED) -> List[List[List[int]]]:
-    """Image indices of every batch of every epoch, as SRe2L's seeded ``RandomSampler`` yields them."""
-    return [list(map(list, epoch)) for epoch in _sampler_batches(num_images, batch_size, epochs, seed)]
+    """Image indices of every batch of every epoch, as SRe2L's seeded ``RandomSampler`` yields them.
 
-
-@lru_cache(maxsize=4)
-def _sampler_batches(num_images, batch_size, epochs, seed):
-    generator = torch.Generator().manual_seed(seed)
-    sampler = torch.utils.data.RandomSampler(range(num_images), generator=generator)
-    batches = torch.utils.data.BatchSampler(sampler, batch_size=batch_size, drop_last=False)
-    return tuple(tuple(tuple(b) for b in batches) for _ in range(epochs))
+    Materialises all epochs (at ImageNet scale, hundreds of MB): use :func:`sampler_order` to go epoch by epoch.
+    """
+    order = SamplerOrder(num_images, batch_size, seed)
+    return [order.batches(e) for e in range(epochs)]
 
 
 def batch_path(fkd_path, epoch: int, batch: int) -> Path:
@@ -174,11 +223,12 @@ class LabelDir:
         return info
 
     def image_batches(self) -> List[List[List[int]]]:
+        """Image indices of every batch file of every epoch (all of them in memory: prefer :meth:`image_order`)."""
         return sampler_batches(self.num_images, self.batch_size, self.epochs, self.seed)
 
     def image_order(self, epoch: int, batch: int) -> List[int]:
-        """Image indices of one batch file (from the cached sampler order, without copying all of it)."""
-        return list(_sampler_batches(self.num_images, self.batch_size, self.epochs, self.seed)[epoch][batch])
+        """Image indices of one batch file (its epoch's order computed on demand, see :class:`SamplerOrder`)."""
+        return sampler_order(self.num_images, self.batch_size, self.seed).batch(epoch, batch)
 
     def load(self, epoch: int, batch: int) -> FKDBatch:
         """Load one batch and check it against the directory's batch size, classes and image order."""

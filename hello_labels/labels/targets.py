@@ -1,7 +1,9 @@
 """Where the soft labels to fit come from: a teacher run online, an SRe2L label directory, or one stored label
-per image. Each source plans its batches (keys, mix, stored targets) and produces the target logits of a batch."""
+per image. Each source is a :class:`Targets`: it plans its batches (keys, mix, stored targets) and produces the
+target logits of a batch."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Iterator, List, Optional, Protocol, runtime_checkable
 
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from ..errors import HelloLabelsError, first_line
 from ..fingerprint import module_digest, tensor_digest
+from ..seeds import derive_seed
 from .fkd import LabelDir
 from .views import AugmentedImages, BatchPlan, stream_plans
 
@@ -19,31 +22,39 @@ class Targets(Protocol):
 
     ``images``: the synthetic set's augmented views; ``mix_type``: the source's default mix (None, cutmix, mixup);
     ``fixed_batch_size``: the batch size the source dictates (a label directory's), else None;
-    ``held_out_in_sample``: whether :meth:`held_out` views are ones training sees."""
+    ``held_out_in_sample``: whether :meth:`held_out` views are ones training sees.
+
+    The three sources inherit it (a missing method fails at construction); any other class with these members
+    works too (``isinstance(obj, Targets)`` checks it structurally)."""
 
     images: AugmentedImages
     mix_type: Optional[str]
     fixed_batch_size: Optional[int]
     held_out_in_sample: bool
 
+    @abstractmethod
     def to(self, device) -> "Targets":
         """Move what runs (a teacher) to ``device``; returns self."""
 
+    @abstractmethod
     def plans(self, start: int, steps: int, rank: int = 0, world_size: int = 1,
               batch_size: int = 64) -> Iterator[BatchPlan]:
         """One plan per step in ``[start, steps)`` for process ``rank`` of ``world_size``: keys, mix, targets."""
 
+    @abstractmethod
     def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
         """Plans of about ``num_views`` views for evaluation."""
 
+    @abstractmethod
     def __call__(self, plan: BatchPlan, mixed: torch.Tensor) -> torch.Tensor:
         """Target logits ``[B, C]`` for the mixed batch ``[B, 3, H, W]`` of ``plan``."""
 
+    @abstractmethod
     def fingerprint(self) -> dict:
         """What identifies the source (for run records): a JSON-able dict."""
 
 
-class TeacherTargets:
+class TeacherTargets(Targets):
     """Fresh crops/flips/mixes every step; targets are ``teacher(mixed_images)`` (as SRe2L/RDED label them)."""
 
     fixed_batch_size = None
@@ -69,7 +80,8 @@ class TeacherTargets:
 
     def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
         """Unmixed views from a seed the training stream never uses."""
-        plans = list(stream_plans(len(self.images), batch_size, self.seed + 104_729, 0, -(-num_views // batch_size)))
+        seed = derive_seed(self.seed, "held-out")
+        plans = list(stream_plans(len(self.images), batch_size, seed, 0, -(-num_views // batch_size)))
         extra = len(plans) * batch_size - num_views
         if extra:
             last = plans[-1]
@@ -88,7 +100,7 @@ class TeacherTargets:
                 "mixup_alpha": self.mixup_alpha}
 
 
-class StoredTargets:
+class StoredTargets(Targets):
     """Replays an SRe2L label directory: its crops, flips and mixes on the synthetic images, its logits."""
 
     def __init__(self, images: AugmentedImages, labels: LabelDir, mix_type: Optional[str] = None):
@@ -175,7 +187,7 @@ def check_cutmix_size(labels: LabelDir, size: int) -> None:
                                f"about {largest} px, not the input size {size}; pass --input-size {largest}")
 
 
-class ImageLabelTargets:
+class ImageLabelTargets(Targets):
     """One stored soft label per image (small-scale methods): whole images, no augmentation."""
 
     fixed_batch_size = None

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import HelloLabelsError
 from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
+from ..seeds import derive_seed
 from .augment import crop_flip, draw_crop, draw_mix, normalize
 
 
@@ -136,17 +137,15 @@ class PlannedBatches(Sampler):
         return self.pending.pop(step)
 
 
-def _mix_seed(seed: int, step: int, rank: int) -> int:
-    return (seed * 1_000_003 + step * 8_191 + rank * 131 + 7) % (2 ** 63)
-
-
 def stream_plans(num_images: int, batch_size: int, seed: int, start_step: int, num_steps: int,
                  rank: int = 0, world_size: int = 1, augment: bool = True, mix_type: Optional[str] = None,
                  image_size: int = 224, cutmix_alpha: float = 1.0, mixup_alpha: float = 0.8) -> Iterator[BatchPlan]:
     """Steps ``start_step..num_steps-1`` over an endless stream of seeded per-epoch permutations.
 
     Step ``s`` covers stream positions ``[s*G, (s+1)*G)`` with ``G = batch_size * world_size``; rank ``r`` takes
-    its ``batch_size`` slice. Each position has its own crop seed; each (step, rank) its own mix seed.
+    its ``batch_size`` slice. Seeds come from :func:`~hello_labels.seeds.derive_seed`: epoch ``e``'s permutation
+    from ``(seed, "perm", e)``, position ``p``'s crop from ``(seed, "crop", p)``, the mix of (step, rank) from
+    ``(seed, "mix", step, rank)``.
     """
     if num_images <= 0:
         raise HelloLabelsError("no images to draw batches from")
@@ -157,15 +156,16 @@ def stream_plans(num_images: int, batch_size: int, seed: int, start_step: int, n
         epoch, offset = divmod(position, num_images)
         if epoch not in perms:
             perms.clear()
-            perms[epoch] = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+            gen = torch.Generator().manual_seed(derive_seed(seed, "perm", epoch))
+            perms[epoch] = torch.randperm(num_images, generator=gen)
         return int(perms[epoch][offset])
 
     for step in range(start_step, num_steps):
         first = step * global_batch + rank * batch_size
         positions = range(first, first + batch_size)
         indices = [index_at(p) for p in positions]
-        keys = [(i, (seed * 1_000_033 + p) % (2 ** 63) if augment else None) for i, p in zip(indices, positions)]
-        mix = draw_mix(mix_type, batch_size, image_size, image_size, _mix_seed(seed, step, rank),
+        keys = [(i, derive_seed(seed, "crop", p) if augment else None) for i, p in zip(indices, positions)]
+        mix = draw_mix(mix_type, batch_size, image_size, image_size, derive_seed(seed, "mix", step, rank),
                        cutmix_alpha, mixup_alpha)
         yield BatchPlan(step, keys, torch.tensor(indices), mix, mix_type)
 

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -25,8 +25,8 @@ from ..files import atomic_torch_save, atomic_write_json, remove_stale_temps
 from ..fingerprint import source_fingerprint, tensor_digest
 from ..labels.augment import apply_mix, mixed_cross_entropy
 from ..labels.targets import Targets
-from ..labels.views import loader
 from ..runs import RunLock, check_settings, settings_difference
+from ..labels.views import BatchPlan, loader
 from .evaluate import collect, discrepancy, fidelity
 
 STATE_FILE = "train_state.pt"
@@ -120,7 +120,7 @@ MAX_FACTOR = 1e3
 
 
 @torch.no_grad()
-def calibrate(projector, targets: Targets, plans) -> float:
+def calibrate(projector, targets: Targets, plans: List[BatchPlan]) -> float:
     """Fit the head's scale and per-class bias so the untrained projector's logits match the targets' in scale
     and offset (least squares on per-view centred logits); returns the scale factor applied.
 
@@ -194,8 +194,8 @@ def distill(projector, targets: Targets, out_dir, config: Optional[DistillConfig
             progress: bool = True, device=None, metadata: Optional[dict] = None):
     """Train ``projector``'s adapter on ``targets`` and save it to ``out_dir`` (a ``save_pretrained`` directory).
 
-    ``targets``: any :class:`~hello_labels.labels.targets.Targets` (TeacherTargets, StoredTargets or
-    ImageLabelTargets). ``resume=True`` continues from ``out_dir/train_state.pt``. Returns a dict of
+    ``targets``: a :class:`~hello_labels.labels.targets.Targets` (``TeacherTargets``, ``StoredTargets`` or
+    ``ImageLabelTargets``). ``resume=True`` continues from ``out_dir/train_state.pt``. Returns a dict of
     final metrics (also written to ``out_dir/metrics.json``).
     """
     cfg = config or DistillConfig()

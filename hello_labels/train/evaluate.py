@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..labels.augment import apply_mix
 from ..labels.targets import Targets
-from ..labels.views import loader
+from ..labels.views import BatchPlan, loader
 
 
 def kl_at(student_logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,7 +55,7 @@ class FidelityReport:
 
 
 @torch.no_grad()
-def collect(projector, targets: Targets, plans: List, num_workers: int = 0, device=None):
+def collect(projector, targets: Targets, plans: List[BatchPlan], num_workers: int = 0, device=None):
     """Projector logits, target logits and image classes over the views of ``plans``: three ``[N, ...]``."""
     device = device or projector.device
     was_training = projector.training

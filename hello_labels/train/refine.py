@@ -38,6 +38,7 @@ from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normaliz
 from ..labels.classes import check_classes, output_classes
 from ..labels.views import open_images
 from ..runs import LOCK_FILE, RunLock, check_settings
+from ..seeds import derive_seed
 from .evaluate import discrepancy, fidelity
 
 REPORT_FILE = "refine.json"
@@ -87,23 +88,20 @@ class ImageFile(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- the optimisation (no I/O)
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
 def augmented_views(images: torch.Tensor, indices: Sequence[int], step: int, cfg: RefineConfig,
                     mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``images [B, 3, H, W]`` in 0-1 -> normalised, mixed views ``[B*views, 3, S, S]``, differentiably.
 
-    Crop/flip of view ``v`` of image ``indices[b]`` at ``step`` come from its own seed; the mix from the step's."""
+    Crop/flip of view ``v`` of image ``indices[b]`` at ``step`` come from ``derive_seed(seed, "crop", index, step,
+    v)``; the mix from ``derive_seed(seed, "mix", min(indices), step)``."""
     scale, ratio, size = (cfg.min_scale, cfg.max_scale), (3 / 4, 4 / 3), cfg.input_size
     views = []
     for v in range(cfg.views):
         for image, index in zip(images, indices):
-            coords, flip = draw_crop(image, scale, ratio, _seed(cfg.seed, 1, index, step, v))
+            coords, flip = draw_crop(image, scale, ratio, derive_seed(cfg.seed, "crop", index, step, v))
             views.append(crop_flip(image, coords, flip, size))
     views = normalize(torch.stack(views), mean, std)
-    mix = draw_mix(cfg.mix_type, len(views), size, size, _seed(cfg.seed, 2, min(indices), step))
+    mix = draw_mix(cfg.mix_type, len(views), size, size, derive_seed(cfg.seed, "mix", min(indices), step))
     return apply_mix(views, cfg.mix_type, *mix)
 
 

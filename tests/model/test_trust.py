@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hub_server import hub  # noqa: F401  (fixture)
-from torch import nn
 
 from hello_labels import HelloLabelsError, LabelProjector
 from hello_labels.cli import main

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from hello_labels.cli import main
-from hello_labels.model.projector import DTYPES
+from hello_labels.model.config import ADAPTER_DTYPES
 from hello_labels.storage import REFERENCE, LabelSetting, storage_report
 from hello_labels.storage.plot import ADAPTER_PLOT_DTYPES, plot_storage, storage_series
 
@@ -31,8 +31,8 @@ def test_series_are_the_report_rows_at_each_ipc(tmp_path, tiny_vit_dir):
         line = series.line(kind)
         assert line.bytes == [report.row(line.row).bytes] * 3
     drawn = [s.dtype for s in series.lines if s.kind == "adapter"]
-    assert drawn == [d for d in ADAPTER_PLOT_DTYPES if d in DTYPES] and "float16" in drawn
-    assert ("int8" in " ".join(series.notes)) == ("int8" not in DTYPES)
+    assert drawn == [d for d in ADAPTER_PLOT_DTYPES if d in ADAPTER_DTYPES] and drawn == list(ADAPTER_PLOT_DTYPES)
+    assert ("int8" in " ".join(series.notes)) == ("int8" not in ADAPTER_DTYPES)
 
     plot_storage(series, tmp_path / "storage.png", mark_ipc=2)
     assert (tmp_path / "storage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
