@@ -157,15 +157,20 @@ def test_sigkill_at_random_moments_leaves_old_or_new(old_and_new, tmp_path):
     rng = random.Random(0)
     outcomes = []
     while len(outcomes) < 60 or (len(set(outcomes)) < 2 and len(outcomes) < 240):  # more kills under load
+        ready, started = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: never returns into pytest
             try:
                 torch.set_num_threads(1)
+                os.write(started, b"1")  # the kill is timed from the first save on, however slow the fork was
                 while True:
                     new.save_pretrained(out, dtype="float16")
                     old.save_pretrained(out)
             finally:
                 os._exit(1)
+        os.close(started)
+        os.read(ready, 1)
+        os.close(ready)
         time.sleep(rng.uniform(0, 3 * save_s))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
