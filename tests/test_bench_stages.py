@@ -1,0 +1,58 @@
+"""Benchmark stages are never reused stale: a cache made under other settings, another code version or another
+environment is removed and recomputed, and a stage killed before ``done()`` is redone."""
+import json
+
+import torch
+
+from benchmarks import stages
+from benchmarks.stages import Stage
+
+ENV = {"torch": torch.__version__, "threads": 2}
+
+
+def _run(work, settings, env=ENV, logs=None):
+    """One stage run: returns whether it was computed (True) or reused (False)."""
+    out = work / "teacher.bin"
+    stage = Stage(work, "teacher", settings, [out], env, log=(logs if logs is not None else []).append)
+    if stage.fresh():
+        return False
+    out.write_bytes(json.dumps(settings).encode())
+    stage.done()
+    return True
+
+
+def test_a_matching_stage_is_reused_and_a_changed_one_recomputed(tmp_path):
+    logs = []
+    assert _run(tmp_path, {"epochs": 8}) and not _run(tmp_path, {"epochs": 8})
+    assert _run(tmp_path, {"epochs": 4}, logs=logs)  # other settings
+    assert (tmp_path / "teacher.bin").read_bytes() == b'{"epochs": 4}'
+    assert "stale" in logs[-1] and "epochs" in logs[-1]
+    assert _run(tmp_path, {"epochs": 4}, env={**ENV, "threads": 1}, logs=logs)  # another thread count
+    assert "threads" in logs[-1]
+
+
+def test_another_code_version_invalidates_the_cache(tmp_path, monkeypatch):
+    assert _run(tmp_path, {"epochs": 8})
+    monkeypatch.setattr(stages, "code_version", lambda: "0123456789abcdef")
+    logs = []
+    assert _run(tmp_path, {"epochs": 8}, logs=logs) and "code" in logs[-1]
+
+
+def test_outputs_without_a_record_are_not_trusted(tmp_path):
+    (tmp_path / "teacher.bin").write_bytes(b"from an older version")  # a cache from before records existed
+    logs = []
+    assert _run(tmp_path, {"epochs": 8}, logs=logs)
+    assert "no record" in logs[-1] and (tmp_path / "teacher.bin").read_bytes() == b'{"epochs": 8}'
+
+
+def test_a_killed_stage_is_redone(tmp_path):
+    out = tmp_path / "teacher.bin"
+    assert not Stage(tmp_path, "teacher", {"epochs": 8}, [out], ENV).fresh()
+    out.write_bytes(b"half")  # killed before done(): no record
+    assert _run(tmp_path, {"epochs": 8}) and out.read_bytes() == b'{"epochs": 8}'
+
+
+def test_code_version_covers_the_library_and_the_benchmarks():
+    files = {p.name for root in stages.ROOTS for p in root.rglob("*.py")}
+    assert {"distill.py", "fashion_mnist_bench.py", "stages.py"} <= files
+    assert len(stages.code_version()) == 16
