@@ -1,4 +1,7 @@
 """The SRe2L and RDED shims, inside loops written after those codebases' conventions."""
+import os
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -129,15 +132,17 @@ def test_rded_teacher_works_in_rded_loop_under_dataparallel(projector_dir, toy_f
         epoch_losses.append(sum(losses) / len(losses))
     assert epoch_losses[-1] < 0.6 * epoch_losses[0], epoch_losses
 
-    # RDED's ImageNet subsets keep only some classifier rows
+    # a 2-class RDED dataset labelled by two of the projector's classes: only with a class map
     projector = LabelProjector.from_pretrained(projector_dir)
-    subset = rded.teacher(projector, classes=[0, 3])
+    subset = rded.teacher(projector, classes=range(2), class_map=[0, projector.config.class_names[3]])
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.allclose(subset(x), projector(x)[:, [0, 3]], atol=1e-4)
     assert not any(p.requires_grad for p in subset.parameters()) and not subset.training
+    with pytest.raises(HelloLabelsError, match="has 2 classes but the projector has 5: give a class map"):
+        rded.teacher(projector, classes=[0, 3])
     with pytest.raises(HelloLabelsError, match="outside the projector's 5 classes"):
-        rded.teacher(projector, classes=[0, 9])
+        rded.teacher(projector, classes=[0, 1, 2, 3, 9])
 
 
 def test_documented_sre2l_diff_changes_at_most_five_lines():
@@ -181,7 +186,7 @@ def test_shims_refuse_a_dataset_of_another_class_count(projector_dir, toy_folder
     with pytest.raises(HelloLabelsError, match="the training dataset has 4 classes but the projector has 5"):
         sre2l.ProjectorLabels(str(projector_dir), SimpleNamespace(mix_type="cutmix"),
                               fkd_save_loader(tmp_path / "four"))
-    with pytest.raises(HelloLabelsError, match=r"classes = range\(4\) is a 4-class dataset but the projector has 5"):
+    with pytest.raises(HelloLabelsError, match=r"RDED's dataset has 4 classes but the projector has 5: give a class"):
         rded.teacher(str(projector_dir), classes=range(4))
 
 
@@ -227,3 +232,149 @@ def test_sre2l_mixes_follow_set_epoch_and_start_epoch(projector_dir, toy_folder)
     assert mixes(resumed) == runs[2]  # --start-epoch 2, before train() calls set_epoch
     assert mixes(resumed, 2) == runs[2] and mixes(resumed, 1) == runs[1]
     assert resumed.dataset.mode == "fkd_save" and len(resumed.dataset) == len(loader.dataset)
+
+
+# ----------------------------------------------------------------------------- RDED: keep the images, name the classes
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+NETTE_WNIDS = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
+               "n03425413", "n03445777", "n03888257"]  # fast.ai Imagenette's folders
+WOOF_WNIDS = ["n02086240", "n02087394", "n02088364", "n02089973", "n02093754", "n02096294", "n02099601",
+              "n02105641", "n02111889", "n02115641"]  # fast.ai Imagewoof's folders
+
+
+def diff_lines(name, path, sign):
+    """Lines the documented diff ``name`` adds (``+``) or removes (``-``) in ``path``."""
+    lines, current = [], None
+    for line in (EXAMPLES / name).read_text().splitlines():
+        if line.startswith("+++ "):
+            current = line[6:]
+        elif line.startswith(sign) and not line.startswith(sign * 3):
+            lines.append((current, line[1:].strip()))
+    return [text for where, text in lines if where == path]
+
+
+def rded_synthesis(args):
+    """RDED's synthesize.main.main, condensed: empties syn_data, then needs the real teacher's checkpoint."""
+    shutil.rmtree(args.syn_data_path, ignore_errors=True)
+    os.makedirs(args.syn_data_path)
+    raise FileNotFoundError(f"./data/pretrain_models/{args.subset}_{args.arch_name}.pth")
+
+
+def rded_main(args, validate):
+    """RDED's main.py after examples/rded_validation.diff (synthesis, then validation)."""
+    if not rded.skip_synthesis(args):
+        rded_synthesis(args)
+    validate(args)
+
+
+def syn_data(root, nclass=3, ipc=2):
+    for c in range(nclass):
+        (root / f"{c:05d}").mkdir(parents=True)
+        for k in range(ipc):
+            (root / f"{c:05d}" / f"class{c:05d}_id{k:05d}.jpg").write_bytes(b"jpeg")
+    return root
+
+
+def test_documented_rded_main_validates_existing_images_and_never_empties_them(tmp_path, capsys):
+    assert diff_lines("rded_validation.diff", "main.py", "+")[-2:] == [
+        "if not rded.skip_synthesis(args):  # --projector: keep syn_data, synthesis would empty it",
+        "synth_main(args)"]
+    images = syn_data(tmp_path / "syn_data")
+    before = sorted(p.relative_to(images) for p in images.rglob("*"))
+    args = SimpleNamespace(projector="runs/p", syn_data_path=str(images), nclass=3, ipc=2, subset="cifar10",
+                           arch_name="conv3")
+    seen = []
+    rded_main(args, lambda a: seen.append(sorted(p.relative_to(images) for p in images.rglob("*"))))
+    assert seen == [before] and sorted(p.relative_to(images) for p in images.rglob("*")) == before
+    assert "synthesis skipped" in capsys.readouterr().out
+
+    # too few images (or none): refused before anything is touched
+    for case in ("short", "empty", "missing"):
+        folder = tmp_path / case
+        if case == "short":
+            syn_data(folder, nclass=3, ipc=1)
+        elif case == "empty":
+            folder.mkdir()
+        kept = sorted(folder.rglob("*")) if folder.exists() else None
+        bad = SimpleNamespace(**{**vars(args), "syn_data_path": str(folder)})
+        with pytest.raises(HelloLabelsError) as err:
+            rded_main(bad, seen.append)
+        message = str(err.value)
+        assert "\n" not in message and "synthesise first with RDED's main.py without --projector" in message
+        assert f"{folder}/00000 holds {1 if case == 'short' else 0} of the 2 images" in message
+        assert (sorted(folder.rglob("*")) if folder.exists() else None) == kept and len(seen) == 1
+    # without --projector RDED runs as it always did: synthesis first
+    with pytest.raises(FileNotFoundError):
+        rded_main(SimpleNamespace(**{**vars(args), "projector": None}), seen.append)
+
+
+def test_documented_rded_validation_says_which_teacher_it_uses(projector_dir):
+    added = diff_lines("rded_validation.diff", "validation/main.py", "+")
+    assert 'print("=> teacher: {}".format(teacher_model.description))' in added
+    assert any("class_map=args.projector_classes" in line for line in added)
+    assert any("subset=args.subset" in line for line in added)
+    assert diff_lines("rded_validation.diff", "argument.py", "+")[1].startswith(
+        'parser.add_argument("--projector-classes"')
+    description = rded.teacher(str(projector_dir), classes=range(5)).description
+    assert f"hello-labels projector '{projector_dir}'" in description and "5 classes" in description
+    assert "pre-trained" not in description
+
+
+@pytest.fixture(scope="module")
+def imagenet_projector(tiny_vit_dir):
+    from hello_labels import LabelProjector
+
+    return LabelProjector.from_base(f"local-dir:{tiny_vit_dir}", class_names="imagenet", head_init="random")
+
+
+def test_known_rded_subsets_are_imagenettes_and_imagewoofs_classes():
+    from timm.data import ImageNetInfo
+
+    wnids = ImageNetInfo().label_names()
+    assert [wnids[i] for i in rded.SUBSETS["imagenet-nette"]] == NETTE_WNIDS
+    assert [wnids[i] for i in rded.SUBSETS["imagenet-woof"]] == WOOF_WNIDS
+
+
+@pytest.mark.parametrize("subset", ["imagenet-nette", "imagenet-woof"])
+def test_rded_subsets_of_an_imagenet_projector_get_their_own_classes(imagenet_projector, subset):
+    import open_clip
+
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = imagenet_projector(x)[:, rded.SUBSETS[subset]]
+        named = rded.teacher(imagenet_projector, classes=range(10), subset=subset)  # RDED's args for the subset
+        assert torch.allclose(named(x), expected, atol=1e-5)
+        indices = ",".join(str(i) for i in rded.SUBSETS[subset])  # --projector-classes 0,217,...
+        by_index = rded.teacher(imagenet_projector, classes=range(10), class_map=indices, subset=subset)
+        names = [open_clip.IMAGENET_CLASSNAMES[i] for i in rded.SUBSETS[subset]]
+        by_name = rded.teacher(imagenet_projector, classes=range(10), class_map=names)
+        assert torch.allclose(by_index(x), expected, atol=1e-5) and torch.allclose(by_name(x), expected, atol=1e-5)
+    assert "0: " + str(rded.SUBSETS[subset][0]) in named.description
+    # an unknown 10-class subset is not silently ImageNet's first ten classes
+    with pytest.raises(HelloLabelsError, match=r"dataset imagenet-10 has 10 classes but the projector has 1000: "
+                                               r"give a class map"):
+        rded.teacher(imagenet_projector, classes=range(10), subset="imagenet-10")
+
+
+@pytest.mark.parametrize("classes, class_map, message", [
+    ([-1], None, r"RDED classes must be class numbers >= 0; got -1"),
+    ([], None, r"RDED classes is empty"),
+    (["0", "2"], None, r"RDED classes must be integers; got '0' \(str\)"),
+    ([0.0, 1.0], None, r"RDED classes must be integers; got 0.0 \(float\)"),
+    ([0, 0], None, r"RDED classes list class 0 twice"),
+    (range(2), [-1, 3], r"class map sends folder '00000' to -1, which is not one of the 1000 class names"),
+    (range(2), [], r"the class map lists 0 classes but the RDED dataset has 2"),
+    (range(2), [0, "tench"], r"sends two of the RDED dataset's classes to the projector's class 0 \('tench'\)"),
+    (range(2), "0,x7", r"sends folder '00001' to 'x7', which is not one of the 1000"),
+    (range(2), "imagenet-nette", r"the class map lists 10 classes but the RDED dataset has 2"),
+])
+def test_rded_class_lists_and_maps_that_make_no_sense_give_one_line(imagenet_projector, classes, class_map,
+                                                                      message):
+    with pytest.raises(HelloLabelsError, match=message) as err:
+        rded.teacher(imagenet_projector, classes=classes, class_map=class_map)
+    assert "\n" not in str(err.value)
+
+
+def test_a_known_subset_needs_projector_classes_of_those_names(projector_dir):
+    with pytest.raises(HelloLabelsError, match="sends folder '00000' to 'tench', which is not one of the 5 class"):
+        rded.teacher(str(projector_dir), classes=range(10), subset="imagenet-nette")

@@ -100,6 +100,30 @@ def class_index(folders: Sequence[str], class_names: Sequence[str], class_map: C
     return index
 
 
+def subset_index(folders: Sequence[str], class_names: Sequence[str], class_map, what: str = "dataset",
+                 owner: str = "projector") -> List[int]:
+    """For each folder class, the index in ``class_names`` that ``class_map`` sends it to, each to a different
+    class; unlike :func:`class_index` the folders may be fewer than the classes (a subset).
+
+    ``class_map``: ``{folder: class name or index}``, a JSON file of one, or a list giving each folder's class in
+    the folders' order."""
+    folders, names = [str(f) for f in folders], [str(n) for n in class_names]
+    if isinstance(class_map, (list, tuple)):
+        if len(class_map) != len(folders):
+            raise HelloLabelsError(f"the class map lists {len(class_map)} classes but the {what} has {len(folders)}")
+        class_map = dict(zip(folders, class_map))
+    loaded = _load_map(class_map)
+    if loaded is None:
+        raise HelloLabelsError(f"a class map is needed to place the {what}'s {len(folders)} classes among the "
+                               f"{owner}'s {len(names)}")
+    index = _by_map(folders, names, loaded)
+    twice = next((i for k, i in enumerate(index) if i in index[:k]), None)
+    if twice is not None:
+        raise HelloLabelsError(f"the class map sends two of the {what}'s classes to the {owner}'s class {twice} "
+                               f"('{names[twice]}')")
+    return index
+
+
 def check_classes(folders: Sequence[str], class_names: Optional[Sequence[str]] = None,
                   model_classes: Optional[int] = None, class_map: ClassMap = None, what: str = "image folder",
                   model: str = "teacher", sorted_order: bool = False) -> Optional[List[int]]:

@@ -2,7 +2,8 @@
 
 Layout ``<fkd_path>/epoch_<e>/batch_<b>.tar``; each file is a ``torch.save``d list
 ``[coords [B, 4] float32, flip_status [B] bool, mix_index [B] int64 | None, mix_lam float | None,
-mix_bbox [x1, y1, x2, y2] numpy ints | None, soft_label [B, C] fp16/fp32]`` (+ G-VBSM's ``index``).
+mix_bbox [x1, y1, x2, y2] ints | None, soft_label [B, C] fp16/fp32]`` (+ G-VBSM's ``index``). SRe2L's own
+files hold numpy integers in ``mix_bbox`` (read here with those types allow-listed); ours hold Python ints.
 Image order: batches of a ``RandomSampler`` with one generator seeded ``fkd_seed`` (42) over the ImageFolder
 (sorted by class), epoch ``e`` using the generator's ``e``-th permutation, batch size fixed for all epochs.
 """
@@ -96,10 +97,19 @@ def _validate(b: FKDBatch, path) -> None:
 def save_batch(path, batch: FKDBatch, fp16: bool = False, tmp_dir=None) -> None:
     """Write one batch file atomically, in SRe2L's list layout; the archive inside is named ``batch_<b>`` as
     SRe2L's ``torch.save(obj, 'batch_<b>.tar')`` names it. ``tmp_dir``: where the temporary lives (keep it out
-    of ``epoch_<e>``, whose every entry SRe2L's reader counts)."""
+    of ``epoch_<e>``, whose every entry SRe2L's reader counts).
+
+    ``mix_bbox`` and ``mix_lam`` are written as Python ``int``/``float`` (SRe2L writes numpy scalars): SRe2L only
+    slices with them, and its plain ``torch.load`` then reads the file under torch >= 2.6's ``weights_only=True``
+    default."""
+    fields = dict(batch.__dict__)
+    if fields["mix_bbox"] is not None:
+        fields["mix_bbox"] = [int(v) for v in fields["mix_bbox"]]
+    if fields["mix_lam"] is not None:
+        fields["mix_lam"] = float(fields["mix_lam"])
     if fp16:
-        batch = FKDBatch(**{**batch.__dict__, "soft_label": batch.soft_label.half()})
-    atomic_torch_save(batch.to_list(), path, tmp_dir=tmp_dir)
+        fields["soft_label"] = fields["soft_label"].half()
+    atomic_torch_save(FKDBatch(**fields).to_list(), path, tmp_dir=tmp_dir)
 
 
 class SamplerOrder:

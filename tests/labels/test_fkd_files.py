@@ -1,6 +1,8 @@
 """SRe2L label files as SRe2L writes them: archive member names, no stray entries, empty files named up front."""
+import pickle
 import zipfile
 
+import numpy as np
 import pytest
 import sre2l_reference as ref
 import torch
@@ -62,3 +64,19 @@ def test_empty_label_files_are_named_before_training(toy_folder, tmp_path):
     (tmp_path / "labels.pt").write_bytes(b"")
     with pytest.raises(HelloLabelsError, match=r"cannot read label file .*labels.pt \(EOFError\)"):
         load_image_labels(str(tmp_path / "labels.pt"))
+
+
+def test_our_files_load_under_torchs_weights_only_default_and_sre2ls_numpy_files_still_load(tmp_path):
+    numpy_bbox = [np.int64(1), np.int64(2), np.int64(5), np.int64(6)]  # as SRe2L's rand_bbox (np.clip) makes it
+    batch = FKDBatch(torch.rand(3, 4), torch.tensor([True, False, True]), torch.tensor([2, 0, 1]), np.float64(0.4),
+                     numpy_bbox, torch.randn(3, 5))
+    save_batch(tmp_path / "ours.tar", batch)
+    items = torch.load(tmp_path / "ours.tar", weights_only=True)  # SRe2L's torch.load(path) on torch >= 2.6
+    assert items[4] == [1, 2, 5, 6] and all(type(v) is int for v in items[4]) and type(items[3]) is float
+    assert items[3] == 0.4 and torch.equal(items[5], batch.soft_label)
+
+    torch.save(batch.to_list(), tmp_path / "theirs.tar")  # SRe2L's own file: numpy scalars
+    with pytest.raises(pickle.UnpicklingError):  # why SRe2L users set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
+        torch.load(tmp_path / "theirs.tar", weights_only=True)
+    for name in ("ours.tar", "theirs.tar"):  # convert reads both, still weights_only (numpy scalars allow-listed)
+        assert [int(v) for v in load_batch(tmp_path / name).mix_bbox] == [1, 2, 5, 6]
