@@ -23,11 +23,11 @@ def local_base(base: dict) -> Optional[str]:
     if base.get("kind") == "open_clip":
         name, tag = str(base.get("name")), base.get("pretrained")
         if name.startswith("local-dir:"):
-            return f"open_clip folder {name}"
+            return f"an open_clip folder ({name})"
         if isinstance(tag, str) and (os.sep in tag or "/" in tag or tag.endswith(_MODEL_FILE_SUFFIXES)):
-            return f"pretrained weights file {tag}"
+            return f"a weights file ({tag})"
     if base.get("kind") == "timm" and base.get("checkpoint"):
-        return f"timm checkpoint {base['checkpoint']}"
+        return f"a timm checkpoint ({base['checkpoint']})"
     return None
 
 
@@ -37,7 +37,7 @@ def check_portable_config(config: dict, source: str = "config.json") -> None:
     where = local_base(config.get("base") or {})
     if where:
         raise HelloLabelsError(
-            f"{source}: the base is a {where} on this machine: others could not rebuild it; publish a projector "
+            f"{source}: the base is {where} on this machine: others could not rebuild it; publish a projector "
             f"built on a base they can fetch (an open_clip name + pretrained tag, hf-hub:ORG/NAME, a timm name)")
 
 
