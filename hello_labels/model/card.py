@@ -56,7 +56,8 @@ def _labels_line(t: dict) -> str:
 def _dataset(meta: dict) -> str:
     d = meta.get("dataset")
     if isinstance(d, dict):
-        return f"{d.get('name')}: {d.get('images')} images, {d.get('classes')} classes, fingerprint {d.get('fingerprint')}"
+        return (f"{d.get('name')}: {d.get('images')} images, {d.get('classes')} classes, "
+                f"fingerprint {d.get('fingerprint')}")
     return str(d) if d else "unknown"
 
 

@@ -4,6 +4,7 @@ Run files (``train_state.pt``, ``metrics.json``) stay local."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -56,9 +57,25 @@ def _header(path: Path) -> str:
         return fh.read(min(size, 1 << 24)).decode("utf-8", "replace")
 
 
+_BOUNDARY = r"(?<![\w.~/\\-])"  # a path starts here, not inside a relative path or a repo id (../tmp, org/x)
+
+
+def find_local_path(text: str, marks) -> Optional[str]:
+    """The first absolute path of this machine in ``text``: one under a :func:`machine_markers` path, or any
+    absolute path that exists here; None if there is none."""
+    for mark in marks:
+        found = re.search(_BOUNDARY + re.escape(mark) + r"(?=[/\\\s\"',;)\]]|$)", text)
+        if found:
+            return re.match(r"[^\s\"',;)\]]+", text[found.start():]).group(0)
+    for found in re.finditer(_BOUNDARY + r"/[^\s\"',;:@()\[\]<>|`*]+", text):
+        if len(found.group(0).rstrip("/")) > 1 and os.path.exists(found.group(0)):
+            return found.group(0)
+    return None
+
+
 def check_publishable(folder) -> None:
     """Refuse (one line, naming the file and the path) a directory whose published files hold an absolute path
-    of this machine (:func:`machine_markers`) or whose base is local (:func:`check_portable_config`)."""
+    of this machine (:func:`find_local_path`) or whose base is local (:func:`check_portable_config`)."""
     folder = Path(folder)
     config = read_config(str(folder / directory.CONFIG_FILE))
     check_portable_config(asdict(config), str(folder / directory.CONFIG_FILE))
@@ -67,13 +84,10 @@ def check_publishable(folder) -> None:
              for name in (directory.CONFIG_FILE, directory.CARD_FILE) if (folder / name).is_file()}
     texts[directory.ADAPTER_FILE] = _header(folder / directory.ADAPTER_FILE)
     for name, text in texts.items():
-        for mark in marks:
-            at = text.find(mark)
-            if at >= 0:
-                snippet = text[at:at + 80].split('"')[0].split("\n")[0]
-                raise HelloLabelsError(f"{folder / name} holds a local path of this machine ({snippet!r}): it "
-                                       f"would be published; save it again with this hello-labels version, or "
-                                       f"remove the path")
+        path = find_local_path(text, marks)
+        if path:
+            raise HelloLabelsError(f"{folder / name} holds a local path of this machine ({path[:80]!r}): it would "
+                                   f"be published; save it again with this hello-labels version, or remove the path")
 
 
 def check_repo_id(repo_id: str) -> None:

@@ -35,8 +35,8 @@ METRICS_FILE = "metrics.json"
 LOSSES = ("mse", "kl")
 LOG_EVERY = 10  # steps between reads of the running loss/agreement (history, progress bar)
 # config.json metadata that describes one run: replaced as a whole by each run (a projector trained from another
-# one, --init, keeps none of its predecessor's)
-RUN_METADATA = ("teacher", "dataset", "labels_trained", "command", "distill", "fidelity")
+# one, --init, keeps none of its predecessor's, license included)
+RUN_METADATA = ("teacher", "dataset", "labels_trained", "command", "license", "distill", "fidelity")
 
 
 @dataclass
