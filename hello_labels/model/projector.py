@@ -2,7 +2,8 @@
 
 On disk (and on the Hub) a projector is ``config.json`` + ``adapter.safetensors`` (adapter tensors only, never
 base weights) + a ``README.md`` model card; huggingface_hub provides download (local dir or Hub id, cache,
-revision, offline mode) and, through ``ModelHubMixin``, ``save_pretrained`` and ``push_to_hub``. Loading reads
+revision, offline mode) and upload (``push_to_hub``, checked first by :mod:`.publish`: nothing published may
+name the author's machine). Loading reads
 ``config.json`` strictly (:mod:`.config`), runs no factory it names unless trusted, and checks the base's pin.
 """
 from __future__ import annotations
