@@ -155,7 +155,8 @@ def model_card(projector, dtype=None, plot: bool = False) -> ModelCard:
     dataset = meta.get("dataset")
     title = dataset.get("name") if isinstance(dataset, dict) else (dataset or "a synthetic set")
     fidelity = _fidelity(meta)
-    fidelity_text = (f"Measured at the end of training against the teacher: {fidelity}."
+    against = "the stored labels" if isinstance(meta.get("teacher"), dict) else "the teacher"
+    fidelity_text = (f"Measured at the end of training against {against}: {fidelity}."
                      + (f"\n\n![per-class top-1 agreement]({PLOT_FILE})" if plot else "")
                      if fidelity else "Not measured at the end of training (`hello-labels eval` measures it).")
     command = meta.get("command")
