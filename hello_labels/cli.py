@@ -95,6 +95,43 @@ def _train_args(p):
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _publish_args(p):
+    g = p.add_argument_group("publishing")
+    g.add_argument("--push-to-hub", metavar="ORG/NAME", help="after the final save, upload OUT (config, adapter, "
+                                                             "card, plot) to this Hub repo in one commit")
+    g.add_argument("--revision", help="branch to push to (created if missing; default main)")
+    g.add_argument("--private", action="store_true", help="create the Hub repo private")
+    g.add_argument("--license", help="license id for the card's metadata (e.g. mit, apache-2.0; default unset)")
+
+
+def _check_publishable(args, projector):
+    """Before training: a repo id the Hub accepts and a base others can fetch."""
+    if args.push_to_hub:
+        from .model.publish import check_portable_config, check_repo_id
+
+        check_repo_id(args.push_to_hub)
+        check_portable_config(projector.config_dict(), "the projector")
+
+
+def _push_run(args):
+    """Upload OUT after the final save (rank 0 of a torchrun only)."""
+    import os
+
+    if args.push_to_hub and os.environ.get("RANK", "0") == "0":
+        from .model.publish import push_directory
+
+        info = push_directory(args.out, args.push_to_hub, revision=args.revision, private=args.private or None)
+        print(f"pushed {args.out} to {args.push_to_hub} ({info.commit_url})")
+
+
+def _push(args):
+    from .model.publish import push_directory
+
+    info = push_directory(args.directory, args.repo_id, revision=args.revision, private=args.private or None,
+                          commit_message=args.commit_message)
+    print(f"pushed {args.directory} to {args.repo_id} ({info.commit_url})")
+
+
 def _config(args):
     from .train.distill import DistillConfig
 
@@ -130,11 +167,14 @@ def _distill(args):
 
     images = _images(args)
     projector = _projector(args, images)
+    _check_publishable(args, projector)
     mix = None if args.mix_type == "none" else args.mix_type
     summary = distill_from_teachers(args.data, args.teacher, args.out, projector, _config(args),
                                     teacher_weights=args.teacher_weights, mix_type=mix, resume=args.resume,
-                                    progress=not args.quiet, images=images, class_map=args.class_map)
+                                    progress=not args.quiet, images=images, class_map=args.class_map,
+                                    command=_command(args), license=args.license)
     _report_run(args.out, summary)
+    _push_run(args)
 
 
 def _convert(args):
@@ -142,16 +182,29 @@ def _convert(args):
 
     images = _images(args)
     projector = _projector(args, images)
+    _check_publishable(args, projector)
     summary = convert_labels(args.data, args.labels, args.out, projector, _config(args), args.input_size,
                              args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet,
-                             class_map=args.class_map)
+                             class_map=args.class_map, command=_command(args), license=args.license)
     _report_run(args.out, summary)
+    _push_run(args)
+
+
+def _command(args) -> str:
+    """The command line as typed, absolute paths cut to their names (it is published in the card)."""
+    from .identity import command_line
+
+    return command_line(args.argv)
 
 
 def _report_run(out, summary):
     agree = summary.get("train_agreement")
+    final = summary.get("fidelity")
+    held = (f"; held-out agreement {final['agreement']:.2%}, KL@T={final['temperature']:g} {final['kl']:.4f}"
+            if final and not final["in_sample"] else
+            f"; in-sample agreement {final['agreement']:.2%}" if final else "")
     print(f"saved projector to {out} ({summary['steps']} steps, {summary['seconds']:.1f}s, "
-          f"final loss {summary['final_loss']:.4f}, running agreement {agree:.2%})")
+          f"final loss {summary['final_loss']:.4f}, running agreement {agree:.2%}{held})")
 
 
 def _eval(args):
@@ -218,8 +271,12 @@ def _demo(args):
 
 
 def _info(args):
+    from .model.card import card_facts
+
     projector = _load(args, args.projector)
     print(projector)
+    for key, value in card_facts(projector).items():
+        print(f"{key + ':':<16}{value}")
     rows = projector.adapter.summary()
     print(f"{'LoRA target':<48} {'layers':<12} {'rank':>4} {'weights':>7} {'parameters':>11}")
     for r in rows:
@@ -301,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix-type", choices=["cutmix", "mixup", "none"], default="cutmix")
     _projector_args(p)
     _train_args(p)
+    _publish_args(p)
     p.set_defaults(func=_distill)
 
     p = sub.add_parser("convert", help="fit a projector to stored labels (SRe2L label directory or [N, C] file)")
@@ -310,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fkd-seed", type=int, default=42, help="seed of the label files' sampler (SRe2L: 42)")
     _projector_args(p)
     _train_args(p)
+    _publish_args(p)
     p.set_defaults(func=_convert)
 
     p = sub.add_parser("eval", help="agreement and KL of a projector against teacher(s) or stored labels")
@@ -384,7 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_refine)
 
-    p = sub.add_parser("info", help="load a projector (directory or Hub id) and describe it")
+    p = sub.add_parser("push", help="upload a saved projector directory to a Hub repo (one commit)")
+    p.add_argument("directory", help="a projector directory (config.json, adapter, README.md card)")
+    p.add_argument("repo_id", metavar="ORG/NAME", help="Hub repo, created if missing")
+    p.add_argument("--revision", help="branch to push to (created if missing; default main)")
+    p.add_argument("--private", action="store_true", help="create the Hub repo private")
+    p.add_argument("--commit-message")
+    p.set_defaults(func=_push)
+
+    p = sub.add_parser("info", help="load a projector (directory or Hub id) and show its card's key facts: base, "
+                                    "classes, teacher, data, fidelity, adapter size")
     p.add_argument("projector")
     p.add_argument("--revision")
     p.add_argument("--json", action="store_true", help="also print its config")
@@ -429,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
     try:
         args.func(args)

@@ -28,6 +28,15 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def file_sha256(path) -> str:
+    """sha256 of a file, as ``sha256sum`` prints it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def module_digest(module: torch.nn.Module) -> str:
     """Digest of every parameter and buffer of ``module``, non-persistent buffers included."""
     tensors = dict(module.named_parameters())

@@ -33,6 +33,8 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     for name in ("projector", "projector-from-labels"):
         projector = LabelProjector.from_pretrained(out / name)
         assert projector.config.adapter_dtype == "float16" and projector.num_classes == 10
+        for published in ("config.json", "README.md"):  # identities (teacher, data), never the demo's folders
+            assert str(tmp_path) not in (out / name / published).read_text(), (name, published)
     assert len(list((out / "synthetic").rglob("*.png"))) == 20
     assert main(["info", str(out / "projector")]) == 0
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import HelloLabelsError
+from ..fingerprint import file_sha256  # noqa: F401  (also imported from here)
 
 
 def _pair(size) -> Tuple[int, int]:
@@ -271,18 +272,6 @@ def module_spec(mean: Sequence[float], std: Sequence[float], image_size, factory
 
 
 # ----------------------------------------------------------------------------- pinning the base weights
-_CHUNK = 1 << 24
-
-
-def file_sha256(path: str) -> str:
-    """sha256 of a file, as ``sha256sum`` prints it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tensors_sha256(module: nn.Module) -> str:
     """sha256 over a module's state dict (names, dtypes, shapes, bytes in order): the weights as built."""
     digest = hashlib.sha256()

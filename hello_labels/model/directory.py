@@ -9,7 +9,8 @@ the adapter file it was saved with (``adapter_sha256``). A save
 3. removes run files that describe another adapter (below);
 4. replaces ``config.json`` (temporary file, fsync, rename, fsync of the folder): **the commit**;
 5. renames the staged adapter onto ``adapter.safetensors``;
-6. replaces ``README.md``, then removes what killed saves left behind (staged adapters, temporary files).
+6. replaces ``README.md`` and the card's ``fidelity.png`` (removed when the card has none), then removes what
+   killed saves left behind (staged adapters, temporary files).
 
 A reader (:func:`read_adapter`) takes the adapter that ``config.json`` names: the staged file while it exists,
 else ``adapter.safetensors``, and checks its sha256. Before step 4 it gets the old pair, from step 4 on the new
@@ -39,10 +40,13 @@ from .quantize import dequantize_adapter
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+PLOT_FILE = "fidelity.png"  # the card's per-class fidelity plot
+PUBLISHED = (CONFIG_FILE, ADAPTER_FILE, CARD_FILE, PLOT_FILE)  # what a push uploads: run files stay local
 SHA_KEY = "adapter_sha256"  # in config.json: the sha256 of the adapter file it was committed with
 RUN_FILES = ("metrics.json", "train_state.pt")  # distill's; they describe the adapter in train_state.pt
 _LEFTOVERS = (".adapter-*.safetensors", "..adapter-*.safetensors.*.tmp", f".{CONFIG_FILE}.*.tmp",
-              f".{CARD_FILE}.*.tmp", f".{ADAPTER_FILE}.*.tmp")
+              f".{CARD_FILE}.*.tmp", f".{ADAPTER_FILE}.*.tmp",
+              f".{PLOT_FILE}.*.tmp")
 
 
 def staged_name(sha256: str) -> str:
@@ -58,10 +62,10 @@ def adapter_blob(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, 
 
 
 def save_projector(directory, config: dict, blob: bytes, card: str,
-                   adapter: Optional[Dict[str, torch.Tensor]] = None) -> None:
-    """Replace the projector in ``directory`` by ``config`` + adapter file ``blob`` + ``card`` (see the module
-    docstring for the order of steps). ``adapter``: the tensors as trained (before any dtype cast), to tell
-    whether the folder's run files describe them."""
+                   adapter: Optional[Dict[str, torch.Tensor]] = None, plot: Optional[bytes] = None) -> None:
+    """Replace the projector in ``directory`` by ``config`` + adapter file ``blob`` + ``card`` (+ the card's
+    ``plot``, PNG bytes; see the module docstring for the order of steps). ``adapter``: the tensors as trained
+    (before any dtype cast), to tell whether the folder's run files describe them."""
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     _finish_committed(folder)
@@ -78,6 +82,12 @@ def save_projector(directory, config: dict, blob: bytes, card: str,
     os.replace(staged, folder / ADAPTER_FILE)
     fsync_dir(folder)
     atomic_write_text(folder / CARD_FILE, card)
+    if plot is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(folder / PLOT_FILE)
+    else:
+        with atomic_path(folder / PLOT_FILE) as tmp:
+            tmp.write_bytes(plot)
     for pattern in _LEFTOVERS:
         for path in folder.glob(pattern):
             with contextlib.suppress(FileNotFoundError):

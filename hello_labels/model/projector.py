@@ -2,7 +2,8 @@
 
 On disk (and on the Hub) a projector is ``config.json`` + ``adapter.safetensors`` (adapter tensors only, never
 base weights) + a ``README.md`` model card; huggingface_hub provides download (local dir or Hub id, cache,
-revision, offline mode) and, through ``ModelHubMixin``, ``save_pretrained`` and ``push_to_hub``. Loading reads
+revision, offline mode) and upload (``push_to_hub``, checked first by :mod:`.publish`: nothing published may
+name the author's machine). Loading reads
 ``config.json`` strictly (:mod:`.config`), runs no factory it names unless trusted, and checks the base's pin.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..version import __version__
 from . import directory, hub
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, base_pin, build_base, module_spec, parse_base, pin_mismatch
+from .card import fidelity_plot, model_card
 from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .heads import (
@@ -293,22 +295,36 @@ class LabelProjector(
         folder holds the old projector or the new one, complete and loadable (``config.json`` is the commit point;
         see :mod:`hello_labels.model.directory`). Distill's ``metrics.json`` / ``train_state.pt`` stay only if
         ``train_state.pt`` holds this very adapter; other files are left alone. ``push_to_hub=True`` then pushes
-        to ``repo_id`` (default: the folder's name); returns the commit URL then, else ``None``."""
+        the folder to ``repo_id`` (default: the folder's name) as :meth:`push_to_hub` does (``branch=``,
+        ``private=``, ``token=``, ``commit_message=``); returns the ``CommitInfo`` then, else ``None``."""
         if config is not None:
             raise HelloLabelsError("save_pretrained writes the projector's own config.json: config= is not accepted")
         with self._saving_as(dtype):
             self._save_pretrained(Path(save_directory))
             if push_to_hub:
-                return self.push_to_hub(repo_id or Path(save_directory).name, model_card_kwargs=model_card_kwargs,
-                                        **push_to_hub_kwargs)
+                from .publish import push_directory
+
+                branch = push_to_hub_kwargs.pop("branch", None)
+                return push_directory(save_directory, repo_id or Path(save_directory).name, revision=branch,
+                                      **push_to_hub_kwargs)
         return None
 
-    def push_to_hub(self, repo_id: str, *, dtype: Optional[str] = None, **kwargs):
-        """Create ``repo_id`` on the Hub if needed and upload this projector's files (``dtype`` as in
-        :meth:`save_pretrained`) in one commit; ``branch=``, ``private=``, ``token=``, ``commit_message=`` go to
-        huggingface_hub. Returns the commit URL (a ``CommitInfo``, whose ``.oid`` is the commit sha)."""
-        with self._saving_as(dtype):
-            return super().push_to_hub(repo_id, **kwargs)
+    def push_to_hub(self, repo_id: str, *, dtype: Optional[str] = None, branch: Optional[str] = None,
+                    private: Optional[bool] = None, token=None, commit_message: Optional[str] = None):
+        """Save this projector (``dtype`` as in :meth:`save_pretrained`) and upload it to ``repo_id`` (created if
+        needed) on ``branch`` in one commit, after the checks of :func:`hello_labels.model.publish.push_directory`
+        (no file may name this machine; the base must be one others can fetch). Returns the ``CommitInfo``
+        (``.oid`` is the commit sha)."""
+        import tempfile
+
+        from .publish import check_portable_config, check_repo_id, push_directory
+
+        check_repo_id(repo_id)
+        check_portable_config(self.config_dict(), "projector config")  # before any work
+        with tempfile.TemporaryDirectory(prefix="hello-labels-push-") as tmp:
+            self.save_pretrained(tmp, dtype=dtype)
+            return push_directory(tmp, repo_id, revision=branch, private=private, token=token,
+                                  commit_message=commit_message)
 
     @contextlib.contextmanager
     def _saving_as(self, dtype: Optional[str]):
@@ -342,12 +358,11 @@ class LabelProjector(
         else:
             tensors, metadata = {k: v.to(DTYPES[dtype_name]) for k, v in adapter.items()}, {}
         blob = directory.adapter_blob(tensors, metadata={"format": "pt", **metadata})
+        plot = fidelity_plot(self)
         directory.save_projector(save_directory, self.config_dict(dtype_name), blob,
-                                 str(self.generate_model_card()), adapter=adapter)
+                                 str(model_card(self, dtype_name, plot=plot is not None)), adapter=adapter, plot=plot)
 
     def generate_model_card(self, *args, **kwargs):
-        from .card import model_card
-
         return model_card(self, self.__dict__.get("_save_dtype"))
 
     @classmethod

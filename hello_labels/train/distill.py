@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import HelloLabelsError, first_line
 from ..files import atomic_torch_save, atomic_write_json, remove_stale_temps
 from ..fingerprint import source_fingerprint, tensor_digest
+from ..identity import data_identity
 from ..labels.augment import apply_mix, mixed_cross_entropy
 from ..labels.targets import Targets
 from ..runs import RunLock, check_settings, settings_difference
@@ -33,6 +34,9 @@ STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.json"
 LOSSES = ("mse", "kl")
 LOG_EVERY = 10  # steps between reads of the running loss/agreement (history, progress bar)
+# config.json metadata that describes one run: replaced as a whole by each run (a projector trained from another
+# one, --init, keeps none of its predecessor's, license included)
+RUN_METADATA = ("teacher", "dataset", "labels_trained", "command", "license", "distill", "fidelity")
 
 
 @dataclass
@@ -191,12 +195,14 @@ def _on_main(env: "DistEnv", fn):
 
 
 def distill(projector, targets: Targets, out_dir, config: Optional[DistillConfig] = None, resume: bool = False,
-            progress: bool = True, device=None, metadata: Optional[dict] = None):
+            progress: bool = True, device=None, metadata: Optional[dict] = None, data_name: str = "data"):
     """Train ``projector``'s adapter on ``targets`` and save it to ``out_dir`` (a ``save_pretrained`` directory).
 
     ``targets``: a :class:`~hello_labels.labels.targets.Targets` (``TeacherTargets``, ``StoredTargets`` or
     ``ImageLabelTargets``). ``resume=True`` continues from ``out_dir/train_state.pt``. Returns a dict of
-    final metrics (also written to ``out_dir/metrics.json``).
+    final metrics (also written to ``out_dir/metrics.json``), with the fidelity on ``eval_views`` held-out views
+    at the end (none if 0). ``metadata`` (no local paths: it is published) goes into ``config.json`` with the
+    settings, that fidelity and the data's identity (``data_name``, image and class counts, content fingerprint).
     """
     cfg = config or DistillConfig()
     if cfg.loss not in LOSSES:
@@ -210,6 +216,8 @@ def distill(projector, targets: Targets, out_dir, config: Optional[DistillConfig
     lock = RunLock(out)  # rank 0 writes, so rank 0 alone holds it
     try:
         fingerprint = _on_main(env, lambda: _start(lock, out, projector, targets, cfg))
+        metadata = dict(metadata or {}, dataset=data_identity(data_name, fingerprint["data"]["source"],
+                                                              projector.num_classes))
         return _distill(projector, targets, out, cfg, resume, progress, metadata, env, fingerprint)
     finally:
         lock.release()
@@ -347,8 +355,17 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
     summary = {"steps": cfg.steps, "seconds": elapsed + time.perf_counter() - t0, "final_loss": running_loss,
                "train_agreement": running_agree, "history": history}
     if env.main:
-        projector.config.metadata.update(metadata or {})
-        projector.config.metadata["distill"] = {k: v for k, v in asdict(cfg).items() if k not in ("num_workers",)}
+        meta = projector.config.metadata
+        for key in RUN_METADATA:
+            meta.pop(key, None)
+        meta.update(metadata or {})
+        meta["distill"] = {k: v for k, v in asdict(cfg).items() if k not in ("num_workers",)}
+        if cfg.eval_views > 0:
+            report = fidelity(projector, targets, held_out or targets.held_out(cfg.eval_views, local_batch),
+                              projector.config.class_names, cfg.temperature, in_sample=targets.held_out_in_sample)
+            summary["fidelity"] = report.to_dict()
+            meta["fidelity"] = {k: summary["fidelity"][k] for k in ("agreement", "kl", "temperature", "views",
+                                                                     "in_sample", "per_class")}
         projector.save_pretrained(out, dtype=cfg.save_dtype)
         atomic_write_json(out / METRICS_FILE, summary)
     env.barrier()

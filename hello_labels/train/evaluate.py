@@ -95,22 +95,8 @@ def fidelity(projector, targets: Targets, plans: List, class_names: Optional[Lis
 
 def plot_per_class(report: FidelityReport, path: str) -> None:
     """Bar chart of per-class agreement (needs matplotlib: ``pip install hello-labels[plot]``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..files import atomic_path
+    from ..model.card import agreement_plot
 
-    names = list(report.per_class)
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(names) + 2), 3.2))
-    ax.bar(range(len(names)), [report.per_class[n] for n in names], color="#3b7dd8")
-    ax.axhline(report.agreement, color="k", lw=1, ls="--", label=f"overall {report.agreement:.1%}")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("top-1 agreement")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+        agreement_plot(report.per_class, report.agreement, str(tmp))

@@ -6,12 +6,14 @@ agreement, a prototype head) always means the class of that projector output."""
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from ..errors import HelloLabelsError
+from ..identity import teacher_identity
 from ..labels.classes import ClassMap, ClassOrder, check_classes, output_classes
 from ..labels.fkd import FKD_SEED, LabelDir
 from ..labels.targets import ImageLabelTargets, StoredTargets, TeacherTargets, load_image_labels
@@ -82,8 +84,11 @@ def prototype_batch(images: AugmentedImages):
 def distill_from_teachers(data, teachers: Sequence, out_dir, projector: LabelProjector,
                           config: Optional[DistillConfig] = None, teacher_weights=None, mix_type="cutmix",
                           input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0, resume=False,
-                          progress=True, images: Optional[AugmentedImages] = None, class_map: ClassMap = None) -> dict:
-    """``hello-labels distill``: fit ``projector`` to the (weighted) average of ``teachers`` on the synthetic set."""
+                          progress=True, images: Optional[AugmentedImages] = None, class_map: ClassMap = None,
+                          command: Optional[str] = None, license: Optional[str] = None) -> dict:
+    """``hello-labels distill``: fit ``projector`` to the (weighted) average of ``teachers`` on the synthetic set.
+    ``command`` (the command line, paths cut: :func:`hello_labels.identity.command_line`) and ``license`` (a Hub
+    license id) go into ``config.json`` and the card."""
     config = config or DistillConfig()
     images = images or augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                                  min_scale, max_scale)
@@ -92,14 +97,29 @@ def distill_from_teachers(data, teachers: Sequence, out_dir, projector: LabelPro
     check_teachers(ensemble, images, projector.num_classes)
     names = ", ".join(t if isinstance(t, str) else type(t).__name__ for t in teachers)
     targets = TeacherTargets(images, ensemble, seed=config.seed, mix_type=mix_type, description=names)
+    weights = ensemble.weights.tolist() if len(teachers) > 1 else [None] * len(teachers)
+    identities = [teacher_identity(spec, model, weight)
+                  for spec, model, weight in zip(teachers, ensemble.teachers, weights)]
     return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
-                   metadata={"teacher": names, "dataset": str(data) if not isinstance(data, torch.Tensor) else "tensors"})
+                   metadata=_run_metadata(command, license, teacher=identities), data_name=_data_name(data))
+
+
+def _data_name(data) -> str:
+    return Path(data).resolve().name if isinstance(data, (str, os.PathLike)) else type(data).__name__
+
+
+def _run_metadata(command: Optional[str], license: Optional[str], **entries) -> dict:
+    """``config.json`` metadata of a job: identities only (it is published), the command line and license if
+    given."""
+    return dict(entries, **{k: v for k, v in {"command": command, "license": license}.items() if v})
 
 
 def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Optional[DistillConfig] = None,
                    input_size: int = 224, epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, resume=False,
-                   progress=True, class_map: ClassMap = None) -> dict:
-    """``hello-labels convert``: fit ``projector`` to stored labels, no teacher needed.
+                   progress=True, class_map: ClassMap = None, command: Optional[str] = None,
+                   license: Optional[str] = None) -> dict:
+    """``hello-labels convert``: fit ``projector`` to stored labels, no teacher needed (``command``, ``license``
+    as :func:`distill_from_teachers`).
 
     ``labels``: an SRe2L label directory (crops, flips and mixes replayed on ``data``), or a file of one soft label
     per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``); their columns are the projector's class order."""
@@ -107,10 +127,19 @@ def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Opt
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                        class_names=projector.config.class_names, class_map=class_map)
     targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
-    # which stored epochs were trained on, so that `evaluate` can tell held-out epochs from in-sample ones
-    trained = {"path": str(Path(labels).resolve()), "epochs": getattr(getattr(targets, "labels", None), "epochs", None)}
+    found = targets.fingerprint()
+    identity = {"source": found["source"], "name": Path(labels).resolve().name, "images": found["images"]}
+    if isinstance(targets, StoredTargets):  # files in use, their bytes, the first file's sha256
+        identity.update(epochs=found["epochs"], batch_size=found["batch_size"], **found["files"])
+    else:
+        identity["values"] = found["values"]
+    entries = {"teacher": identity}
+    if isinstance(targets, StoredTargets):
+        # which epochs of which label files were trained on, so that `evaluate` can tell held-out epochs from
+        # in-sample ones
+        entries["labels_trained"] = {"first_file": identity["first_file"], "epochs": identity["epochs"]}
     return distill(projector, targets, out_dir, config, resume=resume, progress=progress,
-                   metadata={"teacher": f"stored labels {labels}", "dataset": str(data), "labels_trained": trained})
+                   metadata=_run_metadata(command, license, **entries), data_name=_data_name(data))
 
 
 def _stored_targets(projector, images, labels, epochs, fkd_seed, **options):
@@ -154,5 +183,5 @@ def _in_sample(projector, targets, labels) -> bool:
     if not targets.held_out_in_sample or not isinstance(targets, StoredTargets):
         return targets.held_out_in_sample
     trained = projector.config.metadata.get("labels_trained") or {}
-    return not (trained.get("path") == str(Path(labels).resolve()) and trained.get("epochs") is not None
-                and trained["epochs"] < targets.labels.epochs)
+    return not (trained.get("first_file") == targets.labels.fingerprint()["first_file"]
+                and trained.get("epochs") is not None and trained["epochs"] < targets.labels.epochs)

@@ -10,10 +10,11 @@ from huggingface_hub import HfApi
 from hello_labels import LabelProjector
 
 REPO = "lab/pushed"
+BASE = "hello-labels:tiny-clip-vit"  # a base others can rebuild: a local-dir: base is refused (test_publish.py)
 
 
-def test_push_to_hub_then_load_by_branch_and_commit(hub, tiny_rn_dir, class_names, tmp_path):
-    p = LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=class_names, templates="simple",
+def test_push_to_hub_then_load_by_branch_and_commit(hub, class_names, tmp_path):
+    p = LabelProjector.from_base(BASE, class_names=class_names, templates="simple",
                                  head_rank=4, metadata={"dataset": "toy"})
     x = torch.randn(2, 3, 32, 32)
     expected = {}
@@ -55,8 +56,8 @@ def test_push_to_hub_then_load_by_branch_and_commit(hub, tiny_rn_dir, class_name
         assert torch.equal(LabelProjector.from_pretrained(REPO, revision=v2.oid)(x), latest)
 
 
-def test_save_pretrained_with_push_to_hub_pushes_what_it_saved(hub, tiny_rn_dir, class_names, tmp_path):
-    p = LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=class_names, templates="simple",
+def test_save_pretrained_with_push_to_hub_pushes_what_it_saved(hub, class_names, tmp_path):
+    p = LabelProjector.from_base(BASE, class_names=class_names, templates="simple",
                                  head_rank=4)
     commit = p.save_pretrained(tmp_path / "local", dtype="bfloat16", push_to_hub=True, repo_id="lab/both")
     assert HfApi().model_info("lab/both").sha == commit.oid
