@@ -33,6 +33,7 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     for name in ("projector", "projector-from-labels"):
         projector = LabelProjector.from_pretrained(out / name)
         assert projector.config.adapter_dtype == "float16" and projector.num_classes == 10
+        assert projector.config.base["name"] == "hello-labels:efficientnet-lite0"  # the default base
     assert len(list((out / "synthetic").rglob("*.png"))) == 20
     assert main(["info", str(out / "projector")]) == 0
 
