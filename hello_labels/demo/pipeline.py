@@ -58,7 +58,7 @@ RECIPES = {
     # prototype head, MSE on logits (the students learn at T=4 from the tail the MSE fits)
     DEFAULT_BASE: Recipe(image_size=64, lora=({"pattern": "blocks.6.*.conv_pwl.weight", "rank": 4},
                                               {"pattern": "conv_head.weight", "rank": 4}),
-                         head_rank=2, steps=300, lr=3e-3, loss="mse"),
+                         head_rank=2, steps=300, lr=1e-2, loss="mse"),
     TINY_BASE: Recipe(),
 }
 
