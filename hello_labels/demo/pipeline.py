@@ -56,7 +56,7 @@ class Recipe:
 RECIPES = {
     # pretrained: LoRA only on the last blocks' projections and the head conv (backward stops there), a
     # prototype head, MSE on logits (the students learn at T=4 from the tail the MSE fits)
-    DEFAULT_BASE: Recipe(image_size=64, lora=({"pattern": "blocks.6.*.conv_pwl.weight", "rank": 4},
+    DEFAULT_BASE: Recipe(image_size=32, lora=({"pattern": "blocks.6.*.conv_pwl.weight", "rank": 4},
                                               {"pattern": "conv_head.weight", "rank": 4}),
                          head_rank=2, steps=300, lr=1e-2, loss="mse"),
     TINY_BASE: Recipe(),
