@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: a new temporary folder)")
     p.add_argument("--data", help="your own ImageFolder root with train/ and test/ (default: bundled Fashion-MNIST)")
     p.add_argument("--teacher", help="your own teacher spec (default: train a ConvNet on the training images)")
-    p.add_argument("--base", help="your own base (default: the shipped tiny open_clip ViT)")
+    p.add_argument("--base", help="your own base (default: hello-labels:efficientnet-lite0, ImageNet weights; "
+                                  "hello-labels:tiny-clip-vit: the random-init tiny open_clip ViT)")
     p.add_argument("--pretrained", help="pretrained tag/file for --base")
     p.add_argument("--ipc", type=int, help="synthetic images per class (5)")
     p.add_argument("--epochs", type=int, help="epochs of stored labels and of student training (40)")
@@ -349,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", type=_floats, help="input normalisation mean (Fashion-MNIST's)")
     p.add_argument("--std", type=_floats, help="input normalisation std")
     p.add_argument("--teacher-steps", type=int, help="teacher training steps (400)")
-    p.add_argument("--distill-steps", type=int, help="projector training steps (400)")
+    p.add_argument("--distill-steps", type=int, help="projector training steps (default: the base's recipe, "
+                                                     "RECIPES in hello_labels/demo/pipeline.py)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("distill", help="fit a projector to teacher(s) on the synthetic set (torchrun-able)")

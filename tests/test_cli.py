@@ -35,6 +35,7 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
         assert projector.config.adapter_dtype == "float16" and projector.num_classes == 10
         for published in ("config.json", "README.md"):  # identities (teacher, data), never the demo's folders
             assert str(tmp_path) not in (out / name / published).read_text(), (name, published)
+        assert projector.config.base["name"] == "hello-labels:efficientnet-lite0"  # the default base
     assert len(list((out / "synthetic").rglob("*.png"))) == 20
     assert main(["info", str(out / "projector")]) == 0
 

