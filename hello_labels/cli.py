@@ -118,18 +118,19 @@ def _push_run(args):
     import os
 
     if args.push_to_hub and os.environ.get("RANK", "0") == "0":
-        from .model.publish import push_directory
-
-        info = push_directory(args.out, args.push_to_hub, revision=args.revision, private=args.private or None)
-        print(f"pushed {args.out} to {args.push_to_hub} ({info.commit_url})")
+        _upload(args.out, args.push_to_hub, args)
 
 
 def _push(args):
+    _upload(args.directory, args.repo_id, args, args.commit_message)
+
+
+def _upload(directory, repo_id, args, commit_message=None):
     from .model.publish import push_directory
 
-    info = push_directory(args.directory, args.repo_id, revision=args.revision, private=args.private or None,
-                          commit_message=args.commit_message)
-    print(f"pushed {args.directory} to {args.repo_id} ({info.commit_url})")
+    info = push_directory(directory, repo_id, revision=args.revision, private=args.private or None,
+                          commit_message=commit_message)
+    print(f"pushed {directory} to {repo_id} ({info.commit_url})")
 
 
 def _config(args):

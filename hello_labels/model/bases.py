@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import HelloLabelsError
-from ..fingerprint import file_sha256  # noqa: F401  (also imported from here)
+from ..fingerprint import file_sha256
 from . import efficientnet_lite
 
 

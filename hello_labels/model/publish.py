@@ -73,11 +73,12 @@ def find_local_path(text: str, marks) -> Optional[str]:
     return None
 
 
-def check_publishable(folder) -> None:
+def check_publishable(folder, config=None) -> None:
     """Refuse (one line, naming the file and the path) a directory whose published files hold an absolute path
-    of this machine (:func:`find_local_path`) or whose base is local (:func:`check_portable_config`)."""
+    of this machine (:func:`find_local_path`) or whose base is local (:func:`check_portable_config`).
+    ``config``: the directory's config.json as already read, if it was."""
     folder = Path(folder)
-    config = read_config(str(folder / directory.CONFIG_FILE))
+    config = config or read_config(str(folder / directory.CONFIG_FILE))
     check_portable_config(asdict(config), str(folder / directory.CONFIG_FILE))
     marks = machine_markers(folder)
     texts = {name: (folder / name).read_text(encoding="utf-8", errors="replace")
@@ -115,7 +116,7 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
     _, path = directory.read_adapter(str(folder), config.adapter_sha256, lambda name: str(folder / name))
     if Path(path) != folder / directory.ADAPTER_FILE:
         raise HelloLabelsError(f"{folder} holds an unfinished save: load and save the projector again first")
-    check_publishable(folder)
+    check_publishable(folder, config)
     api = HfApi(token=token)
     with translate_errors(repo_id, revision):
         api.create_repo(repo_id, private=private, exist_ok=True)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from hello_labels import HelloLabelsError, LabelProjector
+from hello_labels.fingerprint import file_sha256
 from hello_labels.model import efficientnet_lite
-from hello_labels.model.bases import build_base, file_sha256, parse_base
+from hello_labels.model.bases import build_base, parse_base
 
 NAME = "hello-labels:efficientnet-lite0"
 
