@@ -10,12 +10,15 @@ for every student epoch; projectors distilled from the teacher on the synthetic 
 pretrained, prototype head; and the shipped tiny open_clip ViT, random init; MSE on logits, plus a KL ablation);
 then ConvNet students, each trained identically (same steps, crops, CutMix, seeds) from one label source and tested
 on the 10k test images. Every stage is cached in ``--work/pipeline-<seed>`` with a record of the code version and
-settings that made it (benchmarks/stages.py): an interrupted run resumes, a stale cache is recomputed. Runs are
-deterministic for a given seed, thread count (``--threads``) and torch version. Results: BENCHMARKS.md.
+settings that made it (benchmarks/stages.py): an interrupted run resumes, a stale cache is recomputed; the teacher
+is shared by every ``--ipc``, the rest lives in ``pipeline-<seed>/ipc<N>``. Runs are deterministic for a given
+seed, thread count (``--threads``) and torch version. Each pipeline seed can run in its own process (one thread
+each on a 2-core machine); a last call with all the seeds then only reports. Results: BENCHMARKS.md.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -68,7 +71,12 @@ def parse():
     p.add_argument("--distill-steps", type=int, default=600)
     p.add_argument("--distill-lr", type=float, default=3e-3)
     p.add_argument("--top-k", type=int, nargs="+", default=[1, 2, 5])
-    p.add_argument("--keep", type=float, nargs="+", default=[0.25, 0.1, 0.03])
+    p.add_argument("--keep", type=float, nargs="+", default=[0.25, 0.1, 0.03, 0.01, 0.003],
+                   help="LPLD pruning: fractions of the label files kept")
+    p.add_argument("--projectors", nargs="+", default=["effnet", "effnet, KL at T=4", "effnet-small"],
+                   help=f"projectors to distill (of: {', '.join(PROJECTORS)})")
+    p.add_argument("--adapter-dtypes", nargs="+", default=["int8", "int4"],
+                   help="also train students from each projector saved in these dtypes")
     p.add_argument("--temperature", type=float, default=4.0, help="students' KL temperature")
     p.add_argument("--only", nargs="+", help="label sources to run (default: all)")
     return p.parse_args()
@@ -182,8 +190,6 @@ def projector_stage(work: Path, args, name, synthetic, teacher_spec, images, see
                               min_scale=args.min_scale, resume=(out / "train_state.pt").exists(), progress=False)
         (out / "distill_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     stage.done()
-    projector = LabelProjector.from_pretrained(out).merge()
-    return projector
 
 
 # ----------------------------------------------------------------------------------------------- codecs
@@ -219,6 +225,9 @@ class PrunedTargets(StoredTargets):
 # ----------------------------------------------------------------------------------------------- main
 def main():
     args = parse()
+    unknown = [n for n in args.projectors if n not in PROJECTORS]
+    if unknown:
+        raise SystemExit(f"unknown --projectors {unknown}: choose from {list(PROJECTORS)}")
     env = deterministic(args.threads)
     work, results = Path(args.work), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -230,16 +239,27 @@ def main():
 
 
 def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
-    """Every stage of one pipeline seed; returns its sources' bytes, student accuracies and projector agreements."""
+    """Every stage of one pipeline seed at ``--ipc``; returns its sources' bytes, student accuracies (overall and
+    per class), seconds per student step and the projectors' fidelity to the teacher."""
     work.mkdir(parents=True, exist_ok=True)
-    log(f"pipeline seed {seed} in {work}")
+    log(f"pipeline seed {seed} in {work}, {args.ipc} images per class")
     teacher, teacher_acc = teacher_stage(work, args, train, test, seed, env)
+    work = work / f"ipc{args.ipc}"  # everything below depends on the synthetic set
+    work.mkdir(exist_ok=True)
     synthetic = synthetic_stage(work, args, teacher, train, env)
     images = AugmentedImages(synthetic, SIZE, MEAN, STD, scale=(args.min_scale, 1.0))
     label_dir = labels_stage(work, args, teacher, synthetic, seed, env)
-    teacher_spec = (f"module:benchmarks.models:resnet20@{work / 'teacher.safetensors'}", teacher)
-    projectors = {name: projector_stage(work, args, name, synthetic, teacher_spec, images, seed, env)
-                  for name in PROJECTORS if not args.only or f"projector {name}" in args.only}
+    teacher_spec = (f"module:benchmarks.models:resnet20@{work.parent / 'teacher.safetensors'}", teacher)
+    wanted = [n for n in args.projectors if not args.only or f"projector {n}" in args.only or
+              any(f"projector {n} {d}" in args.only for d in args.adapter_dtypes)]
+    projectors, adapter_bytes = {}, {}
+    for name in wanted:
+        projector_stage(work, args, name, synthetic, teacher_spec, images, seed, env)
+        for dtype in ["float16", *args.adapter_dtypes]:
+            folder = quantized(work / f"projector-{_slug(name)}", dtype)
+            label = f"projector {name}" + ("" if dtype == "float16" else f" {dtype}")
+            projectors[label] = load_projector(folder)
+            adapter_bytes[label] = (folder / "adapter.safetensors").stat().st_size
 
     storage = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=1.0, teacher=None)
     full_bytes = storage.row("full stored labels (SRe2L)").bytes
@@ -251,8 +271,7 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         "teacher online (RDED)": (lambda: TeacherTargets(images, teacher), teacher_bytes),
     }
     for name, projector in projectors.items():
-        adapter = (work / f"projector-{_slug(name)}" / "adapter.safetensors").stat().st_size
-        sources[f"projector {name}"] = (lambda p=projector: TeacherTargets(images, p), adapter)
+        sources[name] = (lambda p=projector: TeacherTargets(images, p), adapter_bytes[name])
     for k in args.top_k:
         kb = storage_report(labels=str(label_dir.path), top_k=k, keep_ratio=1.0, teacher=None)
         sources[f"top-{k} stored labels"] = (lambda k=k: TopKTargets(images, label_dir, k),
@@ -262,18 +281,23 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         sources[f"pruned stored labels {keep:g}"] = (lambda keep=keep: PrunedTargets(images, label_dir, keep, seed),
                                                      pb.row(f"pruned labels (LPLD, keep {keep:.4g})").bytes)
 
-    # one record for all students: their settings, and the digests of everything upstream
-    upstream = {"teacher": module_digest(teacher), "labels": label_dir.fingerprint(),
-                "projectors": {n: module_digest(p) for n, p in projectors.items()}}
+    # one record for all students: their settings and the teacher and labels upstream; each projector's student
+    # holds that projector's digest, so adding or re-distilling one projector leaves the other students cached
+    upstream = {"teacher": module_digest(teacher), "labels": label_dir.fingerprint()}
+    digests = {n: module_digest(p) for n, p in projectors.items()}
     settings = {k: getattr(args, k) for k in ("student_epochs", "student_batch", "temperature", "min_scale")}
     cache_path = work / "students.json"
     stage = Stage(work, "students", {**settings, "upstream": upstream}, [cache_path], env, log)
     cache = json.loads(cache_path.read_text()) if stage.fresh() else {}
+    stale = [k for k, v in cache.items() if v.get("projector") != digests.get(k.rsplit("|", 1)[0])]
+    if stale:
+        log(f"recomputing {len(stale)} students of re-distilled projectors")
+    cache = {k: v for k, v in cache.items() if k not in stale}
     stage.done()  # the cache holds finished students only: each entry is complete once written
-    for name, (make, nbytes) in sources.items():
-        if args.only and name not in args.only:
-            continue
-        for student_seed in range(args.seeds):
+    for student_seed in range(args.seeds):  # every source's first student before any source's second
+        for name, (make, nbytes) in sources.items():
+            if args.only and name not in args.only:
+                continue
             key = f"{name}|{student_seed}"
             if key in cache:
                 continue
@@ -281,22 +305,51 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             student = conv_net(10, in_channels=1)
             out = train_student(student, images, make(), steps=steps, batch_size=args.student_batch, lr=3e-3,
                                 seed=student_seed, temperature=args.temperature)
-            cache[key] = {"accuracy": accuracy(student, *test, MEAN, STD), "seconds": out["seconds"],
-                          "bytes": nbytes}
+            cache[key] = {"accuracy": accuracy(student, *test, MEAN, STD), "per_class": per_class(student, test),
+                          "seconds": out["seconds"], "steps": steps, "bytes": nbytes, "projector": digests.get(name)}
             atomic_write_json(cache_path, cache)
             log(f"pipeline {seed}, {name}, student seed {student_seed}: {cache[key]['accuracy']:.2%} "
                 f"({out['seconds']:.0f}s)")
 
-    views = dict(views=2000, batch_size=200, input_size=SIZE, min_scale=args.min_scale)
-    agreement = {f"projector {n}": evaluate(p, synthetic, teachers=[teacher], **views).agreement
-                 for n, p in projectors.items()}
-    accs = {}
+    views = {"views": 2000, "batch_size": 200, "input_size": SIZE, "min_scale": args.min_scale,
+             "temperature": args.temperature}
+    fidelity = {}
+    for n, p in projectors.items():
+        r = evaluate(p, synthetic, teachers=[teacher], **views)
+        fidelity[n] = {"agreement": r.agreement, "kl": r.kl, "per_class_agreement": r.per_class}
+    runs = {}
     for key, value in cache.items():
-        accs.setdefault(key.rsplit("|", 1)[0], []).append(value["accuracy"])
+        runs.setdefault(key.rsplit("|", 1)[0], []).append(value)
     return {"teacher_accuracy": teacher_acc, "full_bytes": full_bytes, "bytes": {n: b for n, (_, b) in sources.items()},
-            "accuracy": accs, "agreement": agreement,
+            "accuracy": {n: [v["accuracy"] for v in vs] for n, vs in runs.items()},
+            "per_class": {n: [v["per_class"] for v in vs] for n, vs in runs.items()},
+            "seconds_per_step": {n: [v["seconds"] / v["steps"] for v in vs] for n, vs in runs.items()},
+            "fidelity": fidelity, "steps": steps,
             "label_dir": {"epochs": label_dir.epochs, "batch_size": label_dir.batch_size,
                           "images": label_dir.num_images}}
+
+
+def quantized(folder: Path, dtype: str) -> Path:
+    """``folder`` (a float16 projector) saved again in ``dtype`` beside it (rewritten on every run, so never stale;
+    float16: ``folder`` itself)."""
+    if dtype == "float16":
+        return folder
+    out = folder.with_name(f"{folder.name}-{dtype}")
+    load_projector(folder).save_pretrained(out, dtype=dtype)
+    return out
+
+
+def load_projector(folder: Path) -> LabelProjector:
+    # the EfficientNet base is built by this benchmark's own module (benchmarks.effnet): trusted code
+    return LabelProjector.from_pretrained(folder, trust_remote_code=True).merge().eval()
+
+
+@torch.no_grad()
+def per_class(student, test) -> dict:
+    """Test accuracy of ``student`` on each class's test images."""
+    images, labels = test
+    return {name: accuracy(student, images[labels == i], labels[labels == i], MEAN, STD)
+            for i, name in enumerate(CLASSES)}
 
 
 def check(args, path: Path, train, env: dict) -> None:
@@ -328,72 +381,139 @@ def check(args, path: Path, train, env: dict) -> None:
 
 def report(args, results, runs: dict, env: dict):
     """Per source: mean over pipeline seeds of each pipeline's student mean, the spread across pipelines (std of
-    those means) and the student-seed spread (mean over pipelines of the std across student seeds)."""
+    those means), the student-seed spread (mean over pipelines of the std across student seeds), the projectors'
+    fidelity to the teacher, seconds per student step, and how many bytes pruning needs to match each projector."""
     import statistics
 
     rows, first = [], next(iter(runs.values()))
+    hard = [x for run in runs.values() for x in run["seconds_per_step"].get("hard labels", [])]
     for name in first["bytes"]:
         per_pipeline = [run["accuracy"][name] for run in runs.values() if name in run["accuracy"]]
         if not per_pipeline:
             continue
         means = [statistics.mean(a) for a in per_pipeline]
-        agreements = [run["agreement"][name] for run in runs.values() if name in run["agreement"]]
+        fid = [run["fidelity"][name] for run in runs.values() if name in run["fidelity"]]
         nbytes = statistics.mean(run["bytes"][name] for run in runs.values())
+        step = statistics.mean(x for run in runs.values() for x in run["seconds_per_step"].get(name, []))
+        classes = [statistics.mean(pc[c] for run in runs.values() for pc in run["per_class"].get(name, []))
+                   for c in CLASSES]
         rows.append({"source": name, "bytes": round(nbytes), "bytes_vs_full": nbytes / first["full_bytes"],
-                     "agreement": statistics.mean(agreements) if agreements else None,
+                     "agreement": statistics.mean(f["agreement"] for f in fid) if fid else None,
+                     "kl": statistics.mean(f["kl"] for f in fid) if fid else None,
                      "acc_mean": statistics.mean(means),
                      "acc_std": statistics.pstdev(means) if len(means) > 1 else None,
-                     "student_std": statistics.mean(statistics.pstdev(a) for a in per_pipeline),
-                     "pipelines": len(means), "seeds": min(len(a) for a in per_pipeline)})
+                     "student_std": statistics.mean(spreads) if (spreads := [statistics.pstdev(a) for a in
+                                                                             per_pipeline if len(a) > 1]) else None,
+                     "per_class": dict(zip(CLASSES, classes)),
+                     "seconds_per_step": step,
+                     "label_ms_per_step": 1000 * (step - statistics.mean(hard)) if hard else None,
+                     "pipelines": len(means), "seeds": [len(a) for a in per_pipeline]})
+    pruning = pruning_curve(rows)
+    for r in rows:
+        if r["source"].startswith("projector"):
+            r["pruning_at_equal_bytes"] = interpolate(pruning, r["bytes"])
+            r["pruning_bytes_to_match"] = bytes_to_match(pruning, r["acc_mean"])
     teacher = [run["teacher_accuracy"] for run in runs.values()]
-    out = {"teacher_test_accuracy": teacher, "label_dir": first["label_dir"] | {"bytes": first["full_bytes"]},
+    out = {"ipc": args.ipc, "teacher_test_accuracy": teacher,
+           "label_dir": first["label_dir"] | {"bytes": first["full_bytes"]}, "student_steps": first["steps"],
            "settings": vars(args), "env": env, "code": code_version(), "runs": {str(k): v for k, v in runs.items()},
            "rows": rows}
-    atomic_write_json(results / "fashion_mnist.json", out)
-    plot(rows, results / "fashion_mnist.png", statistics.mean(teacher))
+    atomic_write_json(results / f"fashion_mnist_ipc{args.ipc}.json", out)
+    plot(rows, results / f"fashion_mnist_ipc{args.ipc}.png", statistics.mean(teacher), args, len(runs))
     print(table(rows))
 
 
+def pruning_curve(rows) -> list:
+    """``(bytes, accuracy)`` of LPLD pruning, full stored labels being pruning that keeps everything; by bytes."""
+    return sorted((r["bytes"], r["acc_mean"]) for r in rows
+                  if r["source"].startswith("pruned") or r["source"] == "full stored labels")
+
+
+def interpolate(curve, nbytes):
+    """Accuracy of ``curve`` at ``nbytes`` (linear in log bytes), or None outside its range."""
+    for (b0, a0), (b1, a1) in itertools.pairwise(curve):
+        if b0 <= nbytes <= b1:
+            return a0 + (a1 - a0) * (math.log(nbytes / b0) / math.log(b1 / b0) if b1 > b0 else 0)
+    return None
+
+
+def bytes_to_match(curve, acc):
+    """The fewest bytes at which ``curve`` (linear in log bytes between its points) reaches ``acc``: the point
+    where it crosses that accuracy; None if it never does."""
+    if curve and curve[0][1] >= acc:
+        return curve[0][0]
+    for (b0, a0), (b1, a1) in itertools.pairwise(curve):
+        if a0 < acc <= a1:
+            return round(b0 * (b1 / b0) ** ((acc - a0) / (a1 - a0)))
+    return None
+
+
 def table(rows) -> str:
-    lines = ["| label source | bytes | vs full | agreement | student test acc: mean ± pipeline std | student-seed std |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [("| label source | bytes | vs full | agreement, KL at T | student test acc: mean ± pipeline std | "
+              "student-seed std | label cost per step |"),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        agree = "—" if r["agreement"] is None else f"{r['agreement']:.1%}"
+        fid = "—" if r["agreement"] is None else f"{r['agreement']:.1%}, {r['kl']:.3f}"
         spread = "" if r["acc_std"] is None else f" ± {r['acc_std']:.2%}"
-        lines.append(f"| {r['source']} | {r['bytes']:,} | {r['bytes_vs_full']:.2%} | {agree} | "
+        student = "—" if r["student_std"] is None else f"{r['student_std']:.2%}"
+        cost = "—" if r["label_ms_per_step"] is None or r["source"] == "hard labels" else \
+            f"{r['label_ms_per_step']:+.1f} ms"
+        lines.append(f"| {r['source']} | {r['bytes']:,} | {r['bytes_vs_full']:.2%} | {fid} | "
                      f"{r['acc_mean']:.2%}{spread} ({r['pipelines']} pipeline{'s' * (r['pipelines'] > 1)}) | "
-                     f"{r['student_std']:.2%} (n={r['seeds']}) |")
+                     f"{student} (n={'/'.join(map(str, r['seeds']))}) | {cost} |")
+    for r in rows:
+        if "pruning_bytes_to_match" in r:
+            at = r["pruning_at_equal_bytes"]
+            match = r["pruning_bytes_to_match"]
+            lines.append(f"\n{r['source']}: pruning at its {r['bytes']:,} bytes "
+                         f"{'is outside the pruning range' if at is None else f'gives {at:.2%}'}; pruning matches "
+                         f"its {r['acc_mean']:.2%} " + ("never" if match is None else f"at {match:,} bytes "
+                                                          f"({match / r['bytes']:.2g}x the adapter)"))
     return "\n".join(lines)
 
 
-def plot(rows, path, teacher_acc):
-    """Accuracy against bytes (log x). Ablations (``, KL at T=…``) hollow; hard and full labels as lines."""
+def plot(rows, path, teacher_acc, args, pipelines):
+    """Accuracy against bytes (log x): pruning and top-k as curves, projectors as stars (ablations hollow), hard
+    labels as a line; a cross marks where pruning's curve reaches each float16 projector's accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5))
-    colours = iter(plt.cm.tab10.colors * 2)
+    colours = iter(plt.cm.tab10.colors * 3)
+
+    def err(r):
+        return 100 * (r["acc_std"] if r["acc_std"] is not None else r["student_std"] or 0)
+
+    for family, pick, marker in (("LPLD pruning (+ full labels)", lambda n: n.startswith("pruned") or
+                                  n == "full stored labels", "D"), ("top-k stored", lambda n: n.startswith("top-"), "s")):
+        curve = sorted((r for r in rows if pick(r["source"])), key=lambda r: r["bytes"])
+        if curve:
+            ax.errorbar([r["bytes"] for r in curve], [100 * r["acc_mean"] for r in curve],
+                        yerr=[err(r) for r in curve], fmt=f"-{marker}", capsize=3, ms=5, color=next(colours),
+                        label=family)
+    hard = next((r for r in rows if r["source"] == "hard labels"), None)
+    if hard:
+        ax.axhline(100 * hard["acc_mean"], color="0.4", ls=":", lw=1,
+                   label=f"hard labels ({100 * hard['acc_mean']:.1f}%)")
     for r in rows:
-        family = r["source"].split()[0]
-        if family in ("hard", "full"):
-            style = dict(color="0.4", ls=":" if family == "hard" else "--", lw=1)
-            ax.axhline(100 * r["acc_mean"], label=f"{r['source']} ({100 * r['acc_mean']:.1f}%)", **style)
-            if family == "hard":
-                continue
-        ablation = ", KL at" in r["source"]
-        marker = {"projector": "*", "top-1": "s", "top-2": "s", "top-5": "s", "pruned": "D",
-                  "teacher": "^"}.get(family, "o")
-        colour = next(colours)
-        ax.errorbar(r["bytes"], 100 * r["acc_mean"], yerr=100 * (r["acc_std"] or r["student_std"]), fmt=marker, capsize=3,
-                    ms=(12 if marker == "*" else 7) * (0.75 if ablation else 1), color=colour,
-                    mfc="none" if ablation else colour, label=r["source"])
+        if r["source"].startswith("projector") or r["source"].startswith("teacher"):
+            ablation = ", KL at" in r["source"] and False
+            colour = next(colours)
+            star = r["source"].startswith("projector")
+            ax.errorbar(r["bytes"], 100 * r["acc_mean"], yerr=err(r), fmt="*" if star else "^", capsize=3,
+                        ms=11 if star else 7, color=colour, mfc="none" if ablation else colour, label=r["source"])
+            match = r.get("pruning_bytes_to_match")
+            if star and match and not r["source"].endswith(("int8", "int4")):
+                ax.plot(match, 100 * r["acc_mean"], "x", color=colour, ms=10, mew=2)
+                ax.plot([r["bytes"], match], [100 * r["acc_mean"]] * 2, ":", color=colour, lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("bytes: stored labels / adapter.safetensors (fp16) / teacher weights (log scale)")
+    ax.set_xlabel("bytes: stored labels / adapter.safetensors / teacher weights (log scale)")
     ax.set_ylabel("student test accuracy (%)")
-    ax.set_title(f"Fashion-MNIST, 10 img/class, ResNet-20 teacher ({teacher_acc:.1%}), ConvNet students, "
-                 f"mean ± std over pipeline seeds (student seeds if one pipeline)", fontsize=10)
+    spread = f"mean ± std over {pipelines} pipeline seeds" if pipelines > 1 else "mean ± std over student seeds"
+    ax.set_title(f"Fashion-MNIST, {args.ipc} img/class, {args.student_epochs} epochs of labels, ResNet-20 teacher "
+                 f"({teacher_acc:.1%}), ConvNet students, {spread}; x: pruning matches the projector", fontsize=8)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
