@@ -1,0 +1,60 @@
+"""The Fashion-MNIST benchmark's report: where pruning's curve matches a projector, spreads across pipeline and
+student seeds, and the label cost per student step."""
+import json
+from argparse import Namespace
+
+import pytest
+
+from benchmarks import fashion_mnist_bench as bench
+from benchmarks.fashion_mnist import CLASSES
+
+# pruning keeps 1%, 10% and everything (full labels): accuracy rises with bytes
+CURVE = [(1_000, 0.60), (10_000, 0.66), (100_000, 0.70)]
+
+
+def test_interpolate_is_linear_in_log_bytes_and_none_outside():
+    assert bench.interpolate(CURVE, 10_000) == pytest.approx(0.66)
+    assert bench.interpolate(CURVE, 31_623) == pytest.approx(0.68, abs=1e-4)  # halfway in log bytes
+    assert bench.interpolate(CURVE, 500) is None and bench.interpolate(CURVE, 200_000) is None
+
+
+def test_bytes_to_match_is_where_the_curve_crosses_the_accuracy():
+    assert bench.bytes_to_match(CURVE, 0.63) == pytest.approx(3_162, abs=1)  # halfway between 1 KB and 10 KB
+    assert bench.bytes_to_match(CURVE, 0.66) == 10_000
+    assert bench.bytes_to_match(CURVE, 0.55) == 1_000  # the smallest pruning already does as well
+    assert bench.bytes_to_match(CURVE, 0.75) is None  # never, not even with every label
+
+
+def _run(acc, seconds, seeds):
+    names = {"full stored labels": 100_000, "hard labels": 0, "pruned stored labels 0.1": 10_000,
+             "pruned stored labels 0.01": 1_000, "projector effnet": 5_000}
+    per_class = {c: 0.5 for c in CLASSES}
+    return {"teacher_accuracy": 0.92, "full_bytes": 100_000, "bytes": names, "steps": 600,
+            "accuracy": {n: [acc[n] + 0.01 * s for s in range(seeds)] for n in names},
+            "per_class": {n: [per_class] * seeds for n in names},
+            "seconds_per_step": {n: [seconds[n]] * seeds for n in names},
+            "fidelity": {"projector effnet": {"agreement": 0.95, "kl": 0.1, "per_class_agreement": {}}},
+            "label_dir": {"epochs": 300, "batch_size": 50, "images": 100}}
+
+
+def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tmp_path):
+    acc = {"full stored labels": 0.70, "hard labels": 0.60, "pruned stored labels 0.1": 0.66,
+           "pruned stored labels 0.01": 0.60, "projector effnet": 0.63}
+    seconds = {"full stored labels": 0.05, "hard labels": 0.04, "pruned stored labels 0.1": 0.05,
+               "pruned stored labels 0.01": 0.05, "projector effnet": 0.10}
+    shifted = {n: a + 0.02 for n, a in acc.items()}
+    runs = {0: _run(acc, seconds, seeds=2), 1: _run(shifted, seconds, seeds=1)}
+    args = Namespace(ipc=10, student_epochs=300)
+    bench.report(args, tmp_path, runs, {"torch": "x", "threads": 1})
+
+    out = json.loads((tmp_path / "fashion_mnist_ipc10.json").read_text())
+    rows = {r["source"]: r for r in out["rows"]}
+    projector = rows["projector effnet"]
+    # pipeline 0's student mean is 0.635 (seeds 0.63, 0.64), pipeline 1's 0.65: mean 0.6425, std 0.0075
+    assert projector["acc_mean"] == pytest.approx(0.6425) and projector["acc_std"] == pytest.approx(0.0075)
+    assert projector["student_std"] == pytest.approx(0.005)  # only pipeline 0 has two student seeds
+    assert projector["seeds"] == [2, 1]
+    assert projector["label_ms_per_step"] == pytest.approx(60.0)  # 0.10 s against hard labels' 0.04 s
+    assert projector["pruning_bytes_to_match"] < projector["bytes"] < 10_000
+    assert projector["pruning_at_equal_bytes"] > projector["acc_mean"]
+    assert (tmp_path / "fashion_mnist_ipc10.png").stat().st_size > 0
