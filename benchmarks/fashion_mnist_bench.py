@@ -73,7 +73,7 @@ def parse():
     p.add_argument("--top-k", type=int, nargs="+", default=[1, 2, 5])
     p.add_argument("--keep", type=float, nargs="+", default=[0.25, 0.1, 0.03, 0.01, 0.003],
                    help="LPLD pruning: fractions of the label files kept")
-    p.add_argument("--projectors", nargs="+", default=["effnet", "effnet, KL at T=4", "effnet-small"],
+    p.add_argument("--projectors", nargs="+", default=["effnet", "effnet-small"],
                    help=f"projectors to distill (of: {', '.join(PROJECTORS)})")
     p.add_argument("--adapter-dtypes", nargs="+", default=["int8", "int4"],
                    help="also train students from each projector saved in these dtypes")
@@ -513,7 +513,8 @@ def plot(rows, path, teacher_acc, args, pipelines):
     ax.set_ylabel("student test accuracy (%)")
     spread = f"mean ± std over {pipelines} pipeline seeds" if pipelines > 1 else "mean ± std over student seeds"
     ax.set_title(f"Fashion-MNIST, {args.ipc} img/class, {args.student_epochs} epochs of labels, ResNet-20 teacher "
-                 f"({teacher_acc:.1%}), ConvNet students, {spread}; x: pruning matches the projector", fontsize=8)
+                 f"({teacher_acc:.1%}), ConvNet students\n{spread}; x: where pruning matches the projector",
+                 fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
