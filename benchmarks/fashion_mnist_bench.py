@@ -5,9 +5,10 @@
     python -m benchmarks.fashion_mnist_bench --check     # does this machine reproduce the committed teacher stage?
 
 Each pipeline seed (``--pipeline-seeds``) draws the whole pipeline anew: a ResNet-20 teacher trained on the 60k
-training images; the synthetic set (the teacher's 10 most confident training images per class); SRe2L-format stored labels
-for every student epoch; projectors distilled from the teacher on the synthetic set (EfficientNet-Lite0, ImageNet
-pretrained, prototype head; and the shipped tiny open_clip ViT, random init; MSE on logits, plus a KL ablation);
+training images; the synthetic set (the teacher's ``--ipc`` most confident training images per class);
+SRe2L-format stored labels for every student epoch; projectors distilled from the teacher on the synthetic set
+(by default EfficientNet-Lite0, ImageNet pretrained, prototype head, at rank 8 and a small variant, MSE on logits,
+each also saved at int8 and 4-bit; ``--projectors`` adds the random-init tiny open_clip ViT and KL ablations);
 then ConvNet students, each trained identically (same steps, crops, CutMix, seeds) from one label source and tested
 on the 10k test images. Every stage is cached in ``--work/pipeline-<seed>`` with a record of the code version and
 settings that made it (benchmarks/stages.py): an interrupted run resumes, a stale cache is recomputed; the teacher
@@ -473,8 +474,8 @@ def table(rows) -> str:
 
 
 def plot(rows, path, teacher_acc, args, pipelines):
-    """Accuracy against bytes (log x): pruning and top-k as curves, projectors as stars (ablations hollow), hard
-    labels as a line; a cross marks where pruning's curve reaches each float16 projector's accuracy."""
+    """Accuracy against bytes (log x): pruning and top-k as curves, projectors as stars, the teacher as a
+    triangle, hard labels as a line; a cross marks where pruning's curve reaches each float16 projector's accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -499,11 +500,10 @@ def plot(rows, path, teacher_acc, args, pipelines):
                    label=f"hard labels ({100 * hard['acc_mean']:.1f}%)")
     for r in rows:
         if r["source"].startswith("projector") or r["source"].startswith("teacher"):
-            ablation = ", KL at" in r["source"] and False
             colour = next(colours)
             star = r["source"].startswith("projector")
             ax.errorbar(r["bytes"], 100 * r["acc_mean"], yerr=err(r), fmt="*" if star else "^", capsize=3,
-                        ms=11 if star else 7, color=colour, mfc="none" if ablation else colour, label=r["source"])
+                        ms=11 if star else 7, color=colour, label=r["source"])
             match = r.get("pruning_bytes_to_match")
             if star and match and not r["source"].endswith(("int8", "int4")):
                 ax.plot(match, 100 * r["acc_mean"], "x", color=colour, ms=10, mew=2)
@@ -511,7 +511,9 @@ def plot(rows, path, teacher_acc, args, pipelines):
     ax.set_xscale("log")
     ax.set_xlabel("bytes: stored labels / adapter.safetensors / teacher weights (log scale)")
     ax.set_ylabel("student test accuracy (%)")
-    spread = f"mean ± std over {pipelines} pipeline seeds" if pipelines > 1 else "mean ± std over student seeds"
+    seeds = max(n for r in rows for n in r["seeds"])
+    spread = (f"mean ± std over {pipelines} pipeline seeds" if pipelines > 1 else
+              "mean ± std over student seeds" if seeds > 1 else "one pipeline, one student seed: no error bars")
     ax.set_title(f"Fashion-MNIST, {args.ipc} img/class, {args.student_epochs} epochs of labels, ResNet-20 teacher "
                  f"({teacher_acc:.1%}), ConvNet students\n{spread}; x: where pruning matches the projector",
                  fontsize=9)
