@@ -256,11 +256,14 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     projectors, adapter_bytes = {}, {}
     for name in wanted:
         projector_stage(work, args, name, synthetic, teacher_spec, images, seed, env)
-        for dtype in ["float16", *args.adapter_dtypes]:
-            folder = quantized(work / f"projector-{_slug(name)}", dtype)
-            label = f"projector {name}" + ("" if dtype == "float16" else f" {dtype}")
-            projectors[label] = load_projector(folder)
-            adapter_bytes[label] = (folder / "adapter.safetensors").stat().st_size
+        folder = work / f"projector-{_slug(name)}"
+        saved = {f"projector {name}": folder}
+        float16 = projectors[f"projector {name}"] = load_projector(folder)
+        for dtype in args.adapter_dtypes:  # saved again beside it on every run, so never stale
+            label, out = f"projector {name} {dtype}", folder.with_name(f"{folder.name}-{dtype}")
+            float16.save_pretrained(out, dtype=dtype)
+            saved[label], projectors[label] = out, load_projector(out)
+        adapter_bytes |= {label: (path / "adapter.safetensors").stat().st_size for label, path in saved.items()}
 
     storage = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=1.0, teacher=None)
     full_bytes = storage.row("full stored labels (SRe2L)").bytes
@@ -328,16 +331,6 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             "fidelity": fidelity, "steps": steps,
             "label_dir": {"epochs": label_dir.epochs, "batch_size": label_dir.batch_size,
                           "images": label_dir.num_images}}
-
-
-def quantized(folder: Path, dtype: str) -> Path:
-    """``folder`` (a float16 projector) saved again in ``dtype`` beside it (rewritten on every run, so never stale;
-    float16: ``folder`` itself)."""
-    if dtype == "float16":
-        return folder
-    out = folder.with_name(f"{folder.name}-{dtype}")
-    load_projector(folder).save_pretrained(out, dtype=dtype)
-    return out
 
 
 def load_projector(folder: Path) -> LabelProjector:
