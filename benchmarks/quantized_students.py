@@ -3,11 +3,12 @@
     hello-labels demo --out /tmp/demo
     python -m benchmarks.quantized_students /tmp/demo --seeds 5 --json benchmarks/results/quantized-students.json
 
-Takes the demo's distilled projector (``<demo>/projector``), saves it in each dtype, loads it back (dequantized),
-and trains the demo's ConvNet students (same steps, crops, CutMix and seeds for every dtype) on its labels; reports
-the adapter file size, top-1 agreement with the float16 projector on the synthetic set's views, the largest logit
-difference from float16, and the students' test accuracy (mean and std over seeds, and the per-seed difference
-from float16, which removes the seed-to-seed spread). Not a test: nothing is asserted.
+Distils a projector with the demo's recipe (``RECIPES`` in hello_labels/demo/pipeline.py) from the demo's teacher
+on its synthetic set, saved at float16 (the demo itself saves at the recipe's format), then saves it in each dtype,
+loads it back (dequantized), and trains the demo's ConvNet students (same steps, crops, CutMix and seeds for every
+dtype) on its labels; reports the adapter file size, top-1 agreement with the float16 projector on the synthetic
+set's views, the largest logit difference from float16, and the students' test accuracy (mean and std over seeds,
+and the per-seed difference from float16, which removes the seed-to-seed spread). Not a test: nothing is asserted.
 """
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ import argparse
 import json
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from hello_labels import LabelProjector
-from hello_labels.demo.pipeline import DemoSettings, load_bundled, synthetic_images
+from hello_labels.demo.pipeline import DEFAULT_BASE, RECIPES, DemoSettings, distill_settings, load_bundled, \
+    synthetic_images
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets
 from hello_labels.labels.views import stream_plans
+from hello_labels.train.jobs import distill_from_teachers, make_projector
 from hello_labels.train.students import accuracy, conv_net, train_student
 
 DTYPES = ("float16", "int8", "int4")
@@ -50,9 +54,14 @@ def main(argv=None) -> None:
     images = synthetic_images(args.demo_dir / "synthetic", classes, s)
     label_dir = LabelDir.scan(args.demo_dir / "labels")
     steps = label_dir.epochs * label_dir.batches_per_epoch
-    source = LabelProjector.from_pretrained(args.demo_dir / "projector")
     rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp:
+        recipe = replace(RECIPES[DEFAULT_BASE], adapter_dtype="float16")
+        config, options = distill_settings(DEFAULT_BASE, None, recipe, s.seed)
+        teacher = f"module:hello_labels.train.students:conv_net@{args.demo_dir / 'teacher.safetensors'}"
+        source = make_projector(images, DEFAULT_BASE, **options)
+        distill_from_teachers(args.demo_dir / "synthetic", [teacher], Path(tmp) / "distilled", source, config,
+                              images=images, min_scale=s.min_scale, progress=False)
         for dtype in DTYPES:
             source.save_pretrained(Path(tmp) / dtype, dtype=dtype)
             projector = LabelProjector.from_pretrained(Path(tmp) / dtype).merge().eval()

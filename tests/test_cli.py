@@ -32,7 +32,7 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     assert f"{labels.total_bytes():,}" in text
     for name in ("projector", "projector-from-labels"):
         projector = LabelProjector.from_pretrained(out / name)
-        assert projector.config.adapter_dtype == "float16" and projector.num_classes == 10
+        assert projector.config.adapter_dtype == "int8" and projector.num_classes == 10  # the recipe's format
         for published in ("config.json", "README.md"):  # identities (teacher, data), never the demo's folders
             assert str(tmp_path) not in (out / name / published).read_text(), (name, published)
         assert projector.config.base["name"] == "hello-labels:efficientnet-lite0"  # the default base
