@@ -90,6 +90,7 @@ class Adapter(nn.Module):
         self.__dict__["_hosts"] = {"encoder": encoder, "head": head}
         self.store_head_weight = store_head_weight
         self.merged = False
+        self.__dict__["_stored_head_weight"] = None  # while merged: a stored head weight as it was before merging
         self.__dict__["_groups"] = [(t, [n for n, g in groups.items() if g is t]) for t in targets]
 
     def _loras(self, part: str) -> Dict[str, LoRA]:
@@ -111,8 +112,8 @@ class Adapter(nn.Module):
         out.update(lora_state_dict(self._loras("head"), prefix="head."))
         out["head.bias"] = head.bias
         out["head.logit_scale"] = head.logit_scale
-        if self.store_head_weight:
-            out["head.weight"] = self._head_weight()
+        if self.store_head_weight:  # merged, the head's weight holds W + delta: the file wants W
+            out["head.weight"] = self._stored_head_weight if self.merged else self._head_weight()
         return out
 
     def summary(self) -> List[dict]:
@@ -136,6 +137,8 @@ class Adapter(nn.Module):
     def merge(self) -> None:
         """Fold every delta into its weight (no dropout): the bare base's inference cost."""
         if not self.merged:
+            if self.store_head_weight:
+                self.__dict__["_stored_head_weight"] = self._head_weight().detach().clone()
             for part, host in self._hosts.items():
                 merge_lora(host, self._loras(part))
             self.merged = True
@@ -145,4 +148,8 @@ class Adapter(nn.Module):
         if self.merged:
             for part, host in self._hosts.items():
                 unmerge_lora(host, self._loras(part))
+            if self.store_head_weight:  # exactly as before merging (W + delta - delta may differ in the last bit)
+                with torch.no_grad():
+                    self._head_weight().copy_(self._stored_head_weight)
+                self.__dict__["_stored_head_weight"] = None
             self.merged = False

@@ -253,9 +253,9 @@ class LabelProjector(
                 raise HelloLabelsError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
                                        f"expects {list(target.shape)}")
         was_merged = self.merged
-        self.unmerge()
+        self.unmerge()  # merged, some tensors are copies (a stored head weight): copy into the live ones
         with torch.no_grad():
-            for name, target in expected.items():
+            for name, target in self.adapter_state_dict().items():
                 target.copy_(tensors[name].to(target.dtype))
         if was_merged:
             self.merge()

@@ -289,3 +289,25 @@ def test_unknown_bases_and_missing_config(tmp_path, class_names):
         LabelProjector.from_pretrained(tmp_path / "empty")
     with pytest.raises(HelloLabelsError, match="no text tower"):
         LabelProjector.from_base("timm:test_resnet", class_names=class_names)
+
+
+def test_merged_prototype_projector_saves_and_loads_its_own_head(tiny_rn_dir, class_names, tmp_path):
+    """A prototype head's weight is stored in the adapter: saved from a merged projector it must be the prototypes,
+    not prototypes + head delta (the delta would be applied twice on load), and loading into a merged projector
+    must reach the live weight."""
+    images, labels = torch.randn(10, 3, 32, 32), torch.arange(10) % 5
+    p = tiny(tiny_rn_dir, class_names, head_init="prototype", prototype_images=images, prototype_labels=labels)
+    perturb(p)
+    with torch.no_grad():
+        expected = p(images)
+        prototypes = p.adapter_state_dict()["head.weight"].clone()
+        p.merge()
+        assert torch.equal(p.adapter_state_dict()["head.weight"], prototypes)
+        for dtype in ("float32", "int8"):
+            p.save_pretrained(tmp_path / dtype, dtype=dtype)
+            q = LabelProjector.from_pretrained(tmp_path / dtype)
+            assert torch.allclose(q(images), expected, atol=0.02 if dtype == "int8" else 1e-4), dtype
+        fresh = tiny(tiny_rn_dir, class_names, head_init="prototype", prototype_images=images * 0 + 1,
+                     prototype_labels=labels).merge()
+        fresh.load_adapter_state_dict(LabelProjector.from_pretrained(tmp_path / "float32").adapter_state_dict())
+        assert torch.allclose(fresh(images), expected, atol=1e-4)
