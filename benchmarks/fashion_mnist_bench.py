@@ -374,9 +374,25 @@ def check(args, path: Path, train, env: dict) -> None:
 
 
 def report(args, results, runs: dict, env: dict):
+    """Write the results JSON (settings, every run, :func:`report_rows`) and its plot; print the table."""
+    import statistics
+
+    rows, first = report_rows(runs), next(iter(runs.values()))
+    teacher = [run["teacher_accuracy"] for run in runs.values()]
+    out = {"ipc": args.ipc, "teacher_test_accuracy": teacher,
+           "label_dir": first["label_dir"] | {"bytes": first["full_bytes"]}, "student_steps": first["steps"],
+           "settings": vars(args), "env": env, "code": code_version(), "runs": {str(k): v for k, v in runs.items()},
+           "rows": rows}
+    atomic_write_json(results / f"fashion_mnist_ipc{args.ipc}.json", out)
+    plot(rows, results / f"fashion_mnist_ipc{args.ipc}.png", statistics.mean(teacher), args, len(runs))
+    print(table(rows))
+
+
+def report_rows(runs: dict) -> list:
     """Per source: mean over pipeline seeds of each pipeline's student mean, the spread across pipelines (std of
     those means), the student-seed spread (mean over pipelines of the std across student seeds), the projectors'
-    fidelity to the teacher, seconds per student step, and how many bytes pruning needs to match each projector."""
+    fidelity to the teacher, seconds per student step (None where not measured), and how many bytes pruning needs
+    to match each projector."""
     import statistics
 
     rows, first = [], next(iter(runs.values()))
@@ -388,7 +404,8 @@ def report(args, results, runs: dict, env: dict):
         means = [statistics.mean(a) for a in per_pipeline]
         fid = [run["fidelity"][name] for run in runs.values() if name in run["fidelity"]]
         nbytes = statistics.mean(run["bytes"][name] for run in runs.values())
-        step = statistics.mean(x for run in runs.values() for x in run["seconds_per_step"].get(name, []))
+        steps = [x for run in runs.values() for x in run["seconds_per_step"].get(name, [])]
+        step = statistics.mean(steps) if steps else None
         classes = [statistics.mean(pc[c] for run in runs.values() for pc in run["per_class"].get(name, []))
                    for c in CLASSES]
         rows.append({"source": name, "bytes": round(nbytes), "bytes_vs_full": nbytes / first["full_bytes"],
@@ -400,21 +417,14 @@ def report(args, results, runs: dict, env: dict):
                                                                              per_pipeline if len(a) > 1]) else None,
                      "per_class": dict(zip(CLASSES, classes)),
                      "seconds_per_step": step,
-                     "label_ms_per_step": 1000 * (step - statistics.mean(hard)) if hard else None,
+                     "label_ms_per_step": 1000 * (step - statistics.mean(hard)) if hard and steps else None,
                      "pipelines": len(means), "seeds": [len(a) for a in per_pipeline]})
     pruning = pruning_curve(rows)
     for r in rows:
         if r["source"].startswith("projector"):
             r["pruning_at_equal_bytes"] = interpolate(pruning, r["bytes"])
             r["pruning_bytes_to_match"] = bytes_to_match(pruning, r["acc_mean"])
-    teacher = [run["teacher_accuracy"] for run in runs.values()]
-    out = {"ipc": args.ipc, "teacher_test_accuracy": teacher,
-           "label_dir": first["label_dir"] | {"bytes": first["full_bytes"]}, "student_steps": first["steps"],
-           "settings": vars(args), "env": env, "code": code_version(), "runs": {str(k): v for k, v in runs.items()},
-           "rows": rows}
-    atomic_write_json(results / f"fashion_mnist_ipc{args.ipc}.json", out)
-    plot(rows, results / f"fashion_mnist_ipc{args.ipc}.png", statistics.mean(teacher), args, len(runs))
-    print(table(rows))
+    return rows
 
 
 def pruning_curve(rows) -> list:

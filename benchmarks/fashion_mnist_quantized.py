@@ -12,11 +12,20 @@ loaded back, and students are trained exactly as the benchmark trains them (same
 threads), from the float16 projector too (``--float16`` retrains those; by default their accuracies are read from
 the benchmark's cache, and ``--float16`` on one pipeline checks that they reproduce). Reports per pipeline and
 student seed the accuracies and the paired difference from float16.
+
+    python -m benchmarks.fashion_mnist_quantized --work benchmarks/work --amend \
+        benchmarks/results/fashion_mnist_ipc10.json /tmp/q-p1.json /tmp/q-p02.json
+
+replaces the quantized rows of the benchmark's results file with these students (and the copies' agreement and
+KL at T with the teacher, measured as the benchmark measures them; no label cost per step: they ran in other
+processes), recomputes the pruning comparison, redraws its plot and prints its table; what was replaced is kept
+under ``amended``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from types import SimpleNamespace
 import statistics
 import tempfile
 from pathlib import Path
@@ -31,6 +40,7 @@ from hello_labels.model.projector import LabelProjector
 from hello_labels.train.students import accuracy, conv_net, train_student
 
 from .fashion_mnist import CLASSES, load
+from . import fashion_mnist_bench as bench
 from .fashion_mnist_bench import MEAN, SIZE, STD, per_class
 from .stages import code_version, deterministic
 
@@ -64,7 +74,12 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--float16", action="store_true", help="retrain the float16 projectors' students too")
     p.add_argument("--json", type=Path)
+    p.add_argument("--amend", type=Path, nargs="+", metavar=("RESULTS", "QUANTIZED"),
+                   help="a results JSON of the benchmark, then the JSON files this script wrote for it")
     args = p.parse_args(argv)
+    if args.amend:
+        deterministic(args.threads)
+        return amend(args.amend[0], args.amend[1:], args.work)
     if len(args.seeds) == 1:
         args.seeds = args.seeds * len(args.pipeline_seeds)
     env = deterministic(args.threads)
@@ -113,6 +128,61 @@ def main(argv=None) -> None:
                      for rows in result["pipelines"].values()]
             print(f"projector {name} {dtype}: {100 * statistics.mean(diffs):+.2f} points against float16 "
                   f"(per pipeline {', '.join(f'{100 * d:+.2f}' for d in diffs)})")
+
+
+def amend(results_path: Path, quantized_paths, work: Path) -> None:
+    """Replace ``results_path``'s quantized rows (see the module docstring)."""
+    from safetensors.torch import load_file
+
+    from hello_labels.train.jobs import evaluate
+
+    from .models import resnet20
+
+    results = json.loads(results_path.read_text())
+    measured = {}
+    for path in quantized_paths:
+        data = json.loads(Path(path).read_text())
+        if data["ipc"] != results["ipc"]:
+            raise SystemExit(f"{path} is for IPC {data['ipc']}, {results_path} for IPC {results['ipc']}")
+        measured |= data["pipelines"]
+    names = sorted({n for rows in measured.values() for n in rows if n.endswith(DTYPES)})
+    if sorted(measured) != sorted(results["runs"]):
+        raise SystemExit(f"pipelines {sorted(measured)} measured, {sorted(results['runs'])} in {results_path}")
+    settings = SimpleNamespace(**results["settings"])
+    train = load(True)
+    replaced = {}
+    for pipeline, rows in measured.items():
+        run = results["runs"][pipeline]
+        ipc_dir = work / f"pipeline-{pipeline}" / f"ipc{results['ipc']}"
+        teacher = resnet20(10)
+        teacher.load_state_dict(load_file(str(ipc_dir.parent / "teacher.safetensors")))
+        teacher.eval().requires_grad_(False)
+        index = torch.load(ipc_dir / f"synthetic_ipc{results['ipc']}.pt", weights_only=True)
+        synthetic = TensorImages(train[0][index], train[1][index], CLASSES)
+        for name in names:
+            replaced.setdefault(name, {})[pipeline] = {k: run[k].get(name) for k in ("accuracy", "fidelity", "bytes")}
+            float16 = LabelProjector.from_pretrained(ipc_dir / f"projector-{name.split()[1]}", trust_remote_code=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                float16.save_pretrained(tmp, dtype=name.split()[2])
+                copy = LabelProjector.from_pretrained(tmp, trust_remote_code=True).merge().eval()
+            r = evaluate(copy, synthetic, teachers=[teacher], views=2000, batch_size=200, input_size=SIZE,
+                         min_scale=settings.min_scale, temperature=settings.temperature)
+            run["fidelity"][name] = {"agreement": r.agreement, "kl": r.kl, "per_class_agreement": r.per_class}
+            run["accuracy"][name] = [s["accuracy"] for s in rows[name]["students"]]
+            run["per_class"][name] = [s["per_class"] for s in rows[name]["students"]]
+            run["bytes"][name] = rows[name]["bytes"]
+            run["seconds_per_step"].pop(name, None)
+            print(f"pipeline {pipeline}, {name}: agreement {r.agreement:.2%}, KL {r.kl:.4f}", flush=True)
+    rows = bench.report_rows(results["runs"])  # label cost per step only where it was measured
+    results["rows"] = rows
+    results["amended"] = {"by": "benchmarks/fashion_mnist_quantized.py", "code": code_version(),
+                          "sources": names, "replaced": replaced,
+                          "why": "int8/4-bit copies saved from merged projectors before commit e26abe7 carried "
+                                 "the head delta twice"}
+    atomic_write_json(results_path, results)
+    teacher_acc = statistics.mean(results["teacher_test_accuracy"])
+    bench.plot(rows, results_path.with_suffix(".png"), teacher_acc, settings, len(results["runs"]))
+    print(bench.table(rows))
 
 
 if __name__ == "__main__":

@@ -58,3 +58,18 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
     assert projector["pruning_bytes_to_match"] < projector["bytes"] < 10_000
     assert projector["pruning_at_equal_bytes"] > projector["acc_mean"]
     assert (tmp_path / "fashion_mnist_ipc10.png").stat().st_size > 0
+
+
+def test_a_source_timed_elsewhere_has_no_label_cost():
+    """Rows re-measured in another process (benchmarks/fashion_mnist_quantized.py --amend) carry no seconds per
+    step: the report leaves their label cost empty instead of failing or comparing times across processes."""
+    acc = {"full stored labels": 0.70, "hard labels": 0.60, "pruned stored labels 0.1": 0.66,
+           "pruned stored labels 0.01": 0.60, "projector effnet": 0.63}
+    seconds = dict.fromkeys(acc, 0.05)
+    run = _run(acc, seconds, seeds=1)
+    del run["seconds_per_step"]["projector effnet"]
+    rows = {r["source"]: r for r in bench.report_rows({0: run})}
+    assert rows["projector effnet"]["seconds_per_step"] is None
+    assert rows["projector effnet"]["label_ms_per_step"] is None
+    assert rows["full stored labels"]["label_ms_per_step"] == pytest.approx(0.0)
+    assert "| projector effnet | 5,000 |" in bench.table(list(rows.values()))
