@@ -424,6 +424,13 @@ def report_rows(runs: dict) -> list:
         if r["source"].startswith("projector"):
             r["pruning_at_equal_bytes"] = interpolate(pruning, r["bytes"])
             r["pruning_bytes_to_match"] = bytes_to_match(pruning, r["acc_mean"])
+    if len(runs) > 1:  # paired: each pipeline's projector against that pipeline's own pruning curve
+        for r in rows:
+            if r["source"].startswith("projector"):
+                r["gap_to_pruning_per_pipeline"] = {
+                    seed: statistics.mean(run["accuracy"][r["source"]]) - at
+                    for seed, run in runs.items() if r["source"] in run["accuracy"] and
+                    (at := interpolate(pruning_curve(report_rows({seed: run})), run["bytes"][r["source"]])) is not None}
     return rows
 
 
@@ -473,6 +480,10 @@ def table(rows) -> str:
                          f"{'is outside the pruning range' if at is None else f'gives {at:.2%}'}; pruning matches "
                          f"its {r['acc_mean']:.2%} " + ("never" if match is None else f"at {match:,} bytes "
                                                           f"({match / r['bytes']:.2g}x the adapter)"))
+            if r.get("gap_to_pruning_per_pipeline"):
+                gaps = r["gap_to_pruning_per_pipeline"].values()
+                lines[-1] += (f"; against its own pipeline's pruning at equal bytes "
+                              f"{', '.join(f'{100 * g:+.2f}' for g in gaps)} points")
     return "\n".join(lines)
 
 

@@ -57,6 +57,9 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
     assert projector["label_ms_per_step"] == pytest.approx(60.0)  # 0.10 s against hard labels' 0.04 s
     assert projector["pruning_bytes_to_match"] < projector["bytes"] < 10_000
     assert projector["pruning_at_equal_bytes"] > projector["acc_mean"]
+    # paired: pipeline 0's projector (0.635) against its own pruning at 5 KB (0.605 + 0.06 * log10(5) = 0.6469)
+    gaps = projector["gap_to_pruning_per_pipeline"]
+    assert gaps["0"] == pytest.approx(0.635 - 0.6469, abs=1e-4) and gaps["1"] == pytest.approx(gaps["0"])
     assert (tmp_path / "fashion_mnist_ipc10.png").stat().st_size > 0
 
 
