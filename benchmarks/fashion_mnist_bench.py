@@ -124,6 +124,11 @@ def synthetic_stage(work: Path, args, teacher, train, env: dict):
     if not stage.fresh():
         torch.save(torch.cat(most_confident(teacher, *train, len(CLASSES), args.ipc, MEAN, STD)), path)
         stage.done()
+    return load_synthetic(path, train)
+
+
+def load_synthetic(path: Path, train) -> TensorImages:
+    """The synthetic set whose training-image indices ``synthetic_stage`` saved at ``path``."""
     index = torch.load(path, weights_only=True)
     return TensorImages(train[0][index], train[1][index], CLASSES)
 
@@ -305,15 +310,11 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             key = f"{name}|{student_seed}"
             if key in cache:
                 continue
-            torch.manual_seed(student_seed)
-            student = conv_net(10, in_channels=1)
-            out = train_student(student, images, make(), steps=steps, batch_size=args.student_batch, lr=3e-3,
-                                seed=student_seed, temperature=args.temperature)
-            cache[key] = {"accuracy": accuracy(student, *test, MEAN, STD), "per_class": per_class(student, test),
-                          "seconds": out["seconds"], "steps": steps, "bytes": nbytes, "projector": digests.get(name)}
+            cache[key] = train_one_student(images, make, steps, student_seed, args, test) | {
+                "steps": steps, "bytes": nbytes, "projector": digests.get(name)}
             atomic_write_json(cache_path, cache)
             log(f"pipeline {seed}, {name}, student seed {student_seed}: {cache[key]['accuracy']:.2%} "
-                f"({out['seconds']:.0f}s)")
+                f"({cache[key]['seconds']:.0f}s)")
 
     views = {"views": 2000, "batch_size": 200, "input_size": SIZE, "min_scale": args.min_scale,
              "temperature": args.temperature}
@@ -336,6 +337,17 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
 def load_projector(folder: Path) -> LabelProjector:
     # the EfficientNet base is built by this benchmark's own module (benchmarks.effnet): trusted code
     return LabelProjector.from_pretrained(folder, trust_remote_code=True).merge().eval()
+
+
+def train_one_student(images, make_targets, steps: int, seed: int, args, test) -> dict:
+    """A ConvNet student trained on ``make_targets()`` (None: hard labels) as every student here is trained; its
+    test ``accuracy``, ``per_class`` accuracy and training ``seconds``."""
+    torch.manual_seed(seed)
+    student = conv_net(10, in_channels=1)
+    out = train_student(student, images, make_targets(), steps=steps, batch_size=args.student_batch, lr=3e-3, seed=seed,
+                        temperature=args.temperature)
+    return {"accuracy": accuracy(student, *test, MEAN, STD), "per_class": per_class(student, test),
+            "seconds": out["seconds"]}
 
 
 @torch.no_grad()
@@ -425,19 +437,25 @@ def report_rows(runs: dict) -> list:
             r["pruning_at_equal_bytes"] = interpolate(pruning, r["bytes"])
             r["pruning_bytes_to_match"] = bytes_to_match(pruning, r["acc_mean"])
     if len(runs) > 1:  # paired: each pipeline's projector against that pipeline's own pruning curve
+        curves = {seed: sorted((run["bytes"][n], statistics.mean(a)) for n, a in run["accuracy"].items()
+                               if on_pruning_curve(n)) for seed, run in runs.items()}
         for r in rows:
             if r["source"].startswith("projector"):
                 r["gap_to_pruning_per_pipeline"] = {
                     seed: statistics.mean(run["accuracy"][r["source"]]) - at
                     for seed, run in runs.items() if r["source"] in run["accuracy"] and
-                    (at := interpolate(pruning_curve(report_rows({seed: run})), run["bytes"][r["source"]])) is not None}
+                    (at := interpolate(curves[seed], run["bytes"][r["source"]])) is not None}
     return rows
 
 
+def on_pruning_curve(source: str) -> bool:
+    """LPLD pruning's points, full stored labels being pruning that keeps everything."""
+    return source.startswith("pruned") or source == "full stored labels"
+
+
 def pruning_curve(rows) -> list:
-    """``(bytes, accuracy)`` of LPLD pruning, full stored labels being pruning that keeps everything; by bytes."""
-    return sorted((r["bytes"], r["acc_mean"]) for r in rows
-                  if r["source"].startswith("pruned") or r["source"] == "full stored labels")
+    """``(bytes, accuracy)`` of LPLD pruning (:func:`on_pruning_curve`), by bytes."""
+    return sorted((r["bytes"], r["acc_mean"]) for r in rows if on_pruning_curve(r["source"]))
 
 
 def interpolate(curve, nbytes):
@@ -501,8 +519,8 @@ def plot(rows, path, teacher_acc, args, pipelines):
     def err(r):
         return 100 * (r["acc_std"] if r["acc_std"] is not None else r["student_std"] or 0)
 
-    for family, pick, marker in (("LPLD pruning (+ full labels)", lambda n: n.startswith("pruned") or
-                                  n == "full stored labels", "D"), ("top-k stored", lambda n: n.startswith("top-"), "s")):
+    for family, pick, marker in (("LPLD pruning (+ full labels)", on_pruning_curve, "D"),
+                                 ("top-k stored", lambda n: n.startswith("top-"), "s")):
         curve = sorted((r for r in rows if pick(r["source"])), key=lambda r: r["bytes"])
         if curve:
             ax.errorbar([r["bytes"] for r in curve], [100 * r["acc_mean"] for r in curve],

@@ -1,7 +1,7 @@
 """Students from the Fashion-MNIST benchmark's float16 projectors saved again at int8 and 4-bit, with this code.
 
     python -m benchmarks.fashion_mnist_quantized --work benchmarks/work --ipc 10 --pipeline-seeds 0 1 2 \
-        --seeds 2 1 1 --json benchmarks/results/fashion_mnist_quantized_ipc10.json
+        --seeds 2 1 1 --json q10.json
 
 Until commit e26abe7, ``save_pretrained`` on a merged projector with a prototype head wrote the head weight with
 the head delta already folded in, so the copy applied the delta twice; the benchmark saves its int8 and 4-bit
@@ -26,37 +26,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from types import SimpleNamespace
 import statistics
 import tempfile
 from pathlib import Path
-
-import torch
+from types import SimpleNamespace
 
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets
-from hello_labels.labels.views import AugmentedImages, TensorImages
+from hello_labels.labels.views import AugmentedImages
 from hello_labels.model.projector import LabelProjector
-from hello_labels.train.students import accuracy, conv_net, train_student
 
-from .fashion_mnist import CLASSES, load
 from . import fashion_mnist_bench as bench
-from .fashion_mnist_bench import MEAN, SIZE, STD, per_class
+from .fashion_mnist import load
+from .fashion_mnist_bench import MEAN, SIZE, STD
 from .stages import code_version, deterministic
 
 DTYPES = ("int8", "int4")
 
 
 def students(projector, images, test, steps, seeds, args) -> list:
+    """The benchmark's students (:func:`benchmarks.fashion_mnist_bench.train_one_student`) on ``projector``."""
     out = []
     for seed in seeds:
-        torch.manual_seed(seed)
-        student = conv_net(10, in_channels=1)
-        train_student(student, images, TeacherTargets(images, projector), steps=steps,
-                      batch_size=args.student_batch, lr=3e-3, seed=seed, temperature=args.temperature)
-        out.append({"seed": seed, "accuracy": accuracy(student, *test, MEAN, STD),
-                    "per_class": per_class(student, test)})
+        result = bench.train_one_student(images, lambda: TeacherTargets(images, projector), steps, seed, args, test)
+        out.append({"seed": seed, "accuracy": result["accuracy"], "per_class": result["per_class"]})
         print(f"  seed {seed}: {out[-1]['accuracy']:.2%}", flush=True)
     return out
 
@@ -89,14 +83,13 @@ def main(argv=None) -> None:
               "env": env, "code": code_version(), "pipelines": {}}
     for pipeline, n_seeds in zip(args.pipeline_seeds, args.seeds):
         work = args.work / f"pipeline-{pipeline}" / f"ipc{args.ipc}"
-        index = torch.load(work / f"synthetic_ipc{args.ipc}.pt", weights_only=True)
-        images = AugmentedImages(TensorImages(train[0][index], train[1][index], CLASSES), SIZE, MEAN, STD,
+        images = AugmentedImages(bench.load_synthetic(work / f"synthetic_ipc{args.ipc}.pt", train), SIZE, MEAN, STD,
                                  scale=(args.min_scale, 1.0))
         steps = args.student_epochs * LabelDir.scan(work / "labels").batches_per_epoch
         cached = json.loads((work / "students.json").read_text())
         seeds, rows = range(n_seeds), {}
         for name in args.projectors:
-            folder = work / f"projector-{name}"
+            folder = work / f"projector-{bench._slug(name)}"
             # the EfficientNet base is built by this benchmark's own module (benchmarks.effnet): trusted code
             source = LabelProjector.from_pretrained(folder, trust_remote_code=True)  # unmerged
             from_cache = [{"seed": s, "accuracy": cached[f"projector {name}|{s}"]["accuracy"]} for s in seeds]
@@ -111,7 +104,7 @@ def main(argv=None) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 for dtype in DTYPES:
                     source.save_pretrained(Path(tmp) / dtype, dtype=dtype)
-                    copy = LabelProjector.from_pretrained(Path(tmp) / dtype, trust_remote_code=True).merge().eval()
+                    copy = bench.load_projector(Path(tmp) / dtype)
                     print(f"pipeline {pipeline}, projector {name} {dtype}", flush=True)
                     rows[f"projector {name} {dtype}"] = {
                         "bytes": (Path(tmp) / dtype / "adapter.safetensors").stat().st_size,
@@ -162,13 +155,16 @@ def amend(results_path: Path, quantized_paths, work: Path) -> None:
         teacher = resnet20(10)
         teacher.load_state_dict(load_file(str(ipc_dir.parent / "teacher.safetensors")))
         teacher.eval().requires_grad_(False)
-        index = torch.load(ipc_dir / f"synthetic_ipc{results['ipc']}.pt", weights_only=True)
-        synthetic = TensorImages(train[0][index], train[1][index], CLASSES)
+        synthetic = bench.load_synthetic(ipc_dir / f"synthetic_ipc{results['ipc']}.pt", train)
+        float16 = {}  # each float16 projector loaded once (building its base), saved in every dtype
         for name in names:
-            float16 = LabelProjector.from_pretrained(ipc_dir / f"projector-{name.split()[1]}", trust_remote_code=True)
+            projector, dtype = name.removeprefix("projector ").rsplit(" ", 1)
+            if projector not in float16:
+                float16[projector] = LabelProjector.from_pretrained(ipc_dir / f"projector-{bench._slug(projector)}",
+                                                                    trust_remote_code=True)
             with tempfile.TemporaryDirectory() as tmp:
-                float16.save_pretrained(tmp, dtype=name.split()[2])
-                copy = LabelProjector.from_pretrained(tmp, trust_remote_code=True).merge().eval()
+                float16[projector].save_pretrained(tmp, dtype=dtype)
+                copy = bench.load_projector(Path(tmp))
             r = evaluate(copy, synthetic, teachers=[teacher], views=2000, batch_size=200, input_size=SIZE,
                          min_scale=settings.min_scale, temperature=settings.temperature)
             run["fidelity"][name] = {"agreement": r.agreement, "kl": r.kl, "per_class_agreement": r.per_class}

@@ -24,7 +24,7 @@ import torch
 
 from hello_labels import LabelProjector
 from hello_labels.demo.pipeline import DEFAULT_BASE, RECIPES, DemoSettings, distill_settings, load_bundled, \
-    synthetic_images
+    synthetic_images, teacher_spec
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets
@@ -61,10 +61,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         recipe = replace(RECIPES[DEFAULT_BASE], adapter_dtype="float16")
         config, options = distill_settings(DEFAULT_BASE, None, recipe, s.seed)
-        teacher = f"module:hello_labels.train.students:conv_net@{args.demo_dir / 'teacher.safetensors'}"
         source = make_projector(images, DEFAULT_BASE, **options)
-        distill_from_teachers(args.demo_dir / "synthetic", [teacher], Path(tmp) / "distilled", source, config,
-                              images=images, min_scale=s.min_scale, progress=False)
+        distill_from_teachers(args.demo_dir / "synthetic", [teacher_spec(args.demo_dir)], Path(tmp) / "distilled",
+                              source, config, images=images, min_scale=s.min_scale, progress=False)
         for dtype in DTYPES:
             source.save_pretrained(Path(tmp) / dtype, dtype=dtype)
             projector = LabelProjector.from_pretrained(Path(tmp) / dtype).merge().eval()

@@ -76,3 +76,23 @@ def test_a_source_timed_elsewhere_has_no_label_cost():
     assert rows["projector effnet"]["label_ms_per_step"] is None
     assert rows["full stored labels"]["label_ms_per_step"] == pytest.approx(0.0)
     assert "| projector effnet | 5,000 |" in bench.table(list(rows.values()))
+
+
+def test_one_student_trains_as_the_benchmark_trains_them():
+    """``train_one_student`` (the benchmark's students, and fashion_mnist_quantized's) trains (gradients on) and is
+    repeatable: same seed, same accuracies."""
+    import torch
+
+    from hello_labels.labels.views import AugmentedImages, TensorImages
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=g)
+    labels = torch.arange(20) % 10
+    train = AugmentedImages(TensorImages(images, labels, CLASSES), bench.SIZE, bench.MEAN, bench.STD,
+                            scale=(0.5, 1.0))
+    args = Namespace(student_batch=10, temperature=4.0)
+    made = []
+    first = bench.train_one_student(train, lambda: made.append(1), 3, 0, args, (images, labels))
+    again = bench.train_one_student(train, lambda: None, 3, 0, args, (images, labels))
+    assert made == [1] and first["seconds"] > 0 and set(first["per_class"]) == set(CLASSES)
+    assert first["accuracy"] == again["accuracy"] and first["per_class"] == again["per_class"]

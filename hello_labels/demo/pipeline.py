@@ -101,7 +101,12 @@ def train_teacher(train, labels, classes, s: DemoSettings, out: Path) -> str:
                   mix_type=None)
     path = out / "teacher.safetensors"
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(path))
-    return f"module:hello_labels.train.students:conv_net@{path}"
+    return teacher_spec(out)
+
+
+def teacher_spec(out: Path) -> str:
+    """The ``module:`` spec of the teacher :func:`train_teacher` saved in the demo folder ``out``."""
+    return f"module:hello_labels.train.students:conv_net@{Path(out) / 'teacher.safetensors'}"
 
 
 def write_synthetic_set(teacher, train, labels, classes, s: DemoSettings, out: Path) -> Path:
