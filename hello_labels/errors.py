@@ -1,8 +1,34 @@
-"""The one exception type the library raises for bad input; its message is a single line naming the culprit."""
+"""The exceptions the library raises; every message is a single line naming the culprit.
+
+``HelloLabelsError`` is the base (a ``ValueError``, so older ``except ValueError`` callers keep working). Its
+subclasses are for what a caller handles differently: retry later (:class:`FolderBusyError`,
+:class:`HubUnreachableError`), ask the user (:class:`TrustRefusedError`), replace the file
+(:class:`CorruptFileError`), fix the call (:class:`BadInputError`).
+"""
 
 
 class HelloLabelsError(ValueError):
     """Bad input or an unusable file/repo. ``str(err)`` is one line, fit for a CLI ``error:`` message."""
+
+
+class BadInputError(HelloLabelsError):
+    """An argument, image batch or setting the caller can fix (wrong range, shape, class count, flag value)."""
+
+
+class CorruptFileError(HelloLabelsError):
+    """A file that cannot be what it claims: unreadable, truncated, inconsistent, NaN/inf, bad metadata."""
+
+
+class TrustRefusedError(HelloLabelsError):
+    """A file asked to run or import code the caller did not trust (see ``trust_remote_code``)."""
+
+
+class FolderBusyError(HelloLabelsError):
+    """Another process holds the folder's lock (a save, distill or export in progress): retry later."""
+
+
+class HubUnreachableError(HelloLabelsError):
+    """The Hugging Face Hub cannot be reached (offline mode, no network, endpoint down): retry or work offline."""
 
 
 def first_line(err: BaseException, limit: int = 200) -> str:
