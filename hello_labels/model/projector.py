@@ -23,7 +23,7 @@ from ..errors import HelloLabelsError
 from ..version import __version__
 from . import directory, hub
 from .adapter import Adapter, default_lora_targets
-from .bases import Base, base_pin, build_base, module_spec, parse_base, pin_mismatch
+from .bases import Base, base_pin, build_base, default_head, module_spec, parse_base, pin_mismatch
 from .card import fidelity_plot, model_card
 from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
@@ -101,7 +101,7 @@ class LabelProjector(
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_base(cls, base: Union[str, nn.Module], pretrained=None, *, class_names, templates=None,
+    def from_base(cls, base: Union[str, dict, nn.Module], pretrained=None, *, class_names, templates=None,
                   head_init: Optional[str] = None, head_rank: int = 64, head_alpha: Optional[float] = None,
                   lora_rank: Optional[int] = None, lora_targets: Optional[Sequence] = None,
                   input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD,
@@ -113,9 +113,11 @@ class LabelProjector(
         """Build a fresh projector (adapter at zero) around a base.
 
         ``base``: an open_clip/timm name (``"RN50"``, ``"open_clip:ViT-B-32"``, ``"timm:resnet50"``,
-        ``"local-dir:/path"``) with ``pretrained`` tag/file, or an ``nn.Module`` encoder returning ``[B, D]``
-        (then give ``base_mean``/``base_std``/``base_image_size``, and ``base_factory="pkg.mod:fn"`` so it can be
-        rebuilt on load). ``head_init``: ``text`` (default for open_clip), ``prototype`` (needs
+        ``"local-dir:/path"``) with ``pretrained`` (an open_clip tag/file; for timm the weights the name implies
+        unless ``pretrained=False``, or a checkpoint file); a base spec dict (data: a ``module`` spec's factory
+        does not run from it); or an ``nn.Module`` encoder returning ``[B, D]`` (then give ``base_mean``/
+        ``base_std``/``base_image_size``, and ``base_factory="pkg.mod:fn"`` so it can be rebuilt on load).
+        ``head_init``: ``text`` (default for bases with a text tower), ``prototype`` (needs
         ``prototype_images [N, C, H, W]`` normalised like the student's input and ``prototype_labels [N]``),
         ``random`` or ``zero``. ``lora_rank`` sets the rank of the default LoRA targets (8).
         """
@@ -123,9 +125,9 @@ class LabelProjector(
             spec = module_spec(base_mean, base_std, base_image_size, factory=base_factory)
             module = base
         else:
-            spec, module = parse_base(base, pretrained), None
+            spec, module = (dict(base) if isinstance(base, dict) else parse_base(base, pretrained)), None
         if head_init is None:
-            head_init = "text" if spec["kind"] == "open_clip" else ("prototype" if prototype_images is not None else None)
+            head_init = default_head(spec) or ("prototype" if prototype_images is not None else None)
             if head_init is None:
                 raise HelloLabelsError(
                     "this base has no text tower: pass prototype_images/prototype_labels or head_init='random'")
@@ -138,9 +140,10 @@ class LabelProjector(
             ([image_size, image_size] if image_size else None),
             interpolation=interpolation, normalize_features=normalize_features, seed=seed,
             metadata=dict(metadata or {}))
-        # the caller named this base (and any factory) in code: trusted
+        # a name or factory the caller wrote in code is trusted; a spec dict is data
         return cls(config, base_module=module, prototype_images=prototype_images,
-                   prototype_labels=prototype_labels, lora_rank=lora_rank, progress=progress, trust_remote_code=True)
+                   prototype_labels=prototype_labels, lora_rank=lora_rank, progress=progress,
+                   trust_remote_code=not isinstance(base, dict))
 
     def _pin_base(self, check: bool) -> None:
         """Record the base weights' fingerprint (new projector, 0.x file) or check it against the recorded one.
@@ -373,8 +376,8 @@ class LabelProjector(
         """Load from a local directory or a Hub repo id (``revision`` pins a branch/tag/commit).
 
         Loading runs no code the files name: a custom-module base is handed in as ``base_module=`` or, only with
-        ``trust_remote_code=True``, rebuilt by the factory its config names (factories inside ``hello_labels``
-        are trusted). ``check_base=False`` loads even if the base weights differ from those pinned at training;
+        ``trust_remote_code=True``, rebuilt by the factory its config names (nothing in the files can switch
+        that on). ``check_base=False`` loads even if the base weights differ from those pinned at training;
         ``check_inputs=False`` skips the per-call input range check. ``map_location`` defaults to ``"cpu"``."""
         model_id = str(pretrained_model_name_or_path)
         # Read the config ourselves, strictly: the mixin would turn its keys into constructor arguments.

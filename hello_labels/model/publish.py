@@ -1,45 +1,75 @@
-"""Publishing a projector directory: check that none of its files names this machine, then upload them
-(``config.json``, the adapter, the card and its plot) to a Hub repo in one commit with ``huggingface_hub``.
-Run files (``train_state.pt``, ``metrics.json``) stay local."""
+"""Publishing a projector directory: read the files a projector consists of (``config.json``, the adapter, the card
+and its plot), each a regular file of the folder itself, check that none of them names this machine, then upload
+those very bytes to a Hub repo in one commit with ``huggingface_hub``. Run files (``train_state.pt``,
+``metrics.json``) stay local; a symlink or hard link under a published name is refused, so nothing from outside
+the folder is uploaded."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from . import directory
-from .config import read_config
+from .bases import local_source
+from .config import ProjectorConfig
 from .hub import translate_errors
-
-_MODEL_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
-
-
-def local_base(base: dict) -> Optional[str]:
-    """What in a base spec is a file or folder of this machine (``local-dir:``, a weights file, a timm
-    checkpoint), else None: others could not rebuild that base."""
-    if base.get("kind") == "open_clip":
-        name, tag = str(base.get("name")), base.get("pretrained")
-        if name.startswith("local-dir:"):
-            return f"an open_clip folder ({name})"
-        if isinstance(tag, str) and (os.sep in tag or "/" in tag or tag.endswith(_MODEL_FILE_SUFFIXES)):
-            return f"a weights file ({tag})"
-    if base.get("kind") == "timm" and base.get("checkpoint"):
-        return f"a timm checkpoint ({base['checkpoint']})"
-    return None
 
 
 def check_portable_config(config: dict, source: str = "config.json") -> None:
     """Refuse (one line) a projector whose base is a local file or folder: published, it names the author's
-    file system and nobody else can load it."""
-    where = local_base(config.get("base") or {})
+    file system and nobody else can load it (what is local is the base kind's ``local``, bases.BASE_KINDS)."""
+    where = local_source(config["base"]) if config.get("base") else None
     if where:
-        raise HelloLabelsError(
+        raise BadInputError(
             f"{source}: the base is {where} on this machine: others could not rebuild it; publish a projector "
             f"built on a base they can fetch (an open_clip name + pretrained tag, hf-hub:ORG/NAME, a timm name)")
+
+
+def published_files(folder) -> Dict[str, bytes]:
+    """``{name: bytes}`` of the files a push uploads (those of ``directory.PUBLISHED`` present in ``folder``), each
+    read once. Each must be a regular file of ``folder`` itself with no other name: a symlink, a hard link, a
+    folder or a device under a published name is refused in one line, so no file from outside is uploaded."""
+    folder = Path(folder)
+    out = {}
+    for name in directory.PUBLISHED:
+        path = folder / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise BadInputError(f"{path} is a symbolic link (to {os.readlink(path)!r}): push uploads only regular "
+                                f"files inside {folder}; put the file itself there")
+        if not stat.S_ISREG(st.st_mode):
+            raise BadInputError(f"{path} is not a regular file: push uploads only regular files inside {folder}")
+        if st.st_nlink != 1:
+            raise BadInputError(f"{path} is a hard link ({st.st_nlink} names; it may be a file from outside "
+                                f"{folder}): push uploads only files of the folder itself; replace it by a copy")
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError as err:
+            raise BadInputError(f"cannot read {path} to publish it ({first_line(err)})") from err
+        with os.fdopen(fd, "rb") as fh:
+            now = os.fstat(fh.fileno())
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):  # replaced between the check and the open
+                raise BadInputError(f"{path} changed while being read for the push: try again")
+            out[name] = fh.read()
+    return out
+
+
+def _read_config(raw: bytes, source: str) -> ProjectorConfig:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise CorruptFileError(f"{source} is not valid JSON ({first_line(err)})") from err
+    return ProjectorConfig.from_dict(data, source=source)
 
 
 def machine_markers(folder=None) -> List[str]:
@@ -51,10 +81,9 @@ def machine_markers(folder=None) -> List[str]:
     return sorted({m.rstrip("/\\") for m in marks if len(m.rstrip("/\\")) > 1}, key=len, reverse=True)
 
 
-def _header(path: Path) -> str:
-    with open(path, "rb") as fh:
-        size = int.from_bytes(fh.read(8), "little")
-        return fh.read(min(size, 1 << 24)).decode("utf-8", "replace")
+def _header(adapter: bytes) -> str:
+    size = int.from_bytes(adapter[:8], "little")
+    return adapter[8:8 + min(size, 1 << 24)].decode("utf-8", "replace")
 
 
 _BOUNDARY = r"(?<![\w.~/\\-])"  # a path starts here, not inside a relative path or a repo id (../tmp, org/x)
@@ -73,22 +102,24 @@ def find_local_path(text: str, marks) -> Optional[str]:
     return None
 
 
-def check_publishable(folder, config=None) -> None:
+def check_publishable(folder, config: Optional[ProjectorConfig] = None,
+                      files: Optional[Dict[str, bytes]] = None) -> None:
     """Refuse (one line, naming the file and the path) a directory whose published files hold an absolute path
     of this machine (:func:`find_local_path`) or whose base is local (:func:`check_portable_config`).
-    ``config``: the directory's config.json as already read, if it was."""
+    ``files``: :func:`published_files` as already read; ``config``: its config.json, parsed."""
     folder = Path(folder)
-    config = config or read_config(str(folder / directory.CONFIG_FILE))
+    files = published_files(folder) if files is None else files
+    config = config or _read_config(files[directory.CONFIG_FILE], str(folder / directory.CONFIG_FILE))
     check_portable_config(asdict(config), str(folder / directory.CONFIG_FILE))
     marks = machine_markers(folder)
-    texts = {name: (folder / name).read_text(encoding="utf-8", errors="replace")
-             for name in (directory.CONFIG_FILE, directory.CARD_FILE) if (folder / name).is_file()}
-    texts[directory.ADAPTER_FILE] = _header(folder / directory.ADAPTER_FILE)
+    texts = {name: files[name].decode("utf-8", errors="replace")
+             for name in (directory.CONFIG_FILE, directory.CARD_FILE) if name in files}
+    texts[directory.ADAPTER_FILE] = _header(files.get(directory.ADAPTER_FILE, b""))
     for name, text in texts.items():
         path = find_local_path(text, marks)
         if path:
-            raise HelloLabelsError(f"{folder / name} holds a local path of this machine ({path[:80]!r}): it would "
-                                   f"be published; save it again with this hello-labels version, or remove the path")
+            raise BadInputError(f"{folder / name} holds a local path of this machine ({path[:80]!r}): it would "
+                                f"be published; save it again with this hello-labels version, or remove the path")
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -104,24 +135,29 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
                    commit_message: Optional[str] = None, token=None):
     """Upload the projector in ``folder`` to ``repo_id`` (created if missing; ``private`` for a new repo) on
     branch ``revision`` (created from ``main`` if missing; default ``main``) in one commit: config.json, the
-    adapter, README.md and fidelity.png when present. Checks first: the config is valid, the adapter is the one
-    it was saved with, no file names this machine. Returns huggingface_hub's ``CommitInfo`` (``.oid``)."""
-    from huggingface_hub import HfApi
+    adapter, README.md and fidelity.png when present, as :func:`published_files` reads them. Checks first: those
+    are regular files of the folder, the config is valid, the adapter is the one it was saved with, no file
+    names this machine; the bytes checked are the bytes uploaded. Returns huggingface_hub's ``CommitInfo``
+    (``.oid``)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(folder)
-    if not (folder / directory.CONFIG_FILE).is_file():
-        raise HelloLabelsError(f"'{folder}' is not a projector directory (no {directory.CONFIG_FILE})")
+    if not os.path.lexists(folder / directory.CONFIG_FILE):
+        raise BadInputError(f"'{folder}' is not a projector directory (no {directory.CONFIG_FILE})")
     check_repo_id(repo_id)
-    config = read_config(str(folder / directory.CONFIG_FILE))
+    files = published_files(folder)
+    config = _read_config(files[directory.CONFIG_FILE], str(folder / directory.CONFIG_FILE))
     _, path = directory.read_adapter(str(folder), config.adapter_sha256, lambda name: str(folder / name))
-    if Path(path) != folder / directory.ADAPTER_FILE:
+    adapter = files.get(directory.ADAPTER_FILE, b"")
+    if Path(path) != folder / directory.ADAPTER_FILE or (
+            config.adapter_sha256 and hashlib.sha256(adapter).hexdigest() != config.adapter_sha256):
         raise HelloLabelsError(f"{folder} holds an unfinished save: load and save the projector again first")
-    check_publishable(folder, config)
+    check_publishable(folder, config, files)
     api = HfApi(token=token)
     with translate_errors(repo_id, revision):
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                                 allow_patterns=list(directory.PUBLISHED),
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in files.items()]
+        return api.create_commit(repo_id, operations, revision=revision,
                                  commit_message=commit_message or "Upload label projector (hello-labels)")

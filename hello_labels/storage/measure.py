@@ -22,7 +22,7 @@ from ..labels.fkd import LabelDir, batch_path, load_batch
 from ..labels.teachers import build_teacher, load_state_dict
 from ..labels.views import class_names_for
 from ..model import hub
-from ..model.bases import build_base
+from ..model.bases import build_base, default_head, parse_base, weightless_spec
 from ..model.heads import resolve_class_names
 from ..model.projector import ADAPTER_DTYPES, ADAPTER_FILE, CONFIG_FILE, DTYPES, LabelProjector, ProjectorConfig
 from .setting import (
@@ -152,16 +152,6 @@ class BaseSize:
     text_bytes: int = 0
 
 
-def _weightless(spec: dict) -> dict:
-    """The same architecture without fetching weights (sizes depend on shapes only)."""
-    spec = dict(spec)
-    if spec.get("kind") == "open_clip" and not str(spec.get("name", "")).startswith("local-dir:"):
-        spec["pretrained"] = None
-    if spec.get("kind") == "timm":
-        spec.update(pretrained=False, checkpoint=None)
-    return spec
-
-
 @contextlib.contextmanager
 def _no_weight_warnings():
     """open_clip logs "no pretrained weights loaded" on the root logger; here that is the point."""
@@ -177,7 +167,7 @@ def base_size(spec: dict, text_head: bool, trust_remote_code: bool = False) -> B
     """Parameters and bytes of a base's image encoder (and, for a text head, the CLIP text tower), built from
     its spec with random init (``local-dir:`` bases read their local file)."""
     with _no_weight_warnings():
-        base = build_base(_weightless(spec), trust_remote_code=trust_remote_code)
+        base = build_base(weightless_spec(spec), trust_remote_code=trust_remote_code)
     n, pb, bb = _state_bytes(base.encoder)
     out = BaseSize(_base_label(spec), n, pb + bb)
     if text_head and base.clip_model is not None:  # open_clip: the encoder is clip_model.visual
@@ -236,21 +226,22 @@ def computed_adapter_size(base: str, class_names, dtype: str = "float32", lora_r
                           head_rank: int = 64) -> Tuple[AdapterSize, dict, str]:
     """Adapter of a fresh projector on ``base`` (``from_base(..., head_init="zero")``: random init, no
     download), saved to a temporary directory to measure its files. Returns ``(size, base spec, head init a
-    real run would use)``: ``text`` for open_clip bases."""
+    real run would use)``: ``text`` for bases with a CLIP text tower."""
     if dtype not in ADAPTER_DTYPES:
         raise HelloLabelsError(f"adapter dtype must be one of {list(ADAPTER_DTYPES)}, got {dtype!r}")
     if lora_rank is not None:
         positive_int("LoRA rank", lora_rank)
     if isinstance(head_rank, bool) or not isinstance(head_rank, int) or head_rank < 0:
         raise HelloLabelsError(f"head rank must be a non-negative integer, got {head_rank!r}")
+    spec = parse_base(base)
     with _no_weight_warnings():
-        projector = LabelProjector.from_base(base, class_names=class_names, head_init="zero",
-                                             lora_rank=lora_rank, head_rank=head_rank)
+        projector = LabelProjector.from_base(weightless_spec(spec), class_names=class_names,
+                                             head_init="zero", lora_rank=lora_rank, head_rank=head_rank)
+    projector.config.base = spec  # the config.json a real run writes names the base with its weights
     with tempfile.TemporaryDirectory(prefix="hello-labels-storage-") as tmp:
         projector.save_pretrained(tmp, dtype=dtype)
         files = {f: (Path(tmp) / f).stat().st_size for f in (ADAPTER_FILE, CONFIG_FILE)}
-    spec = projector.config.base
-    head = "text" if spec.get("kind") == "open_clip" else "zero"
+    head = default_head(spec) or "zero"
     source = "computed from shapes" + ("; a text head's config.json also lists its prompt templates"
                                        if head == "text" else "")
     size = _adapter_size(spec, projector.adapter_state_dict(), projector.num_adapter_bytes(dtype), dtype,

@@ -110,7 +110,7 @@ def test_changed_base_weights_are_refused_unless_opted_out(saved, tiny_rn_dir, t
 
 
 def test_random_init_bases_are_pinned_by_their_tensors(tmp_path):
-    p = LabelProjector.from_base("timm:test_resnet", class_names=["a", "b"], head_init="random", image_size=32)
+    p = LabelProjector.from_base("timm:test_resnet", False, class_names=["a", "b"], head_init="random", image_size=32)
     assert set(p.config.base_pin) == {"tag", "hub_id", "tensors_sha256"} and p.config.base_pin["tag"] is None
     p.save_pretrained(tmp_path / "t")
     LabelProjector.from_pretrained(tmp_path / "t")

@@ -187,7 +187,7 @@ def test_prototype_head_is_stored_and_restored(tiny_rn_dir, class_names, tmp_pat
 def test_timm_base_reads_its_own_normalisation(class_names, tmp_path):
     import timm
 
-    p = LabelProjector.from_base("timm:test_resnet", class_names=class_names, head_init="random", image_size=32)
+    p = LabelProjector.from_base("timm:test_resnet", False, class_names=class_names, head_init="random", image_size=32)
     cfg = timm.data.resolve_model_data_config(timm.create_model("test_resnet", num_classes=0))
     assert p.base.mean == tuple(cfg["mean"]) and p.base.std == tuple(cfg["std"])
     assert p.config.lora[0]["layers"] == ["Conv2d"]

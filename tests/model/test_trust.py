@@ -1,5 +1,9 @@
-"""Loading a projector never runs code its files name, unless the caller opts in."""
+"""Loading a projector never runs code its files name, unless the caller opts in: no factory, not even one of
+hello_labels' own, and no key of the file can switch trust on."""
+import importlib
+import inspect
 import json
+import pkgutil
 import uuid
 from types import SimpleNamespace
 
@@ -7,9 +11,10 @@ import pytest
 import torch
 from hub_server import hub  # noqa: F401  (fixture)
 
+import hello_labels
 from hello_labels import HelloLabelsError, LabelProjector
 from hello_labels.cli import main
-from hello_labels.model.bases import is_own_code
+from hello_labels.errors import TrustRefusedError
 
 SAFE = """
 import torch
@@ -143,7 +148,8 @@ def test_trusted_load_rebuilds_the_same_projector_and_a_handed_in_module_runs_no
     assert tensors_sha256(handed.base.encoder) == tensors_sha256(trusted.base.encoder)
 
 
-def test_factories_inside_hello_labels_are_trusted(tmp_path):
+def test_factories_inside_hello_labels_need_trust_too(tmp_path):
+    """Package code called with keyword arguments from a file is code the file chose: refused like any other."""
     from hello_labels.train.students import conv_net
 
     torch.manual_seed(0)  # build_base seeds the factory call with the config's seed (0)
@@ -155,12 +161,12 @@ def test_factories_inside_hello_labels_are_trusted(tmp_path):
     config = json.loads((tmp_path / "p" / "config.json").read_text())
     config["base"]["kwargs"] = {"num_classes": 8, "width": 8}
     (tmp_path / "p" / "config.json").write_text(json.dumps(config))
-    q = LabelProjector.from_pretrained(tmp_path / "p")
+    with pytest.raises(TrustRefusedError, match="refusing to run base factory 'hello_labels.train.students:conv_net'"):
+        LabelProjector.from_pretrained(tmp_path / "p")
+    q = LabelProjector.from_pretrained(tmp_path / "p", trust_remote_code=True)
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(q(x), p(x))
-    assert is_own_code("hello_labels.train.students:conv_net")
-    assert not is_own_code("hello_labels_extra.evil:f") and not is_own_code("os:system")
 
 
 def test_config_keys_cannot_become_constructor_arguments(crafted):
@@ -170,4 +176,117 @@ def test_config_keys_cannot_become_constructor_arguments(crafted):
     (crafted.path / "config.json").write_text(json.dumps(config))
     with pytest.raises(HelloLabelsError, match=r"unknown keys \['trust_remote_code'\]"):
         LabelProjector.from_pretrained(crafted.path)
+    assert not crafted.mark.exists()
+
+
+# ----------------------------------------------------------------------------- every function a config can reach
+# Factories a config.json could name, each with keyword arguments that would create the marker file if it ran:
+# before the registry, everything inside hello_labels was trusted, and build_base / cli.main / import_object
+# reach anything.
+PAYLOADS = ["os:system", "builtins:open", "hello_labels.files:atomic_write_text", "hello_labels.cli:main",
+            "hello_labels.model.bases:import_object", "hello_labels.model.bases:build_base"]
+
+
+def _payload_kwargs(factory, crafted):
+    mark = str(crafted.mark)
+    nested = {"kind": "module", "factory": "os:system", "kwargs": {"command": f"touch '{mark}'"},
+              "mean": [0.5] * 3, "std": [0.5] * 3, "image_size": [16, 16]}
+    return {"os:system": {"command": f"touch '{mark}'"},
+            "builtins:open": {"file": mark, "mode": "w"},
+            "hello_labels.files:atomic_write_text": {"path": mark, "text": "ran"},
+            "hello_labels.cli:main": {"argv": ["storage", "--classes", "3", "--ipc", "1", "--epochs", "1",
+                                               "--batch-size", "3", "--teacher", "none", "--top-k", "2",
+                                               "--json", mark]},
+            "hello_labels.model.bases:import_object": {"path": crafted.factory},  # its import creates the file
+            "hello_labels.model.bases:build_base": {"spec": nested, "trust_remote_code": True}}[factory]
+
+
+def _plant(crafted, **base):
+    config = json.loads((crafted.path / "config.json").read_text())
+    config["base"].update(base)
+    (crafted.path / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("where", ["local", "hub"])
+@pytest.mark.parametrize("entry", ["from_pretrained", "info", "storage", "eval", "sre2l shim", "rded shim"])
+@pytest.mark.parametrize("factory", PAYLOADS)
+def test_no_payload_named_in_config_runs(factory, entry, where, crafted, hub, capsys, tmp_path, toy_folder):
+    _plant(crafted, factory=factory, kwargs=_payload_kwargs(factory, crafted))
+    source = _source(crafted, hub, where)
+    with pytest.raises(HelloLabelsError) as err:
+        ENTRY_POINTS[entry](source, tmp_path, trust=False, data=toy_folder)
+    message = str(err.value) if str(err.value) != "exit 2" else capsys.readouterr().err.strip()
+    assert f"refusing to run base factory '{factory}'" in message and "\n" not in message
+    assert not crafted.mark.exists()
+
+
+def _package_callables():
+    """Every function and class hello_labels defines (walked): what the old prefix rule let a config name."""
+    names = []
+    for info in pkgutil.walk_packages(hello_labels.__path__, "hello_labels."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        names += [f"{info.name}:{attr}" for attr, obj in vars(module).items()
+                  if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == info.name]
+    return names
+
+
+def test_no_function_of_the_package_nor_the_standard_library_can_be_named(crafted):
+    names = _package_callables()
+    assert len(names) > 200 and "hello_labels.model.bases:build_base" in names
+    for factory in names + ["os:system", "builtins:exec", "builtins:open", "subprocess:run", "shutil:rmtree"]:
+        _plant(crafted, factory=factory, kwargs={})
+        with pytest.raises(TrustRefusedError) as err:
+            LabelProjector.from_pretrained(crafted.path)
+        assert f"'{factory}'" in str(err.value)
+    assert not crafted.mark.exists()
+
+
+def _string_leaves(value, path=()):
+    """Paths of every string in a parsed config.json."""
+    if isinstance(value, str):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _string_leaves(item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _string_leaves(item, path + (i,))
+
+
+def test_no_config_field_imports_what_it_names(crafted):
+    """Every string of config.json in turn names the module whose import creates the marker file: the load either
+    refuses in one line or loads, and the module is never imported."""
+    original = json.loads((crafted.path / "config.json").read_text())
+    paths = list(_string_leaves(original))
+    assert ("base", "kind") in paths and ("base", "factory") in paths and ("class_names", 0) in paths
+    for path in paths:
+        for payload in (crafted.factory, f"module:{crafted.factory}", crafted.factory.split(":")[0]):
+            config = json.loads(json.dumps(original))
+            target = config
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = payload
+            (crafted.path / "config.json").write_text(json.dumps(config))
+            try:
+                LabelProjector.from_pretrained(crafted.path)
+            except HelloLabelsError as err:
+                assert "\n" not in str(err), path
+            assert not crafted.mark.exists(), (path, payload)
+
+
+@pytest.mark.parametrize("kind", ["module", "open_clip", "timm"])
+def test_a_trust_key_inside_the_base_spec_is_refused(kind, crafted, tiny_vit_dir):
+    from hello_labels.model.bases import build_base
+
+    spec = {"module": None, "open_clip": {"kind": "open_clip", "name": f"local-dir:{tiny_vit_dir}", "pretrained": None},
+            "timm": {"kind": "timm", "name": "test_resnet", "pretrained": False, "checkpoint": None}}[kind]
+    config = json.loads((crafted.path / "config.json").read_text())
+    config["base"] = dict(spec or config["base"], trust_remote_code=True)
+    (crafted.path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HelloLabelsError, match=rf"a {kind} base needs exactly .*unknown \['trust_remote_code'\]"):
+        LabelProjector.from_pretrained(crafted.path)
+    with pytest.raises(HelloLabelsError, match=r"unknown \['trust_remote_code'\]"):
+        build_base(config["base"])  # a spec handed over in code is checked the same way
     assert not crafted.mark.exists()
