@@ -38,7 +38,7 @@ def _load_args(p, pin=True):
     """Flags of every verb that loads a saved projector: what its files may make this process do."""
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let a custom-module base's factory named in the projector's config.json run (only for "
-                        "projectors whose source you trust; factories inside hello_labels always run)")
+                        "projectors whose source you trust; no factory runs without it)")
     if pin:
         p.add_argument("--ignore-base-mismatch", action="store_true",
                        help="load even if the base weights differ from those the adapter was trained on")

@@ -3,8 +3,8 @@
 A base is described by a JSON-able ``spec`` so a saved projector can rebuild it::
 
     {"kind": "open_clip", "name": "RN50", "pretrained": "openai"}      # also "local-dir:/p", "hf-hub:org/repo"
-    {"kind": "timm", "name": "vit_small_patch14_dinov2.lvd142m", "pretrained": true, "checkpoint": null}  # timm's weights
-    {"kind": "timm", "name": "resnet50", "pretrained": false, "checkpoint": null}    # random init, said explicitly
+    {"kind": "timm", "name": "vit_small_patch14_dinov2.lvd142m", "pretrained": true, "checkpoint": null}  # timm's
+    {"kind": "timm", "name": "resnet50", "pretrained": false, "checkpoint": null}  # random init, said explicitly
     {"kind": "timm", "name": "hello-labels:efficientnet-lite0", "pretrained": true, "checkpoint": null}  # shipped
     {"kind": "module", "factory": "my_pkg.models:encoder", "kwargs": {}, "mean": [...], "std": [...],
      "image_size": 224}
@@ -121,9 +121,9 @@ class BaseKind:
     """Everything about one kind of base (``spec["kind"]``); a new base family is one :func:`register_base_kind`.
 
     ``schema``: the spec's keys besides ``kind`` -> (test, what it must be); a spec has exactly these keys.
-    ``build(spec, seed, module) -> Base``. Naming: a user string that starts with one of
-    ``prefixes``, equals one of ``shipped`` (bases shipped with the package) or, bare, is a name the kind's library
-    ``knows``, becomes ``spec(string, pretrained)``. ``local(spec)``: what in the spec is a file or folder of this
+    ``build(spec, seed, module) -> Base``. Naming: a user string that starts with one of ``prefixes``, equals one of
+    ``shipped`` (bases shipped with the package) or, bare, is a name the kind's library ``knows``, becomes
+    ``spec(string, pretrained)``. ``local(spec)``: what in the spec is a file or folder of this
     machine (publishing refuses it), else None. ``weightless(spec)``: the same architecture without fetching weights
     (storage accounting). ``weights(spec)``: where the weights come from, one line (``info``, the model card).
     ``head``: the head a new projector gets without prototypes (``"text"``: the base has a CLIP text tower), else

@@ -83,7 +83,7 @@ def test_a_timm_base_means_the_weights_its_name_implies():
 
 
 def test_a_timm_base_without_published_weights_is_refused_not_random():
-    with pytest.raises(HelloLabelsError, match="timm model 'botnet50ts_256' has no pretrained weights.*pretrained=False"):
+    with pytest.raises(HelloLabelsError, match="'botnet50ts_256' has no pretrained weights.*pretrained=False"):
         build_base(parse_base("timm:botnet50ts_256"))
 
 
