@@ -1,0 +1,280 @@
+"""The SRe2L family's own training loops, patched by the diffs in examples/, run a tiny CPU case with a projector.
+
+Each test needs an upstream checkout named by an environment variable and is skipped without one (CI has none):
+
+- ``HELLO_LABELS_SRE2L_CHECKOUT``: VILA-Lab/SRe2L (``SRe2L/validate/train_FKD.py``, which CDA uses too)
+- ``HELLO_LABELS_LPLD_CHECKOUT``: he-y/soft-label-pruning-for-dataset-distillation
+- ``HELLO_LABELS_GVBSM_CHECKOUT``: shaoshitong/G_VBSM_Dataset_Condensation
+- ``HELLO_LABELS_EDC_CHECKOUT``: shaoshitong/EDC
+
+The script's folder is copied to a temporary directory, the documented diff is applied there with ``git apply``, and
+the script's own ``main()`` (``main_worker`` for the DDP scripts, as one process on gloo) trains a probe student for
+two epochs. What is replaced, and only that: CUDA calls become no-ops on the CPU, experiment loggers (wandb, aim) and
+plotting are stubs, the validation set is a small folder (no download), and the student is a probe that records
+what it is fed. The test then checks that the soft labels the loop consumed equal ``projector(the images the loop
+mixed with its own mix_aug)`` exactly, and that no batch held one class.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import types
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from hello_labels.adapters import _load, sre2l
+from torch import nn
+
+from hello_labels import HelloLabelsError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def checkout(variable):
+    path = os.environ.get(variable)
+    if not path:
+        pytest.skip(f"set {variable} to an upstream checkout")
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def projector_dir(tiny_projector, toy_folder, tmp_path_factory):
+    """An untrained tiny-ViT projector over the toy folder's 5 classes (its labels still depend on the image)."""
+    projector, _ = tiny_projector(toy_folder)
+    out = tmp_path_factory.mktemp("family") / "projector"
+    projector.save_pretrained(out)
+    return out
+
+
+class Probe(nn.Module):
+    """The student: records each training batch it is fed (the images after the loop's own mix_aug)."""
+
+    def __init__(self, seen, classes=5):
+        super().__init__()
+        self.seen, self.linear = seen, nn.Linear(3, classes)
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return self.linear(x.mean((2, 3)))
+
+
+class _Null:
+    """Stands in for a logger's run object: any attribute, call or item assignment is accepted and ignored."""
+
+    def __getattr__(self, name):
+        return self
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def __setitem__(self, key, value):
+        pass
+
+    def __iter__(self):
+        return iter(())
+
+
+def _stub(name, **attrs):
+    module = types.ModuleType(name)
+    module.__getattr__ = lambda attr: _Null()
+    module.__dict__.update(attrs)
+    return module
+
+
+@pytest.fixture
+def upstream(monkeypatch, tmp_path, projector_dir):
+    """``run(root, folder, diff, script, argv, entry)``: copy ``root/folder``, apply ``diff``, import ``script`` and
+    call ``entry(module)`` with ``sys.argv = [script, *argv]``; returns ``(batches, mixed, seen, projector)``: what the
+    shim yielded, what the loop's own ``mix_aug`` returned, what the probe student was fed, and the shim's
+    projector."""
+    modules = set(sys.modules)
+    for name in ("wandb", "aim", "ema_pytorch", "plotly", "plotly.express", "matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, name, _stub(name))
+    monkeypatch.setitem(sys.modules, "prefetch_generator", _stub("prefetch_generator", BackgroundGenerator=iter))
+    # CUDA on the CPU: calls become no-ops; the projector stays on the CPU
+    real_is_available = torch.cuda.is_available  # torch's own checks keep the true answer
+
+    def is_available():
+        return sys._getframe(1).f_code.co_filename.startswith(str(tmp_path)) or real_is_available()
+
+    monkeypatch.setattr(torch.cuda, "is_available", is_available)  # 'need gpu to train!'
+    monkeypatch.setattr(torch.cuda, "set_device", lambda *a: None)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(nn.Module, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(sre2l, "load_projector", lambda p, device=None, **kw: _load.load_projector(p, "cpu", **kw))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    batches, mixed, seen, shims = [], [], [], []
+    real_iter = sre2l.ProjectorLabels.__iter__
+
+    def recording(self):
+        shims.append(self)
+        for batch in real_iter(self):
+            batches.append(batch)
+            yield batch
+
+    monkeypatch.setattr(sre2l.ProjectorLabels, "__iter__", recording)
+    monkeypatch.setitem(torchvision.models.__dict__, "hl_probe", lambda *a, **k: Probe(seen))
+
+    def run(root, folder, diff, script, argv, entry):
+        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("*.png", "*.jpg", "*.pth"))
+        applied = subprocess.run(["git", "apply", str(EXAMPLES / diff)], cwd=tmp_path, capture_output=True,
+                                 text=True)
+        assert applied.returncode == 0, applied.stderr
+        script = tmp_path / folder / script
+        monkeypatch.chdir(script.parent)  # the scripts import '../relabel' relative to where they run
+        monkeypatch.syspath_prepend(str(script.parent))
+        monkeypatch.setattr(sys, "argv", [str(script), "--projector", str(projector_dir), *argv])
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"upstream_{script.stem}", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        own_mix_aug = module.mix_aug
+
+        def recording_mix_aug(*args, **kwargs):  # the loop's own mix_aug, its output recorded
+            result = own_mix_aug(*args, **kwargs)
+            mixed.append(result[0].detach().clone())
+            return result
+
+        module.mix_aug = recording_mix_aug
+        entry(module)
+        return batches, mixed, seen, shims[0].projector
+
+    yield run
+    for name in set(sys.modules) - modules:  # upstream's 'utils', 'relabel', ... must not leak into other tests
+        del sys.modules[name]
+
+
+def check_labels_are_the_projectors_on_the_loops_mixed_images(run, target_at, mix_type, epochs=2):
+    batches, mixed, seen, projector = run
+    assert len(batches) == len(mixed) == len(seen) == 5 * epochs  # 40 images, batch size 8
+    for batch, images, fed in zip(batches, mixed, seen):
+        soft_label, target = batch[-1], target_at(batch)
+        with torch.no_grad():
+            assert torch.equal(projector(images), soft_label)
+        assert torch.equal(fed, images[:len(fed)])  # the student trains on those images (G-VBSM's DDP loop: a part)
+        assert len(set(target.tolist())) > 1, "a batch held one class"
+        mix_index, mix_lam = batch[-4], batch[-3]
+        assert mix_index is not None and 0 <= mix_lam <= 1
+
+
+def toy_val(toy_folder):
+    """A validation set standing in for CIFAR's (whose loader would download)."""
+    return lambda *a, transform=None, **k: torchvision.datasets.ImageFolder(str(toy_folder), transform)
+
+
+# ----------------------------------------------------------------------------- SRe2L (and CDA, which trains with it)
+@pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
+def test_sre2l_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tmp_path):
+    root = checkout("HELLO_LABELS_SRE2L_CHECKOUT")
+    argv = ["--train-dir", str(toy_folder), "--val-dir", str(toy_folder), "--output-dir", str(tmp_path / "out"),
+            "--batch-size", "8", "--epochs", "2", "--mix-type", mix_type, "--workers", "0", "--model", "hl_probe"]
+    run = upstream(root, "SRe2L", "sre2l_train_FKD.diff", "validate/train_FKD.py", argv, lambda m: m.main())
+    check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], mix_type)
+
+
+# ----------------------------------------------------------------------------- LPLD
+LPLD = "lpld_train_FKD_label_pruning_batch.diff"
+
+
+@pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
+def test_lpld_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tmp_path):
+    root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
+    argv = ["--dataset", "imagenet1k", "--train_dir", str(toy_folder), "--val_dir", str(toy_folder),
+            "--output_dir", str(tmp_path / "out"), "--batch_size", "8", "--epochs", "2", "--mix_type", mix_type,
+            "--prune_metric", "order", "--prune_ratio", "0", "--granularity", "epoch", "--workers", "0", "--model", "hl_probe", "--val_interval", "1"]
+    run = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
+    # LPLD's dataset yields a 5th field, the index, which its loop unpacks from batch_data[0]
+    assert all(len(b[0]) == 5 and b[0][4].dtype == torch.int64 for b in run[0])
+    check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], mix_type)
+
+
+@pytest.mark.parametrize("granularity", ["batch", "batch_to_epoch"])
+def test_lpld_refuses_batch_granularity_in_one_line(granularity, upstream, toy_folder, tmp_path):
+    root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
+    argv = ["--train_dir", str(toy_folder), "--val_dir", str(toy_folder), "--output_dir", str(tmp_path / "out"),
+            "--granularity", granularity, "--workers", "0", "--model", "hl_probe"]
+    with pytest.raises(HelloLabelsError, match=f"^--granularity {granularity} needs the stored label files; with "
+                                               "--projector only --granularity epoch is supported$"):
+        upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
+
+
+# ----------------------------------------------------------------------------- G-VBSM and EDC
+SMALL_BRANCHES = [("Branch_CIFAR_10", "gvbsm_cifar10_train_FKD.diff"),
+                  ("Branch_CIFAR_100", "gvbsm_cifar100_train_FKD.diff"),
+                  ("Branch_Tiny_ImageNet", "gvbsm_tiny_imagenet_train_FKD.diff")]
+
+
+def run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", toy_val(toy_folder))
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", toy_val(toy_folder))
+
+    # G-VBSM's student networks (baseline.py, which needs kornia and scipy): the probe instead
+    monkeypatch.setitem(sys.modules, "baseline", _stub("baseline", get_network=lambda *a, **k: Probe(seen)))
+
+    def main(module):
+        if hasattr(module, "get_tinyimagenet_dataloaders"):  # Tiny-ImageNet's validation loader
+            val = torch.utils.data.DataLoader(toy_val(toy_folder)(transform=torchvision.transforms.Compose([
+                torchvision.transforms.Resize(64), torchvision.transforms.ToTensor()])), batch_size=8)
+            module.get_tinyimagenet_dataloaders = lambda **k: (None, val)
+        module.main()
+
+    seen = []
+    argv = ["--train-dir", str(toy_folder), "--val-dir", str(tmp_path / "val"), "--output-dir", str(tmp_path / "out"),
+            "--batch-size", "8", "--epochs", "2", "--mix-type", mix_type, "--workers", "0", "--model", "ConvNetProbe"]
+    batches, mixed, _, projector = upstream(root, branch, diff, "train/train_FKD.py", argv, main)
+    check_labels_are_the_projectors_on_the_loops_mixed_images((batches, mixed, seen, projector), lambda b: b[1],
+                                                              mix_type)
+
+
+@pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
+@pytest.mark.parametrize("branch, diff", SMALL_BRANCHES)
+def test_gvbsm_branch_trains_on_projector_labels(branch, diff, mix_type, upstream, toy_folder, tmp_path,
+                                                 monkeypatch, caplog):
+    root = checkout("HELLO_LABELS_GVBSM_CHECKOUT")
+    run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch)
+    assert "fresh random order per epoch" in caplog.text  # shuffle=False replayed the stored order: said so
+
+
+@pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
+@pytest.mark.parametrize("branch, diff", SMALL_BRANCHES)
+def test_edc_branch_trains_on_projector_labels(branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch):
+    root = checkout("HELLO_LABELS_EDC_CHECKOUT")  # EDC's CIFAR / Tiny-ImageNet scripts are G-VBSM's: same diffs
+    run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch)
+
+
+def run_ddp_worker(module, tmp_path):
+    """``main()`` spawns one ``main_worker`` per GPU; here one worker, rank 0 of 1, on gloo."""
+    import torch.distributed as dist
+
+    args = module.get_args()
+    args.dist_url, args.world_size, args.distributed = f"file://{tmp_path / 'rendezvous'}", 1, True
+    module.DDP = lambda model, *a, **k: model
+    try:
+        module.main_worker(0, 1, args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+DDP_SCRIPTS = [("HELLO_LABELS_GVBSM_CHECKOUT", "Branch_full_ImageNet_1k", "gvbsm_imagenet1k_train_FKD_parallel.diff",
+                4),
+               ("HELLO_LABELS_EDC_CHECKOUT", "Branch_full_ImageNet_1k", "edc_imagenet1k_train_FKD_parallel.diff", 5),
+               ("HELLO_LABELS_EDC_CHECKOUT", "Branch_ImageNet_10", "edc_imagenet10_train_FKD_parallel.diff", 5)]
+
+
+@pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
+@pytest.mark.parametrize("variable, branch, diff, fields", DDP_SCRIPTS)
+def test_ddp_script_worker_trains_on_projector_labels(variable, branch, diff, fields, mix_type, upstream, toy_folder,
+                                                      tmp_path):
+    root = checkout(variable)
+    argv = ["--train-dir", str(toy_folder), "--val-dir", str(toy_folder), "--output-dir", str(tmp_path / "out"),
+            "--batch-size", "8", "--epochs", "2", "--mix-type", mix_type, "--workers", "0", "--model", "hl_probe",
+            "--dist-backend", "gloo", "--gpu-id", ""]
+    run = upstream(root, branch, diff, "train/train_FKD_parallel.py", argv, partial(run_ddp_worker, tmp_path=tmp_path))
+    assert all(len(b) == fields + 4 for b in run[0])  # batch_data[:fields], batch_data[fields:]
+    check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[1], mix_type)
