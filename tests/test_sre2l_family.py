@@ -87,7 +87,8 @@ def _stub(name, **attrs):
 
 @pytest.fixture
 def upstream(monkeypatch, tmp_path, projector_dir):
-    """``run(root, folder, diff, script, argv, entry)``: copy ``root/folder``, apply ``diff``, import ``script`` and
+    """``run(root, folder, diff, script, argv, entry)``: copy ``root/folder``, apply ``diff`` (None: the script as it
+    is, without ``--projector``), import ``script`` and
     call ``entry(module)`` with ``sys.argv = [script, *argv]``; returns ``(batches, mixed, seen, projector)``: what the
     shim yielded, what the loop's own ``mix_aug`` returned, what the probe student was fed, and the shim's
     projector."""
@@ -121,13 +122,15 @@ def upstream(monkeypatch, tmp_path, projector_dir):
 
     def run(root, folder, diff, script, argv, entry):
         shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("*.png", "*.jpg", "*.pth"))
-        applied = subprocess.run(["git", "apply", str(EXAMPLES / diff)], cwd=tmp_path, capture_output=True,
-                                 text=True)
-        assert applied.returncode == 0, applied.stderr
+        if diff is not None:
+            applied = subprocess.run(["git", "apply", str(EXAMPLES / diff)], cwd=tmp_path, capture_output=True,
+                                     text=True)
+            assert applied.returncode == 0, applied.stderr
+            argv = ["--projector", str(projector_dir), *argv]
         script = tmp_path / folder / script
         monkeypatch.chdir(script.parent)  # the scripts import '../relabel' relative to where they run
         monkeypatch.syspath_prepend(str(script.parent))
-        monkeypatch.setattr(sys, "argv", [str(script), "--projector", str(projector_dir), *argv])
+        monkeypatch.setattr(sys, "argv", [str(script), *argv])
         import importlib.util
 
         spec = importlib.util.spec_from_file_location(f"upstream_{script.stem}", script)
@@ -142,7 +145,7 @@ def upstream(monkeypatch, tmp_path, projector_dir):
 
         module.mix_aug = recording_mix_aug
         entry(module)
-        return batches, mixed, seen, shims[0].projector
+        return batches, mixed, seen, shims[0].projector if shims else None
 
     yield run
     for name in set(sys.modules) - modules:  # upstream's 'utils', 'relabel', ... must not leak into other tests
@@ -245,6 +248,45 @@ def test_gvbsm_branch_trains_on_projector_labels(branch, diff, mix_type, upstrea
 def test_edc_branch_trains_on_projector_labels(branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch):
     root = checkout("HELLO_LABELS_EDC_CHECKOUT")  # EDC's CIFAR / Tiny-ImageNet scripts are G-VBSM's: same diffs
     run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("variable", ["HELLO_LABELS_GVBSM_CHECKOUT", "HELLO_LABELS_EDC_CHECKOUT"])
+def test_gvbsm_reads_export_fkd_files_as_its_own(variable, upstream, projector_dir, toy_folder, tmp_path,
+                                                 monkeypatch):
+    """The unpatched script with ``--fkd-path``: G-VBSM's own reader (7-element files, ``shuffle=False``, the stored
+    image indices) over ``export_fkd(..., gvbsm_index=True)``. CutMix only: with Mixup G-VBSM's reader hands its loop
+    one ``lam`` per sample, which its ``mixup`` cannot broadcast, whoever wrote the files."""
+    from hello_labels import LabelProjector
+    from hello_labels.labels.export import export_fkd
+
+    root = checkout(variable)
+    fkd = tmp_path / "FKD_cutmix"
+    export_fkd(LabelProjector.from_pretrained(projector_dir), toy_folder, fkd, epochs=2, batch_size=8,
+               mix_type="cutmix", input_size=32, gvbsm_index=True, progress=False)
+    consumed = []
+
+    class RecordingLoader(torch.utils.data.DataLoader):
+        def __iter__(self):
+            for batch in super().__iter__():
+                consumed.append(batch)
+                yield batch
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", RecordingLoader)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", toy_val(toy_folder))
+    seen = []
+    monkeypatch.setitem(sys.modules, "baseline", _stub("baseline", get_network=lambda *a, **k: Probe(seen)))
+    argv = ["--train-dir", str(toy_folder), "--val-dir", str(tmp_path / "val"), "--output-dir", str(tmp_path / "out"),
+            "--batch-size", "8", "--epochs", "2", "--mix-type", "cutmix", "--workers", "0", "--model", "ConvNetProbe",
+            "--fkd-path", str(fkd)]
+    _, mixed, _, _ = upstream(root, "Branch_CIFAR_10", None, "train/train_FKD.py", argv, lambda m: m.main())
+    training = [b for b in consumed if len(b) == 8]  # G-VBSM's 8 fields; validation batches have 2
+    assert len(training) == len(mixed) == len(seen) == 10
+    targets = torchvision.datasets.ImageFolder(str(toy_folder)).targets
+    for k, batch in enumerate(training):
+        stored = torch.load(fkd / f"epoch_{k // 5}" / f"batch_{k % 5}.tar")
+        assert torch.equal(batch[7], stored[5])  # the soft labels the loop consumed are the exported ones
+        assert batch[1].tolist() == [targets[i] for i in stored[6].tolist()]  # on the images they were made for
+        assert len(set(batch[1].tolist())) > 1
 
 
 def run_ddp_worker(module, tmp_path):
