@@ -1,4 +1,4 @@
-"""SRe2L-family shim: SRe2L and CDA (``validate/train_FKD.py``), LPLD, G-VBSM (see ``examples/`` for each diff).
+"""SRe2L-family shim: SRe2L and CDA (``validate/train_FKD.py``), LPLD, G-VBSM, EDC (``examples/``: one diff per script).
 
 SRe2L's loop reads ``batch_data`` from a loader over ``ImageFolder_FKD_MIX`` in ``fkd_load`` mode::
 
@@ -91,8 +91,9 @@ class ProjectorLabels:
     or a Hub id; ``args`` supplies ``mix_type`` (None/'cutmix'/'mixup'), optionally ``cutmix``/``mixup`` alphas and
     ``start_epoch``; ``loader`` yields ``(images, target, flip_status, coords_status, *extra)`` batches; ``layout``
     names how the loop unpacks a batch (:data:`LAYOUTS`); ``device``: where labels are computed (default CUDA if
-    available; a DDP worker passes its own GPU); ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained`. A loader with ``shuffle=False`` (it replayed the order stored with the
-    label files) is rebuilt to draw a fresh random order per epoch, seeded, and a log line says so."""
+    available; a DDP worker passes its own GPU); ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained`.
+    A loader with ``shuffle=False`` (it replayed the order stored with the label files) is rebuilt to draw a fresh
+    random order per epoch, seeded, and a log line says so."""
 
     def __init__(self, projector, args, loader, seed: int = 0, trust_remote_code: bool = False,
                  layout: str = "sre2l", device=None):

@@ -189,7 +189,8 @@ def test_lpld_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tm
     root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
     argv = ["--dataset", "imagenet1k", "--train_dir", str(toy_folder), "--val_dir", str(toy_folder),
             "--output_dir", str(tmp_path / "out"), "--batch_size", "8", "--epochs", "2", "--mix_type", mix_type,
-            "--prune_metric", "order", "--prune_ratio", "0", "--granularity", "epoch", "--workers", "0", "--model", "hl_probe", "--val_interval", "1"]
+            "--prune_metric", "order", "--prune_ratio", "0", "--granularity", "epoch", "--workers", "0", "--model",
+            "hl_probe", "--val_interval", "1"]
     run = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
     # LPLD's dataset yields a 5th field, the index, which its loop unpacks from batch_data[0]
     assert all(len(b[0]) == 5 and b[0][4].dtype == torch.int64 for b in run[0])
