@@ -33,11 +33,13 @@ from hello_labels import HelloLabelsError
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def needs(variable):
+    """Skip unless ``variable`` names a checkout (before any fixture is built: CI has no checkouts)."""
+    return pytest.mark.skipif(not os.environ.get(variable), reason=f"set {variable} to an upstream checkout")
+
+
 def checkout(variable):
-    path = os.environ.get(variable)
-    if not path:
-        pytest.skip(f"set {variable} to an upstream checkout")
-    return Path(path)
+    return Path(os.environ[variable])
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +173,7 @@ def toy_val(toy_folder):
 
 
 # ----------------------------------------------------------------------------- SRe2L (and CDA, which trains with it)
+@needs("HELLO_LABELS_SRE2L_CHECKOUT")
 @pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
 def test_sre2l_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tmp_path):
     root = checkout("HELLO_LABELS_SRE2L_CHECKOUT")
@@ -184,6 +187,7 @@ def test_sre2l_main_trains_on_projector_labels(mix_type, upstream, toy_folder, t
 LPLD = "lpld_train_FKD_label_pruning_batch.diff"
 
 
+@needs("HELLO_LABELS_LPLD_CHECKOUT")
 @pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
 def test_lpld_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tmp_path):
     root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
@@ -197,6 +201,25 @@ def test_lpld_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tm
     check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], mix_type)
 
 
+@needs("HELLO_LABELS_LPLD_CHECKOUT")
+def test_lpld_pruning_settings_only_choose_the_epoch_numbers_seeding_the_mixes(upstream, toy_folder, tmp_path):
+    """``--prune_metric random --prune_ratio 0.5`` over 4 epochs: LPLD draws each epoch's number from a pool of 2, so
+    passes repeat mix parameters; crops, flips and order stay fresh, and every label is still projector(images)."""
+    root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
+    argv = ["--dataset", "imagenet1k", "--train_dir", str(toy_folder), "--val_dir", str(toy_folder),
+            "--output_dir", str(tmp_path / "out"), "--batch_size", "8", "--epochs", "4", "--mix_type", "cutmix",
+            "--prune_metric", "random", "--prune_ratio", "0.5", "--workers", "0", "--model", "hl_probe",
+            "--val_interval", "4"]
+    run = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
+    check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], "cutmix", epochs=4)
+    passes = [run[0][k:k + 5] for k in range(0, 20, 5)]
+    mixes = [[(b[1].tolist(), b[2], [int(v) for v in b[3]]) for b in p] for p in passes]
+    assert len({repr(m) for m in mixes}) <= 2  # two epoch numbers in the pool
+    repeated = [(a, b) for a in range(4) for b in range(a + 1, 4) if mixes[a] == mixes[b]]
+    assert repeated and all(not torch.equal(passes[a][0][0][0], passes[b][0][0][0]) for a, b in repeated)
+
+
+@needs("HELLO_LABELS_LPLD_CHECKOUT")
 @pytest.mark.parametrize("granularity", ["batch", "batch_to_epoch"])
 def test_lpld_refuses_batch_granularity_in_one_line(granularity, upstream, toy_folder, tmp_path):
     root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
@@ -235,6 +258,7 @@ def run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_pat
                                                               mix_type)
 
 
+@needs("HELLO_LABELS_GVBSM_CHECKOUT")
 @pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
 @pytest.mark.parametrize("branch, diff", SMALL_BRANCHES)
 def test_gvbsm_branch_trains_on_projector_labels(branch, diff, mix_type, upstream, toy_folder, tmp_path,
@@ -244,6 +268,7 @@ def test_gvbsm_branch_trains_on_projector_labels(branch, diff, mix_type, upstrea
     assert "fresh random order per epoch" in caplog.text  # shuffle=False replayed the stored order: said so
 
 
+@needs("HELLO_LABELS_EDC_CHECKOUT")
 @pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
 @pytest.mark.parametrize("branch, diff", SMALL_BRANCHES)
 def test_edc_branch_trains_on_projector_labels(branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch):
@@ -251,7 +276,8 @@ def test_edc_branch_trains_on_projector_labels(branch, diff, mix_type, upstream,
     run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("variable", ["HELLO_LABELS_GVBSM_CHECKOUT", "HELLO_LABELS_EDC_CHECKOUT"])
+@pytest.mark.parametrize("variable", [pytest.param(v, marks=needs(v))
+                                      for v in ("HELLO_LABELS_GVBSM_CHECKOUT", "HELLO_LABELS_EDC_CHECKOUT")])
 def test_gvbsm_reads_export_fkd_files_as_its_own(variable, upstream, projector_dir, toy_folder, tmp_path,
                                                  monkeypatch):
     """The unpatched script with ``--fkd-path``: G-VBSM's own reader (7-element files, ``shuffle=False``, the stored
@@ -311,7 +337,7 @@ DDP_SCRIPTS = [("HELLO_LABELS_GVBSM_CHECKOUT", "Branch_full_ImageNet_1k", "gvbsm
 
 
 @pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
-@pytest.mark.parametrize("variable, branch, diff, fields", DDP_SCRIPTS)
+@pytest.mark.parametrize("variable, branch, diff, fields", [pytest.param(*p, marks=needs(p[0])) for p in DDP_SCRIPTS])
 def test_ddp_script_worker_trains_on_projector_labels(variable, branch, diff, fields, mix_type, upstream, toy_folder,
                                                       tmp_path):
     root = checkout(variable)
