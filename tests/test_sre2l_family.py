@@ -91,9 +91,8 @@ def _stub(name, **attrs):
 def upstream(monkeypatch, tmp_path, projector_dir):
     """``run(root, folder, diff, script, argv, entry)``: copy ``root/folder``, apply ``diff`` (None: the script as it
     is, without ``--projector``), import ``script`` and
-    call ``entry(module)`` with ``sys.argv = [script, *argv]``; returns ``(batches, mixed, seen, projector)``: what the
-    shim yielded, what the loop's own ``mix_aug`` returned, what the probe student was fed, and the shim's
-    projector."""
+    call ``entry(module)`` with ``sys.argv = [script, *argv]``; returns ``(batches, mixed, seen, shim)``: what the
+    shim yielded, what the loop's own ``mix_aug`` returned, what the probe student was fed, and the shim."""
     modules = set(sys.modules)
     for name in ("wandb", "aim", "ema_pytorch", "plotly", "plotly.express", "matplotlib", "matplotlib.pyplot"):
         monkeypatch.setitem(sys.modules, name, _stub(name))
@@ -147,16 +146,17 @@ def upstream(monkeypatch, tmp_path, projector_dir):
 
         module.mix_aug = recording_mix_aug
         entry(module)
-        return batches, mixed, seen, shims[0].projector if shims else None
+        return batches, mixed, seen, shims[0] if shims else None
 
     yield run
     for name in set(sys.modules) - modules:  # upstream's 'utils', 'relabel', ... must not leak into other tests
         del sys.modules[name]
 
 
-def check_labels_are_the_projectors_on_the_loops_mixed_images(run, target_at, mix_type, epochs=2):
-    batches, mixed, seen, projector = run
-    assert len(batches) == len(mixed) == len(seen) == 5 * epochs  # 40 images, batch size 8
+def check_labels_are_the_projectors_on_the_loops_mixed_images(run, target_at, mix_type, epochs=2, per_epoch=5):
+    batches, mixed, seen, shim = run
+    projector = shim.projector
+    assert len(batches) == len(mixed) == len(seen) == per_epoch * epochs  # toy folder: 40 images, batch size 8
     for batch, images, fed in zip(batches, mixed, seen):
         soft_label, target = batch[-1], target_at(batch)
         with torch.no_grad():
@@ -201,6 +201,46 @@ def test_lpld_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tm
     check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], mix_type)
 
 
+@pytest.fixture(scope="module")
+def tiny_imagenet(tiny_projector, tmp_path_factory):
+    """``(train, val, projector_dir)``: 200 classes (LPLD's Tiny-ImageNet path insists on them), one 8-px image each,
+    Tiny-ImageNet's validation layout (``wnids.txt`` beside ``val/images`` and ``val/val_annotations.txt``), and an
+    untrained 200-class projector."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny-imagenet")
+    wnids = [f"n{c:08d}" for c in range(200)]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for c, wnid in enumerate(wnids):
+        (root / "train" / wnid).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (c, 255 - c, c // 2)).save(root / "train" / wnid / f"{wnid}_0.png")
+        Image.new("RGB", (8, 8), (c, 255 - c, 0)).save(root / "val" / "images" / f"val_{c}.png")
+    (root / "val" / "val_annotations.txt").write_text("".join(f"val_{c}.png\t{w}\t0\t0\t8\t8\n"
+                                                               for c, w in enumerate(wnids)))
+    projector, _ = tiny_projector(root / "train")
+    projector.save_pretrained(root / "projector")
+    return root / "train", root / "val", root / "projector"
+
+
+@needs("HELLO_LABELS_LPLD_CHECKOUT")
+@pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
+def test_lpld_tiny_imagenet_main_trains_on_projector_labels(mix_type, upstream, tiny_imagenet, tmp_path, monkeypatch):
+    """``--dataset tiny``: 64-px crops, a KL on log-probabilities (``log_target=True``) scaled by T²."""
+    root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
+    train, val, projector = tiny_imagenet
+    argv = ["--dataset", "tiny", "--train_dir", str(train), "--val_dir", str(val), "--output_dir",
+            str(tmp_path / "out"), "--batch_size", "50", "--epochs", "1", "--mix_type", mix_type, "--prune_metric",
+            "order", "--prune_ratio", "0", "--workers", "0", "--model", "hl_probe", "--projector", str(projector)]
+    monkeypatch.setitem(torchvision.models.__dict__, "hl_probe", lambda *a, **k: Probe(seen, classes=200))
+    seen = []
+    batches, mixed, _, shim = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv,
+                                       lambda m: m.main())
+    check_labels_are_the_projectors_on_the_loops_mixed_images((batches, mixed, seen, shim), lambda b: b[0][1],
+                                                              mix_type, epochs=1, per_epoch=4)
+    assert batches[0][-1].shape == (50, 200) and mixed[0].shape[-1] == 64
+
+
 @needs("HELLO_LABELS_LPLD_CHECKOUT")
 def test_lpld_pruning_settings_only_choose_the_epoch_numbers_seeding_the_mixes(upstream, toy_folder, tmp_path):
     """``--prune_metric random --prune_ratio 0.5`` over 4 epochs: LPLD draws each epoch's number from a pool of 2, so
@@ -236,7 +276,7 @@ SMALL_BRANCHES = [("Branch_CIFAR_10", "gvbsm_cifar10_train_FKD.diff"),
                   ("Branch_Tiny_ImageNet", "gvbsm_tiny_imagenet_train_FKD.diff")]
 
 
-def run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch):
+def run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch, workers=0):
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", toy_val(toy_folder))
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", toy_val(toy_folder))
 
@@ -252,10 +292,11 @@ def run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_pat
 
     seen = []
     argv = ["--train-dir", str(toy_folder), "--val-dir", str(tmp_path / "val"), "--output-dir", str(tmp_path / "out"),
-            "--batch-size", "8", "--epochs", "2", "--mix-type", mix_type, "--workers", "0", "--model", "ConvNetProbe"]
-    batches, mixed, _, projector = upstream(root, branch, diff, "train/train_FKD.py", argv, main)
-    check_labels_are_the_projectors_on_the_loops_mixed_images((batches, mixed, seen, projector), lambda b: b[1],
-                                                              mix_type)
+            "--batch-size", "8", "--epochs", "2", "--mix-type", mix_type, "--workers", str(workers), "--model",
+            "ConvNetProbe"]
+    batches, mixed, _, shim = upstream(root, branch, diff, "train/train_FKD.py", argv, main)
+    check_labels_are_the_projectors_on_the_loops_mixed_images((batches, mixed, seen, shim), lambda b: b[1], mix_type)
+    return shim
 
 
 @needs("HELLO_LABELS_GVBSM_CHECKOUT")
@@ -266,6 +307,15 @@ def test_gvbsm_branch_trains_on_projector_labels(branch, diff, mix_type, upstrea
     root = checkout("HELLO_LABELS_GVBSM_CHECKOUT")
     run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_path, monkeypatch)
     assert "fresh random order per epoch" in caplog.text  # shuffle=False replayed the stored order: said so
+
+
+@needs("HELLO_LABELS_GVBSM_CHECKOUT")
+def test_gvbsm_reshuffled_loader_keeps_its_worker_processes(upstream, toy_folder, tmp_path, monkeypatch):
+    """``--workers 2`` (G-VBSM's default is 4): the rebuilt loader loads in worker processes like the original."""
+    root = checkout("HELLO_LABELS_GVBSM_CHECKOUT")
+    shim = run_small_branch(root, "Branch_CIFAR_10", "gvbsm_cifar10_train_FKD.diff", "cutmix", upstream, toy_folder,
+                            tmp_path, monkeypatch, workers=2)
+    assert shim.loader.num_workers == 2 and type(shim.loader.sampler).__name__ == "EpochShuffle"
 
 
 @needs("HELLO_LABELS_EDC_CHECKOUT")
