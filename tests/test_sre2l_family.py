@@ -150,7 +150,10 @@ def upstream(monkeypatch, tmp_path, projector_dir):
 
     yield run
     for name in set(sys.modules) - modules:  # upstream's 'utils', 'relabel', ... must not leak into other tests
-        del sys.modules[name]
+        module = sys.modules[name]
+        places = [getattr(module, "__file__", None) or "", *(getattr(module, "__path__", None) or [])]
+        if any(str(place).startswith(str(tmp_path)) for place in places):  # (namespace packages have no __file__)
+            del sys.modules[name]
 
 
 def check_labels_are_the_projectors_on_the_loops_mixed_images(run, target_at, mix_type, epochs=2, per_epoch=5):
