@@ -107,7 +107,8 @@ def upstream(monkeypatch, tmp_path, projector_dir):
     monkeypatch.setattr(torch.cuda, "set_device", lambda *a: None)
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
     monkeypatch.setattr(nn.Module, "cuda", lambda self, *a, **k: self)
-    monkeypatch.setattr(sre2l, "load_projector", lambda p, device=None, **kw: _load.load_projector(p, device="cpu", **kw))
+    monkeypatch.setattr(sre2l, "load_projector",
+                        lambda p, device=None, **kw: _load.load_projector(p, device="cpu", **kw))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     batches, mixed, seen, shims = [], [], [], []
     real_iter = sre2l.ProjectorLabels.__iter__
