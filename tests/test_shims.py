@@ -378,3 +378,84 @@ def test_rded_class_lists_and_maps_that_make_no_sense_give_one_line(imagenet_pro
 def test_a_known_subset_needs_projector_classes_of_those_names(projector_dir):
     with pytest.raises(HelloLabelsError, match="sends folder '00000' to 'tench', which is not one of the 5 class"):
         rded.teacher(str(projector_dir), classes=range(10), subset="imagenet-nette")
+
+
+# ----------------------------------------------------------------------------- the SRe2L family: LPLD, G-VBSM, EDC
+class _ReadsLabelFilesOnSetEpoch(ref.ReferenceFKDFolder):
+    """G-VBSM's ImageFolder_FKD_MIX: ``set_epoch`` loads that epoch's label files (there are none with a projector)."""
+
+    def set_epoch(self, epoch):
+        raise FileNotFoundError(f"{self.fkd_path}/epoch_{epoch}/batch_*.tar")
+
+
+def _family_dataset(folder, cls=ref.ReferenceFKDFolder):
+    return cls(str(folder), "fkd_save", input_size=SIZE, min_scale=0.25, return_index=True)  # (..., index)
+
+
+def test_a_loader_replaying_a_stored_order_is_reshuffled_per_epoch_and_says_so(projector_dir, toy_folder, caplog):
+    loader = torch.utils.data.DataLoader(_family_dataset(toy_folder, _ReadsLabelFilesOnSetEpoch), batch_size=8,
+                                         shuffle=False)  # G-VBSM / EDC: the order stored at relabel time
+    assert all(len(set(batch[1].tolist())) == 1 for batch in loader)  # as it is: every batch holds one class
+    shim = sre2l.ProjectorLabels(str(projector_dir), SimpleNamespace(mix_type="cutmix"), loader, layout="gvbsm")
+    assert "fresh random order per epoch" in caplog.text
+
+    def targets(epoch):
+        shim.dataset.set_epoch(epoch)  # the dataset's own set_epoch (it would read label files) is not called
+        return [batch[1].tolist() for batch in shim]
+
+    first = targets(0)
+    assert all(len(set(t)) > 1 for t in first) and sorted(sum(first, [])) == sorted(loader.dataset.targets)
+    assert targets(0) == first and targets(1) != first  # seeded by epoch: a resumed run draws the same order
+    assert len(shim) == len(loader) == 5
+
+
+@pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
+@pytest.mark.parametrize("layout, fields", [("gvbsm", 4), ("edc-imagenet", 5)])
+def test_flat_layouts_with_per_sample_boxes_rebuild_the_labelled_images(layout, fields, mix_type, projector_dir,
+                                                                      toy_folder):
+    shim = sre2l.ProjectorLabels(str(projector_dir), SimpleNamespace(mix_type=mix_type, mode="fkd_load"),
+                                 fkd_save_loader_of(_family_dataset(toy_folder)), layout=layout)
+    for batch_data in shim:  # G-VBSM's loop: batch_data[:4], batch_data[4:] (EDC's ImageNet scripts: 5)
+        assert len(batch_data) == fields + 4
+        images = batch_data[0]
+        mix_index, mix_lam, mix_bbox, soft_label = batch_data[fields:]
+        assert isinstance(mix_lam, float) and len(mix_bbox) == 4
+        assert all(v.shape == (images.shape[0],) and bool((v == v[0]).all()) for v in mix_bbox)  # one box, per sample
+        box = [v[0] for v in mix_bbox]  # what G-VBSM's loop does after checking the boxes agree
+        remixed, _, _, _ = ref.mix_aug(images.clone(), mix_type, "fkd_load", mix_index, mix_lam, box)
+        with torch.no_grad():
+            assert torch.allclose(shim.projector(remixed), soft_label, atol=1e-5)
+
+
+def fkd_save_loader_of(dataset, batch_size=8):
+    sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(42))
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+
+
+def test_extra_fields_pass_through_and_the_sampler_takes_the_epoch(projector_dir, toy_folder):
+    """LPLD: its dataset yields a 5th field (the index) and its train() calls ``train_loader.sampler.set_epoch``."""
+    args = SimpleNamespace(mix_type="cutmix")
+    dataset = _family_dataset(toy_folder)
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=1, rank=0, seed=3)
+    shim = sre2l.ProjectorLabels(str(projector_dir), args, torch.utils.data.DataLoader(dataset, 8, sampler=sampler))
+    images, target, flip_status, coords_status, index = next(iter(shim))[0]
+    assert index.dtype == torch.int64 and [dataset.targets[i] for i in index.tolist()] == target.tolist()
+
+    def mixes():
+        return [(b[1].tolist(), b[2]) for b in shim]
+
+    shim.sampler.set_epoch(3)
+    assert sampler.epoch == 3  # a sampler's own set_epoch is kept (DistributedSampler reshuffles by it)
+    by_sampler = mixes()
+    shim.dataset.set_epoch(3)
+    assert mixes() == by_sampler and len(shim.sampler) == len(sampler)
+
+
+def test_settings_a_projector_cannot_serve_are_refused_in_one_line(projector_dir):
+    sre2l.require(SimpleNamespace(granularity="epoch"), granularity="epoch")
+    sre2l.require(SimpleNamespace(), granularity="epoch")  # a script without the setting
+    with pytest.raises(HelloLabelsError, match="^--granularity batch needs the stored label files; with --projector "
+                                               "only --granularity epoch is supported$"):
+        sre2l.require(SimpleNamespace(granularity="batch"), granularity="epoch")
+    with pytest.raises(HelloLabelsError, match=r"unknown batch layout 'lpld'; expected one of \['edc-imagenet', "):
+        sre2l.ProjectorLabels(str(projector_dir), SimpleNamespace(mix_type=None), [], layout="lpld")

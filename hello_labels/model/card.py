@@ -127,7 +127,7 @@ def agreement_plot(per_class: Dict[str, float], overall: float, out) -> None:
 
 _SHIMS = """```python
 from hello_labels.adapters import sre2l, rded   # pip install hello-labels
-# SRe2L / CDA / G-VBSM / LPLD (validate/train_FKD.py, dataset in mode='fkd_save'): labels computed online
+# SRe2L / CDA / LPLD (dataset in mode='fkd_save'; G-VBSM, EDC: layout='gvbsm'): labels computed online
 train_loader = sre2l.ProjectorLabels("{repo}", args, train_loader)
 # RDED (validation/main.py): the projector takes the teacher's place
 teacher_model = rded.teacher("{repo}", classes=args.classes)
