@@ -101,11 +101,12 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, private: Optional[bool] = None,
-                   commit_message: Optional[str] = None, token=None):
+                   commit_message: Optional[str] = None, token=None, license: Optional[str] = None):
     """Upload the projector in ``folder`` to ``repo_id`` (created if missing; ``private`` for a new repo) on
     branch ``revision`` (created from ``main`` if missing; default ``main``) in one commit: config.json, the
     adapter, README.md and fidelity.png when present. Checks first: the config is valid, the adapter is the one
-    it was saved with, no file names this machine. Returns huggingface_hub's ``CommitInfo`` (``.oid``)."""
+    it was saved with, no file names this machine. The card (in ``folder`` too) then names ``repo_id`` in its usage
+    snippets and ``license`` (if given) in its metadata. Returns huggingface_hub's ``CommitInfo`` (``.oid``)."""
     from huggingface_hub import HfApi
 
     folder = Path(folder)
@@ -117,6 +118,7 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
     if Path(path) != folder / directory.ADAPTER_FILE:
         raise HelloLabelsError(f"{folder} holds an unfinished save: load and save the projector again first")
     check_publishable(folder, config)
+    _name_repo_in_card(folder, repo_id, license)
     api = HfApi(token=token)
     with translate_errors(repo_id, revision):
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -125,3 +127,15 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
         return api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
                                  allow_patterns=list(directory.PUBLISHED),
                                  commit_message=commit_message or "Upload label projector (hello-labels)")
+
+
+def _name_repo_in_card(folder: Path, repo_id: str, license: Optional[str]) -> None:
+    from ..files import atomic_write_text
+    from .card import card_for_repo
+
+    path = folder / directory.CARD_FILE
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        new = card_for_repo(text, repo_id, license)
+        if new != text:
+            atomic_write_text(path, new)
