@@ -50,7 +50,11 @@ import json
 import re
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
+
+if TYPE_CHECKING:  # pytest only for annotations: the server runs without it (python -m hub_server)
+    import pytest
 
 __all__ = ["HubServer", "use_endpoint", "use_cache", "set_offline", "hub", "main"]
 

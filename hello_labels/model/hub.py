@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 from urllib.parse import urlsplit
 
 import torch
@@ -141,3 +141,40 @@ def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
         return load_file(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
+
+
+def _matches_base(wanted: str, spec: dict) -> bool:
+    """``wanted`` as a user names a base (``RN50``, ``open_clip:RN50``, ``timm:resnet50``, ``hello-labels:...``)."""
+    name = str(spec.get("name") or spec.get("factory") or "")
+    return wanted in (name, f"{spec.get('kind')}:{name}")
+
+
+def find_projectors(base: Optional[str] = None, classes: Optional[int] = None, search: Optional[str] = None,
+                    limit: int = 50, token=None) -> List[dict]:
+    """Projectors on the Hub: model repos tagged ``hello-labels`` (huggingface_hub ``list_models``) whose card says
+    they are on ``base`` (as ``--base`` names it) with ``classes`` classes, and whose id contains ``search``; at
+    most ``limit``. Each row: ``id``, ``base`` (``kind:name``), ``classes``, ``agreement`` (end of training, or
+    None), ``adapter_bytes``, ``adapter_dtype``, ``downloads``."""
+    from huggingface_hub import HfApi
+
+    from .card import TAGS
+
+    why = hub_unreachable()
+    if why:
+        raise HubUnreachableError(f"cannot list projectors: the Hugging Face Hub is unreachable ({why})")
+    rows = []
+    with translate_errors("the Hub's model list"):
+        for model in HfApi(token=token).list_models(filter=TAGS[0], search=search, cardData=True):
+            card = model.card_data.to_dict() if model.card_data is not None else {}
+            facts = card.get("hello_labels") if isinstance(card.get("hello_labels"), dict) else {}
+            spec = facts.get("base") if isinstance(facts.get("base"), dict) else {}
+            if (base and not _matches_base(base, spec)) or (classes is not None and facts.get("num_classes") != classes):
+                continue
+            fidelity = facts.get("fidelity") if isinstance(facts.get("fidelity"), dict) else {}
+            rows.append({"id": model.id, "base": f"{spec.get('kind')}:{spec.get('name') or spec.get('factory')}"
+                         if spec else None, "classes": facts.get("num_classes"),
+                         "agreement": fidelity.get("agreement"), "adapter_bytes": facts.get("adapter_bytes"),
+                         "adapter_dtype": facts.get("adapter_dtype"), "downloads": model.downloads})
+            if len(rows) >= limit:
+                break
+    return rows
