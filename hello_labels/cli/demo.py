@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--teacher-steps", type=int, help="teacher training steps (default: 400)")
     p.add_argument("--distill-steps", type=int, help="projector training steps (default: the base's recipe, "
                                                      "RECIPES in hello_labels/demo/pipeline.py)")
+    common.quiet_arg(p)
     p.set_defaults(func=_demo)
 
 
@@ -31,4 +32,4 @@ def _demo(args) -> None:
         "ipc": args.ipc, "label_epochs": args.epochs, "seeds": args.seeds, "input_size": args.input_size,
         "mean": tuple(args.mean) if args.mean else None, "std": tuple(args.std) if args.std else None,
         "teacher_steps": args.teacher_steps, "distill_steps": args.distill_steps}.items() if v is not None})
-    run_demo(args.out, args.data, args.teacher, args.base, args.pretrained, settings)
+    run_demo(args.out, args.data, args.teacher, args.base, args.pretrained, settings, progress=not args.quiet)
