@@ -95,3 +95,19 @@ def test_clip_cuts_at_a_word_boundary():
     assert len(cut) <= 60 and cut.endswith("weights…") and text.startswith(cut[:-1])
     assert clip("short", 60) == "short" and clip("a\nb") == "a"
     assert first_line(ValueError("x" * 300), 50).endswith("…")
+
+
+def test_a_hub_id_offline_or_a_file_path_fails_before_torch_is_imported(tmp_path):
+    """``info`` resolves the projector's config.json before importing torch: these fail in well under a second."""
+    import os
+
+    (tmp_path / "config.json").write_text("{}")
+    probe = ("import sys\n"
+             "from hello_labels.cli import main\n"
+             f"codes = [main(['info', 'lab/never-downloaded']), main(['info', {str(tmp_path / 'config.json')!r}])]\n"
+             "print(codes, 'torch' in sys.modules)")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert proc.stdout.strip() == "[2, 2] False"
+    first, second = proc.stderr.strip().splitlines()
+    assert "offline or unreachable: HF_HUB_OFFLINE is set" in first and "is a file, not a projector folder" in second

@@ -127,7 +127,11 @@ def quiet_arg(p) -> None:
 
 
 def load(args, path):
-    """The projector at ``path`` (folder or Hub id) as the load flags say."""
+    """The projector at ``path`` (folder or Hub id) as the load flags say. Its config.json is resolved first,
+    before torch is imported: a wrong path, or a Hub id offline, fails in about a second."""
+    from ..model.hub import resolve_file
+
+    resolve_file(str(path), "config.json", revision=getattr(args, "revision", None))  # cached for the load
     from ..model.projector import LabelProjector
 
     return LabelProjector.from_pretrained(path, revision=getattr(args, "revision", None),

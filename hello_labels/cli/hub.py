@@ -37,9 +37,9 @@ def register(sub) -> None:
 
 
 def _info(args) -> None:
+    projector = common.load(args, args.projector)
     from ..model.card import card_facts
 
-    projector = common.load(args, args.projector)
     print(projector)
     for key, value in card_facts(projector.config, projector.adapter_facts()).items():
         print(f"{key + ':':<16}{value}")

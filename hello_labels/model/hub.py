@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 from urllib.parse import urlsplit
 
-import torch
 from huggingface_hub import constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download
 
 from ..errors import BadInputError, HelloLabelsError, HubUnreachableError
+
+if TYPE_CHECKING:
+    import torch
 
 CONNECT_TIMEOUT = 3.0  # seconds a TCP connection to the endpoint may take before the Hub counts as unreachable
 
@@ -130,7 +132,7 @@ def check_can_push(token=None) -> str:
         raise HubUnreachableError(f"cannot push: the Hugging Face Hub is unreachable ({err})") from None
 
 
-def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+def read_safetensors(path: str) -> Dict[str, "torch.Tensor"]:
     """Load a safetensors file, naming the file if it is truncated or not safetensors at all."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
