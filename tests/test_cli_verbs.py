@@ -64,8 +64,8 @@ def test_info_states_the_input_contract_and_sizes_that_agree(tmp_path, capsys, d
     p.save_pretrained(tmp_path / "p", dtype=dtype)
     assert main(["info", str(tmp_path / "p")]) == 0
     shown = capsys.readouterr().out
-    assert "input:          3 channels [B, 3, H, W], normalised with mean (0.286, 0.286, 0.286) std (0.353, 0.353, " \
-           "0.353)" in shown and "resized to 32 x 32" in shown
+    assert "input:          3 channels [B, 3, H, W]: 0-1 pixels normalised with mean (0.286, 0.286, 0.286) and std " \
+           "(0.353, 0.353, 0.353)" in shown and "resized to 32 x 32" in shown
     size = (tmp_path / "p" / "adapter.safetensors").stat().st_size
     assert f"adapter.safetensors {size:,} bytes ({dtype})" in shown and f"{size:,} bytes {dtype}" in shown  # + repr
     clamped = p.adapter.head_rank

@@ -68,7 +68,8 @@ def test_card_yaml_parses_with_hub_metadata(tmp_path):
     assert results["accuracy"].dataset_split == "64 held-out augmented views"
     # the input contract on the first screen: channels, mean/std, the size the base is fed
     first_screen = card.text[:1200]
-    assert "3 channels [B, 3, H, W], normalised with mean (0.485, 0.456, 0.406) std (0.229, 0.224, 0.225)" in first_screen
+    assert "3 channels [B, 3, H, W]: 0-1 pixels normalised with mean (0.485, 0.456, 0.406) and std (0.229, 0.224, " \
+           "0.225)" in first_screen
     assert "resized to 32 x 32" in first_screen and "hello-labels:tiny-clip-vit" in first_screen
     assert "top-1 agreement 75.00%, KL at T=4 0.1250 (64 held-out views)" in card.text
     assert "hello-labels distill --data syn" in card.text

@@ -9,7 +9,7 @@ import sys
 
 from ..errors import HelloLabelsError
 from ..version import __version__
-from . import common, demo, evaluate, export, hub, refine, storage, train
+from . import demo, evaluate, export, hub, refine, storage, train
 
 DESCRIPTION = """\
 Replace gigabytes of stored soft labels with a tiny label projector (HeLlO, arXiv 2408.08201): a LoRA adapter
@@ -53,4 +53,4 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["main", "build_parser", "common"]
+__all__ = ["main", "build_parser"]

@@ -24,7 +24,7 @@ def register(sub) -> None:
     g.add_argument("--teacher", default="torchvision:resnet18",
                    help="timm:NAME / torchvision:NAME (random init, no download), a checkpoint file, or 'none'")
     g.add_argument("--base", action="append", help="compute the adapter on this base from shapes; repeatable "
-                                                   "(default: RN50 unless --projector). " + common.BASE_HELP)
+                                                   "(default: RN50 unless --projector); " + common.BASE_HELP)
     g.add_argument("--projector", action="append", help="a saved projector directory or Hub id; repeatable")
     common.load_args(g, pin=False, revision=False)
     g.add_argument("--class-names", help="'imagenet' or a text file, for --base's config.json (default: "
@@ -32,7 +32,7 @@ def register(sub) -> None:
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (default: 8)")
     g.add_argument("--head-rank", type=int, default=64, help="rank of the head delta (clamped to the head's shape)")
     g.add_argument("--adapter-dtype", choices=common.ADAPTER_DTYPES, default="float32",
-                   help="adapter storage dtype for --base (float32 is what distill/convert save by default)")
+                   help="adapter file format for --base (default: float32, as distill/convert save)")
     p.add_argument("--json", help="also write the report here (JSON)")
     p.add_argument("--plot", help="also draw bytes against images per class (1-200, log axes) as a PNG here; the "
                                   "adapter line is float16 (needs matplotlib)")

@@ -71,8 +71,8 @@ def _numbers(values) -> str:
 def input_contract(config, image_size: Sequence[int]) -> str:
     """One line: what a caller must feed (channels, normalisation) and what the base is fed (size)."""
     channels = config.input_channels
-    return (f"{channels} channel{'s' if channels > 1 else ''} [B, {channels}, H, W], normalised with mean "
-            f"{_numbers(config.input_mean)} std {_numbers(config.input_std)} (0-1 pixels); any H x W, resized to "
+    return (f"{channels} channel{'s' if channels > 1 else ''} [B, {channels}, H, W]: 0-1 pixels normalised with mean "
+            f"{_numbers(config.input_mean)} and std {_numbers(config.input_std)}; any H x W, resized to "
             f"{image_size[0]} x {image_size[1]} ({config.interpolation}) for the base")
 
 
@@ -190,7 +190,7 @@ def eval_results(config) -> List[EvalResult]:
     name = d.get("name") if isinstance(d, dict) else str(d or "synthetic set")
     split = f"{f['views']} {'in-sample' if f.get('in_sample') else 'held-out'} augmented views"
     common = dict(task_type="image-classification", task_name=f"soft-label fidelity to the {against}",
-                  dataset_type="imagefolder", dataset_name=f"{name} (synthetic set)", dataset_split=split)
+                  dataset_type="imagefolder", dataset_name=name, dataset_split=split)
     return [EvalResult(metric_type="accuracy", metric_name=f"top-1 agreement with the {against}",
                        metric_value=round(float(f["agreement"]), 6), **common),
             EvalResult(metric_type="kl_divergence", metric_name=f"KL({against} || projector) at T={f['temperature']:g}",
@@ -241,13 +241,13 @@ def model_card(config, adapter: AdapterFacts, plot: bool = False, repo_id: Optio
     body = f"""
 # {title}
 
-A [hello-labels]({CODE_URL}) label projector ([HeLlO, arXiv 2408.08201]({PAPER_URL})): it reproduces
-{facts['teacher'].split(' (')[0]}'s soft labels online from the public base `{facts['base']}` plus
-{adapter.parameters:,} adapter parameters (adapter.safetensors, {adapter.file_bytes:,} bytes, {adapter.dtype}).
-Only the adapter is stored here; the base weights come from their own public source.
+**Input**: {facts['input']}. Feed it the batch your student sees: images normalised otherwise (e.g. with
+ImageNet's mean/std) get wrong labels.
 
-**Input**: {facts['input']}. Feed the batch your student sees; images normalised otherwise (e.g. ImageNet's
-mean/std) give wrong labels.
+A [hello-labels]({CODE_URL}) label projector ([HeLlO, arXiv 2408.08201]({PAPER_URL})): the public base
+`{facts['base']}` plus {adapter.parameters:,} adapter parameters (adapter.safetensors, {adapter.file_bytes:,}
+bytes, {adapter.dtype}) that reproduce {"the stored soft labels" if against == "the stored labels" else "the teacher's soft labels"} online. Only the adapter is stored here; the base
+weights come from their own public source.
 
 | fact | value |
 | --- | --- |
