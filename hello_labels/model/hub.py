@@ -18,12 +18,13 @@ from huggingface_hub import constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download
 
-from ..errors import BadInputError, HelloLabelsError, HubUnreachableError
+from ..errors import BadInputError, HelloLabelsError, HubUnreachableError, first_line
 
 if TYPE_CHECKING:
     import torch
 
 CONNECT_TIMEOUT = 3.0  # seconds a TCP connection to the endpoint may take before the Hub counts as unreachable
+_HTTP_CLIENTS = ("httpx", "httpx2", "requests", "urllib3")  # what huggingface_hub versions send requests with
 
 
 def _predownload_hint(model_id: str, revision: Optional[str]) -> str:
@@ -128,8 +129,10 @@ def check_can_push(token=None) -> str:
         if status == 401:
             raise HelloLabelsError("cannot push: the Hub refused the token (run `hf auth login` again)") from None
         raise HubUnreachableError(f"cannot push: the Hub's login check failed ({str(err).splitlines()[0]})") from None
-    except OSError as err:  # the connection broke after the probe
-        raise HubUnreachableError(f"cannot push: the Hugging Face Hub is unreachable ({err})") from None
+    except Exception as err:  # the connection broke after the probe: the HTTP client's own error types
+        if not isinstance(err, OSError) and type(err).__module__.split(".")[0] not in _HTTP_CLIENTS:
+            raise
+        raise HubUnreachableError(f"cannot push: the Hugging Face Hub is unreachable ({first_line(err)})") from None
 
 
 def read_safetensors(path: str) -> Dict[str, "torch.Tensor"]:
