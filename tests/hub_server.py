@@ -224,7 +224,8 @@ class HubServer:
                 continue
             sha = repo["refs"].get("main")
             card = _front_matter(repo["commits"][sha].get("README.md", b"")) if sha else {}
-            tags = [str(t) for t in card.get("tags") or []] + ([card["library_name"]] if card.get("library_name") else [])
+            tags = [str(t) for t in card.get("tags") or []]
+            tags += [card["library_name"]] if card.get("library_name") else []
             if not wanted <= set(tags):
                 continue
             entry = {"_id": key, "id": key, "modelId": key, "sha": sha, "tags": tags, "private": False,

@@ -49,7 +49,18 @@ def test_distill_on_a_base_without_text_tower_uses_prototypes(toy_folder, toy_te
     assert config["head_init"] == "prototype" and config["base"]["pretrained"] is False
 
 
-def test_storage_on_fewer_than_ten_classes_clamps_top_k(capsys):
+def test_storage_on_fewer_than_ten_classes_clamps_top_k(tmp_path, capsys):
+    import torch
+
+    from hello_labels.labels.fkd import FKDBatch, batch_path, save_batch
+
+    for epoch in range(2):  # an SRe2L label directory of 4 classes, 6 images in files of 4
+        for number, n in enumerate((4, 2)):
+            save_batch(batch_path(tmp_path / "labels", epoch, number),
+                       FKDBatch(torch.rand(n, 4), torch.zeros(n, dtype=torch.bool), None, None, None,
+                                torch.randn(n, 4)))
+    assert main(["storage", "--labels", str(tmp_path / "labels"), "--teacher", "none", "--base", BASE]) == 0
+    assert "top-k labels (FKD/LPQLD, k=4)" in capsys.readouterr().out
     assert main(["storage", "--classes", "4", "--ipc", "2", "--epochs", "2", "--teacher", "none",
                  "--base", BASE]) == 0
     assert "top-k labels (FKD/LPQLD, k=4)" in capsys.readouterr().out

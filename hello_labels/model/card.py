@@ -231,7 +231,9 @@ def model_card(config, adapter: AdapterFacts, plot: bool = False, repo_id: Optio
     repo = repo_id or REPO_PLACEHOLDER
     rows = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in facts.items())
     fidelity = _fidelity(meta)
-    against = "the stored labels" if isinstance(meta.get("teacher"), dict) else "the teacher"
+    stored = isinstance(meta.get("teacher"), dict)  # convert: stored labels stand for the teacher
+    against = "the stored labels" if stored else "the teacher"
+    reproduced = "the stored soft labels" if stored else "the teacher's soft labels"
     fidelity_text = (f"Measured at the end of training against {against}: {fidelity}."
                      + (f"\n\n![per-class top-1 agreement]({PLOT_FILE})" if plot else "")
                      if fidelity else "Not measured at the end of training (`hello-labels eval` measures it).")
@@ -246,7 +248,7 @@ ImageNet's mean/std) get wrong labels.
 
 A [hello-labels]({CODE_URL}) label projector ([HeLlO, arXiv 2408.08201]({PAPER_URL})): the public base
 `{facts['base']}` plus {adapter.parameters:,} adapter parameters (adapter.safetensors, {adapter.file_bytes:,}
-bytes, {adapter.dtype}) that reproduce {"the stored soft labels" if against == "the stored labels" else "the teacher's soft labels"} online. Only the adapter is stored here; the base
+bytes, {adapter.dtype}) that reproduce {reproduced} online. Only the adapter is stored here; the base
 weights come from their own public source.
 
 | fact | value |

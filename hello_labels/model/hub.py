@@ -173,7 +173,9 @@ def find_projectors(base: Optional[str] = None, classes: Optional[int] = None, s
             card = model.card_data.to_dict() if model.card_data is not None else {}
             facts = card.get("hello_labels") if isinstance(card.get("hello_labels"), dict) else {}
             spec = facts.get("base") if isinstance(facts.get("base"), dict) else {}
-            if (base and not _matches_base(base, spec)) or (classes is not None and facts.get("num_classes") != classes):
+            if base and not _matches_base(base, spec):
+                continue
+            if classes is not None and facts.get("num_classes") != classes:
                 continue
             fidelity = facts.get("fidelity") if isinstance(facts.get("fidelity"), dict) else {}
             rows.append({"id": model.id, "base": f"{spec.get('kind')}:{spec.get('name') or spec.get('factory')}"

@@ -314,9 +314,10 @@ class LabelProjector(nn.Module):
                         **push_to_hub_kwargs):
         """Write ``config.json``, ``adapter.safetensors`` (``dtype``, this save only: ``float32``, ``float16``,
         ``bfloat16``, or quantized ``int8`` / ``int4`` with group-wise float16 scales, see
-        :mod:`hello_labels.model.quantize`; default the configured ``adapter_dtype``) and a ``README.md`` card into ``save_directory``, atomically as a whole: after a kill at any instant the
-        folder holds the old projector or the new one, complete and loadable (``config.json`` is the commit point;
-        see :mod:`hello_labels.model.directory`). Distill's ``metrics.json`` / ``train_state.pt`` stay only if
+        :mod:`hello_labels.model.quantize`; default the configured ``adapter_dtype``) and a ``README.md`` card into
+        ``save_directory``, atomically as a whole: after a kill at any instant the folder holds the old projector
+        or the new one, complete and loadable (``config.json`` is the commit point; see
+        :mod:`hello_labels.model.directory`). Distill's ``metrics.json`` / ``train_state.pt`` stay only if
         ``train_state.pt`` holds this very adapter; other files are left alone. ``push_to_hub=True`` then pushes
         the folder to ``repo_id`` (default: the folder's name) as :meth:`push_to_hub` does (``branch=``,
         ``private=``, ``token=``, ``commit_message=``); returns the ``CommitInfo`` then, else ``None``."""

@@ -36,7 +36,8 @@ def test_push_to_hub_then_load_by_branch_and_commit(hub, class_names, tmp_path):
         assert pushed[name] == (tmp_path / "v1" / name).read_bytes(), name
     # the card too, with its usage snippets naming the repo it now lives in
     card = pushed["README.md"].decode()
-    assert card == card_for_repo((tmp_path / "v1" / "README.md").read_text(), REPO) != (tmp_path / "v1" / "README.md").read_text()
+    saved_card = (tmp_path / "v1" / "README.md").read_text()
+    assert card == card_for_repo(saved_card, REPO) != saved_card
     assert f'LabelProjector.from_pretrained("{REPO}")' in card and REPO_PLACEHOLDER not in card
     # the adapter went up through the LFS batch API and a PUT to the storage origin, the rest inline
     paths = [path for _, path in hub.requests]
