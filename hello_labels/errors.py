@@ -31,7 +31,19 @@ class HubUnreachableError(HelloLabelsError):
     """The Hugging Face Hub cannot be reached (offline mode, no network, endpoint down): retry or work offline."""
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """``text``'s first line, cut to at most ``limit`` characters at a word boundary, with "…" where cut."""
+    lines = str(text).strip().splitlines()
+    line = lines[0] if lines else ""
+    if len(line) <= limit:
+        return line
+    cut = line[:limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+
+
 def first_line(err: BaseException, limit: int = 200) -> str:
-    """``Type: first line of the message`` (just the type when the message is empty, as for an empty file)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
+    """``Type: first line of the message`` (just the type when the message is empty, as for an empty file),
+    cut at a word boundary (:func:`clip`)."""
+    line = clip(str(err), limit)
+    return f"{type(err).__name__}: {line}" if line else type(err).__name__

@@ -8,7 +8,12 @@ Reading, as huggingface.co answers ``HEAD``/``GET /{repo_id}/resolve/{revision}/
 * ``Range: bytes=a-b`` (used by the client to resume) is honoured;
 * errors: ``404`` with ``X-Error-Code: RepoNotFound`` / ``RevisionNotFound`` / ``EntryNotFound``, which the client
   turns into ``RepositoryNotFoundError`` / ``RevisionNotFoundError`` / ``RemoteEntryNotFoundError``;
-* ``GET /api/models/{repo_id}[/revision/{revision}]``: the commit sha and file list (``HfApi.model_info``).
+* ``GET /api/models/{repo_id}[/revision/{revision}]``: the commit sha and file list (``HfApi.model_info``);
+* ``GET /api/models/{repo_id}/tree/{revision}[/{path}]``: the files under ``path`` with their sizes and oids
+  (``HfApi.list_repo_tree``, ``snapshot_download``, ``hf download``);
+* ``GET /api/models?filter=TAG&search=TEXT&cardData=1``: the repos whose card (README front matter) has the tag,
+  with their card data (``HfApi.list_models``), one page;
+* ``GET /api/whoami-v2``: a user named ``loopback`` for any token (``HfApi.whoami``).
 
 Writing, as ``HfApi.create_repo`` / ``create_branch`` / ``upload_folder`` / ``create_commit`` call it:
 
@@ -25,7 +30,11 @@ Writing, as ``HfApi.create_repo`` / ``create_branch`` / ``upload_folder`` / ``cr
   branch head. Each commit stores its complete file set, so every revision stays servable by sha.
 
 Not spoken: Xet storage (``hf_xet``, when installed, would take every upload: :func:`use_endpoint` turns it off, as
-``HF_HUB_DISABLE_XET=1`` does), pull requests, auth (any token or none is accepted), tree listings.
+``HF_HUB_DISABLE_XET=1`` does), pull requests, auth (any token or none is accepted), pagination.
+
+By hand (no pytest needed): ``python -m hub_server --publish acme/demo=DIR`` from ``tests/`` (or with
+``PYTHONPATH=tests``) serves until Ctrl-C and prints the environment to point ``huggingface_hub``, ``hf download``
+and ``hello-labels`` at it.
 
 Only the standard library (and PyYAML, a ``huggingface_hub`` dependency) is used. The client reads
 ``HF_ENDPOINT``, the cache location and ``HF_HUB_OFFLINE`` once, at import, so setting environment variables in a
@@ -41,11 +50,13 @@ import json
 import re
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import pytest
+if TYPE_CHECKING:  # pytest only for annotations: the server runs without it (python -m hub_server)
+    import pytest
 
-__all__ = ["HubServer", "use_endpoint", "use_cache", "set_offline", "hub"]
+__all__ = ["HubServer", "use_endpoint", "use_cache", "set_offline", "hub", "main"]
 
 _KEY = r"(?P<repo>(?:datasets/|spaces/)?[^/]+(?:/[^/]+)?)"  # a repo's URL key: type prefix + repo id
 _RESOLVE = re.compile(r"^/" + _KEY + r"/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
@@ -53,6 +64,8 @@ _CDN = re.compile(r"^/cdn/(?P<sha256>[0-9a-f]{64})$")
 _CDN_UPLOAD = re.compile(r"^/cdn/upload/(?P<sha256>[0-9a-f]{64})$")
 _API = re.compile(r"^/api/(?P<type>model|dataset|space)s/(?P<repo>[^/]+(?:/[^/]+)?)"
                   r"(?:/(?P<op>preupload|commit|branch|revision)/(?P<rev>[^/]+))?$")
+_TREE = re.compile(r"^/api/(?P<type>model|dataset|space)s/(?P<repo>[^/]+(?:/[^/]+)?)/tree/(?P<rev>[^/]+)"
+                   r"(?:/(?P<path>.*))?$")
 _LFS = re.compile(r"^/" + _KEY + r"\.git/info/lfs/objects/(?P<op>batch|verify)$")
 _TYPE_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -97,10 +110,11 @@ class HubServer:
         repo = self._repos[_TYPE_PREFIX[repo_type] + repo_id]
         return dict(repo["commits"][_sha_of(repo, revision)])
 
-    def start(self) -> str:
-        """Start serving; returns the endpoint URL (``http://127.0.0.1:PORT``), also kept as ``self.url``."""
+    def start(self, port: int = 0) -> str:
+        """Start serving (on ``port``; 0: a free one); returns the endpoint URL (``http://127.0.0.1:PORT``), also
+        kept as ``self.url``."""
         if self.url is None:
-            hub_srv, cdn_srv = self._listen(), self._listen()  # the CDN is another origin, like the real one
+            hub_srv, cdn_srv = self._listen(port), self._listen()  # the CDN is another origin, like the real one
             self.url = f"http://127.0.0.1:{hub_srv.server_address[1]}"
             self._cdn_url = f"http://127.0.0.1:{cdn_srv.server_address[1]}"
         return self.url
@@ -126,13 +140,13 @@ class HubServer:
     def _is_lfs(self, path: str) -> bool:
         return Path(path).suffix.lower() in self.LFS_SUFFIXES
 
-    def _listen(self) -> http.server.ThreadingHTTPServer:
+    def _listen(self, port: int = 0) -> http.server.ThreadingHTTPServer:
         hub = self
 
         class Handler(_Handler):
             server_hub = hub
 
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         thread.start()
         self._servers.append(srv)
@@ -148,11 +162,19 @@ class HubServer:
                 self._blobs[hashlib.sha256(data).hexdigest()] = data
         return sha
 
-    def _respond(self, path: str) -> tuple[int, dict[str, str], bytes]:
+    def _respond(self, path: str, query: dict | None = None) -> tuple[int, dict[str, str], bytes]:
         """Status, headers and (full) body for a GET of ``path``; the handler applies HEAD and Range."""
         match = _CDN.match(path)
         if match and match["sha256"] in self._blobs:
             return 200, {}, self._blobs[match["sha256"]]
+        if path == "/api/whoami-v2":
+            return _json(200, {"type": "user", "name": "loopback", "fullname": "Loopback Hub user", "orgs": [],
+                               "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
+        if path == "/api/models":
+            return self._list_models(query or {})
+        match = _TREE.match(path)
+        if match:
+            return self._tree(match)
         match = _API.match(path)
         if match and match["op"] in (None, "revision"):
             return self._info(match)
@@ -191,6 +213,51 @@ class HubServer:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return _json(200, {"id": match["repo"], "sha": sha, "private": False,
                            "siblings": [{"rfilename": name} for name in sorted(repo["commits"][sha])]})
+
+    def _list_models(self, query: dict) -> tuple[int, dict[str, str], bytes]:
+        """``HfApi.list_models``: model repos whose ``main`` card has every ``filter`` tag and whose id contains
+        ``search``; ``cardData`` adds the card's front matter."""
+        wanted, search = set(query.get("filter", [])), (query.get("search") or [""])[0]
+        answer = []
+        for key, repo in sorted(self._repos.items()):
+            if key.startswith(("datasets/", "spaces/")) or search not in key:
+                continue
+            sha = repo["refs"].get("main")
+            card = _front_matter(repo["commits"][sha].get("README.md", b"")) if sha else {}
+            tags = [str(t) for t in card.get("tags") or []]
+            tags += [card["library_name"]] if card.get("library_name") else []
+            if not wanted <= set(tags):
+                continue
+            entry = {"_id": key, "id": key, "modelId": key, "sha": sha, "tags": tags, "private": False,
+                     "downloads": 0, "likes": 0, "library_name": card.get("library_name")}
+            if "cardData" in query or "full" in query:
+                entry["cardData"] = card
+            answer.append(entry)
+        return _json(200, answer)
+
+    def _tree(self, match) -> tuple[int, dict[str, str], bytes]:
+        """``HfApi.list_repo_tree``: the files (and folders) under ``path`` at a revision."""
+        repo = self._repos.get(_TYPE_PREFIX[match["type"]] + match["repo"])
+        if repo is None:
+            return _error(404, "RepoNotFound", "Repository not found")
+        sha = _sha_of(repo, unquote(match["rev"]))
+        if sha is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {unquote(match['rev'])}")
+        prefix = unquote(match["path"] or "").strip("/")
+        files = repo["commits"][sha]
+        under = {p: d for p, d in files.items() if not prefix or p.startswith(prefix + "/")}
+        if prefix and not under:
+            return _error(404, "EntryNotFound", f"{prefix} does not exist at {sha}")
+        entries = []
+        for path, data in sorted(under.items()):
+            entry = {"type": "file", "oid": _git_sha1(data), "size": len(data), "path": path}
+            if self._is_lfs(path):
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            entries.append(entry)
+        folders = sorted({"/".join(p.split("/")[:i]) for p in under for i in range(1, p.count("/") + 1)})
+        entries += [{"type": "directory", "oid": "0" * 40, "size": 0, "path": f} for f in folders
+                    if not prefix or f.startswith(prefix + "/")]
+        return _json(200, entries)
 
     def _write(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, dict[str, str], bytes]:
         """Status, headers and body for a POST/PUT: the Hub's write API and the CDN's upload URLs."""
@@ -342,7 +409,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _read(self, head: bool) -> None:
         hub = self.server_hub
         hub.requests.append((self.command, self.path))
-        status, headers, body = hub._respond(urlsplit(self.path).path)
+        url = urlsplit(self.path)
+        status, headers, body = hub._respond(url.path, parse_qs(url.query, keep_blank_values=True))
         if status == 200:
             headers["Accept-Ranges"] = "bytes"
             start, end = _parse_range(self.headers.get("Range"), len(body))
@@ -409,6 +477,18 @@ def _json(status: int, obj) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
 
 
+def _front_matter(readme: bytes) -> dict:
+    """A README's YAML front matter as a dict ({} if none or unreadable)."""
+    import yaml
+
+    match = re.match(r"^---\n(.*?)\n---", readme.decode("utf-8", "replace"), re.S)
+    try:
+        data = yaml.safe_load(match[1]) if match else {}
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _validate_yaml(content: str) -> tuple[int, dict[str, str], bytes]:
     """``POST /api/validate-yaml``: the README's front matter, if any, must parse as YAML."""
     import yaml
@@ -441,7 +521,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int | None, int]:
 
 # -- pytest helpers ------------------------------------------------------------------------------------------------
 
-def use_endpoint(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+def use_endpoint(monkeypatch: "pytest.MonkeyPatch", url: str) -> None:
     """Point the (already imported) ``huggingface_hub`` client at ``url`` for this test.
 
     ``hf_hub_url`` builds URLs from ``constants.HUGGINGFACE_CO_URL_TEMPLATE``, which is derived from ``HF_ENDPOINT``
@@ -449,11 +529,13 @@ def use_endpoint(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     too, for subprocesses. Telemetry is switched off as well: with it on, the first request of a process is a
     ``GET {ENDPOINT}/api/agent-harnesses`` (user-agent detection), which would show up in ``HubServer.requests``.
     Xet is switched off too: with ``hf_xet`` installed the client sends every upload to a Xet store, which this
-    server does not speak; without it (or with ``HF_HUB_DISABLE_XET=1``) it uses LFS, as here.
+    server does not speak; without it (or with ``HF_HUB_DISABLE_XET=1``) it uses LFS, as here. ``HF_TOKEN`` is set
+    to a dummy token, so that checks for a login (``HfApi.whoami``) pass as they would for a logged-in user.
     """
     from huggingface_hub import constants
 
     url = url.rstrip("/")
+    monkeypatch.setenv("HF_TOKEN", "hf_loopback")
     monkeypatch.setenv("HF_ENDPOINT", url)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
@@ -463,7 +545,7 @@ def use_endpoint(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
 
 
-def use_cache(monkeypatch: pytest.MonkeyPatch, path: str | Path) -> Path:
+def use_cache(monkeypatch: "pytest.MonkeyPatch", path: str | Path) -> Path:
     """Make ``path/hub`` the client's cache (``HF_HOME=path``) for this test; returns the hub cache dir.
 
     ``constants.HF_HUB_CACHE`` is what ``hf_hub_download`` reads when ``cache_dir`` is None; it too is frozen at
@@ -480,7 +562,7 @@ def use_cache(monkeypatch: pytest.MonkeyPatch, path: str | Path) -> Path:
     return cache
 
 
-def set_offline(monkeypatch: pytest.MonkeyPatch, offline: bool = True) -> None:
+def set_offline(monkeypatch: "pytest.MonkeyPatch", offline: bool = True) -> None:
     """Turn ``HF_HUB_OFFLINE`` on (or off) for the already imported client, for this test.
 
     The client checks ``constants.HF_HUB_OFFLINE`` on every request (``constants.is_offline_mode()``), so patching
@@ -492,8 +574,7 @@ def set_offline(monkeypatch: pytest.MonkeyPatch, offline: bool = True) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
 
 
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
+def _hub(monkeypatch, tmp_path):
     """A started :class:`HubServer`, with the client pointed at it and caching under ``tmp_path/hf``.
 
     Import it into a test module (``from hub_server import hub``) and add repos with ``hub.add_repo``.
@@ -502,3 +583,45 @@ def hub(monkeypatch, tmp_path):
         use_endpoint(monkeypatch, server.url)
         use_cache(monkeypatch, tmp_path / "hf")
         yield server
+
+
+def __getattr__(name: str):
+    """``hub``, the pytest fixture, made on first import: pytest is imported only by the tests that use it."""
+    if name == "hub":
+        import pytest
+
+        globals()["hub"] = pytest.fixture(name="hub")(_hub)
+        return globals()["hub"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(argv=None) -> int:
+    """Serve folders as Hub repos until interrupted: ``python -m hub_server --publish ORG/NAME=DIR [...]``."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m hub_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--publish", action="append", default=[], metavar="ORG/NAME=DIR",
+                        help="serve the files under DIR as the main branch of ORG/NAME; repeatable")
+    parser.add_argument("--port", type=int, default=0, help="port of the Hub endpoint (default: a free one)")
+    args = parser.parse_args(argv)
+    server = HubServer()
+    for item in args.publish:
+        repo_id, sep, folder = item.partition("=")
+        if not sep or not Path(folder).is_dir():
+            parser.error(f"--publish wants ORG/NAME=DIR with DIR a folder, got {item!r}")
+        server.add_repo(repo_id, folder)
+    url = server.start(args.port)
+    print(f"serving {len(args.publish)} repo(s) at {url}; point the client at it with:\n"
+          f"  export HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_loopback\n"
+          f"then e.g. `hf download ORG/NAME` or `hello-labels info ORG/NAME`; Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

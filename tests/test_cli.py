@@ -23,7 +23,9 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--ipc", "2", "--epochs", "3", "--seeds", "1", "--teacher-steps", "20",
                  "--distill-steps", "20"]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    assert "demo: students on hard labels" in captured.err and "11/11" in captured.err  # a bar per stage, on stderr
     for row in ("stored labels (SRe2L)", "projector, distilled", "projector, from labels", "teacher online (RDED)",
                 "hard labels"):
         assert row in text

@@ -213,3 +213,44 @@ def test_lfs_upload_is_checked_against_its_sha256(tmp_path):
             assert resp.status == 200
         with urllib.request.urlopen(f"{server._cdn_url}/cdn/{oid}", timeout=5) as resp:
             assert resp.read() == b"right"
+
+
+def test_tree_listing_serves_snapshot_download(hub, tmp_path):
+    from huggingface_hub import HfApi, snapshot_download
+
+    files = {"config.json": b"{}", "adapter.safetensors": b"\0" * 300, "sub/notes.txt": b"hi"}
+    sha = hub.add_repo(REPO, _folder(tmp_path, "a", files))
+    tree = {e.path: e for e in HfApi().list_repo_tree(REPO, recursive=True)}
+    assert tree["adapter.safetensors"].lfs.sha256 == hashlib.sha256(files["adapter.safetensors"]).hexdigest()
+    assert tree["sub/notes.txt"].size == 2 and "sub" in tree
+    folder = snapshot_download(REPO, local_dir=tmp_path / "copy")
+    assert {p: _read(f"{folder}/{p}") for p in files} == files
+    assert HfApi().model_info(REPO).sha == sha
+
+
+def test_runs_by_hand_without_pytest(tmp_path):
+    """``python -m hub_server --publish`` serves a folder that ``hf download`` fetches; no pytest imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    probe = "import sys, hub_server; print('pytest' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=tests, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    folder = _folder(tmp_path, "a", {"config.json": b'{"a": 1}', "adapter.safetensors": b"\1" * 64})
+    server = subprocess.Popen([sys.executable, "-m", "hub_server", "--publish", f"acme/byhand={folder}"], cwd=tests,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().split(" at ")[1].split(";")[0]
+        env = dict(os.environ, HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_loopback",
+                   HF_HOME=str(tmp_path / "hf"))
+        hf = Path(sys.executable).with_name("hf")
+        subprocess.run([str(hf), "download", "acme/byhand", "--local-dir", str(tmp_path / "got")], env=env,
+                       check=True, capture_output=True, timeout=120)
+        assert _read(tmp_path / "got" / "config.json") == b'{"a": 1}'
+        assert _read(tmp_path / "got" / "adapter.safetensors") == b"\1" * 64
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

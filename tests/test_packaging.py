@@ -15,7 +15,8 @@ def test_wheel_installs_all_rooms_and_shims_without_a_top_level_adapters_module(
     names = zipfile.ZipFile(wheel).namelist()
     assert not any(n.startswith("adapters/") for n in names)
     for data in ("hello_labels/model/configs/tiny-clip-vit/open_clip_config.json",
-                 "hello_labels/demo/data/fashion_mnist_subset.npz"):
+                 "hello_labels/demo/data/fashion_mnist_subset.npz", "hello_labels/py.typed",
+                 "hello_labels/cli/__init__.py", "hello_labels/cli/train.py"):
         assert data in names
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)

@@ -54,12 +54,23 @@ def test_card_yaml_parses_with_hub_metadata(tmp_path):
     p.save_pretrained(tmp_path / "p")
     card = ModelCard.load(tmp_path / "p" / "README.md")
     data = card.data.to_dict()
-    assert (data["library_name"], data["pipeline_tag"]) == ("hello-labels", "image-classification")
-    assert "dataset-distillation" in data["tags"] and data["license"] == "apache-2.0"
+    assert data["library_name"] == "hello-labels" and "pipeline_tag" not in data  # no widget can run a projector
+    assert {"hello-labels", "dataset-distillation"} <= set(data["tags"]) and data["license"] == "apache-2.0"
     assert data["base_model"] == "timm/vit_base_patch32_clip_224.openai"
     facts = data["hello_labels"]
     assert facts["fidelity"] == {k: v for k, v in fidelity.items() if k != "per_class"}
     assert facts["num_classes"] == 3 and facts["adapter_dtype"] == "float32"
+    assert facts["adapter_bytes"] == (tmp_path / "p" / "adapter.safetensors").stat().st_size  # the file's bytes
+    # model-index as the Hub reads it: agreement and KL at T, on what data
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["accuracy"].metric_value == 0.75 and results["kl_divergence"].metric_value == 0.125
+    assert results["kl_divergence"].metric_config == "T=4"
+    assert results["accuracy"].dataset_split == "64 held-out augmented views"
+    # the input contract on the first screen: channels, mean/std, the size the base is fed
+    first_screen = card.text[:1200]
+    assert "3 channels [B, 3, H, W]: 0-1 pixels normalised with mean (0.485, 0.456, 0.406) and std (0.229, 0.224, " \
+           "0.225)" in first_screen
+    assert "resized to 32 x 32" in first_screen and "hello-labels:tiny-clip-vit" in first_screen
     assert "top-1 agreement 75.00%, KL at T=4 0.1250 (64 held-out views)" in card.text
     assert "hello-labels distill --data syn" in card.text
     assert "sre2l.ProjectorLabels(" in card.text and "rded.teacher(" in card.text
@@ -157,3 +168,14 @@ def test_convert_records_the_labels_by_identity(toy_folder, toy_teacher, tmp_pat
     assert meta["teacher"]["name"] == "soft.pt" and meta["teacher"]["images"] == 40
     files = {n: (tmp_path / "out" / n).read_bytes() for n in ("config.json", "README.md")}
     assert_no_local_paths(files, machine_paths(tmp_path_factory.getbasetemp()))
+
+
+def test_card_names_base_model_for_the_shipped_efficientnet_lite0(tmp_path):
+    from hello_labels.model.card import SHIPPED_BASE_MODELS
+
+    p = LabelProjector.from_base("hello-labels:efficientnet-lite0", class_names=["cat", "dog"], head_init="zero",
+                                 head_rank=2)
+    p.save_pretrained(tmp_path / "p")
+    data = ModelCard.load(tmp_path / "p" / "README.md").data.to_dict()
+    assert data["base_model"] == SHIPPED_BASE_MODELS["hello-labels:efficientnet-lite0"]
+    assert "eval_results" not in data and "model-index" not in data  # nothing measured: no results claimed

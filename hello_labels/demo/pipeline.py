@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import HelloLabelsError
 from ..labels.classes import ClassOrder
@@ -141,13 +142,19 @@ def distill_settings(base: str, pretrained, recipe: Recipe, seed: int):
 
 def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher: Optional[str] = None,
              base: Optional[str] = None, pretrained=None, settings: Optional[DemoSettings] = None,
-             echo=print) -> dict:
+             echo=print, progress: bool = True) -> dict:
     """Run the whole pipeline; returns the table rows. ``data``: an ImageFolder root with ``train/`` and
     ``test/`` (default: the bundled subset); ``teacher``: a teacher spec (default: train one); ``base``: a base
-    name (default: the shipped EfficientNet-Lite0), fitted with its entry in ``RECIPES`` (else ``Recipe()``)."""
+    name (default: the shipped EfficientNet-Lite0), fitted with its entry in ``RECIPES`` (else ``Recipe()``).
+    ``progress``: a bar per stage on stderr (the stage's own bar below it where the stage has one)."""
     import tempfile
 
     s = settings or DemoSettings()
+    # one tick per stage before the students (6), then one per student trained (added once the sources are known)
+    bar = tqdm(total=6, desc="demo", unit="stage", disable=not progress, dynamic_ncols=True)
+
+    def stage(name: str) -> None:
+        bar.set_description(f"demo: {name}")
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="hello-labels-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
@@ -164,18 +171,24 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     echo(f"data: {len(labels)} training / {len(test_labels)} test images, {len(classes)} classes -> {out}")
 
     t0 = time.perf_counter()
+    stage("teacher")
     teacher_spec = teacher or train_teacher(train, labels, classes, s, out)
     teacher_model = load_teacher(teacher_spec, num_classes=len(classes))
     teacher_acc = accuracy(teacher_model, test, test_labels, s.mean, s.std, s.input_size)
     echo(f"teacher: {teacher_spec.split('@')[0]}  test accuracy {teacher_acc:.1%}  ({time.perf_counter() - t0:.1f}s)")
 
+    bar.update()
+    stage("synthetic set")
     synthetic = write_synthetic_set(teacher_model, train, labels, classes, s, out)
     images = synthetic_images(synthetic, classes, s)
+    bar.update()
+    stage("stored labels")
 
     t0 = time.perf_counter()
     label_dir = export_fkd(teacher_model, synthetic, out / "labels", s.label_epochs, s.label_batch, "cutmix",
                            fp16=True, input_size=s.input_size, min_scale=s.min_scale, mean=s.mean,
-                           std=s.std, progress=False)
+                           std=s.std, progress=progress)
+    bar.update()
     t_labels = time.perf_counter() - t0
     echo(f"stored labels: {label_dir.epochs} epochs x {label_dir.batches_per_epoch} batch files, "
          f"{label_dir.total_bytes():,} bytes ({t_labels:.1f}s)")
@@ -189,21 +202,27 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"{f' at T={recipe.temperature:g}' if recipe.loss == 'kl' else ''}, {recipe.steps} steps, saved "
          f"{recipe.adapter_dtype}")
     t0 = time.perf_counter()
+    stage("distil a projector")
     projector = make_projector(images, base, pretrained, **options)
     distill_from_teachers(synthetic, [teacher_spec], out / "projector", projector, config, images=images,
-                          min_scale=s.min_scale, progress=False)
+                          min_scale=s.min_scale, progress=progress)
     t_distill = time.perf_counter() - t0
+    bar.update()
     t0 = time.perf_counter()
+    stage("convert the labels")
     converted = make_projector(images, base, pretrained, **options)
     convert_labels(synthetic, out / "labels", out / "projector-from-labels", converted, config,
-                   input_size=s.input_size, progress=False)
+                   input_size=s.input_size, progress=progress)
     t_convert = time.perf_counter() - t0
+    bar.update()
+    stage("fidelity")
 
     views = dict(views=500, batch_size=100, input_size=s.input_size, min_scale=s.min_scale)
     projector = LabelProjector.from_pretrained(out / "projector").merge()
     converted = LabelProjector.from_pretrained(out / "projector-from-labels").merge()
     agree = evaluate(projector, synthetic, teachers=[teacher_model], **views).agreement
     agree_converted = evaluate(converted, synthetic, teachers=[teacher_model], **views).agreement
+    bar.update()
     echo(f"projector: distilled in {t_distill:.1f}s (agreement {agree:.1%}), converted from labels in "
          f"{t_convert:.1f}s (agreement {agree_converted:.1%}); adapter {_adapter_bytes(out / 'projector'):,} "
          f"bytes {recipe.adapter_dtype}")
@@ -221,8 +240,10 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
         ("hard labels", lambda: None, 0, None, 0.0),
     ]
     rows = []
+    bar.total += len(sources) * s.seeds
     for name, make_targets, nbytes, agreement, t_make in sources:
         accs, t_student = [], 0.0
+        stage(f"students on {name}")
         for seed in range(s.seeds):
             torch.manual_seed(seed)
             student = conv_net(len(classes), width=32)
@@ -230,9 +251,11 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
                                    lr=3e-3, seed=seed)
             t_student += result["seconds"]
             accs.append(accuracy(student, test, test_labels, s.mean, s.std, s.input_size))
+            bar.update()
         rows.append({"labels": name, "label_bytes": nbytes, "agreement": agreement,
                      "student_acc_mean": float(np.mean(accs)), "student_acc_std": float(np.std(accs)),
                      "label_seconds": t_make, "student_seconds": t_student / s.seeds})
+    bar.close()
     echo(_table(rows, s))
     echo(f"total {time.perf_counter() - t_all:.0f}s; artefacts in {out} (synthetic/, labels/, projector/, "
          f"projector-from-labels/, teacher.safetensors)")

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import HelloLabelsError
+from ..errors import HelloLabelsError, clip
 
 ClassMap = Union[None, str, Path, Dict[str, Union[str, int]]]
 _NUMBERED = re.compile(r"^\D*?(\d+)$")
@@ -31,7 +31,7 @@ def _load_map(class_map: ClassMap) -> Optional[dict]:
     try:
         loaded = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise HelloLabelsError(f"cannot read class map {path}: {str(err).splitlines()[0][:200]}") from err
+        raise HelloLabelsError(f"cannot read class map {path}: {clip(str(err), 200)}") from err
     if not isinstance(loaded, dict):
         raise HelloLabelsError(f"class map {path} must be a JSON object {{folder name: class name or index}}")
     return loaded

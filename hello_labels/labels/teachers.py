@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import HelloLabelsError, first_line
+from ..errors import HelloLabelsError, clip, first_line
 from ..model.bases import import_object
 
 
@@ -55,7 +55,7 @@ def build_teacher(source: str, name: str, num_classes: Optional[int] = None,
         try:
             return timm.create_model(name, pretrained=pretrained, **kwargs)
         except Exception as err:
-            raise HelloLabelsError(f"cannot load timm teacher '{name}' ({str(err).splitlines()[0][:160]}); if "
+            raise HelloLabelsError(f"cannot load timm teacher '{name}' ({clip(str(err), 160)}); if "
                                    f"offline, pass a local checkpoint as timm:{name}@path") from err
     if source == "torchvision":
         import torchvision
@@ -65,7 +65,7 @@ def build_teacher(source: str, name: str, num_classes: Optional[int] = None,
         try:
             return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs)
         except Exception as err:
-            raise HelloLabelsError(f"cannot load torchvision teacher '{name}' ({str(err).splitlines()[0][:160]}); "
+            raise HelloLabelsError(f"cannot load torchvision teacher '{name}' ({clip(str(err), 160)}); "
                                    f"if offline, pass a local checkpoint as torchvision:{name}@path") from err
     return None
 

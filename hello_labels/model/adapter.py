@@ -130,6 +130,11 @@ class Adapter(nn.Module):
                              "parameters": sum(loras[n].lora_A.numel() + loras[n].lora_B.numel() for n in names)})
         return [r for r in rows if r["pattern"] != "head.weight" or r["weights"]]
 
+    @property
+    def head_rank(self) -> int:
+        """The head delta's rank as built (the configured one clamped to the head's shape); 0: no head delta."""
+        return next((lora.rank for lora in self._loras("head").values()), 0)
+
     def trainable_parameters(self) -> List[nn.Parameter]:
         """What an optimiser updates: all of :meth:`tensors` but a stored head weight (fixed prototypes)."""
         return [t for name, t in self.tensors().items() if name != "head.weight"]

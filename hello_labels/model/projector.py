@@ -5,6 +5,11 @@ base weights) + a ``README.md`` model card; huggingface_hub provides download (l
 revision, offline mode) and upload (``push_to_hub``, checked first by :mod:`.publish`: nothing published may
 name the author's machine). Loading reads
 ``config.json`` strictly (:mod:`.config`), runs no factory it names unless trusted, and checks the base's pin.
+
+The public methods follow huggingface_hub's ``ModelHubMixin`` (``save_pretrained``, ``from_pretrained``,
+``push_to_hub`` with its arguments) without inheriting it: the mixin's save deletes ``config.json`` before writing
+(a kill then leaves no projector; ours is atomic), its load decodes ``config.json`` leniently into constructor
+arguments (ours refuses unknown keys and runs nothing a file names) and its push uploads the folder unchecked.
 """
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from ..errors import HelloLabelsError
@@ -24,7 +28,7 @@ from ..version import __version__
 from . import directory, hub
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, base_pin, build_base, default_head, module_spec, parse_base, pin_mismatch
-from .card import fidelity_plot, model_card
+from .card import AdapterFacts, fidelity_plot, model_card
 from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .heads import (
@@ -43,18 +47,13 @@ from .quantize import QUANTIZED, quantize_adapter, quantized_bytes
 log = logging.getLogger(__name__)
 
 
-class LabelProjector(
-    nn.Module,
-    ModelHubMixin,
-    library_name="hello-labels",
-    tags=["hello-labels", "dataset-distillation", "soft-labels", "label-projector"],
-    pipeline_tag="image-classification",
-    paper_url="https://arxiv.org/abs/2408.08201",
-):
+class LabelProjector(nn.Module):
     """Images (normalised as the student sees them) -> teacher-scale logits ``[B, C]``.
 
-    Build one with :meth:`from_base`, load one with :meth:`from_pretrained`. Only the LoRA matrices, the head
-    delta, bias and logit scale (and a prototype head's weights) train and are saved.
+    Build one with :meth:`from_base`, load one with :meth:`from_pretrained` (local folder or Hub id), save with
+    :meth:`save_pretrained`, publish with :meth:`push_to_hub`: the names and arguments of huggingface_hub's
+    ``ModelHubMixin``, implemented here (see the module docstring for why it is not inherited). Only the LoRA
+    matrices, the head delta, bias and logit scale (and a prototype head's weights) train and are saved.
     """
 
     def __init__(self, config: ProjectorConfig, base_module: Optional[nn.Module] = None,
@@ -230,12 +229,35 @@ class LabelProjector(
         return sum(t.numel() for t in self.adapter_state_dict().values())
 
     def num_adapter_bytes(self, dtype: Optional[str] = None) -> int:
-        """Bytes of adapter tensor data at ``dtype`` (default: the configured storage dtype)."""
+        """Bytes of adapter tensor data at ``dtype`` (default: the configured storage dtype), without the file's
+        header: a part of :meth:`adapter_file_bytes`."""
         dtype = dtype or self.config.adapter_dtype
         if dtype in QUANTIZED:
             return quantized_bytes(self.adapter_state_dict(), dtype)
         itemsize = torch.empty(0, dtype=DTYPES[dtype]).element_size()
         return self.num_adapter_parameters() * itemsize
+
+    def adapter_file(self, dtype: Optional[str] = None) -> bytes:
+        """``adapter.safetensors`` as a save at ``dtype`` (default: the configured one) writes it."""
+        dtype = dtype or self.config.adapter_dtype
+        adapter = self.adapter_state_dict()
+        if dtype in QUANTIZED:
+            tensors, metadata = quantize_adapter(adapter, dtype)
+        else:
+            tensors, metadata = {k: v.to(DTYPES[dtype]) for k, v in adapter.items()}, {}
+        return directory.adapter_blob(tensors, metadata={"format": "pt", **metadata})
+
+    def adapter_file_bytes(self, dtype: Optional[str] = None) -> int:
+        """Size of ``adapter.safetensors`` saved at ``dtype``: the adapter's bytes wherever a size is shown
+        (``info``, the card, ``repr``, the demo's table)."""
+        return len(self.adapter_file(dtype))
+
+    def adapter_facts(self, dtype: Optional[str] = None, file_bytes: Optional[int] = None) -> AdapterFacts:
+        """What the card and ``info`` say about the adapter (parameters, file bytes, head rank as built)."""
+        dtype = dtype or self.config.adapter_dtype
+        return AdapterFacts(parameters=self.num_adapter_parameters(),
+                            file_bytes=self.adapter_file_bytes(dtype) if file_bytes is None else file_bytes,
+                            dtype=dtype, head_rank=self.adapter.head_rank, image_size=self.inputs.size)
 
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy adapter tensors in, after checking names and shapes against this base and class list."""
@@ -293,10 +315,12 @@ class LabelProjector(
     def save_pretrained(self, save_directory, *, dtype: Optional[str] = None, config=None,
                         repo_id: Optional[str] = None, push_to_hub: bool = False, model_card_kwargs=None,
                         **push_to_hub_kwargs):
-        """Write ``config.json``, ``adapter.safetensors`` (``dtype``: float32/float16/bfloat16; this save only)
-        and a ``README.md`` card into ``save_directory``, atomically as a whole: after a kill at any instant the
-        folder holds the old projector or the new one, complete and loadable (``config.json`` is the commit point;
-        see :mod:`hello_labels.model.directory`). Distill's ``metrics.json`` / ``train_state.pt`` stay only if
+        """Write ``config.json``, ``adapter.safetensors`` (``dtype``, this save only: ``float32``, ``float16``,
+        ``bfloat16``, or quantized ``int8`` / ``int4`` with group-wise float16 scales, see
+        :mod:`hello_labels.model.quantize`; default the configured ``adapter_dtype``) and a ``README.md`` card into
+        ``save_directory``, atomically as a whole: after a kill at any instant the folder holds the old projector
+        or the new one, complete and loadable (``config.json`` is the commit point; see
+        :mod:`hello_labels.model.directory`). Distill's ``metrics.json`` / ``train_state.pt`` stay only if
         ``train_state.pt`` holds this very adapter; other files are left alone. ``push_to_hub=True`` then pushes
         the folder to ``repo_id`` (default: the folder's name) as :meth:`push_to_hub` does (``branch=``,
         ``private=``, ``token=``, ``commit_message=``); returns the ``CommitInfo`` then, else ``None``."""
@@ -313,11 +337,12 @@ class LabelProjector(
         return None
 
     def push_to_hub(self, repo_id: str, *, dtype: Optional[str] = None, branch: Optional[str] = None,
-                    private: Optional[bool] = None, token=None, commit_message: Optional[str] = None):
+                    private: Optional[bool] = None, token=None, commit_message: Optional[str] = None,
+                    license: Optional[str] = None):
         """Save this projector (``dtype`` as in :meth:`save_pretrained`) and upload it to ``repo_id`` (created if
         needed) on ``branch`` in one commit, after the checks of :func:`hello_labels.model.publish.push_directory`
-        (no file may name this machine; the base must be one others can fetch). Returns the ``CommitInfo``
-        (``.oid`` is the commit sha)."""
+        (no file may name this machine; the base must be one others can fetch); the card names ``repo_id`` and
+        ``license`` (if given). Returns the ``CommitInfo`` (``.oid`` is the commit sha)."""
         import tempfile
 
         from .publish import check_portable_config, check_repo_id, push_directory
@@ -327,7 +352,7 @@ class LabelProjector(
         with tempfile.TemporaryDirectory(prefix="hello-labels-push-") as tmp:
             self.save_pretrained(tmp, dtype=dtype)
             return push_directory(tmp, repo_id, revision=branch, private=private, token=token,
-                                  commit_message=commit_message)
+                                  commit_message=commit_message, license=license)
 
     @contextlib.contextmanager
     def _saving_as(self, dtype: Optional[str]):
@@ -355,18 +380,17 @@ class LabelProjector(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         dtype_name = self.__dict__.get("_save_dtype", self.config.adapter_dtype)
-        adapter = self.adapter_state_dict()
-        if dtype_name in QUANTIZED:
-            tensors, metadata = quantize_adapter(adapter, dtype_name)
-        else:
-            tensors, metadata = {k: v.to(DTYPES[dtype_name]) for k, v in adapter.items()}, {}
-        blob = directory.adapter_blob(tensors, metadata={"format": "pt", **metadata})
-        plot = fidelity_plot(self)
-        directory.save_projector(save_directory, self.config_dict(dtype_name), blob,
-                                 str(model_card(self, dtype_name, plot=plot is not None)), adapter=adapter, plot=plot)
+        blob = self.adapter_file(dtype_name)
+        plot = fidelity_plot(self.config)
+        card = model_card(self.config, self.adapter_facts(dtype_name, file_bytes=len(blob)), plot=plot is not None)
+        directory.save_projector(save_directory, self.config_dict(dtype_name), blob, str(card),
+                                 adapter=self.adapter_state_dict(), plot=plot)
 
-    def generate_model_card(self, *args, **kwargs):
-        return model_card(self, self.__dict__.get("_save_dtype"))
+    def generate_model_card(self, dtype: Optional[str] = None, repo_id: Optional[str] = None):
+        """The ``README.md`` card a save at ``dtype`` writes (``repo_id``: the id its usage snippets name)."""
+        dtype = dtype or self.__dict__.get("_save_dtype") or self.config.adapter_dtype
+        return model_card(self.config, self.adapter_facts(dtype), plot=fidelity_plot(self.config) is not None,
+                          repo_id=repo_id)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, revision: Optional[str] = None,
@@ -413,4 +437,4 @@ class LabelProjector(
         name = base.get("name") or base.get("factory") or "module"
         return (f"LabelProjector(base={base['kind']}:{name}, classes={self.num_classes}, "
                 f"head_init={self.config.head_init}, adapter={self.num_adapter_parameters():,} params / "
-                f"{self.num_adapter_bytes():,} bytes {self.config.adapter_dtype}, merged={self.merged})")
+                f"{self.adapter_file_bytes():,} bytes {self.config.adapter_dtype}, merged={self.merged})")

@@ -132,13 +132,14 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, private: Optional[bool] = None,
-                   commit_message: Optional[str] = None, token=None):
+                   commit_message: Optional[str] = None, token=None, license: Optional[str] = None):
     """Upload the projector in ``folder`` to ``repo_id`` (created if missing; ``private`` for a new repo) on
     branch ``revision`` (created from ``main`` if missing; default ``main``) in one commit: config.json, the
     adapter, README.md and fidelity.png when present, as :func:`published_files` reads them. Checks first: those
     are regular files of the folder, the config is valid, the adapter is the one it was saved with, no file
-    names this machine; the bytes checked are the bytes uploaded. Returns huggingface_hub's ``CommitInfo``
-    (``.oid``)."""
+    names this machine; the bytes checked are the bytes uploaded. The card (in ``folder`` too) then names
+    ``repo_id`` in its usage snippets and ``license`` (if given) in its metadata. Returns huggingface_hub's
+    ``CommitInfo`` (``.oid``)."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(folder)
@@ -153,6 +154,8 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
             config.adapter_sha256 and hashlib.sha256(adapter).hexdigest() != config.adapter_sha256):
         raise HelloLabelsError(f"{folder} holds an unfinished save: load and save the projector again first")
     check_publishable(folder, config, files)
+    if directory.CARD_FILE in files:
+        files[directory.CARD_FILE] = _name_repo_in_card(folder, files[directory.CARD_FILE], repo_id, license)
     api = HfApi(token=token)
     with translate_errors(repo_id, revision):
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -161,3 +164,15 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in files.items()]
         return api.create_commit(repo_id, operations, revision=revision,
                                  commit_message=commit_message or "Upload label projector (hello-labels)")
+
+
+def _name_repo_in_card(folder: Path, card: bytes, repo_id: str, license: Optional[str]) -> bytes:
+    """The card naming ``repo_id`` (and ``license``), written back to ``folder`` so the folder and the Hub agree."""
+    from ..files import atomic_write_text
+    from .card import card_for_repo
+
+    text = card.decode("utf-8")
+    new = card_for_repo(text, repo_id, license)
+    if new != text:
+        atomic_write_text(folder / directory.CARD_FILE, new)
+    return new.encode("utf-8")

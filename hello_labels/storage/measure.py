@@ -4,9 +4,7 @@ random init, or read from their files) to count their bytes.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import re
 import tempfile
@@ -25,6 +23,7 @@ from ..model import hub
 from ..model.bases import build_base, default_head, parse_base, weightless_spec
 from ..model.heads import resolve_class_names
 from ..model.projector import ADAPTER_DTYPES, ADAPTER_FILE, CONFIG_FILE, DTYPES, LabelProjector, ProjectorConfig
+from ..model.quiet import random_init_expected
 from .setting import (
     DiskUsage,
     LabelSetting,
@@ -152,21 +151,12 @@ class BaseSize:
     text_bytes: int = 0
 
 
-@contextlib.contextmanager
-def _no_weight_warnings():
-    """open_clip logs "no pretrained weights loaded" on the root logger; here that is the point."""
-    root = logging.getLogger()
-    was, root.disabled = root.disabled, True
-    try:
-        yield
-    finally:
-        root.disabled = was
 
 
 def base_size(spec: dict, text_head: bool, trust_remote_code: bool = False) -> BaseSize:
     """Parameters and bytes of a base's image encoder (and, for a text head, the CLIP text tower), built from
     its spec with random init (``local-dir:`` bases read their local file)."""
-    with _no_weight_warnings():
+    with random_init_expected():  # open_clip warns that no weights were loaded: here that is the point
         base = build_base(weightless_spec(spec), trust_remote_code=trust_remote_code)
     n, pb, bb = _state_bytes(base.encoder)
     out = BaseSize(_base_label(spec), n, pb + bb)
@@ -234,7 +224,7 @@ def computed_adapter_size(base: str, class_names, dtype: str = "float32", lora_r
     if isinstance(head_rank, bool) or not isinstance(head_rank, int) or head_rank < 0:
         raise HelloLabelsError(f"head rank must be a non-negative integer, got {head_rank!r}")
     spec = parse_base(base)
-    with _no_weight_warnings():
+    with random_init_expected():  # open_clip warns that no weights were loaded: here that is the point
         projector = LabelProjector.from_base(weightless_spec(spec), class_names=class_names,
                                              head_init="zero", lora_rank=lora_rank, head_rank=head_rank)
     projector.config.base = spec  # the config.json a real run writes names the base with its weights

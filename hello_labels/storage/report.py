@@ -285,7 +285,7 @@ def label_rows(s: LabelSetting, top_k: int, keep_ratio: float, disk: Optional[Di
     return rows + topk_rows(s, top_k, measure_framing(s, "topk", top_k)) + [pruned]
 
 
-def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str] = None, *, top_k: int = 10,
+def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str] = None, *, top_k: Optional[int] = None,
                    keep_ratio: float = 0.025, teacher: Optional[str] = "torchvision:resnet18",
                    bases: Sequence[str] = (), projectors: Sequence[str] = (), class_names=None,
                    adapter_dtype: str = "float32", lora_rank: Optional[int] = None,

@@ -158,7 +158,13 @@ def metadata_bytes(s: LabelSetting) -> int:
     return s.crops * per_crop + s.files * per_file
 
 
+DEFAULT_TOP_K = 10  # FKD/LPQLD's usual k
+
+
 def check_top_k(s: LabelSetting, k) -> int:
+    """``k`` checked against ``s``'s classes; None: :data:`DEFAULT_TOP_K`, or the class count if fewer."""
+    if k is None:
+        return min(DEFAULT_TOP_K, s.classes)
     k = positive_int("top-k", k)
     if k > s.classes:
         raise HelloLabelsError(f"top-k {k} exceeds the {s.classes} classes")

@@ -29,6 +29,7 @@ from ..labels.targets import Targets
 from ..runs import RunLock, check_settings, settings_difference
 from ..labels.views import BatchPlan, loader
 from .evaluate import collect, discrepancy, fidelity
+from .settings import DistillConfig  # noqa: F401  (defined torch-free for the CLI; imported from here)
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.json"
@@ -37,33 +38,6 @@ LOG_EVERY = 10  # steps between reads of the running loss/agreement (history, pr
 # config.json metadata that describes one run: replaced as a whole by each run (a projector trained from another
 # one, --init, keeps none of its predecessor's, license included)
 RUN_METADATA = ("teacher", "dataset", "labels_trained", "command", "license", "distill", "fidelity")
-
-
-@dataclass
-class DistillConfig:
-    """Training settings. ``loss``: ``mse`` on logits (the paper's) or ``kl`` at ``temperature`` (what SRe2L/RDED
-    students use); ``ce_weight`` adds the paper's ``λ·CE(hard label)``. ``batch_size`` is global (all ranks)."""
-
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    loss: str = "mse"
-    temperature: float = 4.0
-    ce_weight: float = 0.0
-    precision: str = "auto"
-    seed: int = 0
-    checkpoint_every: int = 100
-    eval_every: int = 0
-    eval_views: int = 256
-    num_workers: int = 0
-    save_dtype: str = "float32"
-    calibrate: bool = True
-
-    # settings a resumed run may change without changing the result
-    RESUMABLE = ("checkpoint_every", "eval_every", "eval_views", "num_workers", "save_dtype")
 
 
 @dataclass

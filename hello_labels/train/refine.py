@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -40,6 +40,7 @@ from ..labels.views import open_images
 from ..runs import LOCK_FILE, RunLock, check_settings
 from ..seeds import derive_seed
 from .evaluate import discrepancy, fidelity
+from .settings import RefineConfig  # noqa: F401  (defined torch-free for the CLI; imported from here)
 
 REPORT_FILE = "refine.json"
 LOSSES = ("kl", "mse")
@@ -47,34 +48,6 @@ GREY_MODES = ("L",)  # kept greyscale; every other mode is handled (and saved) a
 # How each format is written back: PNG (and other lossless formats) exactly; JPEG at high quality, no chroma
 # subsampling; WebP losslessly.
 _SAVE_OPTIONS = {"JPEG": lambda q: {"quality": q, "subsampling": 0}, "WEBP": lambda q: {"lossless": True}}
-
-
-@dataclass
-class RefineConfig:
-    """Settings of :func:`refine`. ``epsilon``: per-pixel budget in 0-1 units (8/255); ``lr``: Adam step size in
-    0-1 pixel units; each step scores ``views`` augmented views of every image of a ``batch_size`` batch.
-    ``loss``: ``kl`` at ``temperature`` (T²-scaled) or ``mse`` of logits. ``feature_weight`` weighs the patch
-    feature term (only with a patch map). ``eval_views`` held-out unmixed views score before/after."""
-
-    steps: int = 50
-    lr: float = 1 / 255
-    epsilon: float = 8 / 255
-    views: int = 4
-    batch_size: int = 32
-    loss: str = "kl"
-    temperature: float = 1.0
-    mix_type: Optional[str] = "cutmix"
-    input_size: int = 224
-    min_scale: float = 0.08
-    max_scale: float = 1.0
-    feature_weight: float = 1.0
-    jpeg_quality: int = 95
-    seed: int = 0
-    eval_views: int = 512
-    eval_batch_size: int = 64
-
-    # settings a resumed run may change without changing the refined files
-    RESUMABLE = ("eval_views", "eval_batch_size")
 
 
 class ImageFile(NamedTuple):

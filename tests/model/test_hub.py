@@ -61,3 +61,27 @@ def test_missing_repo_revision_and_file(hub, tiny_rn_dir, class_names, tmp_path)
     with pytest.raises(HelloLabelsError, match="lacks a projector file"):
         LabelProjector.from_pretrained("lab/no-adapter")
 
+
+
+def test_hub_id_fails_fast_offline_unreachable_or_local_looking(hub, tiny_rn_dir, class_names, tmp_path, monkeypatch):
+    from hello_labels.errors import BadInputError, HubUnreachableError
+
+    saved(tiny_rn_dir, class_names, tmp_path / "p", bias=0.0)
+    # a file of this machine is not a Hub id: refused as such, without a request
+    for path in (tmp_path / "p" / "config.json", tmp_path / "p" / "missing" / "config.json"):
+        with pytest.raises(BadInputError, match="projector folder"):
+            LabelProjector.from_pretrained(path)
+    assert not hub.requests
+    hub.add_repo("lab/p", tmp_path / "p")
+    LabelProjector.from_pretrained("lab/p")  # cached now
+    n = len(hub.requests)
+    set_offline(monkeypatch)
+    with pytest.raises(HubUnreachableError, match="HF_HUB_OFFLINE is set"):
+        LabelProjector.from_pretrained("lab/never")
+    set_offline(monkeypatch, False)
+    hub.stop()  # no network: the endpoint refuses connections
+    with pytest.raises(HubUnreachableError, match="does not answer") as err:
+        LabelProjector.from_pretrained("lab/never")
+    assert "\n" not in str(err.value)
+    assert LabelProjector.from_pretrained("lab/p").num_classes == len(class_names)  # the cache still serves
+    assert len(hub.requests) == n

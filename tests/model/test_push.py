@@ -8,6 +8,7 @@ from hub_server import hub  # noqa: F401  (fixture)
 from huggingface_hub import HfApi
 
 from hello_labels import LabelProjector
+from hello_labels.model.card import REPO_PLACEHOLDER, card_for_repo
 
 REPO = "lab/pushed"
 BASE = "hello-labels:tiny-clip-vit"  # a base others can rebuild: a local-dir: base is refused (test_publish.py)
@@ -31,8 +32,13 @@ def test_push_to_hub_then_load_by_branch_and_commit(hub, class_names, tmp_path):
     p.save_pretrained(tmp_path / "v1")
     pushed = hub.files(REPO, v1.oid)
     assert sorted(pushed) == [".gitattributes", "README.md", "adapter.safetensors", "config.json"]
-    for name in ("adapter.safetensors", "config.json", "README.md"):  # what save_pretrained writes, byte for byte
+    for name in ("adapter.safetensors", "config.json"):  # what save_pretrained writes, byte for byte
         assert pushed[name] == (tmp_path / "v1" / name).read_bytes(), name
+    # the card too, with its usage snippets naming the repo it now lives in
+    card = pushed["README.md"].decode()
+    saved_card = (tmp_path / "v1" / "README.md").read_text()
+    assert card == card_for_repo(saved_card, REPO) != saved_card
+    assert f'LabelProjector.from_pretrained("{REPO}")' in card and REPO_PLACEHOLDER not in card
     # the adapter went up through the LFS batch API and a PUT to the storage origin, the rest inline
     paths = [path for _, path in hub.requests]
     assert paths.index("/api/repos/create") < paths.index(f"/api/models/{REPO}/preupload/main") \
@@ -62,6 +68,7 @@ def test_save_pretrained_with_push_to_hub_pushes_what_it_saved(hub, class_names,
     commit = p.save_pretrained(tmp_path / "local", dtype="bfloat16", push_to_hub=True, repo_id="lab/both")
     assert HfApi().model_info("lab/both").sha == commit.oid
     pushed = hub.files("lab/both", commit.oid)
-    for name in ("adapter.safetensors", "config.json", "README.md"):
+    for name in ("adapter.safetensors", "config.json", "README.md"):  # the folder's card names the repo too
         assert pushed[name] == (tmp_path / "local" / name).read_bytes(), name
     assert json.loads(pushed["config.json"])["adapter_dtype"] == "bfloat16"
+    assert 'from_pretrained("lab/both")' in pushed["README.md"].decode()

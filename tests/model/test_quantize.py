@@ -88,11 +88,12 @@ def test_projector_saves_quantized_and_loads_transparently(tiny_vit_dir, class_n
     p.save_pretrained(tmp_path / "fp16", dtype="float16")
     assert json.loads((tmp_path / fmt / "config.json").read_text())["adapter_dtype"] == fmt
     card = (tmp_path / fmt / "README.md").read_text()
-    assert f"adapter_dtype: {fmt}\n" in card and f" bytes {fmt} |" in card  # the card's YAML and facts table
     size = (tmp_path / fmt / "adapter.safetensors").stat().st_size
+    assert f"adapter_dtype: {fmt}\n" in card and f"adapter.safetensors {size:,} bytes ({fmt}) |" in card  # YAML, facts
     assert p.num_adapter_bytes(fmt) < size < p.num_adapter_bytes(fmt) + 8192  # data + header
     assert size < (tmp_path / "fp16" / "adapter.safetensors").stat().st_size
     loaded = LabelProjector.from_pretrained(tmp_path / fmt)
+    assert loaded.adapter_file_bytes() == size  # what `info` shows for the loaded projector: the file's bytes
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference, out = p(x), loaded(x)

@@ -1,0 +1,201 @@
+"""``distill`` (fit a projector to teachers) and ``convert`` (fit one to stored labels): one set of projector,
+training and publishing flags, declared once."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import BadInputError
+from ..train.settings import DistillConfig
+from . import common
+
+
+def register(sub) -> None:
+    p = common.add_verb(sub, "distill", "fit a projector to teacher(s) on the synthetic set (torchrun-able)")
+    common.data_args(p)
+    common.teacher_args(p, required=True)
+    common.mix_arg(p, "cutmix", "mix the views are trained with (SRe2L: cutmix)")
+    _projector_args(p)
+    _train_args(p)
+    _publish_args(p)
+    p.set_defaults(func=_distill)
+
+    p = common.add_verb(sub, "convert", "fit a projector to stored labels (SRe2L label directory or [N, C] file)")
+    common.data_args(p)
+    p.add_argument("--labels", required=True, help="SRe2L label directory, or a .pt/.npy/.safetensors [N, C] file")
+    p.add_argument("--epochs", type=int, help="use only the first N epochs of the label directory (default: all)")
+    p.add_argument("--fkd-seed", type=int, default=42, help="seed of the label files' sampler (SRe2L: 42)")
+    _projector_args(p)
+    _train_args(p)
+    _publish_args(p)
+    p.set_defaults(func=_convert)
+
+
+def _projector_args(p) -> None:
+    g = p.add_argument_group("projector")
+    g.add_argument("--base", help=common.BASE_HELP)
+    g.add_argument("--pretrained", help="open_clip pretrained tag or weights file for --base (e.g. openai), or a "
+                                        "timm checkpoint file")
+    g.add_argument("--base-pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="timm:NAME bases: load timm's pretrained weights or build a random encoder (the library's "
+                        "pretrained=True/False; default: the library's default)")
+    g.add_argument("--init", help="start from an existing projector (directory or Hub id) instead of --base")
+    g.add_argument("--class-names", help="'imagenet', or a text file with one name per line (default: folder names)")
+    g.add_argument("--templates", default=None, help="prompt templates of a text head: openai (80) or simple (7) "
+                                                     "(default: openai)")
+    g.add_argument("--head-init", choices=["text", "prototype", "random", "zero"],
+                   help="how the head starts (default: text for open_clip bases; prototype, from the synthetic "
+                        "images, for bases without a text tower)")
+    g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (default: 8)")
+    g.add_argument("--head-rank", type=int, default=64, help="rank of the head delta (clamped to the head's shape)")
+    g.add_argument("--image-size", type=int, default=None, help="resolution fed to the base (default: its own)")
+    common.load_args(g, revision=False)
+
+
+def _train_args(p) -> None:
+    d = DistillConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--out", required=True, help="output directory: the projector, train_state.pt, metrics.json")
+    g.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes)")
+    g.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (peak, after warmup)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup, then cosine decay")
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip (0: none)")
+    g.add_argument("--loss", choices=["mse", "kl"], default=d.loss, help="mse on logits (the paper's) or kl at -T")
+    g.add_argument("-T", "--temperature", type=float, default=d.temperature,
+                   help="temperature of the KL loss and of the reported KL")
+    g.add_argument("--ce-weight", type=float, default=d.ce_weight, help="λ of the paper's λ·CE(hard label) term")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision,
+                   help="autocast precision (auto: bf16 on GPUs that have it, else fp32)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of views, mixes and initialisation")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between resumable checkpoints (train_state.pt)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between fidelity checks (0: none)")
+    g.add_argument("--eval-views", type=int, default=d.eval_views,
+                   help="held-out views scored at the end (0: skip the final fidelity check)")
+    g.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader workers")
+    g.add_argument("--save-dtype", choices=common.ADAPTER_DTYPES, default=d.save_dtype,
+                   help="adapter file format: float32/float16/bfloat16, or int8/int4 (quantized)")
+    g.add_argument("--no-calibrate", action="store_true", help="skip fitting the head's scale/bias at step 0")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    common.quiet_arg(g)
+
+
+def _publish_args(p) -> None:
+    g = p.add_argument_group("publishing")
+    g.add_argument("--push-to-hub", metavar="ORG/NAME", help="after the final save, upload OUT (config, adapter, "
+                                                             "card, plot) to this Hub repo in one commit")
+    g.add_argument("--revision", help="branch to push to (created if missing; default: main)")
+    g.add_argument("--private", action="store_true", help="create the Hub repo private")
+    g.add_argument("--license", help="license id for the card's metadata (e.g. mit, apache-2.0; default: unset)")
+
+
+def _config(args):
+    return DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, loss=args.loss,
+                         temperature=args.temperature, ce_weight=args.ce_weight, precision=args.precision,
+                         seed=args.seed, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                         eval_views=args.eval_views, num_workers=args.workers, save_dtype=args.save_dtype,
+                         calibrate=not args.no_calibrate)
+
+
+def _images(args):
+    from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
+    from ..train.jobs import augmented
+
+    return augmented(args.data, args.input_size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
+                     args.min_scale, args.max_scale)
+
+
+def _pretrained(args):
+    """The library's ``pretrained`` argument: a tag or file (--pretrained), else True/False (--base-pretrained)."""
+    if args.pretrained is not None and args.base_pretrained is not None:
+        raise BadInputError("give --pretrained TAG/FILE or --[no-]base-pretrained, not both")
+    return args.pretrained if args.pretrained is not None else args.base_pretrained
+
+
+def _head_init(args, pretrained):
+    """--head-init, else prototype for a base without a text tower (said on stderr), else the library's default."""
+    if args.head_init or args.init or not args.base:
+        return args.head_init
+    from ..model.bases import parse_base
+
+    if parse_base(args.base, pretrained)["kind"] == "open_clip":
+        return None  # the library's default: a text head
+    common.note(f"{args.base} has no text tower: the head starts from class prototypes of the synthetic images "
+                f"(--head-init prototype; --head-init random or zero to change)")
+    return "prototype"
+
+
+def _projector(args, images):
+    from ..train.jobs import make_projector
+
+    pretrained = _pretrained(args)
+    options = {k: v for k, v in {"templates": args.templates, "head_init": _head_init(args, pretrained),
+                                  "lora_rank": args.lora_rank, "head_rank": args.head_rank,
+                                  "image_size": args.image_size}.items() if v is not None}
+    return make_projector(images, args.base, pretrained, args.init, args.class_names, args.class_map,
+                          trust_remote_code=args.trust_remote_code, check_base=not args.ignore_base_mismatch,
+                          **options)
+
+
+def _before_work(args) -> None:
+    """What must hold before minutes of training: the push can happen (repo id, Hub, login)."""
+    if args.push_to_hub:
+        common.require_push(args.push_to_hub, login=os.environ.get("RANK", "0") == "0")
+
+
+def _check_portable(args, projector) -> None:
+    if args.push_to_hub:
+        from ..model.publish import check_portable_config
+
+        check_portable_config(projector.config_dict(), "the projector")
+
+
+def _push_run(args) -> None:
+    """Upload OUT after the final save (rank 0 of a torchrun only)."""
+    if args.push_to_hub and os.environ.get("RANK", "0") == "0":
+        from ..model.publish import push_directory
+
+        info = push_directory(args.out, args.push_to_hub, revision=args.revision, private=args.private or None)
+        print(f"pushed {args.out} to {args.push_to_hub} ({info.commit_url})")
+
+
+def _distill(args) -> None:
+    from ..train.jobs import distill_from_teachers
+
+    _before_work(args)
+    images = _images(args)
+    projector = _projector(args, images)
+    _check_portable(args, projector)
+    summary = distill_from_teachers(args.data, args.teacher, args.out, projector, _config(args),
+                                    teacher_weights=args.teacher_weights, mix_type=common.mix(args.mix_type),
+                                    resume=args.resume, progress=not args.quiet, images=images,
+                                    class_map=args.class_map, command=common.command(args), license=args.license)
+    _report(args.out, summary)
+    _push_run(args)
+
+
+def _convert(args) -> None:
+    from ..train.jobs import convert_labels
+
+    _before_work(args)
+    images = _images(args)
+    projector = _projector(args, images)
+    _check_portable(args, projector)
+    summary = convert_labels(args.data, args.labels, args.out, projector, _config(args), args.input_size,
+                             args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet,
+                             class_map=args.class_map, command=common.command(args), license=args.license)
+    _report(args.out, summary)
+    _push_run(args)
+
+
+def _report(out, summary) -> None:
+    agree = summary.get("train_agreement")
+    final = summary.get("fidelity")
+    held = (f"; held-out agreement {final['agreement']:.2%}, KL@T={final['temperature']:g} {final['kl']:.4f}"
+            if final and not final["in_sample"] else
+            f"; in-sample agreement {final['agreement']:.2%}" if final else "")
+    print(f"saved projector to {out} ({summary['steps']} steps, {summary['seconds']:.1f}s, "
+          f"final loss {summary['final_loss']:.4f}, running agreement {agree:.2%}{held})")

@@ -1,0 +1,114 @@
+"""The command line's parsers: help on every flag with defaults shown, ``-v`` after the verb, ``--version``, and
+``--help`` that imports no torch. Fast: nothing here trains or loads a model."""
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from hello_labels.cli import build_parser, common, main
+from hello_labels.errors import BadInputError, clip, first_line
+from hello_labels.version import __version__
+
+
+def _verbs(parser):
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_help_and_version_import_no_torch():
+    probe = ("import sys, contextlib, io\n"
+             "from hello_labels.cli import main\n"
+             "for argv in (['--help'], ['--version'], ['distill', '--help'], ['storage', '--help'], ['list', '-h']):\n"
+             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+             "        main(argv)\n"
+             "print(sorted(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_flag_has_help_and_shows_its_default():
+    parser = build_parser()
+    assert "Replace gigabytes of stored soft labels" in parser.description  # a real description, not a docstring
+    for verb, sub in _verbs(parser).items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            assert action.help, f"{verb} {name} has no help"
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in common.Formatter(verb)._get_help_string(action), f"{verb} {name}"
+        assert "(default: %" not in text  # every default was substituted
+
+
+def test_base_help_lists_the_shipped_bases():
+    text = _verbs(build_parser())["distill"].format_help()
+    for name in common.SHIPPED_BASES:
+        assert name in text
+
+
+def test_cli_choices_match_the_library():
+    from importlib.resources import files
+
+    from hello_labels.labels.augment import MIX_TYPES
+    from hello_labels.model import efficientnet_lite
+    from hello_labels.model.bases import SHIPPED, SHIPPED_TIMM
+    from hello_labels.model.config import ADAPTER_DTYPES
+    from hello_labels.storage.setting import mix_name
+
+    assert common.ADAPTER_DTYPES == tuple(ADAPTER_DTYPES)
+    assert sorted(common.MIX_TYPES) == sorted(mix_name(m) for m in MIX_TYPES)
+    configs = [SHIPPED + p.name for p in (files("hello_labels") / "model" / "configs").iterdir() if p.is_dir()]
+    assert sorted(common.SHIPPED_BASES) == sorted(configs + list(SHIPPED_TIMM))
+    assert efficientnet_lite.NAME in common.SHIPPED_BASES
+
+
+@pytest.mark.parametrize("argv, verbose", [(["info", "x"], False), (["-v", "info", "x"], True),
+                                           (["info", "x", "-v"], True), (["info", "-v", "x"], True),
+                                           (["storage", "--classes", "4", "--verbose"], True)])
+def test_verbose_before_or_after_the_verb(argv, verbose):
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"hello-labels {__version__}"
+
+
+def test_base_pretrained_is_the_library_pretrained_argument():
+    from hello_labels.cli.train import _pretrained
+
+    parse = _verbs(build_parser())["distill"].parse_args
+    required = ["--data", "d", "--teacher", "t", "--out", "o", "--base", "timm:resnet18"]
+    assert _pretrained(parse(required)) is None  # the library decides
+    assert _pretrained(parse(required + ["--base-pretrained"])) is True
+    assert _pretrained(parse(required + ["--no-base-pretrained"])) is False
+    assert _pretrained(parse(required + ["--pretrained", "openai"])) == "openai"
+    with pytest.raises(BadInputError, match="not both"):
+        _pretrained(parse(required + ["--pretrained", "x.pth", "--base-pretrained"]))
+
+
+def test_clip_cuts_at_a_word_boundary():
+    text = "cannot load timm teacher: " + " ".join(["weights"] * 40)
+    cut = clip(text, 60)
+    assert len(cut) <= 60 and cut.endswith("weights…") and text.startswith(cut[:-1])
+    assert clip("short", 60) == "short" and clip("a\nb") == "a"
+    assert first_line(ValueError("x" * 300), 50).endswith("…")
+
+
+def test_a_hub_id_offline_or_a_file_path_fails_before_torch_is_imported(tmp_path):
+    """``info`` resolves the projector's config.json before importing torch: these fail in well under a second."""
+    import os
+
+    (tmp_path / "config.json").write_text("{}")
+    probe = ("import sys\n"
+             "from hello_labels.cli import main\n"
+             f"codes = [main(['info', 'lab/never-downloaded']), main(['info', {str(tmp_path / 'config.json')!r}])]\n"
+             "print(codes, 'torch' in sys.modules)")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert proc.stdout.strip() == "[2, 2] False"
+    first, second = proc.stderr.strip().splitlines()
+    assert "offline or unreachable: HF_HUB_OFFLINE is set" in first and "is a file, not a projector folder" in second
