@@ -42,7 +42,7 @@ def test_a_new_base_family_is_one_entry(monkeypatch, tmp_path):
     x = torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(q(x), p(x))
-    assert card_facts(q)["base weights"].startswith("toy weights w.bin; tensors sha256 ")
+    assert card_facts(q.config, q.adapter_facts())["base weights"].startswith("toy weights w.bin; tensors sha256 ")
     with pytest.raises(HelloLabelsError, match=r"the base is a toy file \(w.bin\) on this machine"):
         check_portable_config(q.config_dict())
     assert base_size(q.config.base, text_head=False).encoder_params == 3 * 2 * 9 + 2  # the weightless build
@@ -95,7 +95,7 @@ def test_offline_a_pretrained_timm_base_fails_in_one_line(monkeypatch, tmp_path)
     assert "could not build timm base 'test_resnet' with its pretrained weights" in str(err.value)
     assert "pretrained=False" in str(err.value) and "\n" not in str(err.value)
     p = LabelProjector.from_base("timm:test_resnet", False, class_names=["a", "b"], head_init="random")
-    assert card_facts(p)["base weights"].startswith("random init (pretrained=False")
+    assert card_facts(p.config, p.adapter_facts())["base weights"].startswith("random init (pretrained=False")
 
 
 def _published_test_resnet(hub, tmp_path):
@@ -121,7 +121,7 @@ def test_a_timm_base_loads_its_published_weights_and_says_so(hub, tmp_path, caps
     p.save_pretrained(tmp_path / "p")
     assert main(["info", str(tmp_path / "p")]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("base weights:"))
-    assert "pretrained: timm's test_resnet weights; tensors sha256 " in line
+    assert "pretrained: timm's test_resnet weights; tag r160_in1k, hub_id timm/test_resnet.r160_in1k; tensors sha256 " in line
     card = (tmp_path / "p" / "README.md").read_text()
     assert "pretrained: timm's test_resnet weights" in card and "base_model: timm/test_resnet.r160_in1k" in card
 
@@ -138,4 +138,4 @@ def test_a_timm_checkpoint_is_named_by_its_file(tmp_path):
     torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), tmp_path / "mine.pth")
     p = LabelProjector.from_base("timm:test_resnet", str(tmp_path / "mine.pth"), class_names=["a", "b"],
                                  head_init="random")
-    assert card_facts(p)["base weights"].startswith("pretrained: checkpoint file mine.pth; file mine.pth sha256 ")
+    assert card_facts(p.config, p.adapter_facts())["base weights"].startswith("pretrained: checkpoint file mine.pth; file mine.pth sha256 ")
