@@ -8,12 +8,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import torch
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value) -> bool:
+    """Whether ``value`` is a sha256 hex digest (64 lowercase hex digits): the only shape a name read from a file
+    may take before it becomes part of a path (``"/../../x"`` would leave the folder)."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def _default_mode() -> int:

@@ -77,7 +77,9 @@ def card_facts(projector, dtype: Optional[str] = None) -> Dict[str, str]:
     meta, pin = cfg.metadata, cfg.base_pin or {}
     weights = pin.get("weights_sha256") and f"file {pin.get('weights_file')} sha256 {pin['weights_sha256']}"
     facts = {"base": _base_name(cfg.base), "base_model": base_model_id(cfg) or "-",
-             "base weights": weights or f"tensors sha256 {pin.get('tensors_sha256', '?')}",
+             "base weights": "unpinned in the file it was loaded from (not checked)"
+                             if getattr(projector, "base_unpinned", False)
+                             else weights or f"tensors sha256 {pin.get('tensors_sha256', '?')}",
              "classes": f"{projector.num_classes} ({', '.join(cfg.class_names[:3])}"
                         f"{', …' if projector.num_classes > 3 else ''})",
              "teacher": _teacher(meta), "data": _dataset(meta), "fidelity": _fidelity(meta) or "not measured",

@@ -33,8 +33,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from ..errors import HelloLabelsError
-from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir
+from ..errors import CorruptFileError
+from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256
 from .quantize import dequantize_adapter
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -50,7 +50,10 @@ _LEFTOVERS = (".adapter-*.safetensors", "..adapter-*.safetensors.*.tmp", f".{CON
 
 
 def staged_name(sha256: str) -> str:
-    """The name under which an adapter with this sha256 waits for its commit."""
+    """The name under which an adapter with this sha256 waits for its commit. ``sha256`` comes from a file, so
+    anything but 64 hex digits is refused before it becomes a path (:class:`CorruptFileError`)."""
+    if not is_sha256(sha256):
+        raise CorruptFileError(f"{CONFIG_FILE}: '{SHA_KEY}' must be 64 hex digits, got {str(sha256)[:80]!r}")
     return f".adapter-{sha256}.safetensors"
 
 
@@ -108,10 +111,10 @@ def read_adapter(model_id: str, sha256: Optional[str],
         path = resolve(ADAPTER_FILE)
         data = _read(path)
         if data is None:
-            raise HelloLabelsError(f"adapter file missing: {path}")
+            raise CorruptFileError(f"adapter file missing: {path}")
     tensors = _parse(data, path)
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-        raise HelloLabelsError(f"adapter file {path} is not the one {CONFIG_FILE} was saved with (sha256 "
+        raise CorruptFileError(f"adapter file {path} is not the one {CONFIG_FILE} was saved with (sha256 "
                                f"{hashlib.sha256(data).hexdigest()[:12]}…, config says {sha256[:12]}…): save the "
                                f"projector again, or copy both files from one save")
     return tensors, path
@@ -125,7 +128,7 @@ def _finish_committed(folder: Path) -> None:
         sha256 = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get(SHA_KEY)
     except (OSError, ValueError, AttributeError):
         return
-    staged = folder / staged_name(sha256) if isinstance(sha256, str) else None
+    staged = folder / staged_name(sha256) if is_sha256(sha256) else None  # a bad name is the load's to report
     if staged is not None and staged.is_file():
         os.replace(staged, folder / ADAPTER_FILE)
         fsync_dir(folder)
@@ -173,5 +176,9 @@ def _parse(data: bytes, path: str) -> Dict[str, torch.Tensor]:
         tensors = load(data)
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
-    return dequantize_adapter(tensors, header.get("__metadata__") or {})  # int8 / 4-bit files: float32 again
+        raise CorruptFileError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
+    tensors = dequantize_adapter(tensors, header.get("__metadata__") or {})  # int8 / 4-bit files: float32 again
+    bad = sorted(name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:  # a NaN or inf weight would make every label NaN (or silently saturate a softmax)
+        raise CorruptFileError(f"adapter file {path}: tensors {bad[:3]} hold NaN or infinite values")
+    return tensors

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, HelloLabelsError
 from ..files import atomic_save_safetensors
 from .bases import Base
 
@@ -36,6 +36,15 @@ class ClassifierHead(nn.Module):
         return self.logit_scale.exp() * F.linear(features, self.weight) + self.bias
 
 
+def is_template(template) -> bool:
+    """Whether ``template`` is a prompt ``str.format`` fills with one class name (``"a photo of a {}."``); a
+    stray brace or a second field (``"{} {}"``, ``"{x}"``) would fail only when the head is built."""
+    try:
+        return isinstance(template, str) and "{}" in template and isinstance(template.format("x"), str)
+    except (IndexError, KeyError, ValueError, AttributeError):
+        return False
+
+
 def resolve_templates(templates) -> list:
     """Prompt templates as ``str.format`` strings: a list of them, or ``"openai"`` (80) / ``"simple"`` (7),
     open_clip's ImageNet sets."""
@@ -49,8 +58,10 @@ def resolve_templates(templates) -> list:
             raise HelloLabelsError(f"unknown template set '{templates}'; use 'openai', 'simple' or a list")
         return [t("{}") for t in named[templates]]
     templates = list(templates)
-    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
-        raise HelloLabelsError("templates must be non-empty strings each containing '{}'")
+    bad = [t for t in templates if not is_template(t)]
+    if not templates or bad:
+        raise BadInputError(f"templates must be strings that format one class name with '{{}}'"
+                            + (f", got {str(bad[0])[:60]!r}" if bad else ", got none"))
     return templates
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -43,6 +44,15 @@ from .quantize import QUANTIZED, quantize_adapter, quantized_bytes
 log = logging.getLogger(__name__)
 
 
+class UnpinnedBaseWarning(UserWarning):
+    """A projector file without a base pin was loaded: its base weights could not be checked."""
+
+
+def pinned(pin) -> bool:
+    """Whether a ``base_pin`` fixes the weights (a sha256 of the weights file or of the tensors)."""
+    return isinstance(pin, dict) and bool(pin.get("weights_sha256") or pin.get("tensors_sha256"))
+
+
 class LabelProjector(
     nn.Module,
     ModelHubMixin,
@@ -56,6 +66,8 @@ class LabelProjector(
     Build one with :meth:`from_base`, load one with :meth:`from_pretrained`. Only the LoRA matrices, the head
     delta, bias and logit scale (and a prototype head's weights) train and are saved.
     """
+
+    base_unpinned = False  # True when loaded from a file without a base pin (nothing checked the base weights)
 
     def __init__(self, config: ProjectorConfig, base_module: Optional[nn.Module] = None,
                  prototype_images: Optional[torch.Tensor] = None, prototype_labels: Optional[torch.Tensor] = None,
@@ -146,7 +158,7 @@ class LabelProjector(
         """Record the base weights' fingerprint (new projector, 0.x file) or check it against the recorded one.
         Runs before LoRA and merging touch the weights."""
         recorded = self.config.base_pin
-        if recorded is None:
+        if not pinned(recorded):  # a new projector, or a file without a pin (see _from_pretrained's warning)
             self.config.base_pin = base_pin(self.base)
             return
         differs = pin_mismatch(recorded, self.base)
@@ -396,11 +408,17 @@ class LabelProjector(
             raise HelloLabelsError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
         if not isinstance(config, ProjectorConfig):
             config = ProjectorConfig.from_dict(config, source=f"{model_id}/{CONFIG_FILE}")
+        unpinned = not pinned(config.base_pin)
         sha256 = config.adapter_sha256  # the adapter file this config.json was committed with
         tensors, adapter_path = directory.read_adapter(model_id, sha256, lambda name: hub.resolve_file(
             model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token))
         projector = cls(config, base_module=base_module, trust_remote_code=trust_remote_code, check_base=check_base)
+        if unpinned:  # 0.x files, or a pin removed: nothing to check the base against; never silently
+            projector.base_unpinned = True
+            warnings.warn(f"{model_id}: {CONFIG_FILE} has no base_pin, so the base weights were not checked against "
+                          f"those the adapter was trained on (unpinned; its labels are right only on the same "
+                          f"weights); saving it again pins the base it loaded with", UnpinnedBaseWarning, stacklevel=3)
         projector.load_adapter_state_dict(tensors, source=f"adapter {adapter_path}")
         projector.check_inputs = check_inputs
         return projector.to(map_location)
