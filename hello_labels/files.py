@@ -16,6 +16,8 @@ from typing import Dict, Iterator, List, Optional
 
 import torch
 
+from .errors import BadInputError
+
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -41,6 +43,8 @@ def atomic_path(path, suffix: str = "", tmp_dir=None, keep_name: bool = False) -
     ``keep_name`` it is ``<tmp_dir>/.<name>.<random>.tmp/<name>``, a file under the final name, for writers that
     record the file name inside the file (``torch.save`` names its zip archive after it)."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, with a raw IsADirectoryError
+        raise BadInputError(f"{path} is a folder: give a file name to write to")
     path.parent.mkdir(parents=True, exist_ok=True)
     where = Path(tmp_dir) if tmp_dir is not None else path.parent
     where.mkdir(parents=True, exist_ok=True)

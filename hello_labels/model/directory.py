@@ -2,7 +2,8 @@
 
 The layout is the one users and the Hub expect: ``config.json`` + ``adapter.safetensors`` + ``README.md``.
 Three files cannot be replaced at once, so ``config.json`` is the single commit point: it records the sha256 of
-the adapter file it was saved with (``adapter_sha256``). A save
+the adapter file it was saved with (``adapter_sha256``). A save holds the folder's lock
+(:class:`~hello_labels.runs.RunLock`: a second save or run into it meanwhile fails with ``FolderBusyError``) and
 
 1. finishes a save that was killed after its commit (renames that save's staged adapter into place);
 2. writes the new adapter as ``.adapter-<sha256>.safetensors`` (temporary file, fsync, rename);
@@ -35,6 +36,7 @@ import torch
 
 from ..errors import CorruptFileError
 from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256
+from ..runs import WRITE_CHECK, RunLock
 from .quantize import dequantize_adapter
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -46,7 +48,7 @@ SHA_KEY = "adapter_sha256"  # in config.json: the sha256 of the adapter file it 
 RUN_FILES = ("metrics.json", "train_state.pt")  # distill's; they describe the adapter in train_state.pt
 _LEFTOVERS = (".adapter-*.safetensors", "..adapter-*.safetensors.*.tmp", f".{CONFIG_FILE}.*.tmp",
               f".{CARD_FILE}.*.tmp", f".{ADAPTER_FILE}.*.tmp",
-              f".{PLOT_FILE}.*.tmp")
+              f".{PLOT_FILE}.*.tmp", f"{WRITE_CHECK}*.tmp")
 
 
 def staged_name(sha256: str) -> str:
@@ -70,7 +72,11 @@ def save_projector(directory, config: dict, blob: bytes, card: str,
     ``plot``, PNG bytes; see the module docstring for the order of steps). ``adapter``: the tensors as trained
     (before any dtype cast), to tell whether the folder's run files describe them."""
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(folder, what=f"projector folder {folder}"):  # two saves at once would delete each other's files
+        _save_locked(folder, config, blob, card, adapter, plot)
+
+
+def _save_locked(folder: Path, config: dict, blob: bytes, card: str, adapter, plot) -> None:
     _finish_committed(folder)
     sha256 = hashlib.sha256(blob).hexdigest()
     staged = folder / staged_name(sha256)

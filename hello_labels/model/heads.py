@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import BadInputError, HelloLabelsError
+from ..errors import BadInputError
 from ..files import atomic_save_safetensors
 from .bases import Base
 
@@ -55,7 +55,7 @@ def resolve_templates(templates) -> list:
         templates = "openai"
     if isinstance(templates, str):
         if templates not in named:
-            raise HelloLabelsError(f"unknown template set '{templates}'; use 'openai', 'simple' or a list")
+            raise BadInputError(f"unknown template set '{templates}'; use 'openai', 'simple' or a list")
         return [t("{}") for t in named[templates]]
     templates = list(templates)
     bad = [t for t in templates if not is_template(t)]
@@ -69,13 +69,13 @@ def resolve_class_names(class_names) -> list:
     """A list of class names, or ``"imagenet"`` for open_clip's 1000 ImageNet class names."""
     if isinstance(class_names, str):
         if class_names != "imagenet":
-            raise HelloLabelsError(f"class_names must be a list or 'imagenet', got '{class_names}'")
+            raise BadInputError(f"class_names must be a list or 'imagenet', got '{class_names}'")
         import open_clip
 
         return list(open_clip.IMAGENET_CLASSNAMES)
     class_names = [str(c) for c in class_names]
     if not class_names:
-        raise HelloLabelsError("class_names is empty")
+        raise BadInputError("class_names is empty")
     return class_names
 
 
@@ -102,7 +102,7 @@ def text_weights(base: Base, class_names: Sequence[str], templates: Sequence[str
         except Exception:
             pass  # a damaged cache entry is rebuilt below
     if not base.has_text_tower:
-        raise HelloLabelsError("head_init='text' needs an open_clip base with a text tower")
+        raise BadInputError("head_init='text' needs an open_clip base with a text tower")
     import open_clip
 
     device = next(base.encoder.parameters()).device
@@ -121,10 +121,10 @@ def prototype_weights(base: Base, images: torch.Tensor, labels: torch.Tensor, nu
     so through ``transform``, applied per batch."""
     labels = torch.as_tensor(labels).long()
     if images.shape[0] != labels.shape[0]:
-        raise HelloLabelsError(f"prototype images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in number")
+        raise BadInputError(f"prototype images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in number")
     missing = sorted(set(range(num_classes)) - set(labels.tolist()))
     if missing:
-        raise HelloLabelsError(f"prototype init needs at least one image per class; none for classes {missing[:10]}")
+        raise BadInputError(f"prototype init needs at least one image per class; none for classes {missing[:10]}")
     sums = torch.zeros(num_classes, base.feature_dim)
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):

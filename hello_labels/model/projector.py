@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError
 from ..version import __version__
 from . import directory, hub
 from .adapter import Adapter, default_lora_targets
@@ -80,10 +80,10 @@ class LabelProjector(
             config = ProjectorConfig.from_dict(config)
         self.config = config
         if config.head_init not in HEAD_INITS:
-            raise HelloLabelsError(f"unknown head_init '{config.head_init}'; expected one of {list(HEAD_INITS)}")
+            raise BadInputError(f"unknown head_init '{config.head_init}'; expected one of {list(HEAD_INITS)}")
         if config.adapter_dtype not in ADAPTER_DTYPES:
-            raise HelloLabelsError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of "
-                                   f"{list(ADAPTER_DTYPES)}")
+            raise BadInputError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of "
+                                f"{list(ADAPTER_DTYPES)}")
         config.class_names = resolve_class_names(config.class_names)
         if config.head_init == "text":
             config.templates = resolve_templates(config.templates)
@@ -139,7 +139,7 @@ class LabelProjector(
         if head_init is None:
             head_init = "text" if spec["kind"] == "open_clip" else ("prototype" if prototype_images is not None else None)
             if head_init is None:
-                raise HelloLabelsError(
+                raise BadInputError(
                     "this base has no text tower: pass prototype_images/prototype_labels or head_init='random'")
         targets = [LoRATarget.parse(t).to_dict() for t in lora_targets] if lora_targets else []
         config = ProjectorConfig(
@@ -251,18 +251,18 @@ class LabelProjector(
         expected = self.adapter_state_dict()
         bias = tensors.get("head.bias")
         if bias is not None and bias.shape != expected["head.bias"].shape:
-            raise HelloLabelsError(
+            raise CorruptFileError(
                 f"{source} was trained for {bias.shape[0] if bias.ndim else 0} classes but this projector has "
                 f"{self.num_classes} class names")
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
         if missing or unexpected:
             detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-            raise HelloLabelsError(f"{source} does not match base '{self.config.base.get('name', 'module')}' "
+            raise CorruptFileError(f"{source} does not match base '{self.config.base.get('name', 'module')}' "
                                    f"and LoRA targets: {detail} ({len(missing)} missing, {len(unexpected)} unexpected)")
         for name, target in expected.items():
             if tensors[name].shape != target.shape:
-                raise HelloLabelsError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
+                raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
                                        f"expects {list(target.shape)}")
         was_merged = self.merged
         self.unmerge()  # merged, some tensors are copies (a stored head weight): copy into the live ones
@@ -310,7 +310,7 @@ class LabelProjector(
         the folder to ``repo_id`` (default: the folder's name) as :meth:`push_to_hub` does (``branch=``,
         ``private=``, ``token=``, ``commit_message=``); returns the ``CommitInfo`` then, else ``None``."""
         if config is not None:
-            raise HelloLabelsError("save_pretrained writes the projector's own config.json: config= is not accepted")
+            raise BadInputError("save_pretrained writes the projector's own config.json: config= is not accepted")
         with self._saving_as(dtype):
             self._save_pretrained(Path(save_directory))
             if push_to_hub:
@@ -343,7 +343,7 @@ class LabelProjector(
         """Save with ``dtype`` (default: the enclosing save's, else the configured one) while inside; the
         projector's own ``adapter_dtype`` (its later saves) stays as it is."""
         if dtype is not None and dtype not in ADAPTER_DTYPES:
-            raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(ADAPTER_DTYPES)}")
+            raise BadInputError(f"unknown dtype '{dtype}'; expected one of {list(ADAPTER_DTYPES)}")
         outer = self.__dict__.get("_save_dtype")
         self.__dict__["_save_dtype"] = dtype or outer or self.config.adapter_dtype
         try:
@@ -405,7 +405,7 @@ class LabelProjector(
                          trust_remote_code: bool = False, check_base: bool = True, check_inputs: bool = True,
                          **unused) -> "LabelProjector":
         if config is None:
-            raise HelloLabelsError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
+            raise BadInputError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
         if not isinstance(config, ProjectorConfig):
             config = ProjectorConfig.from_dict(config, source=f"{model_id}/{CONFIG_FILE}")
         unpinned = not pinned(config.base_pin)
