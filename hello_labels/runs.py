@@ -54,7 +54,8 @@ class RunLock:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                holder = holder if holder.isdigit() else "?"  # the file is anyone's to write: keep one line
                 os.close(fd)
                 raise FolderBusyError(f"{self.what} is being written by another run (pid {holder}): wait for it "
                                       f"to finish or choose another output folder") from None

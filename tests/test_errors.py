@@ -120,3 +120,23 @@ def test_bad_inputs_and_arguments(saved):
         load_teachers(["nonsense"])
     with pytest.raises(BadInputError, match="unknown dtype"):
         projector.save_pretrained(saved.parent / "other", dtype="int3")
+
+
+def test_a_lock_file_that_is_not_a_pid_keeps_the_error_one_line(tmp_path):
+    """The lock file's text goes into the message: before, a holder that wrote ``"1\\nsecond line"`` (any process
+    may write the file) made the CLI's error two lines."""
+    import fcntl
+    import os
+
+    from hello_labels.runs import LOCK_FILE, RunLock
+
+    path = tmp_path / LOCK_FILE
+    path.write_text("1\nsecond line\n")
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(FolderBusyError) as err:
+            RunLock(tmp_path).acquire()
+    finally:
+        os.close(fd)
+    assert "\n" not in str(err.value) and "(pid ?)" in str(err.value)

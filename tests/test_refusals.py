@@ -147,3 +147,14 @@ def test_two_processes_saving_into_one_folder(tmp_path):
         holder.wait()
     p.save_pretrained(folder)  # the lock died with its holder
     assert (folder / "config.json").is_file()
+
+
+def test_refine_input_size_0_is_one_line(tiny_projector, toy_folder, toy_teacher, tmp_path):
+    """Before: a RuntimeError from the resize, after the output folder and its record were created."""
+    from hello_labels.train.refine import RefineConfig, refine
+
+    projector, _ = tiny_projector(toy_folder)
+    with pytest.raises(BadInputError, match="input_size positive"):
+        refine(projector, [toy_teacher[0]], toy_folder, tmp_path / "out", RefineConfig(steps=1, input_size=0),
+               progress=False, device="cpu")
+    assert not (tmp_path / "out").exists()

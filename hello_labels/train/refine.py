@@ -357,8 +357,10 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     cfg = config or RefineConfig()
     if cfg.loss not in LOSSES:
         raise BadInputError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
-    if cfg.steps < 0 or min(cfg.views, cfg.batch_size, cfg.eval_views) <= 0 or not 0 <= cfg.epsilon <= 1:
-        raise BadInputError("steps must be >= 0, views, batch_size and eval_views positive, epsilon in [0, 1]")
+    if cfg.steps < 0 or min(cfg.views, cfg.batch_size, cfg.eval_views, cfg.input_size) <= 0 \
+            or not 0 <= cfg.epsilon <= 1:
+        raise BadInputError("steps must be >= 0, views, batch_size, eval_views and input_size positive, epsilon in "
+                            "[0, 1]")
     if projector.config.input_channels != 3:
         raise BadInputError("refine works on RGB inputs (as ImageFolder loads them); this projector takes "
                             f"{projector.config.input_channels}-channel inputs")
