@@ -180,6 +180,9 @@ def test_a_config_without_a_base_pin_loads_loudly_as_unpinned(saved, tmp_path, c
     with pytest.warns(UnpinnedBaseWarning):
         assert main(["info", str(path)]) == 0
     assert "base weights:   unpinned" in capsys.readouterr().out
+    q.save_pretrained(tmp_path / "resaved")  # as the warning says: the next save pins the base it loaded with
+    assert json.loads((tmp_path / "resaved" / "config.json").read_text())["base_pin"] == saved[0].config.base_pin
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not LabelProjector.from_pretrained(saved[1]).base_unpinned  # a pinned file loads quietly
+        assert not LabelProjector.from_pretrained(tmp_path / "resaved").base_unpinned
