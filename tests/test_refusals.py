@@ -108,7 +108,7 @@ def test_a_0x0_image_is_one_line(tiny_vit_dir, shape):
 
     p = LabelProjector.from_base(f"local-dir:{tiny_vit_dir}", class_names=["a", "b"], templates="simple",
                                  head_rank=2)
-    with pytest.raises(BadInputError, match=r"with H, W > 0, got \["):
+    with pytest.raises(BadInputError, match=r"images must have H, W > 0, got shape \["):
         p(torch.zeros(shape))
     with pytest.raises(BadInputError, match="H, W > 0"):
         TensorImages(torch.zeros(shape[0], 3, *shape[2:]), torch.zeros(shape[0]))

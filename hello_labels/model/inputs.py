@@ -68,9 +68,11 @@ class InputAdapter(nn.Module):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
             raise BadInputError(f"images must be a normalised float tensor [B, {self.in_channels}, H, W], got {kind}")
-        if x.ndim != 4 or x.shape[1] != self.in_channels or 0 in x.shape[2:]:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise BadInputError(
-                f"images must have shape [B, {self.in_channels}, H, W] with H, W > 0, got {list(x.shape)}")
+                f"images must have shape [B, {self.in_channels}, H, W], got {list(x.shape)}")
+        if 0 in x.shape[2:]:
+            raise BadInputError(f"images must have H, W > 0, got shape {list(x.shape)}")
         if x.device != self.scale.device:
             raise BadInputError(f"images are on {x.device} but the projector is on {self.scale.device}: move "
                                 f"one of them (images.to(...) or projector.to(...))")
