@@ -8,12 +8,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import torch
+
+from .errors import BadInputError
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(value) -> bool:
+    """Whether ``value`` is a sha256 hex digest (64 lowercase hex digits): the only shape a name read from a file
+    may take before it becomes part of a path (``"/../../x"`` would leave the folder)."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def _default_mode() -> int:
@@ -31,6 +43,8 @@ def atomic_path(path, suffix: str = "", tmp_dir=None, keep_name: bool = False) -
     ``keep_name`` it is ``<tmp_dir>/.<name>.<random>.tmp/<name>``, a file under the final name, for writers that
     record the file name inside the file (``torch.save`` names its zip archive after it)."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, with a raw IsADirectoryError
+        raise BadInputError(f"{path} is a folder: give a file name to write to")
     path.parent.mkdir(parents=True, exist_ok=True)
     where = Path(tmp_dir) if tmp_dir is not None else path.parent
     where.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .errors import HelloLabelsError, first_line
+from .errors import CorruptFileError, HelloLabelsError, first_line
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -52,7 +52,7 @@ def _check_image(path: str) -> tuple:
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # decode every pixel, as the training loader will
     except Exception as err:
-        raise HelloLabelsError(f"image {path} cannot be read ({first_line(err)}): replace or remove it") from err
+        raise CorruptFileError(f"image {path} cannot be read ({first_line(err)}): replace or remove it") from err
     return len(data), hashlib.sha256(data).hexdigest()
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import HelloLabelsError, first_line
+from .errors import BadInputError, FolderBusyError, HelloLabelsError, first_line
 
 try:
     import fcntl
@@ -22,30 +23,42 @@ except ImportError:  # Windows: no advisory locks; runs are not protected agains
     fcntl = None
 
 LOCK_FILE = ".hello-labels.lock"
+WRITE_CHECK = ".write-check."  # prefix of ensure_writable's probe file (a kill may leave one: .write-check.*.tmp)
+_HELD = {}  # lock path -> id of the thread holding it, which may lock it again (a run's own save)
+_HELD_GUARD = threading.Lock()
 
 
 class RunLock:
     """``with RunLock(folder):`` makes this process the only hello-labels writer of ``folder`` (created if
-    needed); a second one fails at once with a one-line :class:`HelloLabelsError`. The lock file holds the pid."""
+    needed); a second one fails at once with a one-line :class:`FolderBusyError`. The lock file holds the pid.
+    The thread holding it may take it again (``distill`` saving its projector into its locked ``--out``)."""
 
     def __init__(self, folder, what: Optional[str] = None):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
         self.what = what or str(self.folder)
         self._fd: Optional[int] = None
+        self._nested = False  # a re-entry of a lock this thread already holds: releasing it does nothing
+        self._key = ""
 
     def acquire(self) -> "RunLock":
         ensure_writable(self.folder)
+        key = os.path.realpath(self.path)
+        with _HELD_GUARD:
+            if _HELD.get(key) == threading.get_ident():
+                self._nested = True
+                return self
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                holder = holder if holder.isdigit() else "?"  # the file is anyone's to write: keep one line
                 os.close(fd)
-                raise HelloLabelsError(f"{self.what} is being written by another run (pid {holder}): wait for it "
-                                       f"to finish or choose another output folder") from None
+                raise FolderBusyError(f"{self.what} is being written by another run (pid {holder}): wait for it "
+                                      f"to finish or choose another output folder") from None
             except OSError as err:
                 os.close(fd)
                 raise HelloLabelsError(f"cannot lock {self.path} ({first_line(err)})") from err
@@ -57,18 +70,28 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        with _HELD_GUARD:
+            _HELD[key] = threading.get_ident()
+        self._key = key
         return self
 
     def release(self) -> None:
+        if self._nested:
+            self._nested = False
+            return
         if self._fd is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)  # while still locked, so nobody locks the file being removed
-            os.close(self._fd)
-            self._fd = None
+            with _HELD_GUARD:
+                _HELD.pop(self._key, None)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)  # while still locked, so nobody locks the file being removed
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._fd is not None or self._nested
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
@@ -82,12 +105,22 @@ def ensure_writable(folder) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=WRITE_CHECK, suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise HelloLabelsError(f"cannot write to output folder {folder} ({first_line(err)})") from err
+        raise BadInputError(f"cannot write to output folder {folder} ({first_line(err)})") from err
     return folder
+
+
+def check_apart(out, data, what: str = "input folder") -> None:
+    """Refuse an output folder that is ``data``, lies inside it or contains it: the run would write into its own
+    input (an ImageFolder gains a class folder; files read as data get replaced)."""
+    if not isinstance(data, (str, os.PathLike)):
+        return
+    data, out = Path(data).resolve(), Path(out).resolve()
+    if out == data or data in out.parents or out in data.parents:
+        raise BadInputError(f"output folder {out} must lie outside the {what} {data} and not contain it")
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:
@@ -136,4 +169,4 @@ def check_settings(saved: dict, current: dict, lead: str, hint: str, ignore=()) 
     """Raise ``"<lead>: settings differ in N keys [...] (...); <hint>"`` unless ``saved`` equals ``current``."""
     difference = settings_difference(saved, current, ignore)
     if difference:
-        raise HelloLabelsError(f"{lead}: {difference}; {hint}")
+        raise BadInputError(f"{lead}: {difference}; {hint}")

@@ -41,7 +41,7 @@ def _info(args) -> None:
     from ..model.card import card_facts
 
     print(projector)
-    for key, value in card_facts(projector.config, projector.adapter_facts()).items():
+    for key, value in card_facts(projector.config, projector.adapter_facts(), projector.base_unpinned).items():
         print(f"{key + ':':<16}{value}")
     rows = projector.adapter.summary()
     print(f"{'adapter tensors':<48} {'layers':<12} {'rank':>4} {'weights':>7} {'parameters':>11}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 from ..labels.classes import ClassOrder
 from ..labels.export import export_fkd
 from ..labels.targets import StoredTargets, TeacherTargets
@@ -161,8 +161,8 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     if data:
         train_set, test_set = open_images(Path(data) / "train"), open_images(Path(data) / "test")
         if test_set.classes != train_set.classes:
-            raise HelloLabelsError(f"{data}/test has classes {test_set.classes[:3]}..., {data}/train "
-                                   f"{train_set.classes[:3]}...: the two folders must hold the same classes")
+            raise BadInputError(f"{data}/test has classes {test_set.classes[:3]}..., {data}/train "
+                                f"{train_set.classes[:3]}...: the two folders must hold the same classes")
         train, labels = _stack(train_set, s.input_size)
         test, test_labels = _stack(test_set, s.input_size)
         classes = list(train_set.classes)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 
 MIX_TYPES = (None, "cutmix", "mixup")
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
@@ -105,7 +105,7 @@ def draw_mix(mix_type: Optional[str], batch_size: int, height: int, width: int, 
     ``bbox`` holds numpy integers, as SRe2L stores it.
     """
     if mix_type not in MIX_TYPES:
-        raise HelloLabelsError(f"unknown mix type {mix_type!r}; expected one of {list(MIX_TYPES)}")
+        raise BadInputError(f"unknown mix type {mix_type!r}; expected one of {list(MIX_TYPES)}")
     if mix_type is None:
         return None, None, None
     gen = torch.Generator().manual_seed(seed)
@@ -131,7 +131,7 @@ def apply_mix(images: torch.Tensor, mix_type: Optional[str], index, lam, bbox) -
         return images
     index = torch.as_tensor(index, device=images.device).long()
     if index.shape[0] != images.shape[0]:
-        raise HelloLabelsError(f"mix index has {index.shape[0]} entries for a batch of {images.shape[0]}")
+        raise BadInputError(f"mix index has {index.shape[0]} entries for a batch of {images.shape[0]}")
     if mix_type == "mixup":
         return lam * images + (1 - lam) * images[index]
     x1, y1, x2, y2 = (int(v) for v in bbox)
@@ -150,7 +150,7 @@ def mix_weight(mix, size: Optional[Sequence[int]] = None) -> Optional[float]:
     if bbox is None:
         return float(lam)
     if size is None:
-        raise HelloLabelsError("a CutMix batch needs the image size to weight its labels by the pasted area")
+        raise BadInputError("a CutMix batch needs the image size to weight its labels by the pasted area")
     height, width = (int(v) for v in size)
     x1, y1, x2, y2 = (int(v) for v in bbox)
     rows = max(0, min(x2, height) - max(x1, 0))

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import HelloLabelsError, clip
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError
 
 ClassMap = Union[None, str, Path, Dict[str, Union[str, int]]]
 _NUMBERED = re.compile(r"^\D*?(\d+)$")
@@ -31,9 +31,9 @@ def _load_map(class_map: ClassMap) -> Optional[dict]:
     try:
         loaded = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise HelloLabelsError(f"cannot read class map {path}: {clip(str(err), 200)}") from err
+        raise CorruptFileError(f"cannot read class map {path}: {str(err).splitlines()[0][:200]}") from err
     if not isinstance(loaded, dict):
-        raise HelloLabelsError(f"class map {path} must be a JSON object {{folder name: class name or index}}")
+        raise BadInputError(f"class map {path} must be a JSON object {{folder name: class name or index}}")
     return loaded
 
 
@@ -42,15 +42,15 @@ def _by_map(folders: Sequence[str], names: Sequence[str], class_map: dict) -> Li
     index = []
     for folder in folders:
         if folder not in class_map:
-            raise HelloLabelsError(f"class map has no entry for folder '{folder}'")
+            raise BadInputError(f"class map has no entry for folder '{folder}'")
         value = class_map[folder]
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
             index.append(value)
         elif isinstance(value, str) and value in lookup:
             index.append(lookup[value])
         else:
-            raise HelloLabelsError(f"class map sends folder '{folder}' to {value!r}, which is not one of the "
-                                   f"{len(names)} class names or indices")
+            raise BadInputError(f"class map sends folder '{folder}' to {value!r}, which is not one of the "
+                                f"{len(names)} class names or indices")
     return index
 
 
@@ -77,7 +77,7 @@ def class_index(folders: Sequence[str], class_names: Sequence[str], class_map: C
     Raises a one-line :class:`HelloLabelsError` naming the count, or the first names missing on each side."""
     folders, names = [str(f) for f in folders], [str(n) for n in class_names]
     if len(folders) != len(names):
-        raise HelloLabelsError(f"the {what} has {len(folders)} classes but the {owner} has {len(names)}")
+        raise BadInputError(f"the {what} has {len(folders)} classes but the {owner} has {len(names)}")
     class_map = _load_map(class_map)
     if class_map is not None:
         index = _by_map(folders, names, class_map)
@@ -91,12 +91,12 @@ def class_index(folders: Sequence[str], class_names: Sequence[str], class_map: C
             matched = {i for i in found if i is not None}
             extra = [f for f, i in zip(folders, found) if i is None]
             missing = [n for i, n in enumerate(names) if i not in matched]
-            raise HelloLabelsError(f"class names differ: {what} classes not among the {owner}'s: {extra[:3]}; "
-                                   f"{owner} classes not in the {what}: {missing[:3]} (rename the folders or give "
-                                   f"a class map {{folder: class}})")
+            raise BadInputError(f"class names differ: {what} classes not among the {owner}'s: {extra[:3]}; "
+                                f"{owner} classes not in the {what}: {missing[:3]} (rename the folders or give "
+                                f"a class map {{folder: class}})")
     if sorted(index) != list(range(len(names))):
-        raise HelloLabelsError(f"the {what}'s classes do not map one-to-one onto the {owner}'s {len(names)} classes "
-                               f"(folder -> class index: {dict(list(zip(folders, index))[:4])}...)")
+        raise BadInputError(f"the {what}'s classes do not map one-to-one onto the {owner}'s {len(names)} classes "
+                            f"(folder -> class index: {dict(list(zip(folders, index))[:4])}...)")
     return index
 
 
@@ -110,17 +110,17 @@ def subset_index(folders: Sequence[str], class_names: Sequence[str], class_map, 
     folders, names = [str(f) for f in folders], [str(n) for n in class_names]
     if isinstance(class_map, (list, tuple)):
         if len(class_map) != len(folders):
-            raise HelloLabelsError(f"the class map lists {len(class_map)} classes but the {what} has {len(folders)}")
+            raise BadInputError(f"the class map lists {len(class_map)} classes but the {what} has {len(folders)}")
         class_map = dict(zip(folders, class_map))
     loaded = _load_map(class_map)
     if loaded is None:
-        raise HelloLabelsError(f"a class map is needed to place the {what}'s {len(folders)} classes among the "
-                               f"{owner}'s {len(names)}")
+        raise BadInputError(f"a class map is needed to place the {what}'s {len(folders)} classes among the "
+                            f"{owner}'s {len(names)}")
     index = _by_map(folders, names, loaded)
     twice = next((i for k, i in enumerate(index) if i in index[:k]), None)
     if twice is not None:
-        raise HelloLabelsError(f"the class map sends two of the {what}'s classes to the {owner}'s class {twice} "
-                               f"('{names[twice]}')")
+        raise BadInputError(f"the class map sends two of the {what}'s classes to the {owner}'s class {twice} "
+                            f"('{names[twice]}')")
     return index
 
 
@@ -135,11 +135,11 @@ def check_classes(folders: Sequence[str], class_names: Optional[Sequence[str]] =
     index = class_index(folders, class_names, class_map, what) if class_names is not None else None
     if sorted_order and index is not None and index != list(range(len(index))):
         k = next(k for k, i in enumerate(index) if i != k)
-        raise HelloLabelsError(f"the {what}'s folder '{folders[k]}' is class {k} in sorted folder order but class "
-                               f"{index[k]} ('{class_names[index[k]]}') of the projector; SRe2L numbers classes by "
-                               f"sorted folder name, so rename the folders to sort in the projector's class order")
+        raise BadInputError(f"the {what}'s folder '{folders[k]}' is class {k} in sorted folder order but class "
+                            f"{index[k]} ('{class_names[index[k]]}') of the projector; SRe2L numbers classes by "
+                            f"sorted folder name, so rename the folders to sort in the projector's class order")
     if model_classes is not None and model_classes != len(folders):
-        raise HelloLabelsError(f"the {model} outputs {model_classes} classes but the {what} has {len(folders)}")
+        raise BadInputError(f"the {model} outputs {model_classes} classes but the {what} has {len(folders)}")
     return index
 
 

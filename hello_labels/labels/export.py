@@ -8,6 +8,7 @@ resumes (existing files are complete: they were written atomically) and yields t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Iterator, Optional
@@ -15,7 +16,7 @@ from typing import Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import HelloLabelsError, first_line
+from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_write_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
 from ..runs import RunLock, check_settings, ensure_writable
@@ -58,22 +59,22 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
     if is_projector:
         mean, std = projector.config.input_mean, projector.config.input_std
     elif mean is None or std is None:
-        raise HelloLabelsError("exporting from a plain model needs the input mean and std")
+        raise BadInputError("exporting from a plain model needs the input mean and std")
     if epochs <= 0 or batch_size <= 0:
-        raise HelloLabelsError("epochs and batch size must be positive")
+        raise BadInputError("epochs and batch size must be positive")
     images = AugmentedImages(open_images(data), input_size, mean, std, scale=(min_scale, max_scale))
     check_classes(getattr(images.source, "classes", []), projector.config.class_names if is_projector else None,
                   None if is_projector else output_classes(projector.eval(), len(mean), input_size), class_map,
                   model="model", sorted_order=True)  # before anything is written
     out = Path(out_dir)
     side = run_folder(out)
-    with RunLock(side, what=str(out)):
+    with _removed_if_refused(side, out), RunLock(side, what=str(out)):
         ensure_writable(out)
         for folder in (side, out):  # older versions kept their temporaries inside epoch_<e>
             remove_stale_temps(folder)
         if any(p.name.startswith("epoch_") is False for p in out.iterdir()):
             # SRe2L counts every entry of the folder as an epoch: keep it clean
-            raise HelloLabelsError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
+            raise BadInputError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
         settings = {"model": _model_fingerprint(projector, is_projector), "data": source_fingerprint(images.source),
                     "batch_size": batch_size, "mix_type": mix_type, "fp16": fp16, "input_size": input_size,
                     "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,
@@ -83,6 +84,19 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
         _write(projector, is_projector, images, out, side, epochs, batch_size, mix_type, fp16, input_size, fkd_seed,
                seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress)
     return LabelDir.scan(out, seed=fkd_seed)
+
+
+@contextlib.contextmanager
+def _removed_if_refused(*folders: Path):
+    """Folders this call creates are removed again if it stops while they are still empty (a refusal)."""
+    created = [f for f in folders if not f.exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: label files or a settings record to resume from
+                folder.rmdir()
+        raise
 
 
 def run_folder(out) -> Path:
@@ -106,14 +120,14 @@ def _record(path: Path, out: Path, settings: dict, epochs: int) -> None:
         try:
             saved = json.loads(path.read_text())
         except ValueError as err:
-            raise HelloLabelsError(f"settings record {path} is damaged ({first_line(err)}): export into a new "
+            raise CorruptFileError(f"settings record {path} is damaged ({first_line(err)}): export into a new "
                                    f"folder") from err
         check_settings(saved.get("settings", {}), settings, f"{out} holds label files exported with other settings",
                        "rerun with the original settings or export into a new folder")
         epochs = max(epochs, int(saved.get("epochs", 0)))
     elif any(out.glob("epoch_*/batch_*.tar")):
-        raise HelloLabelsError(f"{out} holds label files but no record of their settings ({path}): export into a "
-                               f"new folder")
+        raise BadInputError(f"{out} holds label files but no record of their settings ({path}): export into a "
+                            f"new folder")
     atomic_write_json(path, {"settings": settings, "epochs": epochs})
 
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..errors import HelloLabelsError, first_line
+from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_torch_save
 
 FKD_SEED = 42
@@ -61,12 +61,12 @@ def load_batch(path) -> FKDBatch:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             items = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
-        raise HelloLabelsError(f"label file missing: {path}") from err
+        raise CorruptFileError(f"label file missing: {path}") from err
     except Exception as err:
-        raise HelloLabelsError(f"label file {path} is truncated or not an SRe2L batch file "
+        raise CorruptFileError(f"label file {path} is truncated or not an SRe2L batch file "
                                f"({first_line(err, 160)})") from err
     if not isinstance(items, (list, tuple)) or len(items) not in (6, 7):
-        raise HelloLabelsError(f"label file {path}: expected a list of 6 (SRe2L) or 7 (G-VBSM) elements")
+        raise CorruptFileError(f"label file {path}: expected a list of 6 (SRe2L) or 7 (G-VBSM) elements")
     batch = FKDBatch(*items)
     _validate(batch, path)
     return batch
@@ -74,7 +74,7 @@ def load_batch(path) -> FKDBatch:
 
 def _validate(b: FKDBatch, path) -> None:
     def bad(what):
-        raise HelloLabelsError(f"label file {path}: {what}")
+        raise CorruptFileError(f"label file {path}: {what}")
 
     if not (isinstance(b.soft_label, torch.Tensor) and b.soft_label.ndim == 2 and b.soft_label.is_floating_point()):
         bad("soft_label must be a float tensor [B, C]")
@@ -124,8 +124,8 @@ class SamplerOrder:
 
     def __init__(self, num_images: int, batch_size: int, seed: int = FKD_SEED):
         if num_images <= 0 or batch_size <= 0:
-            raise HelloLabelsError(f"sampler order needs images and a positive batch size; got {num_images} "
-                                   f"images, batch size {batch_size}")
+            raise BadInputError(f"sampler order needs images and a positive batch size; got {num_images} "
+                                f"images, batch size {batch_size}")
         self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
         self.batches_per_epoch = -(-num_images // batch_size)
         self._states = [torch.Generator().manual_seed(seed).get_state()]  # generator state at the start of epoch e
@@ -134,7 +134,7 @@ class SamplerOrder:
     def epoch(self, epoch: int) -> torch.Tensor:
         """Image indices ``[N]`` int64 of ``epoch`` in sampler order."""
         if epoch < 0:
-            raise HelloLabelsError(f"epoch must be >= 0, got {epoch}")
+            raise BadInputError(f"epoch must be >= 0, got {epoch}")
         if self._last[0] == epoch:
             return self._last[1]
         start = min(epoch, len(self._states) - 1)
@@ -151,7 +151,7 @@ class SamplerOrder:
     def batch(self, epoch: int, batch: int) -> List[int]:
         """Image indices of batch ``batch`` of ``epoch``."""
         if not 0 <= batch < self.batches_per_epoch:
-            raise HelloLabelsError(f"batch {batch} out of range: an epoch has {self.batches_per_epoch} batches")
+            raise BadInputError(f"batch {batch} out of range: an epoch has {self.batches_per_epoch} batches")
         return self.epoch(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
 
     def batches(self, epoch: int) -> List[List[int]]:
@@ -199,33 +199,33 @@ class LabelDir:
         """
         path = Path(path)
         if not path.is_dir():
-            raise HelloLabelsError(f"label directory not found: {path}")
+            raise BadInputError(f"label directory not found: {path}")
         found = sorted(int(m.group(1)) for m in map(_EPOCH_RE.match, os.listdir(path)) if m)
         if not found:
-            raise HelloLabelsError(f"{path} holds no epoch_<e> folders: not an SRe2L label directory")
+            raise BadInputError(f"{path} holds no epoch_<e> folders: not an SRe2L label directory")
         if found != list(range(len(found))):
             missing = sorted(set(range(found[-1] + 1)) - set(found))
-            raise HelloLabelsError(f"label directory {path} is incomplete: epochs {missing[:5]} missing")
+            raise CorruptFileError(f"label directory {path} is incomplete: epochs {missing[:5]} missing")
         use = len(found) if epochs is None else epochs
         if use > len(found):
-            raise HelloLabelsError(f"{path} holds {len(found)} epochs, fewer than the {use} asked for")
+            raise BadInputError(f"{path} holds {len(found)} epochs, fewer than the {use} asked for")
         per_epoch = [sorted(int(m.group(1)) for m in map(_BATCH_RE.match, os.listdir(path / f"epoch_{e}")) if m)
                      for e in range(use)]
         count = len(per_epoch[0])
         for e, batches in enumerate(per_epoch):  # an empty file would only fail when training reaches it
             for b in batches:
                 if batch_path(path, e, b).stat().st_size == 0:
-                    raise HelloLabelsError(f"label file {batch_path(path, e, b)} is empty (0 bytes): regenerate it")
+                    raise CorruptFileError(f"label file {batch_path(path, e, b)} is empty (0 bytes): regenerate it")
         for e, batches in enumerate(per_epoch):
             if batches != list(range(count)):
                 expected = set(range(max(count, len(batches))))
                 missing = sorted(expected - set(batches))
-                raise HelloLabelsError(
+                raise CorruptFileError(
                     f"label directory {path} is incomplete: epoch_{e} has {len(batches)} of "
                     f"{max(count, len(batches))} batch files (missing batch_{missing[0] if missing else '?'}.tar); "
                     f"regenerate it or use only the complete epochs (epochs={e})")
         if count == 0:
-            raise HelloLabelsError(f"label directory {path}: epoch_0 holds no batch files")
+            raise CorruptFileError(f"label directory {path}: epoch_0 holds no batch files")
         first, last = load_batch(batch_path(path, 0, 0)), load_batch(batch_path(path, 0, count - 1))
         info = cls(path=path, epochs=use, batches_per_epoch=count, batch_size=len(first),
                    num_images=len(first) * (count - 1) + len(last), num_classes=first.soft_label.shape[1],
@@ -246,11 +246,11 @@ class LabelDir:
         b = load_batch(path)
         expected = self.image_order(epoch, batch)
         if len(b) != len(expected):
-            raise HelloLabelsError(f"label file {path} holds {len(b)} labels; the sampler order expects {len(expected)}")
+            raise CorruptFileError(f"label file {path} holds {len(b)} labels; the sampler order expects {len(expected)}")
         if b.soft_label.shape[1] != self.num_classes:
-            raise HelloLabelsError(f"label file {path} has {b.soft_label.shape[1]} classes, epoch_0 has {self.num_classes}")
+            raise CorruptFileError(f"label file {path} has {b.soft_label.shape[1]} classes, epoch_0 has {self.num_classes}")
         if b.index is not None and b.index.flatten().tolist() != expected:
-            raise HelloLabelsError(f"label file {path}: its image indices disagree with the seed-{self.seed} sampler order")
+            raise CorruptFileError(f"label file {path}: its image indices disagree with the seed-{self.seed} sampler order")
         return b
 
     def fingerprint(self) -> dict:

@@ -9,7 +9,7 @@ from typing import Iterator, List, Optional, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ..errors import HelloLabelsError, first_line
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from ..fingerprint import module_digest, tensor_digest
 from ..seeds import derive_seed
 from .fkd import LabelDir
@@ -105,8 +105,8 @@ class StoredTargets(Targets):
 
     def __init__(self, images: AugmentedImages, labels: LabelDir, mix_type: Optional[str] = None):
         if labels.num_images != len(images):
-            raise HelloLabelsError(f"label directory {labels.path} covers {labels.num_images} images but the image "
-                                   f"folder holds {len(images)}")
+            raise BadInputError(f"label directory {labels.path} covers {labels.num_images} images but the image "
+                                f"folder holds {len(images)}")
         self.images, self.labels = images, labels
         self.mix_type = mix_type
         self.fixed_batch_size = labels.batch_size
@@ -124,9 +124,9 @@ class StoredTargets(Targets):
         mix_type = self.mix_type or ("cutmix" if b.mix_bbox is not None else "mixup" if b.mix_index is not None
                                      else None)
         if b.mix_bbox is not None and max(int(v) for v in b.mix_bbox) > self.images.size:
-            raise HelloLabelsError(f"cutmix box {[int(v) for v in b.mix_bbox]} in epoch_{epoch}/batch_{batch}.tar "
-                                   f"exceeds the input size {self.images.size}: pass the input size the labels "
-                                   f"were generated at")
+            raise BadInputError(f"cutmix box {[int(v) for v in b.mix_bbox]} in epoch_{epoch}/batch_{batch}.tar "
+                                f"exceeds the input size {self.images.size}: pass the input size the labels "
+                                f"were generated at")
         return BatchPlan(step, keys, torch.tensor(indices), (b.mix_index, b.mix_lam, b.mix_bbox), mix_type,
                          targets=b.soft_label.float(), info={"file": (epoch, batch)})
 
@@ -177,14 +177,14 @@ def check_cutmix_size(labels: LabelDir, size: int) -> None:
         x1, y1, x2, y2 = (int(v) for v in bbox)
         largest, scanned = max(largest, x2, y2), scanned + 1
         if largest > size:
-            raise HelloLabelsError(f"cutmix box {[x1, y1, x2, y2]} in epoch_{epoch}/batch_{batch}.tar exceeds the "
-                                   f"input size {size}: pass the input size the labels were generated at")
+            raise BadInputError(f"cutmix box {[x1, y1, x2, y2]} in epoch_{epoch}/batch_{batch}.tar exceeds the "
+                                f"input size {size}: pass the input size the labels were generated at")
         if largest >= reach:
             return
     if scanned:
-        raise HelloLabelsError(f"no cutmix box in the first {scanned} label files of {labels.path} reaches beyond "
-                               f"{largest} px, but SRe2L's boxes touch the image border: the labels were made at "
-                               f"about {largest} px, not the input size {size}; pass --input-size {largest}")
+        raise BadInputError(f"no cutmix box in the first {scanned} label files of {labels.path} reaches beyond "
+                            f"{largest} px, but SRe2L's boxes touch the image border: the labels were made at "
+                            f"about {largest} px, not the input size {size}; pass --input-size {largest}")
 
 
 class ImageLabelTargets(Targets):
@@ -196,7 +196,7 @@ class ImageLabelTargets(Targets):
                  description: str = "per-image labels"):
         labels = torch.as_tensor(labels).float()
         if labels.ndim != 2 or labels.shape[0] != len(images):
-            raise HelloLabelsError(f"per-image labels must be [N={len(images)}, C]; got {list(labels.shape)}")
+            raise BadInputError(f"per-image labels must be [N={len(images)}, C]; got {list(labels.shape)}")
         self.images, self.labels, self.seed = images, labels, seed
         self.mix_type, self.description = None, description
 
@@ -235,7 +235,7 @@ def load_image_labels(path: str) -> torch.Tensor:
     import numpy as np
 
     if not os.path.isfile(path):
-        raise HelloLabelsError(f"label file not found: {path}")
+        raise BadInputError(f"label file not found: {path}")
     try:
         if path.endswith(".npy"):
             labels = torch.from_numpy(np.load(path, allow_pickle=False))
@@ -244,14 +244,14 @@ def load_image_labels(path: str) -> torch.Tensor:
 
             tensors = load_file(path)
             if len(tensors) != 1:
-                raise HelloLabelsError(f"{path} must hold exactly one tensor, holds {sorted(tensors)}")
+                raise CorruptFileError(f"{path} must hold exactly one tensor, holds {sorted(tensors)}")
             labels = next(iter(tensors.values()))
         else:
             labels = torch.load(path, map_location="cpu", weights_only=True)
     except HelloLabelsError:
         raise
     except Exception as err:
-        raise HelloLabelsError(f"cannot read label file {path} ({first_line(err)})") from err
+        raise CorruptFileError(f"cannot read label file {path} ({first_line(err)})") from err
     if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or not labels.is_floating_point():
-        raise HelloLabelsError(f"{path} must hold one float tensor [N, C] of soft labels")
+        raise CorruptFileError(f"{path} must hold one float tensor [N, C] of soft labels")
     return labels.float()

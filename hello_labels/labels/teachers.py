@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import HelloLabelsError, clip, first_line
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, clip, first_line
 from ..model.bases import import_object
 
 
@@ -22,7 +22,7 @@ def load_state_dict(path: str) -> dict:
     """A state dict from safetensors or a ``torch.save`` file (``weights_only=True``), unwrapping the usual
     ``{"state_dict": ...}`` / ``{"model": ...}`` containers and DataParallel's ``module.`` prefix."""
     if not os.path.isfile(path):
-        raise HelloLabelsError(f"teacher checkpoint not found: {path}")
+        raise BadInputError(f"teacher checkpoint not found: {path}")
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -31,12 +31,12 @@ def load_state_dict(path: str) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise HelloLabelsError(f"cannot read teacher checkpoint {path} ({first_line(err)})") from err
+        raise CorruptFileError(f"cannot read teacher checkpoint {path} ({first_line(err)})") from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise HelloLabelsError(f"teacher checkpoint {path} holds no state dict of tensors")
+        raise CorruptFileError(f"teacher checkpoint {path} holds no state dict of tensors")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
@@ -51,7 +51,7 @@ def build_teacher(source: str, name: str, num_classes: Optional[int] = None,
         import timm
 
         if not timm.is_model(name):
-            raise HelloLabelsError(f"unknown timm teacher '{name}' (see timm.list_models())")
+            raise BadInputError(f"unknown timm teacher '{name}' (see timm.list_models())")
         try:
             return timm.create_model(name, pretrained=pretrained, **kwargs)
         except Exception as err:
@@ -61,7 +61,7 @@ def build_teacher(source: str, name: str, num_classes: Optional[int] = None,
         import torchvision
 
         if name not in torchvision.models.list_models():
-            raise HelloLabelsError(f"unknown torchvision teacher '{name}'")
+            raise BadInputError(f"unknown torchvision teacher '{name}'")
         try:
             return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, **kwargs)
         except Exception as err:
@@ -76,18 +76,18 @@ def load_teacher(spec: str, num_classes: Optional[int] = None) -> nn.Module:
     name, _, checkpoint = rest.partition("@")
     model = build_teacher(source, name, num_classes, pretrained=not checkpoint)
     if model is None:
-        raise HelloLabelsError(f"teacher '{spec}': expected timm:NAME, torchvision:NAME, NAME@checkpoint or "
-                               f"module:pkg.mod:fn")
+        raise BadInputError(f"teacher '{spec}': expected timm:NAME, torchvision:NAME, NAME@checkpoint or "
+                            f"module:pkg.mod:fn")
     if checkpoint:
         try:
             missing, unexpected = model.load_state_dict(load_state_dict(checkpoint), strict=False)
         except RuntimeError as err:  # shape mismatches
             detail = " ".join(str(err).split())[:240]
-            raise HelloLabelsError(f"teacher checkpoint {checkpoint} does not fit {name} "
-                                   f"(num_classes={num_classes}): {detail}") from err
+            raise BadInputError(f"teacher checkpoint {checkpoint} does not fit {name} "
+                                f"(num_classes={num_classes}): {detail}") from err
         if missing or unexpected:
-            raise HelloLabelsError(f"teacher checkpoint {checkpoint} does not fit {name}: missing {missing[:3]}, "
-                                   f"unexpected {unexpected[:3]}")
+            raise BadInputError(f"teacher checkpoint {checkpoint} does not fit {name}: missing {missing[:3]}, "
+                                f"unexpected {unexpected[:3]}")
     return model.eval().requires_grad_(False)
 
 
@@ -97,10 +97,10 @@ class TeacherEnsemble(nn.Module):
     def __init__(self, teachers: Sequence[nn.Module], weights: Optional[Sequence[float]] = None):
         super().__init__()
         if not teachers:
-            raise HelloLabelsError("no teacher given")
+            raise BadInputError("no teacher given")
         weights = [1.0] * len(teachers) if weights is None else list(weights)
         if len(weights) != len(teachers) or any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise HelloLabelsError(f"teacher weights {weights} must be {len(teachers)} non-negative numbers")
+            raise BadInputError(f"teacher weights {weights} must be {len(teachers)} non-negative numbers")
         self.teachers = nn.ModuleList(teachers)
         self.register_buffer("weights", torch.tensor(weights) / sum(weights), persistent=False)
 

@@ -15,7 +15,7 @@ from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from ..seeds import derive_seed
 from .augment import crop_flip, draw_crop, draw_mix, normalize
@@ -26,9 +26,9 @@ class TensorImages(Dataset):
 
     def __init__(self, images: torch.Tensor, labels, classes: Optional[Sequence[str]] = None):
         labels = torch.as_tensor(labels).long()
-        if images.ndim != 4 or images.shape[0] != labels.shape[0]:
-            raise HelloLabelsError(f"images must be [N, C, H, W] with N labels; got {list(images.shape)} and "
-                                   f"{list(labels.shape)}")
+        if images.ndim != 4 or images.shape[0] != labels.shape[0] or 0 in images.shape[2:]:
+            raise BadInputError(f"images must be [N, C, H, W] with N labels and H, W > 0; got {list(images.shape)} "
+                                f"and {list(labels.shape)}")
         self.images, self.labels = images, labels
         self.classes = list(classes) if classes is not None else [str(c) for c in range(int(labels.max()) + 1)]
 
@@ -46,17 +46,17 @@ def open_images(data, labels=None, classes=None) -> Dataset:
         return data
     if isinstance(data, torch.Tensor):
         if labels is None:
-            raise HelloLabelsError("tensor images need labels")
+            raise BadInputError("tensor images need labels")
         return TensorImages(data, labels, classes)
     from torchvision.datasets import ImageFolder
 
     path = Path(data)
     if not path.is_dir():
-        raise HelloLabelsError(f"image folder not found: {path}")
+        raise BadInputError(f"image folder not found: {path}")
     try:
         return ImageFolder(str(path))
     except (FileNotFoundError, RuntimeError) as err:
-        raise HelloLabelsError(f"{path} is not an ImageFolder tree (class sub-folders of images): {err}") from err
+        raise BadInputError(f"{path} is not an ImageFolder tree (class sub-folders of images): {err}") from err
 
 
 def class_names_for(source, names: Union[None, str, Sequence[str]] = None) -> list:
@@ -68,10 +68,10 @@ def class_names_for(source, names: Union[None, str, Sequence[str]] = None) -> li
     elif isinstance(names, str) and names != "imagenet":
         path = Path(names)
         if not path.is_file():
-            raise HelloLabelsError(f"class-name file not found: {path}")
+            raise BadInputError(f"class-name file not found: {path}")
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if folder and not isinstance(names, str) and len(names) != len(folder):
-        raise HelloLabelsError(f"{len(names)} class names given but the image folder has {len(folder)} classes")
+        raise BadInputError(f"{len(names)} class names given but the image folder has {len(folder)} classes")
     return names
 
 
@@ -81,6 +81,8 @@ class AugmentedImages(Dataset):
     def __init__(self, source: Dataset, size: int, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, scale: Tuple[float, float] = (0.08, 1.0),
                  ratio: Tuple[float, float] = (3 / 4, 4 / 3), interpolation: str = "bilinear"):
+        if int(size) <= 0:  # crops to 0 px would fail mid-run, in a resize deep inside a worker
+            raise BadInputError(f"input size must be a positive number of pixels, got {size}")
         self.source, self.size = source, int(size)
         self.mean, self.std = tuple(mean), tuple(std)
         self.scale, self.ratio, self.interpolation = tuple(scale), tuple(ratio), interpolation
@@ -99,7 +101,7 @@ class AugmentedImages(Dataset):
             coords, flip = draw_crop(image, self.scale, self.ratio, seed=int(rest[0]))
         view = crop_flip(image, coords, flip, self.size, self.interpolation)
         if len(self.mean) != view.shape[0]:
-            raise HelloLabelsError(f"images have {view.shape[0]} channels but mean/std give {len(self.mean)}")
+            raise BadInputError(f"images have {view.shape[0]} channels but mean/std give {len(self.mean)}")
         return normalize(view, self.mean, self.std), label, flip, coords
 
 
@@ -148,7 +150,7 @@ def stream_plans(num_images: int, batch_size: int, seed: int, start_step: int, n
     ``(seed, "mix", step, rank)``.
     """
     if num_images <= 0:
-        raise HelloLabelsError("no images to draw batches from")
+        raise BadInputError("no images to draw batches from")
     global_batch = batch_size * world_size
     perms: Dict[int, torch.Tensor] = {}
 

@@ -116,7 +116,9 @@ def _fidelity(meta: dict) -> Optional[str]:
             f"({f['views']} {kind} views)")
 
 
-def _base_weights(config) -> str:
+def _base_weights(config, unpinned: bool) -> str:
+    if unpinned:
+        return "unpinned in the file it was loaded from (not checked)"
     pin, source = config.base_pin or {}, weights_source(config.base)
     if pin.get("weights_sha256"):
         return f"{source}; file {pin.get('weights_file')} sha256 {pin['weights_sha256']}"
@@ -124,12 +126,13 @@ def _base_weights(config) -> str:
     return f"{source}; " + (f"{where}; " if where else "") + f"tensors sha256 {pin.get('tensors_sha256', '?')}"
 
 
-def card_facts(config, adapter: AdapterFacts) -> Dict[str, str]:
+def card_facts(config, adapter: AdapterFacts, unpinned: bool = False) -> Dict[str, str]:
     """The key facts of a projector, one line each, the input contract first: input, base, base weights,
-    base_model, classes, teacher, data, fidelity, adapter (file bytes), head (rank as built), LoRA, license."""
+    base_model, classes, teacher, data, fidelity, adapter (file bytes), head (rank as built), LoRA, license.
+    ``unpinned``: the projector came from a file without a base pin (``LabelProjector.base_unpinned``)."""
     meta, names = config.metadata, config.class_names
     facts = {"input": input_contract(config, adapter.image_size), "base": _base_name(config.base),
-             "base weights": _base_weights(config), "base_model": base_model_id(config) or "-",
+             "base weights": _base_weights(config, unpinned), "base_model": base_model_id(config) or "-",
              "classes": f"{len(names)} ({', '.join(names[:5])}{', …' if len(names) > 5 else ''})",
              "teacher": _teacher(meta), "data": _dataset(meta), "fidelity": _fidelity(meta) or "not measured",
              "adapter": f"{adapter.parameters:,} parameters, adapter.safetensors {adapter.file_bytes:,} bytes "

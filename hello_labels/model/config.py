@@ -18,15 +18,17 @@ Unknown keys, wrong types, invalid JSON or a non-object are refused in one line 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..errors import HelloLabelsError
+from ..errors import CorruptFileError, HelloLabelsError
+from ..files import is_sha256
 from ..version import __version__
 from .bases import check_spec
-from .heads import HEAD_INITS
+from .heads import HEAD_INITS, is_template
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 from .quantize import QUANTIZED
 
@@ -74,7 +76,7 @@ def read_config(path: str) -> ProjectorConfig:
             data = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         detail = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
-        raise HelloLabelsError(f"{path} is not valid JSON ({detail})") from err
+        raise CorruptFileError(f"{path} is not valid JSON ({detail})") from err
     return ProjectorConfig.from_dict(data, source=str(path))
 
 
@@ -83,8 +85,8 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _is_num(v) -> bool:  # JSON's NaN / Infinity are not numbers a projector can use
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
 
 
 def _list_of(check, n=None):
@@ -99,7 +101,7 @@ _FIELDS = {
     "base": (lambda v: isinstance(v, dict), "an object", True),
     "class_names": (lambda v: _list_of(_str)(v) and len(v) > 0, "a non-empty list of strings", True),
     "head_init": (lambda v: v in HEAD_INITS, f"one of {list(HEAD_INITS)}", True),
-    "templates": (_opt(_list_of(lambda t: isinstance(t, str) and "{}" in t)), "a list of strings with '{}'", False),
+    "templates": (_opt(_list_of(is_template)), "a list of strings that format one class name with '{}'", False),
     "head_rank": (lambda v: _is_int(v) and v >= 0, "a non-negative integer", True),
     "head_alpha": (_opt(_is_num), "a number or null", True),
     "lora": (_list_of(lambda t: isinstance(t, dict)), "a list of LoRA target objects", True),
@@ -117,7 +119,7 @@ _FIELDS = {
     "format_version": (lambda v: _is_int(v) and v >= 1, "a positive integer", False),
     "base_pin": (_opt(lambda v: isinstance(v, dict) and all(isinstance(x, (str, type(None))) for x in v.values())),
                  "an object of strings", False),
-    "adapter_sha256": (_opt(lambda v: isinstance(v, str) and len(v) == 64), "a sha256 hex string", False),
+    "adapter_sha256": (_opt(is_sha256), "64 lowercase hex digits (a sha256)", False),
 }
 assert set(_FIELDS) == {f.name for f in fields(ProjectorConfig)}
 
@@ -141,43 +143,43 @@ def _major(version) -> Optional[int]:
 
 
 def check_config(data, source: str = "projector config") -> None:
-    """Raise a one-line :class:`HelloLabelsError` unless ``data`` is a config this version can read exactly."""
+    """Raise a one-line :class:`CorruptFileError` unless ``data`` is a config this version can read exactly."""
     if not isinstance(data, dict):
-        raise HelloLabelsError(f"{source}: expected a JSON object, got {_short(data)}")
+        raise CorruptFileError(f"{source}: expected a JSON object, got {_short(data)}")
     if "base" not in data and "class_names" not in data:
-        raise HelloLabelsError(f"{source}: not a hello-labels projector config (no 'base' nor 'class_names')")
+        raise CorruptFileError(f"{source}: not a hello-labels projector config (no 'base' nor 'class_names')")
     version = data.get("format_version")
     if _is_int(version) and version > FORMAT_VERSION:
-        raise HelloLabelsError(f"{source}: format_version {version} was written by a newer hello-labels "
+        raise CorruptFileError(f"{source}: format_version {version} was written by a newer hello-labels "
                                f"({data.get('library_version', '?')}); this is {__version__}, which reads "
                                f"format {FORMAT_VERSION}: upgrade hello-labels")
     if "format_version" not in data and _major(data.get("library_version", "0")) != 0:
-        raise HelloLabelsError(f"{source}: no format_version, and library_version "
+        raise CorruptFileError(f"{source}: no format_version, and library_version "
                                f"{_short(data.get('library_version'))} is not a 0.x hello-labels: cannot read it")
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise HelloLabelsError(f"{source}: unknown keys {unknown} (a newer or foreign format?)")
+        raise CorruptFileError(f"{source}: unknown keys {unknown} (a newer or foreign format?)")
     required = [k for k, (_, _, req) in _FIELDS.items() if req]
     if data.get("head_init") == "text":
         required.append("templates")
     missing = [k for k in required if k not in data]
     if missing:
-        raise HelloLabelsError(f"{source}: missing {missing}: these change the projector's outputs, so they "
+        raise CorruptFileError(f"{source}: missing {missing}: these change the projector's outputs, so they "
                                f"must be stated")
     for key, value in data.items():
         test, what, _ = _FIELDS[key]
         if not test(value) or (key == "templates" and data["head_init"] == "text" and not value):
-            raise HelloLabelsError(f"{source}: '{key}' must be {what}, got {_short(value)}")
+            raise CorruptFileError(f"{source}: '{key}' must be {what}, got {_short(value)}")
     if len(data["input_mean"]) != data["input_channels"] or len(data["input_std"]) != data["input_channels"]:
-        raise HelloLabelsError(f"{source}: input_mean/input_std need {data['input_channels']} values "
+        raise CorruptFileError(f"{source}: input_mean/input_std need {data['input_channels']} values "
                                f"(input_channels), got {data['input_mean']} / {data['input_std']}")
     check_spec(data["base"], source)  # the base kind's own schema (bases.BASE_KINDS)
     for i, target in enumerate(data["lora"]):
         missing = [k for k in ("pattern", "rank") if k not in target]
         unknown = sorted(set(target) - set(_LORA))
         if missing or unknown:
-            raise HelloLabelsError(f"{source}: lora[{i}] " + (f"lacks {missing}" if missing else f"has unknown keys {unknown}"))
+            raise CorruptFileError(f"{source}: lora[{i}] " + (f"lacks {missing}" if missing else f"has unknown keys {unknown}"))
         for key, value in target.items():
             test, what = _LORA[key]
             if not test(value):
-                raise HelloLabelsError(f"{source}: lora[{i}] '{key}' must be {what}, got {_short(value)}")
+                raise CorruptFileError(f"{source}: lora[{i}] '{key}' must be {what}, got {_short(value)}")

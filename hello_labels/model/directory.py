@@ -2,7 +2,8 @@
 
 The layout is the one users and the Hub expect: ``config.json`` + ``adapter.safetensors`` + ``README.md``.
 Three files cannot be replaced at once, so ``config.json`` is the single commit point: it records the sha256 of
-the adapter file it was saved with (``adapter_sha256``). A save
+the adapter file it was saved with (``adapter_sha256``). A save holds the folder's lock
+(:class:`~hello_labels.runs.RunLock`: a second save or run into it meanwhile fails with ``FolderBusyError``) and
 
 1. finishes a save that was killed after its commit (renames that save's staged adapter into place);
 2. writes the new adapter as ``.adapter-<sha256>.safetensors`` (temporary file, fsync, rename);
@@ -33,8 +34,9 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from ..errors import HelloLabelsError
-from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir
+from ..errors import CorruptFileError
+from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256
+from ..runs import WRITE_CHECK, RunLock
 from .quantize import dequantize_adapter
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -46,11 +48,14 @@ SHA_KEY = "adapter_sha256"  # in config.json: the sha256 of the adapter file it 
 RUN_FILES = ("metrics.json", "train_state.pt")  # distill's; they describe the adapter in train_state.pt
 _LEFTOVERS = (".adapter-*.safetensors", "..adapter-*.safetensors.*.tmp", f".{CONFIG_FILE}.*.tmp",
               f".{CARD_FILE}.*.tmp", f".{ADAPTER_FILE}.*.tmp",
-              f".{PLOT_FILE}.*.tmp")
+              f".{PLOT_FILE}.*.tmp", f"{WRITE_CHECK}*.tmp")
 
 
 def staged_name(sha256: str) -> str:
-    """The name under which an adapter with this sha256 waits for its commit."""
+    """The name under which an adapter with this sha256 waits for its commit. ``sha256`` comes from a file, so
+    anything but 64 hex digits is refused before it becomes a path (:class:`CorruptFileError`)."""
+    if not is_sha256(sha256):
+        raise CorruptFileError(f"{CONFIG_FILE}: '{SHA_KEY}' must be 64 hex digits, got {str(sha256)[:80]!r}")
     return f".adapter-{sha256}.safetensors"
 
 
@@ -67,7 +72,11 @@ def save_projector(directory, config: dict, blob: bytes, card: str,
     ``plot``, PNG bytes; see the module docstring for the order of steps). ``adapter``: the tensors as trained
     (before any dtype cast), to tell whether the folder's run files describe them."""
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(folder, what=f"projector folder {folder}"):  # two saves at once would delete each other's files
+        _save_locked(folder, config, blob, card, adapter, plot)
+
+
+def _save_locked(folder: Path, config: dict, blob: bytes, card: str, adapter, plot) -> None:
     _finish_committed(folder)
     sha256 = hashlib.sha256(blob).hexdigest()
     staged = folder / staged_name(sha256)
@@ -108,10 +117,10 @@ def read_adapter(model_id: str, sha256: Optional[str],
         path = resolve(ADAPTER_FILE)
         data = _read(path)
         if data is None:
-            raise HelloLabelsError(f"adapter file missing: {path}")
+            raise CorruptFileError(f"adapter file missing: {path}")
     tensors = _parse(data, path)
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-        raise HelloLabelsError(f"adapter file {path} is not the one {CONFIG_FILE} was saved with (sha256 "
+        raise CorruptFileError(f"adapter file {path} is not the one {CONFIG_FILE} was saved with (sha256 "
                                f"{hashlib.sha256(data).hexdigest()[:12]}…, config says {sha256[:12]}…): save the "
                                f"projector again, or copy both files from one save")
     return tensors, path
@@ -125,7 +134,7 @@ def _finish_committed(folder: Path) -> None:
         sha256 = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get(SHA_KEY)
     except (OSError, ValueError, AttributeError):
         return
-    staged = folder / staged_name(sha256) if isinstance(sha256, str) else None
+    staged = folder / staged_name(sha256) if is_sha256(sha256) else None  # a bad name is the load's to report
     if staged is not None and staged.is_file():
         os.replace(staged, folder / ADAPTER_FILE)
         fsync_dir(folder)
@@ -173,5 +182,9 @@ def _parse(data: bytes, path: str) -> Dict[str, torch.Tensor]:
         tensors = load(data)
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
-    return dequantize_adapter(tensors, header.get("__metadata__") or {})  # int8 / 4-bit files: float32 again
+        raise CorruptFileError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
+    tensors = dequantize_adapter(tensors, header.get("__metadata__") or {})  # int8 / 4-bit files: float32 again
+    bad = sorted(name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
+    if bad:  # a NaN or inf weight would make every label NaN (or silently saturate a softmax)
+        raise CorruptFileError(f"adapter file {path}: tensors {bad[:3]} hold NaN or infinite values")
+    return tensors

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import CorruptFileError, HelloLabelsError
 
 NAME = "hello-labels:efficientnet-lite0"
 ARCH = "tf_efficientnet_lite0"
@@ -55,7 +55,7 @@ def to_timm(state: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch
             else:
                 new = [_TOP[parts[0]], *parts[1:]]
         except (KeyError, IndexError, ValueError):
-            raise HelloLabelsError(f"{NAME}: unexpected tensor '{key}' in the weights file") from None
+            raise CorruptFileError(f"{NAME}: unexpected tensor '{key}' in the weights file") from None
         renamed[".".join(new)] = tensor
     return renamed
 
@@ -71,7 +71,7 @@ def efficientnet_lite0(pretrained: bool = True) -> Tuple[nn.Module, Optional[str
         state = torch.load(path, map_location="cpu", weights_only=True)
         missing, unexpected = model.load_state_dict(to_timm(state, model), strict=False)
         if missing or unexpected:
-            raise HelloLabelsError(f"{NAME}: weights file {path} does not fit {ARCH} (missing {missing[:3]}, "
+            raise CorruptFileError(f"{NAME}: weights file {path} does not fit {ARCH} (missing {missing[:3]}, "
                                    f"unexpected {unexpected[:3]})")
     model.reset_classifier(0)
     return model.eval(), path

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 from ..files import atomic_save_safetensors
 from .bases import Base
 
@@ -36,6 +36,15 @@ class ClassifierHead(nn.Module):
         return self.logit_scale.exp() * F.linear(features, self.weight) + self.bias
 
 
+def is_template(template) -> bool:
+    """Whether ``template`` is a prompt ``str.format`` fills with one class name (``"a photo of a {}."``); a
+    stray brace or a second field (``"{} {}"``, ``"{x}"``) would fail only when the head is built."""
+    try:
+        return isinstance(template, str) and "{}" in template and isinstance(template.format("x"), str)
+    except (IndexError, KeyError, ValueError, AttributeError):
+        return False
+
+
 def resolve_templates(templates) -> list:
     """Prompt templates as ``str.format`` strings: a list of them, or ``"openai"`` (80) / ``"simple"`` (7),
     open_clip's ImageNet sets."""
@@ -46,11 +55,13 @@ def resolve_templates(templates) -> list:
         templates = "openai"
     if isinstance(templates, str):
         if templates not in named:
-            raise HelloLabelsError(f"unknown template set '{templates}'; use 'openai', 'simple' or a list")
+            raise BadInputError(f"unknown template set '{templates}'; use 'openai', 'simple' or a list")
         return [t("{}") for t in named[templates]]
     templates = list(templates)
-    if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
-        raise HelloLabelsError("templates must be non-empty strings each containing '{}'")
+    bad = [t for t in templates if not is_template(t)]
+    if not templates or bad:
+        raise BadInputError(f"templates must be strings that format one class name with '{{}}'"
+                            + (f", got {str(bad[0])[:60]!r}" if bad else ", got none"))
     return templates
 
 
@@ -58,13 +69,13 @@ def resolve_class_names(class_names) -> list:
     """A list of class names, or ``"imagenet"`` for open_clip's 1000 ImageNet class names."""
     if isinstance(class_names, str):
         if class_names != "imagenet":
-            raise HelloLabelsError(f"class_names must be a list or 'imagenet', got '{class_names}'")
+            raise BadInputError(f"class_names must be a list or 'imagenet', got '{class_names}'")
         import open_clip
 
         return list(open_clip.IMAGENET_CLASSNAMES)
     class_names = [str(c) for c in class_names]
     if not class_names:
-        raise HelloLabelsError("class_names is empty")
+        raise BadInputError("class_names is empty")
     return class_names
 
 
@@ -91,7 +102,7 @@ def text_weights(base: Base, class_names: Sequence[str], templates: Sequence[str
         except Exception:
             pass  # a damaged cache entry is rebuilt below
     if not base.has_text_tower:
-        raise HelloLabelsError("head_init='text' needs an open_clip base with a text tower")
+        raise BadInputError("head_init='text' needs an open_clip base with a text tower")
     import open_clip
 
     device = next(base.encoder.parameters()).device
@@ -110,10 +121,10 @@ def prototype_weights(base: Base, images: torch.Tensor, labels: torch.Tensor, nu
     so through ``transform``, applied per batch."""
     labels = torch.as_tensor(labels).long()
     if images.shape[0] != labels.shape[0]:
-        raise HelloLabelsError(f"prototype images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in number")
+        raise BadInputError(f"prototype images ({images.shape[0]}) and labels ({labels.shape[0]}) differ in number")
     missing = sorted(set(range(num_classes)) - set(labels.tolist()))
     if missing:
-        raise HelloLabelsError(f"prototype init needs at least one image per class; none for classes {missing[:10]}")
+        raise BadInputError(f"prototype init needs at least one image per class; none for classes {missing[:10]}")
     sums = torch.zeros(num_classes, base.feature_dim)
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):

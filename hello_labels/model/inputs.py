@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,13 +41,13 @@ class InputAdapter(nn.Module):
                  interpolation: str = "bilinear"):
         super().__init__()
         if in_channels not in (1, 3):
-            raise HelloLabelsError(f"input_channels must be 1 or 3, got {in_channels}")
+            raise BadInputError(f"input_channels must be 1 or 3, got {in_channels}")
         if len(in_mean) != in_channels or len(in_std) != in_channels:
-            raise HelloLabelsError(f"input_mean/input_std need {in_channels} values, got {list(in_mean)} / {list(in_std)}")
+            raise BadInputError(f"input_mean/input_std need {in_channels} values, got {list(in_mean)} / {list(in_std)}")
         if any(s <= 0 for s in in_std):
-            raise HelloLabelsError(f"input_std must be positive, got {list(in_std)}")
+            raise BadInputError(f"input_std must be positive, got {list(in_std)}")
         if interpolation not in INTERPOLATIONS:
-            raise HelloLabelsError(f"unknown interpolation '{interpolation}'")
+            raise BadInputError(f"unknown interpolation '{interpolation}'")
         self.in_channels = in_channels
         self.size = tuple(size)
         self.interpolation = interpolation
@@ -67,13 +67,15 @@ class InputAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise HelloLabelsError(f"images must be a normalised float tensor [B, {self.in_channels}, H, W], got {kind}")
+            raise BadInputError(f"images must be a normalised float tensor [B, {self.in_channels}, H, W], got {kind}")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise HelloLabelsError(
+            raise BadInputError(
                 f"images must have shape [B, {self.in_channels}, H, W], got {list(x.shape)}")
+        if 0 in x.shape[2:]:
+            raise BadInputError(f"images must have H, W > 0, got shape {list(x.shape)}")
         if x.device != self.scale.device:
-            raise HelloLabelsError(f"images are on {x.device} but the projector is on {self.scale.device}: move "
-                                   f"one of them (images.to(...) or projector.to(...))")
+            raise BadInputError(f"images are on {x.device} but the projector is on {self.scale.device}: move "
+                                f"one of them (images.to(...) or projector.to(...))")
         x = x.to(self.scale.dtype)  # fp16/bf16 input runs at the projector's dtype
         if self.check_range and x.shape[0] > 0 and not _compiling():
             self._check_range(x)
@@ -84,6 +86,9 @@ class InputAdapter(nn.Module):
             kwargs = {"antialias": True} if self.interpolation in ("bilinear", "bicubic") else {}
             if self.interpolation in ("bilinear", "bicubic"):
                 kwargs["align_corners"] = False
+            if kwargs and x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+                # CPU kernels have no fp16/bf16 antialiased resize: resize in float32, go on at the given dtype
+                return F.interpolate(x.float(), size=self.size, mode=self.interpolation, **kwargs).to(x.dtype)
             x = F.interpolate(x, size=self.size, mode=self.interpolation, **kwargs)
         return x
 
@@ -95,7 +100,7 @@ class InputAdapter(nn.Module):
             if ((low >= self.low) & (high <= self.high)).all().item():
                 return
             lo, hi = low.min().item(), high.max().item()
-        raise HelloLabelsError(
+        raise BadInputError(
             f"images range from {lo:.4g} to {hi:.4g}, outside what pixels in [0, 1] normalised with input_mean "
             f"{self.norm[0]} / input_std {self.norm[1]} can give (with a margin of {PIXEL_MARGIN:g}: "
             f"[{self.low.min().item():.3g}, {self.high.max().item():.3g}]): 0-255 input, or normalised twice? Feed "

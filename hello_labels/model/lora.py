@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 
 
 @dataclass
@@ -44,9 +44,9 @@ class LoRATarget:
         if isinstance(spec, dict):
             unknown = set(spec) - set(cls.__dataclass_fields__)
             if unknown:
-                raise HelloLabelsError(f"LoRA target {spec}: unknown keys {sorted(unknown)}")
+                raise BadInputError(f"LoRA target {spec}: unknown keys {sorted(unknown)}")
             return cls(**spec)
-        raise HelloLabelsError(f"LoRA target must be a pattern string or a dict, got {type(spec).__name__}")
+        raise BadInputError(f"LoRA target must be a pattern string or a dict, got {type(spec).__name__}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,10 +65,10 @@ class LoRA(nn.Module):
         super().__init__()
         fan_out, fan_in = shape[0], math.prod(shape[1:])
         if rank < 1:
-            raise HelloLabelsError(f"LoRA rank of '{name}' must be >= 1, got {rank}")
+            raise BadInputError(f"LoRA rank of '{name}' must be >= 1, got {rank}")
         self.rank = min(rank, fan_out, fan_in)
         if self.rank < rank and alpha is not None:
-            raise HelloLabelsError(
+            raise BadInputError(
                 f"LoRA rank {rank} of '{name}' exceeds its largest possible rank {self.rank} (weight "
                 f"{list(shape)}) while alpha={alpha} is set: give rank <= {self.rank} or leave alpha unset")
         self.scale = (alpha if alpha is not None else self.rank) / self.rank
@@ -126,7 +126,7 @@ def add_lora(model: nn.Module, targets: Iterable) -> Dict[str, LoRA]:
     targets = [LoRATarget.parse(t) for t in targets]
     chosen = find_targets(model, targets)
     if targets and not chosen:
-        raise HelloLabelsError(f"LoRA targets {[t.pattern for t in targets]} match no weight of the base model")
+        raise BadInputError(f"LoRA targets {[t.pattern for t in targets]} match no weight of the base model")
     loras: Dict[str, LoRA] = {}
     for name, target in chosen.items():
         owner, attr = _owner(model, name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError
 from ..version import __version__
 from . import directory, hub
 from .adapter import Adapter, default_lora_targets
@@ -47,6 +48,15 @@ from .quantize import QUANTIZED, quantize_adapter, quantized_bytes
 log = logging.getLogger(__name__)
 
 
+class UnpinnedBaseWarning(UserWarning):
+    """A projector file without a base pin was loaded: its base weights could not be checked."""
+
+
+def pinned(pin) -> bool:
+    """Whether a ``base_pin`` fixes the weights (a sha256 of the weights file or of the tensors)."""
+    return isinstance(pin, dict) and bool(pin.get("weights_sha256") or pin.get("tensors_sha256"))
+
+
 class LabelProjector(nn.Module):
     """Images (normalised as the student sees them) -> teacher-scale logits ``[B, C]``.
 
@@ -55,6 +65,8 @@ class LabelProjector(nn.Module):
     ``ModelHubMixin``, implemented here (see the module docstring for why it is not inherited). Only the LoRA
     matrices, the head delta, bias and logit scale (and a prototype head's weights) train and are saved.
     """
+
+    base_unpinned = False  # True when loaded from a file without a base pin (nothing checked the base weights)
 
     def __init__(self, config: ProjectorConfig, base_module: Optional[nn.Module] = None,
                  prototype_images: Optional[torch.Tensor] = None, prototype_labels: Optional[torch.Tensor] = None,
@@ -67,10 +79,10 @@ class LabelProjector(nn.Module):
             config = ProjectorConfig.from_dict(config)
         self.config = config
         if config.head_init not in HEAD_INITS:
-            raise HelloLabelsError(f"unknown head_init '{config.head_init}'; expected one of {list(HEAD_INITS)}")
+            raise BadInputError(f"unknown head_init '{config.head_init}'; expected one of {list(HEAD_INITS)}")
         if config.adapter_dtype not in ADAPTER_DTYPES:
-            raise HelloLabelsError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of "
-                                   f"{list(ADAPTER_DTYPES)}")
+            raise BadInputError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of "
+                                f"{list(ADAPTER_DTYPES)}")
         config.class_names = resolve_class_names(config.class_names)
         if config.head_init == "text":
             config.templates = resolve_templates(config.templates)
@@ -128,7 +140,7 @@ class LabelProjector(nn.Module):
         if head_init is None:
             head_init = default_head(spec) or ("prototype" if prototype_images is not None else None)
             if head_init is None:
-                raise HelloLabelsError(
+                raise BadInputError(
                     "this base has no text tower: pass prototype_images/prototype_labels or head_init='random'")
         targets = [LoRATarget.parse(t).to_dict() for t in lora_targets] if lora_targets else []
         config = ProjectorConfig(
@@ -148,7 +160,7 @@ class LabelProjector(nn.Module):
         """Record the base weights' fingerprint (new projector, 0.x file) or check it against the recorded one.
         Runs before LoRA and merging touch the weights."""
         recorded = self.config.base_pin
-        if recorded is None:
+        if not pinned(recorded):  # a new projector, or a file without a pin (see _from_pretrained's warning)
             self.config.base_pin = base_pin(self.base)
             return
         differs = pin_mismatch(recorded, self.base)
@@ -264,18 +276,18 @@ class LabelProjector(nn.Module):
         expected = self.adapter_state_dict()
         bias = tensors.get("head.bias")
         if bias is not None and bias.shape != expected["head.bias"].shape:
-            raise HelloLabelsError(
+            raise CorruptFileError(
                 f"{source} was trained for {bias.shape[0] if bias.ndim else 0} classes but this projector has "
                 f"{self.num_classes} class names")
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
         if missing or unexpected:
             detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-            raise HelloLabelsError(f"{source} does not match base '{self.config.base.get('name', 'module')}' "
+            raise CorruptFileError(f"{source} does not match base '{self.config.base.get('name', 'module')}' "
                                    f"and LoRA targets: {detail} ({len(missing)} missing, {len(unexpected)} unexpected)")
         for name, target in expected.items():
             if tensors[name].shape != target.shape:
-                raise HelloLabelsError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
+                raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
                                        f"expects {list(target.shape)}")
         was_merged = self.merged
         self.unmerge()  # merged, some tensors are copies (a stored head weight): copy into the live ones
@@ -325,7 +337,7 @@ class LabelProjector(nn.Module):
         the folder to ``repo_id`` (default: the folder's name) as :meth:`push_to_hub` does (``branch=``,
         ``private=``, ``token=``, ``commit_message=``); returns the ``CommitInfo`` then, else ``None``."""
         if config is not None:
-            raise HelloLabelsError("save_pretrained writes the projector's own config.json: config= is not accepted")
+            raise BadInputError("save_pretrained writes the projector's own config.json: config= is not accepted")
         with self._saving_as(dtype):
             self._save_pretrained(Path(save_directory))
             if push_to_hub:
@@ -359,7 +371,7 @@ class LabelProjector(nn.Module):
         """Save with ``dtype`` (default: the enclosing save's, else the configured one) while inside; the
         projector's own ``adapter_dtype`` (its later saves) stays as it is."""
         if dtype is not None and dtype not in ADAPTER_DTYPES:
-            raise HelloLabelsError(f"unknown dtype '{dtype}'; expected one of {list(ADAPTER_DTYPES)}")
+            raise BadInputError(f"unknown dtype '{dtype}'; expected one of {list(ADAPTER_DTYPES)}")
         outer = self.__dict__.get("_save_dtype")
         self.__dict__["_save_dtype"] = dtype or outer or self.config.adapter_dtype
         try:
@@ -420,14 +432,20 @@ class LabelProjector(nn.Module):
                          trust_remote_code: bool = False, check_base: bool = True, check_inputs: bool = True,
                          **unused) -> "LabelProjector":
         if config is None:
-            raise HelloLabelsError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
+            raise BadInputError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
         if not isinstance(config, ProjectorConfig):
             config = ProjectorConfig.from_dict(config, source=f"{model_id}/{CONFIG_FILE}")
+        unpinned = not pinned(config.base_pin)
         sha256 = config.adapter_sha256  # the adapter file this config.json was committed with
         tensors, adapter_path = directory.read_adapter(model_id, sha256, lambda name: hub.resolve_file(
             model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token))
         projector = cls(config, base_module=base_module, trust_remote_code=trust_remote_code, check_base=check_base)
+        if unpinned:  # 0.x files, or a pin removed: nothing to check the base against; never silently
+            projector.base_unpinned = True
+            warnings.warn(f"{model_id}: {CONFIG_FILE} has no base_pin, so the base weights were not checked against "
+                          f"those the adapter was trained on (unpinned; its labels are right only on the same "
+                          f"weights); saving it again pins the base it loaded with", UnpinnedBaseWarning, stacklevel=3)
         projector.load_adapter_state_dict(tensors, source=f"adapter {adapter_path}")
         projector.check_inputs = check_inputs
         return projector.to(map_location)

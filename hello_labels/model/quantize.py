@@ -19,7 +19,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, CorruptFileError
 
 # name -> (bits, values per scale group)
 QUANTIZED = {"int8": (8, 128), "int4": (4, 64)}
@@ -52,14 +52,17 @@ def quantize_tensor(tensor: torch.Tensor, fmt: str) -> Tuple[torch.Tensor, torch
 
 
 def dequantize_tensor(codes: torch.Tensor, scales: torch.Tensor, shape, fmt: str) -> torch.Tensor:
-    """Inverse of :func:`quantize_tensor`: float32 tensor of ``shape``."""
+    """Inverse of :func:`quantize_tensor`: float32 tensor of ``shape``. Codes of another dtype, rank or count,
+    and scales that are not a 1-D finite float16 tensor of the right length, are a :class:`CorruptFileError`."""
     bits, group = QUANTIZED[fmt]
     numel = math.prod(int(s) for s in shape)
     expected = (torch.int8, numel) if bits == 8 else (torch.uint8, -(-numel // 2))
-    if (codes.dtype, codes.numel()) != expected or scales.numel() != -(-numel // group):
-        raise HelloLabelsError(f"quantized tensor of shape {list(shape)} has {codes.numel()} {codes.dtype} codes "
-                               f"and {scales.numel()} scales; expected {expected[1]} {expected[0]} codes and "
-                               f"{-(-numel // group)} scales")
+    rank = len(shape) if bits == 8 else 1  # int8 codes keep the matrix's shape; 4-bit ones are packed flat
+    if (codes.dtype, codes.numel(), codes.ndim) != (*expected, rank) or scales.numel() != -(-numel // group):
+        raise CorruptFileError(f"quantized tensor of shape {list(shape)} has {codes.numel()} {codes.dtype} codes "
+                               f"of rank {codes.ndim} and {scales.numel()} scales; expected {expected[1]} "
+                               f"{expected[0]} codes of rank {rank} and {-(-numel // group)} scales")
+    _check_scales(scales)
     if bits == 4:
         low, high = (codes & 0xF).to(torch.int8) - 8, (codes >> 4).to(torch.int8) - 8
         codes = torch.stack([low, high], 1).flatten()[:numel]
@@ -67,10 +70,34 @@ def dequantize_tensor(codes: torch.Tensor, scales: torch.Tensor, shape, fmt: str
     return values.flatten()[:numel].view(*shape)
 
 
+def _check_scales(scales: torch.Tensor) -> None:
+    if scales.ndim != 1 or scales.dtype != torch.float16:
+        raise CorruptFileError(f"quantized adapter file: '{SCALES}' must be a 1-D float16 tensor, got "
+                               f"{scales.ndim}-D {scales.dtype}")
+    if not torch.isfinite(scales).all():
+        raise CorruptFileError(f"quantized adapter file: '{SCALES}' holds NaN or infinite values")
+
+
+def _shapes(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], bits: int) -> Dict[str, list]:
+    """Each quantized matrix's shape: int8 codes carry theirs, 4-bit files list them in the metadata."""
+    if bits == 8:
+        return {n: list(t.shape) for n, t in tensors.items() if quantizable(n)}
+    try:
+        shapes = json.loads(metadata["shapes"])
+    except (KeyError, ValueError) as err:
+        raise CorruptFileError("4-bit adapter file lacks the shapes of its tensors") from err
+    if not (isinstance(shapes, dict) and all(
+            isinstance(s, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in s)
+            for s in shapes.values())):
+        raise CorruptFileError(f"4-bit adapter file: its 'shapes' metadata must map names to lists of "
+                               f"non-negative integers, got {metadata['shapes'][:80]!r}")
+    return shapes
+
+
 def quantize_adapter(tensors: Dict[str, torch.Tensor], fmt: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     """Adapter tensors -> (file tensors, safetensors metadata) in format ``fmt`` (``int8`` or ``int4``)."""
     if fmt not in QUANTIZED:
-        raise HelloLabelsError(f"unknown quantized format '{fmt}'; expected one of {list(QUANTIZED)}")
+        raise BadInputError(f"unknown quantized format '{fmt}'; expected one of {list(QUANTIZED)}")
     out, shapes, scales = {}, {}, []
     for name in sorted(tensors):
         tensor = tensors[name]
@@ -95,20 +122,18 @@ def dequantize_adapter(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str
     if fmt is None:
         return tensors
     if fmt not in QUANTIZED or str(QUANTIZED[fmt][1]) != metadata.get("group_size"):
-        raise HelloLabelsError(f"adapter file uses quantization '{fmt}' (group size {metadata.get('group_size')}), "
+        raise CorruptFileError(f"adapter file uses quantization '{fmt}' (group size {metadata.get('group_size')}), "
                                f"which this version cannot read")
     bits, group = QUANTIZED[fmt]
-    try:
-        shapes = json.loads(metadata["shapes"]) if bits == 4 else {
-            n: list(t.shape) for n, t in tensors.items() if quantizable(n)}
-    except (KeyError, ValueError) as err:
-        raise HelloLabelsError("4-bit adapter file lacks the shapes of its tensors") from err
+    shapes = _shapes(tensors, metadata, bits)
     names = sorted(n for n in tensors if quantizable(n))
     counts = [-(-math.prod(shapes[n]) // group) if n in shapes else 0 for n in names]
     scales = tensors.get(SCALES)
     if names and (scales is None or scales.numel() != sum(counts) or any(n not in shapes for n in names)):
-        raise HelloLabelsError(f"quantized adapter file: its scales ({0 if scales is None else scales.numel()}) or "
+        raise CorruptFileError(f"quantized adapter file: its scales ({0 if scales is None else scales.numel()}) or "
                                f"shapes do not match its {len(names)} matrices")
+    if names:
+        _check_scales(scales)
     out = {n: t.float() for n, t in tensors.items() if n != SCALES and not quantizable(n)}
     for name, scale in zip(names, torch.split(scales, counts) if names else []):
         out[name] = dequantize_tensor(tensors[name], scale, shapes[name], fmt)

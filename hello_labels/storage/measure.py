@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, CorruptFileError
 from ..labels.fkd import LabelDir, batch_path, load_batch
 from ..labels.teachers import build_teacher, load_state_dict
 from ..labels.views import class_names_for
@@ -54,7 +54,7 @@ def measure_framing(s: LabelSetting, layout: str = "full", k: int = 0) -> List[i
     ``torch.save`` under SRe2L's name ``batch_<b>.tar`` (the name is recorded in the archive) and subtracts
     the payload. ``layout``: ``full`` (logits) or ``topk`` (values + indices in place of the logits)."""
     if layout not in ("full", "topk"):
-        raise HelloLabelsError(f"layout must be 'full' or 'topk', got {layout!r}")
+        raise BadInputError(f"layout must be 'full' or 'topk', got {layout!r}")
     if layout == "topk":
         k = check_top_k(s, k)
     framing = []
@@ -75,7 +75,7 @@ def scan_label_dir(path) -> Tuple[LabelSetting, DiskUsage]:
     mix = None if first.mix_index is None else ("cutmix" if first.mix_bbox is not None else "mixup")
     dtype = next((name for name, d in DTYPES.items() if d == info.dtype), None)
     if dtype is None:
-        raise HelloLabelsError(f"label directory {path}: logits of dtype {info.dtype} are not supported")
+        raise BadInputError(f"label directory {path}: logits of dtype {info.dtype} are not supported")
     setting = LabelSetting(classes=info.num_classes, images=info.num_images, epochs=info.epochs,
                            batch_size=info.batch_size, dtype=dtype, mix=mix, gvbsm_index=first.index is not None)
     files = [info.path / f"epoch_{e}" / name for e in range(info.epochs)
@@ -127,10 +127,10 @@ def teacher_size(spec: str, classes: int) -> TeacherSize:
     source, _, name = spec.partition(":")
     model = build_teacher(source, name, classes, pretrained=False)
     if model is None:
-        raise HelloLabelsError(f"teacher '{spec}': expected timm:NAME, torchvision:NAME, module:pkg.mod:fn, "
-                               f"NAME@checkpoint or an existing checkpoint file")
+        raise BadInputError(f"teacher '{spec}': expected timm:NAME, torchvision:NAME, module:pkg.mod:fn, "
+                            f"NAME@checkpoint or an existing checkpoint file")
     if not isinstance(model, torch.nn.Module):
-        raise HelloLabelsError(f"teacher '{spec}' did not build an nn.Module")
+        raise BadInputError(f"teacher '{spec}' did not build an nn.Module")
     params, param_bytes, buffer_bytes = _state_bytes(model)
     with tempfile.TemporaryDirectory(prefix="hello-labels-storage-") as tmp:
         path = Path(tmp) / "teacher.pth"
@@ -208,7 +208,7 @@ def named_classes(class_names, classes: int) -> List[str]:
         return [f"class_{i}" for i in range(classes)]
     names = resolve_class_names(class_names_for(None, class_names))
     if len(names) != classes:
-        raise HelloLabelsError(f"{len(names)} class names given for {classes} classes")
+        raise BadInputError(f"{len(names)} class names given for {classes} classes")
     return names
 
 
@@ -218,11 +218,11 @@ def computed_adapter_size(base: str, class_names, dtype: str = "float32", lora_r
     download), saved to a temporary directory to measure its files. Returns ``(size, base spec, head init a
     real run would use)``: ``text`` for bases with a CLIP text tower."""
     if dtype not in ADAPTER_DTYPES:
-        raise HelloLabelsError(f"adapter dtype must be one of {list(ADAPTER_DTYPES)}, got {dtype!r}")
+        raise BadInputError(f"adapter dtype must be one of {list(ADAPTER_DTYPES)}, got {dtype!r}")
     if lora_rank is not None:
         positive_int("LoRA rank", lora_rank)
     if isinstance(head_rank, bool) or not isinstance(head_rank, int) or head_rank < 0:
-        raise HelloLabelsError(f"head rank must be a non-negative integer, got {head_rank!r}")
+        raise BadInputError(f"head rank must be a non-negative integer, got {head_rank!r}")
     spec = parse_base(base)
     with random_init_expected():  # open_clip warns that no weights were loaded: here that is the point
         projector = LabelProjector.from_base(weightless_spec(spec), class_names=class_names,
@@ -245,13 +245,13 @@ def saved_adapter_size(path: str, revision: Optional[str] = None) -> Tuple[Adapt
     Returns ``(size, base spec, head init)``."""
     path = str(path)
     if not os.path.isdir(path) and not re.fullmatch(r"[\w.-]+/[\w.-]+", path):
-        raise HelloLabelsError(f"projector directory not found: {path}")
+        raise BadInputError(f"projector directory not found: {path}")
     config_path = hub.resolve_file(path, CONFIG_FILE, revision=revision)
     adapter_path = hub.resolve_file(path, ADAPTER_FILE, revision=revision)
     try:
         config = ProjectorConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
     except json.JSONDecodeError as err:
-        raise HelloLabelsError(f"{config_path} is not valid JSON ({err.msg})") from err
+        raise CorruptFileError(f"{config_path} is not valid JSON ({err.msg})") from err
     tensors = hub.read_safetensors(adapter_path)
     files = {ADAPTER_FILE: os.path.getsize(adapter_path), CONFIG_FILE: os.path.getsize(config_path)}
     size = _adapter_size(config.base, tensors, sum(v.numel() * v.element_size() for v in tensors.values()),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError, HelloLabelsError
 from ..files import atomic_path
 from ..model.projector import ADAPTER_DTYPES
 from .measure import computed_adapter_size, named_classes, saved_adapter_size, teacher_size
@@ -66,7 +66,7 @@ def storage_series(setting: LabelSetting, *, ipcs: Sequence[int] = IPCS, epochs:
     ipcs = sorted({positive_int("images per class", i) for i in ipcs})
     epochs = list(dict.fromkeys(positive_int("epochs", e) for e in epochs)) or [setting.epochs]
     if not ipcs:
-        raise HelloLabelsError("give at least one images-per-class value to plot")
+        raise BadInputError("give at least one images-per-class value to plot")
     lines = []
     for e in epochs:
         per_ipc = [label_rows(replace(setting, images=setting.classes * i, epochs=e), top_k, keep_ratio)

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 from .measure import (
     AdapterSize,
     BaseSize,
@@ -85,7 +85,7 @@ def _framing_note(s: LabelSetting, framing: Sequence[int], what: str) -> str:
 def _framing_total(s: LabelSetting, framing: Sequence[int]) -> int:
     groups = s.file_groups()
     if len(framing) != len(groups):
-        raise HelloLabelsError(f"framing has {len(framing)} values for the setting's {len(groups)} file groups")
+        raise BadInputError(f"framing has {len(framing)} values for the setting's {len(groups)} file groups")
     return sum(f * g.count for f, g in zip(framing, groups))
 
 
@@ -144,7 +144,7 @@ def topk_rows(s: LabelSetting, k: int, framing: Sequence[int]) -> List[StorageRo
 def pruned_row(full_total: int, files: int, keep_ratio: float) -> StorageRow:
     """Line 3: LPLD keeps whole batch files at random; ``keep_ratio`` of ``files`` (at least one)."""
     if not 0 < keep_ratio <= 1:
-        raise HelloLabelsError(f"keep ratio must be in (0, 1], got {keep_ratio}")
+        raise BadInputError(f"keep ratio must be in (0, 1], got {keep_ratio}")
     kept = max(1, int(keep_ratio * files + 0.5))  # half up, not Python's half to even
     return StorageRow(f"pruned labels (LPLD, keep {keep_ratio:.4g})", round(full_total * kept / files),
                       f"{kept:,} of {files:,} batch files kept at random (LPLD's random pruning); "
@@ -296,7 +296,7 @@ def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str]
     None for placeholders ``class_<i>``); ``projectors``: saved projector directories or Hub ids.
     """
     if (setting is None) == (labels is None):
-        raise HelloLabelsError("give either a label setting (classes, images per class, ...) or a label directory")
+        raise BadInputError("give either a label setting (classes, images per class, ...) or a label directory")
     disk = None
     if labels is not None:
         setting, disk = scan_label_dir(labels)

@@ -11,7 +11,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 from ..labels.augment import MIX_TYPES
 from ..model.projector import DTYPES
 
@@ -27,12 +27,13 @@ LAM_BYTES = 8  # mix_lam: a Python float (float64)
 BBOX_BYTES = 4 * 8  # mix_bbox: 4 numpy int64 scalars
 
 BLOCK = 4096  # the usual filesystem block: what ``du`` reports is whole blocks
+MAX_FILE_LOGITS_BYTES = 2 ** 30  # one batch file's logits: measuring the framing writes one such file in memory
 
 
 def positive_int(name: str, value) -> int:
     """``value`` as an int, or a one-line error naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise HelloLabelsError(f"{name} must be a positive integer, got {value!r}")
+        raise BadInputError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -72,11 +73,16 @@ class LabelSetting:
         for name in ("classes", "images", "epochs", "batch_size"):
             positive_int(name.replace("_", " "), getattr(self, name))
         if self.dtype not in DTYPES:
-            raise HelloLabelsError(f"label dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+            raise BadInputError(f"label dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.mix == NO_MIX:  # the user's spelling; inside, no mix is None as everywhere in the library
             object.__setattr__(self, "mix", None)
         if self.mix not in MIX_TYPES:
-            raise HelloLabelsError(f"mix type must be one of {[mix_name(m) for m in MIX_TYPES]}, got {self.mix!r}")
+            raise BadInputError(f"mix type must be one of {[mix_name(m) for m in MIX_TYPES]}, got {self.mix!r}")
+        size = min(self.batch_size, self.images) * self.classes * self.itemsize
+        if size > MAX_FILE_LOGITS_BYTES:  # 10^15 classes would otherwise allocate names and tensors until OOM
+            raise BadInputError(f"a batch file of {min(self.batch_size, self.images)} x {self.classes} {self.dtype} "
+                                f"logits would hold {size:,} bytes, over the {MAX_FILE_LOGITS_BYTES:,} this tool "
+                                f"measures in memory: fewer classes or a smaller batch size")
 
     @classmethod
     def from_ipc(cls, classes: int, ipc: int, epochs: int = 300, batch_size: int = 1024,
@@ -167,7 +173,7 @@ def check_top_k(s: LabelSetting, k) -> int:
         return min(DEFAULT_TOP_K, s.classes)
     k = positive_int("top-k", k)
     if k > s.classes:
-        raise HelloLabelsError(f"top-k {k} exceeds the {s.classes} classes")
+        raise BadInputError(f"top-k {k} exceeds the {s.classes} classes")
     return k
 
 

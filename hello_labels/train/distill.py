@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ..errors import HelloLabelsError, first_line
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from ..files import atomic_torch_save, atomic_write_json, remove_stale_temps
 from ..fingerprint import source_fingerprint, tensor_digest
 from ..identity import data_identity
@@ -75,7 +75,7 @@ def _autocast(precision: str, device: torch.device):
     if precision == "fp32":
         return contextlib.nullcontext(), None
     if precision not in ("bf16", "fp16"):
-        raise HelloLabelsError(f"unknown precision '{precision}'; expected auto, fp32, bf16 or fp16")
+        raise BadInputError(f"unknown precision '{precision}'; expected auto, fp32, bf16 or fp16")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     return torch.autocast(device.type, dtype=dtype), scaler
@@ -168,6 +168,19 @@ def _on_main(env: "DistEnv", fn):
     return result
 
 
+def _check_config(cfg: DistillConfig) -> None:
+    """One line naming the first setting out of range (a 0 would divide by zero or draw no views, mid-run)."""
+    positive = {"steps": cfg.steps, "batch_size": cfg.batch_size, "checkpoint_every": cfg.checkpoint_every}
+    non_negative = {"eval_every": cfg.eval_every, "eval_views": cfg.eval_views, "warmup_steps": cfg.warmup_steps,
+                    "num_workers": cfg.num_workers}
+    for name, value in positive.items():
+        if value <= 0:
+            raise BadInputError(f"{name} must be positive, got {value}")
+    for name, value in non_negative.items():
+        if value < 0:
+            raise BadInputError(f"{name} must be >= 0, got {value}")
+
+
 def distill(projector, targets: Targets, out_dir, config: Optional[DistillConfig] = None, resume: bool = False,
             progress: bool = True, device=None, metadata: Optional[dict] = None, data_name: str = "data"):
     """Train ``projector``'s adapter on ``targets`` and save it to ``out_dir`` (a ``save_pretrained`` directory).
@@ -180,12 +193,11 @@ def distill(projector, targets: Targets, out_dir, config: Optional[DistillConfig
     """
     cfg = config or DistillConfig()
     if cfg.loss not in LOSSES:
-        raise HelloLabelsError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
-    if cfg.steps <= 0 or cfg.batch_size <= 0:
-        raise HelloLabelsError("steps and batch_size must be positive")
+        raise BadInputError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
+    _check_config(cfg)
     env = DistEnv.setup(device)
     if targets.fixed_batch_size is None and cfg.batch_size % env.world_size:
-        raise HelloLabelsError(f"batch size {cfg.batch_size} is not divisible by {env.world_size} processes")
+        raise BadInputError(f"batch size {cfg.batch_size} is not divisible by {env.world_size} processes")
     out = Path(out_dir)
     lock = RunLock(out)  # rank 0 writes, so rank 0 alone holds it
     try:
@@ -229,10 +241,10 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
         if not resume:
             differ = settings_difference(state["fingerprint"], fingerprint)
             if differ:
-                raise HelloLabelsError(f"{out} already holds a training checkpoint of another run ({differ}): "
-                                       f"choose another output directory")
-            raise HelloLabelsError(f"{out} already holds a training checkpoint: pass resume=True (--resume) to "
-                                   f"continue it, or choose another output directory")
+                raise BadInputError(f"{out} already holds a training checkpoint of another run ({differ}): "
+                                    f"choose another output directory")
+            raise BadInputError(f"{out} already holds a training checkpoint: pass resume=True (--resume) to "
+                                f"continue it, or choose another output directory")
         check_settings(state["fingerprint"], fingerprint, f"cannot resume {state_path}",
                        "rerun with the original settings")
         try:
@@ -244,7 +256,7 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
             torch.set_rng_state(state["rng"])
             history = json.loads(state["history"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            raise HelloLabelsError(f"checkpoint {state_path} does not fit this run ({first_line(err)}): delete it "
+            raise CorruptFileError(f"checkpoint {state_path} does not fit this run ({first_line(err)}): delete it "
                                    f"to start over") from err
         start = state["step"]
         running = state.get("running") or {}
@@ -254,9 +266,10 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
         print(f"no checkpoint in {out}: starting from step 0")
 
     local_batch = targets.fixed_batch_size or cfg.batch_size // env.world_size
-    evaluating = bool(cfg.eval_every) and env.main
+    evaluating = bool(cfg.eval_every) and cfg.eval_views > 0 and env.main  # eval_views 0: no evaluation at all
     calibrating = start == 0 and cfg.calibrate
-    held_out = targets.held_out(cfg.eval_views, local_batch) if calibrating or evaluating else None
+    views = cfg.eval_views or DistillConfig.eval_views  # calibration needs views even when evaluation is off
+    held_out = targets.held_out(views, local_batch) if calibrating or evaluating else None
     if calibrating:
         calibrate(projector, targets, held_out)
 
@@ -372,7 +385,7 @@ def load_state(path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise HelloLabelsError(f"checkpoint {path} is damaged or not a hello-labels training checkpoint "
+        raise CorruptFileError(f"checkpoint {path} is damaged or not a hello-labels training checkpoint "
                                f"({first_line(err, 120)}): delete it to start over") from err
     wrong = [k for k, kind in _STATE_TYPES.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
     running = state.get("running") if isinstance(state, dict) else None
@@ -380,6 +393,6 @@ def load_state(path) -> dict:
             v is None or isinstance(v, (int, float)) for v in running.values())):
         wrong.append("running")
     if wrong:
-        raise HelloLabelsError(f"checkpoint {path} is not a hello-labels training checkpoint (bad or missing "
+        raise CorruptFileError(f"checkpoint {path} is not a hello-labels training checkpoint (bad or missing "
                                f"{', '.join(wrong)}): delete it to start over")
     return state

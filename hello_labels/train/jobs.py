@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..errors import HelloLabelsError
+from ..errors import BadInputError
 from ..identity import teacher_identity
 from ..labels.classes import ClassMap, ClassOrder, check_classes, output_classes
 from ..labels.fkd import FKD_SEED, LabelDir
@@ -22,6 +22,7 @@ from ..labels.views import AugmentedImages, class_names_for, open_images
 from ..model.heads import resolve_class_names
 from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from ..model.projector import LabelProjector
+from ..runs import check_apart
 from .distill import DistillConfig, distill
 from .evaluate import FidelityReport, fidelity
 
@@ -62,11 +63,11 @@ def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrain
     if init:
         projector = LabelProjector.from_pretrained(init, trust_remote_code=trust_remote_code, check_base=check_base)
         if (tuple(projector.config.input_mean), tuple(projector.config.input_std)) != (images.mean, images.std):
-            raise HelloLabelsError(f"projector {init} expects inputs normalised with mean {projector.config.input_mean} "
-                                   f"std {projector.config.input_std}, the data uses {list(images.mean)} {list(images.std)}")
+            raise BadInputError(f"projector {init} expects inputs normalised with mean {projector.config.input_mean} "
+                                f"std {projector.config.input_std}, the data uses {list(images.mean)} {list(images.std)}")
         return projector
     if not base:
-        raise HelloLabelsError("give a base (--base) or an existing projector to start from (--init)")
+        raise BadInputError("give a base (--base) or an existing projector to start from (--init)")
     names = resolve_class_names(class_names_for(images.source, class_names))
     images = in_class_order(images, names, class_map)  # checked here; prototype labels in the head's order
     if options.get("head_init") == "prototype" and "prototype_images" not in options:
@@ -90,6 +91,7 @@ def distill_from_teachers(data, teachers: Sequence, out_dir, projector: LabelPro
     ``command`` (the command line, paths cut: :func:`hello_labels.identity.command_line`) and ``license`` (a Hub
     license id) go into ``config.json`` and the card."""
     config = config or DistillConfig()
+    check_apart(out_dir, data)
     images = images or augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                                  min_scale, max_scale)
     images = in_class_order(images, projector.config.class_names, class_map)
@@ -124,6 +126,7 @@ def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Opt
     ``labels``: an SRe2L label directory (crops, flips and mixes replayed on ``data``), or a file of one soft label
     per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``); their columns are the projector's class order."""
     config = config or DistillConfig()
+    check_apart(out_dir, data)
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                        class_names=projector.config.class_names, class_map=class_map)
     targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
@@ -151,7 +154,7 @@ def _stored_targets(projector, images, labels, epochs, fkd_seed, **options):
         targets = ImageLabelTargets(images, load_image_labels(str(labels)), **options)
         classes = targets.labels.shape[1]
     if classes != projector.num_classes:
-        raise HelloLabelsError(f"labels have {classes} classes but the projector has {projector.num_classes}")
+        raise BadInputError(f"labels have {classes} classes but the projector has {projector.num_classes}")
     return targets
 
 
@@ -163,7 +166,7 @@ def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = Non
     """``hello-labels eval``: agreement and KL against teachers on held-out views, or against stored labels.
     Per-class figures group views by the image's class, matched to the projector's classes by folder name."""
     if (teachers is None) == (labels is None):
-        raise HelloLabelsError("evaluate against either teachers or stored labels")
+        raise BadInputError("evaluate against either teachers or stored labels")
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std, min_scale, max_scale,
                        class_names=projector.config.class_names, class_map=class_map)
     if teachers is not None:

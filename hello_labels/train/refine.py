@@ -31,13 +31,13 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import HelloLabelsError, first_line
+from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_path, atomic_write_json, remove_stale_temps
 from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.classes import check_classes, output_classes
 from ..labels.views import open_images
-from ..runs import LOCK_FILE, RunLock, check_settings
+from ..runs import LOCK_FILE, RunLock, check_apart, check_settings
 from ..seeds import derive_seed
 from .evaluate import discrepancy, fidelity
 from .settings import RefineConfig  # noqa: F401  (defined torch-free for the CLI; imported from here)
@@ -167,7 +167,7 @@ def pixel_change(data, out_dir, files: Sequence[ImageFile]) -> dict:
         a = read_image(Path(data) / f.rel)[0].numpy().astype(np.float64)
         b = read_image(Path(out_dir) / f.rel)[0].numpy().astype(np.float64)
         if a.shape != b.shape:
-            raise HelloLabelsError(f"{Path(out_dir) / f.rel} has shape {b.shape}, the original {a.shape}")
+            raise CorruptFileError(f"{Path(out_dir) / f.rel} has shape {b.shape}, the original {a.shape}")
         diff = np.abs(a - b)
         total_abs, total_sq, count = total_abs + diff.sum(), total_sq + (diff ** 2).sum(), count + diff.size
         max_abs, worst_mse = max(max_abs, int(diff.max())), max(worst_mse, float((diff ** 2).mean()))
@@ -189,21 +189,21 @@ def load_patches(patches, data) -> Dict[str, List[Tuple[Tuple[int, int, int, int
         try:
             patches, base = json.loads(path.read_text()), path.parent
         except (OSError, ValueError) as err:
-            raise HelloLabelsError(f"cannot read patch map {path} ({first_line(err)})") from err
+            raise CorruptFileError(f"cannot read patch map {path} ({first_line(err)})") from err
     if not isinstance(patches, dict):
-        raise HelloLabelsError("a patch map must be a JSON object {relative image path: [patches]}")
+        raise BadInputError("a patch map must be a JSON object {relative image path: [patches]}")
     out = {}
     for rel, entries in patches.items():
         try:
             out[Path(rel).as_posix()] = [(tuple(int(v) for v in e["box"]), base / e["source"]) for e in entries]
         except (KeyError, TypeError, ValueError) as err:
-            raise HelloLabelsError(f"patch map entry for '{rel}' must be a list of "
-                                   f'{{"box": [top, left, h, w], "source": path}}: {err}') from err
+            raise BadInputError(f"patch map entry for '{rel}' must be a list of "
+                                f'{{"box": [top, left, h, w], "source": path}}: {err}') from err
         for box, source in out[Path(rel).as_posix()]:
             if len(box) != 4 or min(box[2:]) <= 0 or min(box[:2]) < 0:
-                raise HelloLabelsError(f"patch box {list(box)} of '{rel}' must be [top, left, h, w] with h, w > 0")
+                raise BadInputError(f"patch box {list(box)} of '{rel}' must be [top, left, h, w] with h, w > 0")
             if not source.is_file():
-                raise HelloLabelsError(f"patch source {source} of '{rel}' not found")
+                raise BadInputError(f"patch source {source} of '{rel}' not found")
     return out
 
 
@@ -212,10 +212,10 @@ def check_patches(files: Sequence[ImageFile], patch_map) -> None:
     sizes = {f.rel: f.size for f in files}
     for rel, entries in patch_map.items():
         if rel not in sizes:
-            raise HelloLabelsError(f"patch map names '{rel}', which is not an image of the folder")
+            raise BadInputError(f"patch map names '{rel}', which is not an image of the folder")
         for box, _ in entries:
             if box[0] + box[2] > sizes[rel][0] or box[1] + box[3] > sizes[rel][1]:
-                raise HelloLabelsError(f"patch box {list(box)} lies outside '{rel}' ({sizes[rel][0]}x{sizes[rel][1]})")
+                raise BadInputError(f"patch box {list(box)} lies outside '{rel}' ({sizes[rel][0]}x{sizes[rel][1]})")
 
 
 @torch.no_grad()
@@ -297,12 +297,6 @@ def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_ma
     return settings
 
 
-def _check_folders(data: Path, out: Path) -> None:
-    data, out = data.resolve(), out.resolve()
-    if out == data or data in out.parents or out in data.parents:
-        raise HelloLabelsError(f"output folder {out} must lie outside the input folder {data} and not contain it")
-
-
 def _start(out: Path, settings: dict) -> None:
     """Record the settings, or check them against an interrupted run's; refuse a foreign non-empty folder.
     Called holding the run lock on ``out``."""
@@ -311,12 +305,12 @@ def _start(out: Path, settings: dict) -> None:
         try:
             saved = json.loads(record.read_text()).get("settings", {})
         except (ValueError, AttributeError) as err:
-            raise HelloLabelsError(f"{record} is damaged ({first_line(err)}): choose a new output folder") from err
+            raise CorruptFileError(f"{record} is damaged ({first_line(err)}): choose a new output folder") from err
         check_settings(saved, settings, f"{out} holds images refined with other settings",
                        "rerun with the original settings or choose another output folder")
         remove_stale_temps(out)  # temporaries of a killed run's atomic writes
     elif any(p.name != LOCK_FILE for p in out.iterdir()):
-        raise HelloLabelsError(f"{out} is not empty and holds no {REPORT_FILE}: choose a new output folder")
+        raise BadInputError(f"{out} is not empty and holds no {REPORT_FILE}: choose a new output folder")
     atomic_write_json(record, {"status": "running", "settings": settings})
 
 
@@ -335,14 +329,16 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
 
     cfg = config or RefineConfig()
     if cfg.loss not in LOSSES:
-        raise HelloLabelsError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
-    if cfg.steps < 0 or min(cfg.views, cfg.batch_size, cfg.eval_views) <= 0 or not 0 <= cfg.epsilon <= 1:
-        raise HelloLabelsError("steps must be >= 0, views, batch_size and eval_views positive, epsilon in [0, 1]")
+        raise BadInputError(f"unknown loss '{cfg.loss}'; expected one of {list(LOSSES)}")
+    if cfg.steps < 0 or min(cfg.views, cfg.batch_size, cfg.eval_views, cfg.input_size) <= 0 \
+            or not 0 <= cfg.epsilon <= 1:
+        raise BadInputError("steps must be >= 0, views, batch_size, eval_views and input_size positive, epsilon in "
+                            "[0, 1]")
     if projector.config.input_channels != 3:
-        raise HelloLabelsError("refine works on RGB inputs (as ImageFolder loads them); this projector takes "
-                               f"{projector.config.input_channels}-channel inputs")
+        raise BadInputError("refine works on RGB inputs (as ImageFolder loads them); this projector takes "
+                            f"{projector.config.input_channels}-channel inputs")
     data, out = Path(data), Path(out_dir)
-    _check_folders(data, out)
+    check_apart(out, data)
     files, classes = list_images(data)
     teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
     check_classes(classes, projector.config.class_names, output_classes(teacher, 3, cfg.input_size), class_map)

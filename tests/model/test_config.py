@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -84,8 +85,11 @@ def test_a_0x_config_without_format_version_or_pin_still_loads(saved, tmp_path):
         del config["format_version"], config["base_pin"]
         config["library_version"] = "0.1.0"
 
+    from hello_labels.model.projector import UnpinnedBaseWarning
+
     x = torch.rand(2, 3, 32, 32)
-    q = LabelProjector.from_pretrained(_with(saved, tmp_path, as_0x))
+    with pytest.warns(UnpinnedBaseWarning):  # loads, but says the base could not be checked
+        q = LabelProjector.from_pretrained(_with(saved, tmp_path, as_0x))
     with torch.no_grad():
         assert torch.equal(q((x - 0.5) / 0.25), saved[0]((x - 0.5) / 0.25))
     assert q.config.base_pin == saved[0].config.base_pin  # pinned now, for its next save
@@ -123,6 +127,7 @@ def test_random_init_bases_are_pinned_by_their_tensors(tmp_path):
 
 SAVE_AGAIN = """
 import sys
+import warnings
 from hello_labels import LabelProjector
 LabelProjector.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])
 """
@@ -142,3 +147,42 @@ def test_the_same_projector_saves_byte_identical_files(saved, tmp_path):
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run([sys.executable, "-c", SAVE_AGAIN, str(path), str(tmp_path / "other")], check=True, env=env)
     assert _digests(tmp_path / "other") == digests[0]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(input_mean=[float("nan"), 0.5, 0.5]), r"'input_mean' must be a list of 1 or 3 numbers, got \[NaN"),
+    (lambda c: c.update(input_std=[0.25, float("inf"), 0.25]), r"'input_std' must be a list of 1 or 3 positive"),
+    (lambda c: c.update(input_mean=[0.5, float("-inf"), 0.5]), r"'input_mean' must be"),
+    (lambda c: c.update(templates=["a {} and a {}."]), r"'templates' must be a list of strings that format one"),
+    (lambda c: c.update(templates=["a photo of a {name}, {}."]), r"'templates' must be"),
+    (lambda c: c.update(templates=["a {} of {"]), r"'templates' must be"),
+])
+def test_non_finite_normalisation_and_templates_that_do_not_format_are_refused_at_load(saved, tmp_path, edit, message):
+    """json reads NaN/Infinity and ``"{} {}"`` passed the '{}' test: before, each loaded, then gave NaN labels or a
+    raw IndexError/KeyError when the text head was built."""
+    from hello_labels.errors import CorruptFileError
+
+    with pytest.raises(CorruptFileError, match=message) as err:
+        LabelProjector.from_pretrained(_with(saved, tmp_path, edit))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("pin", ["absent", None, {}, {"tag": None, "hub_id": None}])
+def test_a_config_without_a_base_pin_loads_loudly_as_unpinned(saved, tmp_path, capsys, pin):
+    """A missing, null or empty ``base_pin`` turned the base check off without a word (and ``info`` showed a pin
+    computed at load as if it had been checked): now a warning on every load and ``unpinned`` in ``info``."""
+    from hello_labels.model.projector import UnpinnedBaseWarning
+
+    path = _with(saved, tmp_path, lambda c: c.pop("base_pin") if pin == "absent" else c.update(base_pin=pin))
+    with pytest.warns(UnpinnedBaseWarning, match="has no base_pin, so the base weights were not checked"):
+        q = LabelProjector.from_pretrained(path)
+    assert q.base_unpinned
+    with pytest.warns(UnpinnedBaseWarning):
+        assert main(["info", str(path)]) == 0
+    assert "base weights:   unpinned" in capsys.readouterr().out
+    q.save_pretrained(tmp_path / "resaved")  # as the warning says: the next save pins the base it loaded with
+    assert json.loads((tmp_path / "resaved" / "config.json").read_text())["base_pin"] == saved[0].config.base_pin
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not LabelProjector.from_pretrained(saved[1]).base_unpinned  # a pinned file loads quietly
+        assert not LabelProjector.from_pretrained(tmp_path / "resaved").base_unpinned

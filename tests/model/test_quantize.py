@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hello_labels import HelloLabelsError
-from hello_labels.model.quantize import (QUANTIZED, dequantize_adapter, dequantize_tensor, quantize_adapter,
+from hello_labels.model.quantize import (QUANTIZED, SCALES, dequantize_adapter, dequantize_tensor, quantize_adapter,
                                          quantize_tensor, quantized_bytes)
 
 
@@ -101,3 +101,28 @@ def test_projector_saves_quantized_and_loads_transparently(tiny_vit_dir, class_n
     assert (out - reference).abs().max() < tolerance * reference.abs().max()
     for name, t in loaded.adapter_state_dict().items():
         assert t.dtype == torch.float32, name
+
+
+@pytest.mark.parametrize("fmt, damage, message", [
+    ("int8", lambda t, m: t.update({SCALES: t[SCALES].view(-1, 1)}), "must be a 1-D float16 tensor, got 2-D"),
+    ("int8", lambda t, m: t.update({SCALES: t[SCALES].float()}), "must be a 1-D float16 tensor, got 1-D torch.float32"),
+    ("int4", lambda t, m: t[SCALES].__setitem__(0, float("nan")), "holds NaN or infinite values"),
+    ("int8", lambda t, m: t[SCALES].__setitem__(1, float("inf")), "holds NaN or infinite values"),
+    ("int8", lambda t, m: t.update({"a.lora_A": t["a.lora_A"].to(torch.int16)}), "torch.int16 codes"),
+    ("int4", lambda t, m: t.update({"a.lora_A": t["a.lora_A"].view(2, -1)}), "codes of rank 2"),
+    ("int4", lambda t, m: m.update(shapes='{"a.lora_A": "3x5", "b.lora_B": [4, 2]}'), "lists of non-negative int"),
+    ("int4", lambda t, m: m.update(shapes='[[3, 5], [4, 2]]'), "lists of non-negative integers"),
+    ("int4", lambda t, m: m.update(shapes='{"a.lora_A": [3.0, 5], "b.lora_B": [4, 2]}'), "lists of non-negative"),
+    ("int4", lambda t, m: m.update(shapes='{"a.lora_A": [5, 5], "b.lora_B": [4, 2]}'), "expected 13 torch.uint8"),
+])
+def test_quantized_files_with_bad_scales_codes_or_shapes_are_refused(fmt, damage, message):
+    """Before: a 2-D scale tensor loaded and changed the outputs (broadcast), NaN scales gave NaN labels, and bad
+    4-bit shapes raised a raw TypeError/RuntimeError."""
+    from hello_labels.errors import CorruptFileError
+
+    torch.manual_seed(0)
+    tensors, meta = quantize_adapter({"a.lora_A": torch.randn(3, 5), "b.lora_B": torch.randn(4, 2)}, fmt)
+    damage(tensors, meta)
+    with pytest.raises(CorruptFileError, match=message) as err:
+        dequantize_adapter(tensors, meta)
+    assert "\n" not in str(err.value)

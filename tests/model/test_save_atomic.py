@@ -230,3 +230,43 @@ def test_save_pretrained_rejects_a_foreign_config_and_a_bad_dtype(old_and_new, t
         old.save_pretrained(tmp_path / "p", dtype="float8")
     assert not (tmp_path / "p" / "config.json").exists()
     assert "_save_dtype" not in old.__dict__
+
+
+@pytest.mark.parametrize("name", ["/../../victim", "../victim", "A" * 64, "0" * 63 + "/"])
+def test_a_sha256_read_from_the_folder_never_becomes_a_path_outside_it(tmp_path, name):
+    """``adapter_sha256`` in an existing config.json names a staged file: a save (finishing a killed one) and a
+    load take it only as 64 hex digits; before, ``"/../../victim"`` moved ``../victim.safetensors`` into the folder
+    and the save overwrote it."""
+    from hello_labels.errors import CorruptFileError
+
+    folder = tmp_path / "p"
+    projector(0).save_pretrained(folder)
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(b"precious")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, adapter_sha256=name)))
+    (folder / ".adapter-").mkdir()  # the empty staging folder "/../../victim" climbs out of
+    with pytest.raises(CorruptFileError, match="adapter_sha256"):
+        LabelProjector.from_pretrained(folder, trust_remote_code=True)
+    projector(1).save_pretrained(folder)
+    assert victim.read_bytes() == b"precious"
+    torch.testing.assert_close(outputs(folder), projector(1)(X))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_in_adapter_tensors_is_refused_at_load(tmp_path, bad):
+    """Before: the projector loaded and every label it gave was NaN."""
+    from safetensors.torch import save_file
+
+    from hello_labels.errors import CorruptFileError
+
+    folder = tmp_path / "p"
+    projector(0).save_pretrained(folder)
+    tensors = load_file(folder / "adapter.safetensors")
+    tensors["head.bias"][2] = bad
+    save_file(tensors, str(folder / "adapter.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    config["adapter_sha256"] = hashlib.sha256((folder / "adapter.safetensors").read_bytes()).hexdigest()
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CorruptFileError, match=r"tensors \['head.bias'\] hold NaN or infinite values"):
+        LabelProjector.from_pretrained(folder, trust_remote_code=True)
