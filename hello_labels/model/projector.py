@@ -27,6 +27,7 @@ from .bases import Base, base_pin, build_base, module_spec, parse_base, pin_mism
 from .card import fidelity_plot, model_card
 from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
+from .fastpath import FastOptions, FastProjector
 from .heads import (
     HEAD_INITS,
     ClassifierHead,
@@ -97,6 +98,8 @@ class LabelProjector(
         self.requires_grad_(False)
         for tensor in self.trainable_parameters():
             tensor.requires_grad_(True)
+        self.fast_options = FastOptions()
+        self.__dict__["_fast"] = {}  # device -> (key, FastProjector); shared by DataParallel's replicas
         self.eval()
 
     # ------------------------------------------------------------------ construction
@@ -199,8 +202,37 @@ class LabelProjector(
         return F.normalize(feats, dim=-1) if self.config.normalize_features else feats
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images [B, input_channels, H, W]`` normalised with ``input_mean/std`` -> logits ``[B, C]``."""
+        """``images [B, input_channels, H, W]`` normalised with ``input_mean/std`` -> logits ``[B, C]``.
+
+        Merged (and ``fast_options.enabled``), this runs :meth:`fast_path`: float32 logits equal to the unfused
+        modules' within :data:`hello_labels.model.fastpath.TOLERANCE` on the CPU."""
+        if self.merged and self.fast_options.enabled:
+            return self.fast_path()(images)
         return self.head(self.features(images))
+
+    def fast_path(self) -> FastProjector:
+        """The inference copy (:mod:`hello_labels.model.fastpath`) of this projector's current weights, merged or
+        not, built on first use and rebuilt after the adapter tensors change, ``merge``/``unmerge``, ``.to()`` or
+        a change of ``fast_options``. It leaves this projector's own modules untouched."""
+        options = (self.fast_options.compile is not False and repr(self.fast_options.compile),
+                   self.fast_options.autocast)
+        cache, device = self.__dict__["_fast"], self.device
+        if getattr(self, "_is_replica", False):  # a DataParallel replica: rebuilt every call, weights unchanged
+            key = ("replica", options)
+        else:
+            key = (options, tuple(t._version for t in self.adapter_state_dict().values()))
+        entry = cache.get(device)
+        if entry is None or entry[0] != key:
+            fast = FastProjector(self, compile=self.fast_options.compile, autocast=self.fast_options.autocast)
+            cache[device] = entry = (key, fast)
+        return entry[1]
+
+    def _drop_fast_path(self) -> None:
+        self.__dict__["_fast"].clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        self._drop_fast_path()  # .to() / .half() / .cuda(): the copy would be on the old device or dtype
+        return super()._apply(fn, *args, **kwargs)
 
     def soft_labels(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``softmax(logits / T)``, ``[B, C]``."""
@@ -266,7 +298,9 @@ class LabelProjector(
 
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
-        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        state = {k: v for k, v in self.__dict__.items() if k != "_fast"}
+        clone.__dict__.update(copy.deepcopy(state, memo))
+        clone.__dict__["_fast"] = {}
         isolate_parametrized_classes(clone)
         return clone
 
@@ -275,15 +309,23 @@ class LabelProjector(
     def merged(self) -> bool:
         return self.adapter.merged
 
-    def merge(self) -> "LabelProjector":
-        """Fold all deltas into the weights (without dropout): inference costs the same as the bare base.
-        Reversible with :meth:`unmerge`."""
+    def merge(self, compile: Optional[Union[bool, dict]] = None,
+              autocast: Optional[bool] = None) -> "LabelProjector":
+        """Fold all deltas into the weights (without dropout) and make labels on the fast path (see
+        :meth:`forward`). ``compile``: ``torch.compile`` it (True or a dict of arguments; None: as before);
+        ``autocast``: bf16/fp16 autocast on CUDA (None: as before, default on). Reversible with :meth:`unmerge`."""
+        if compile is not None:
+            self.fast_options.compile = compile
+        if autocast is not None:
+            self.fast_options.autocast = bool(autocast)
         self.adapter.merge()
+        self._drop_fast_path()
         return self
 
     def unmerge(self) -> "LabelProjector":
         """Re-attach the deltas (needed to train further)."""
         self.adapter.unmerge()
+        self._drop_fast_path()
         return self
 
     # ------------------------------------------------------------------ persistence
