@@ -25,6 +25,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from ..errors import HelloLabelsError
 from .lora import isolate_parametrized_classes
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,14 @@ _BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training"
 @dataclass
 class FastOptions:
     """How a merged projector makes labels: ``enabled`` (the fast path; False: the unfused modules), ``compile``
-    (``torch.compile``: True or a dict of its arguments), ``autocast`` (bf16/fp16 on CUDA)."""
+    (``torch.compile``: True or a dict of its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing,
+    on CUDA only; ``"bfloat16"``/``"float16"``: that dtype on any device; False: off), ``channels_last`` (None:
+    for convolutional bases, see :func:`is_convolutional`)."""
 
     enabled: bool = True
     compile: Union[bool, dict] = False
-    autocast: bool = True
+    autocast: Union[bool, str] = True
+    channels_last: Optional[bool] = None
 
 
 def merged_copy(encoder: nn.Module) -> nn.Module:
@@ -139,8 +143,16 @@ def is_convolutional(encoder: nn.Module) -> bool:
     return sum(isinstance(m, nn.Conv2d) for m in encoder.modules()) > 1
 
 
-def _autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
-    if device.type != "cuda":
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(option: Union[bool, str], device: torch.device) -> Optional[torch.dtype]:
+    """The dtype :class:`FastOptions` ``autocast`` asks for on ``device`` (None: no autocast)."""
+    if isinstance(option, str):
+        if option not in AUTOCAST_DTYPES:
+            raise HelloLabelsError(f"unknown autocast dtype '{option}'; expected one of {list(AUTOCAST_DTYPES)}")
+        return AUTOCAST_DTYPES[option]
+    if not option or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -172,20 +184,20 @@ class _Body(nn.Module):
 
 class FastProjector(nn.Module):
     """Images (normalised as the student sees them) -> logits ``[B, C]``, as ``projector(images)`` computes them,
-    fast. Build with :meth:`LabelProjector.fast_path`; holds its own copy of the base, so later changes to the
-    projector are not seen (the projector rebuilds its cached one when its weights change).
+    fast. :meth:`LabelProjector.fast_path` builds and caches one; it holds its own copy of the base, so later
+    changes to the projector are not seen (the projector rebuilds its cached one when its weights change).
+    ``options``: :class:`FastOptions` (``enabled`` is not looked at here)."""
 
-    ``compile``: ``torch.compile`` the base and head (True, or a dict of ``torch.compile`` arguments);
-    ``autocast``: bf16/fp16 autocast on CUDA (no effect on the CPU)."""
-
-    def __init__(self, projector, compile: Union[bool, dict] = False, autocast: bool = True):
+    def __init__(self, projector, options: Optional[FastOptions] = None):
         super().__init__()
+        options = options or FastOptions()
+        autocast_dtype(options.autocast, torch.device("cpu"))  # an unknown dtype fails now, not at the first call
         self.config = projector.config
         self.inputs = projector.inputs  # shared: same range check, same sampling counter
         self.feature_dim = projector.base.feature_dim
         encoder = merged_copy(projector.base.encoder)
         encoder, self.folded = fold_batchnorm(encoder)
-        self.channels_last = is_convolutional(encoder)
+        self.channels_last = is_convolutional(encoder) if options.channels_last is None else options.channels_last
         if self.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
         head = projector.head
@@ -193,12 +205,12 @@ class FastProjector(nn.Module):
             weight = head.weight.detach() * head.logit_scale.detach().exp()  # W + delta, when not merged
         self.body = _Body(encoder, weight.clone(), head.bias.detach().clone(), projector.config.normalize_features,
                           self.channels_last)
-        self.autocast = autocast
-        self.compiled = False
+        self.autocast = options.autocast
+        self.compiled = bool(options.compile)
         self.__dict__["_run"] = self.body
-        if compile:
-            self.__dict__["_run"] = torch.compile(self.body, **(compile if isinstance(compile, dict) else {}))
-            self.compiled = True
+        if options.compile:
+            kwargs = options.compile if isinstance(options.compile, dict) else {}
+            self.__dict__["_run"] = torch.compile(self.body, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -233,7 +245,7 @@ class FastProjector(nn.Module):
         x = self.inputs(images)
         if x.shape[0] == 0:
             return x.new_zeros(0, self.num_classes)
-        dtype = _autocast_dtype(x.device) if self.autocast else None
+        dtype = autocast_dtype(self.autocast, x.device)
         if dtype is None:
             return self._run(x).float()
         with torch.autocast(x.device.type, dtype=dtype):

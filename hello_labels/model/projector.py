@@ -214,8 +214,7 @@ class LabelProjector(
         """The inference copy (:mod:`hello_labels.model.fastpath`) of this projector's current weights, merged or
         not, built on first use and rebuilt after the adapter tensors change, ``merge``/``unmerge``, ``.to()`` or
         a change of ``fast_options``. It leaves this projector's own modules untouched."""
-        options = (self.fast_options.compile is not False and repr(self.fast_options.compile),
-                   self.fast_options.autocast)
+        options = repr(self.fast_options)  # a dataclass: every field, compile arguments included
         cache, device = self.__dict__["_fast"], self.device
         if getattr(self, "_is_replica", False):  # a DataParallel replica: rebuilt every call, weights unchanged
             key = ("replica", options)
@@ -223,8 +222,7 @@ class LabelProjector(
             key = (options, tuple(t._version for t in self.adapter_state_dict().values()))
         entry = cache.get(device)
         if entry is None or entry[0] != key:
-            fast = FastProjector(self, compile=self.fast_options.compile, autocast=self.fast_options.autocast)
-            cache[device] = entry = (key, fast)
+            cache[device] = entry = (key, FastProjector(self, self.fast_options))
         return entry[1]
 
     def _drop_fast_path(self) -> None:
@@ -310,14 +308,15 @@ class LabelProjector(
         return self.adapter.merged
 
     def merge(self, compile: Optional[Union[bool, dict]] = None,
-              autocast: Optional[bool] = None) -> "LabelProjector":
+              autocast: Optional[Union[bool, str]] = None) -> "LabelProjector":
         """Fold all deltas into the weights (without dropout) and make labels on the fast path (see
         :meth:`forward`). ``compile``: ``torch.compile`` it (True or a dict of arguments; None: as before);
-        ``autocast``: bf16/fp16 autocast on CUDA (None: as before, default on). Reversible with :meth:`unmerge`."""
+        ``autocast``: as :class:`~hello_labels.model.fastpath.FastOptions` (None: as before; default bf16 on
+        CUDA). Other settings: ``projector.fast_options``. Reversible with :meth:`unmerge`."""
         if compile is not None:
             self.fast_options.compile = compile
         if autocast is not None:
-            self.fast_options.autocast = bool(autocast)
+            self.fast_options.autocast = autocast
         self.adapter.merge()
         self._drop_fast_path()
         return self

@@ -186,3 +186,21 @@ def test_shim_loads_a_merged_fast_projector_and_compiles_on_request(vit, monkeyp
     monkeypatch.setenv(COMPILE_ENV, "1")
     assert load_projector(vit, device="cpu").fast_options.compile is True
     assert not vit.merged  # the caller's projector is left as it was
+
+
+def test_autocast_path_and_layout_choice(rn):
+    """The autocast branch (on CUDA by default) runs on the CPU when a dtype is named; either layout gives the
+    same labels."""
+    from hello_labels.model.fastpath import FastOptions, FastProjector
+
+    x = images()
+    with torch.no_grad():
+        slow = unfused(rn, x)
+        half = FastProjector(rn, FastOptions(autocast="bfloat16"))(x)
+        contiguous = FastProjector(rn, FastOptions(channels_last=False))
+        assert half.dtype == torch.float32 and not close(half, slow)  # it did run in bfloat16
+        assert (half - slow).abs().max() <= 5e-2 * slow.abs().max()  # bfloat16: about 3 significant digits
+        assert not contiguous.channels_last and close(contiguous(x), slow)
+        assert FastProjector(rn, FastOptions(autocast=True))(x).dtype == torch.float32  # CPU: no autocast
+    with pytest.raises(HelloLabelsError, match="unknown autocast dtype 'fp8'"):
+        FastProjector(rn, FastOptions(autocast="fp8"))
