@@ -185,8 +185,9 @@ class LabelProjector(
 
     @property
     def check_inputs(self) -> bool:
-        """Whether each call checks the input range against ``input_mean/std`` (one device sync per call).
-        Set to False in speed-critical loops whose inputs are known to be right."""
+        """Whether calls check the input range against ``input_mean/std``: every call on the CPU; on an
+        accelerator, where a check costs a host sync, the first calls and then a sample (see
+        :mod:`hello_labels.model.inputs`). False: no check."""
         return self.inputs.check_range
 
     @check_inputs.setter
@@ -210,19 +211,23 @@ class LabelProjector(
             return self.fast_path()(images)
         return self.head(self.features(images))
 
-    def fast_path(self) -> FastProjector:
+    def fast_path(self, cache: bool = True) -> FastProjector:
         """The inference copy (:mod:`hello_labels.model.fastpath`) of this projector's current weights, merged or
         not, built on first use and rebuilt after the adapter tensors change, ``merge``/``unmerge``, ``.to()`` or
-        a change of ``fast_options``. It leaves this projector's own modules untouched."""
+        a change of ``fast_options``. It leaves this projector's own modules untouched. ``cache=False``: a copy
+        that is not kept (an evaluation during training: no second base in memory between evaluations)."""
         options = repr(self.fast_options)  # a dataclass: every field, compile arguments included
-        cache, device = self.__dict__["_fast"], self.device
+        cached, device = self.__dict__["_fast"], self.device
         if getattr(self, "_is_replica", False):  # a DataParallel replica: rebuilt every call, weights unchanged
             key = ("replica", options)
         else:
             key = (options, tuple(t._version for t in self.adapter_state_dict().values()))
-        entry = cache.get(device)
+        entry = cached.get(device)
         if entry is None or entry[0] != key:
-            cache[device] = entry = (key, FastProjector(self, self.fast_options))
+            cached.pop(device, None)  # stale: let it go before building another
+            entry = (key, FastProjector(self, self.fast_options))
+            if cache:
+                cached[device] = entry
         return entry[1]
 
     def _drop_fast_path(self) -> None:

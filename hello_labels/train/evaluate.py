@@ -60,7 +60,7 @@ def collect(projector, targets: Targets, plans: List[BatchPlan], num_workers: in
     The projector's logits come from its fast path (:meth:`LabelProjector.fast_path`, merged or not), as the
     shims and ``export-fkd`` make them."""
     device = device or projector.device
-    labeller = projector.fast_path()
+    labeller = projector.fast_path(cache=projector.merged)  # a training projector changes between evaluations
     data, batches = loader(targets.images, iter(plans), len(plans), num_workers)
     out = ([], [], [])
     for number, (images, labels, _, _) in enumerate(data):

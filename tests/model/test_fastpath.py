@@ -204,3 +204,13 @@ def test_autocast_path_and_layout_choice(rn):
         assert FastProjector(rn, FastOptions(autocast=True))(x).dtype == torch.float32  # CPU: no autocast
     with pytest.raises(HelloLabelsError, match="unknown autocast dtype 'fp8'"):
         FastProjector(rn, FastOptions(autocast="fp8"))
+
+
+def test_an_evaluation_during_training_keeps_no_second_base(vit):
+    projector = copy.deepcopy(vit)
+    x = images()
+    with torch.no_grad():
+        out = projector.fast_path(cache=False)(x)
+        assert not projector.__dict__["_fast"] and close(out, unfused(projector, x))
+        kept = projector.fast_path()
+        assert projector.fast_path(cache=False) is kept  # a valid cached copy is used
