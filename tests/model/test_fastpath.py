@@ -214,3 +214,26 @@ def test_an_evaluation_during_training_keeps_no_second_base(vit):
         assert not projector.__dict__["_fast"] and close(out, unfused(projector, x))
         kept = projector.fast_path()
         assert projector.fast_path(cache=False) is kept  # a valid cached copy is used
+
+
+def test_shim_labels_are_bit_identical_to_projector_of_images_and_near_the_unfused_ones(tiny_rn_dir, toy_folder):
+    """The SRe2L and RDED shims label with ``projector(images)`` itself: the same fast path, the same bits."""
+    from types import SimpleNamespace
+
+    import sre2l_reference as ref
+    from conftest import TOY_CLASSES
+
+    from hello_labels.adapters import rded, sre2l
+
+    projector = _perturbed(LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=sorted(TOY_CLASSES),
+                                                    templates="simple", head_rank=4))
+    dataset = ref.ReferenceFKDFolder(str(toy_folder), "fkd_save", input_size=32, min_scale=0.25)
+    shim = sre2l.ProjectorLabels(projector, SimpleNamespace(mix_type=None),
+                                 torch.utils.data.DataLoader(dataset, batch_size=16))
+    teacher = rded.teacher(projector, device="cpu")
+    assert shim.projector.fast_path().folded == 19
+    for (images, _, _, _), _, _, _, soft_label in shim:
+        with torch.no_grad():
+            assert torch.equal(soft_label, shim.projector(images))
+            assert torch.equal(teacher(images), shim.projector(images))
+            assert close(soft_label, unfused(projector, images))
