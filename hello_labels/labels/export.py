@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..errors import HelloLabelsError, first_line
 from ..files import atomic_write_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
+from ..model.fastpath import label_dtype
 from ..distributed import DistEnv, all_ok, on_main
 from ..runs import RunLock, check_settings, ensure_writable
 from ..seeds import derive_seed
@@ -75,13 +76,14 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                   model="model", sorted_order=True)  # before anything is written
     out = Path(out_dir)
     side = run_folder(out)
+    env = DistEnv.setup(device)
     settings = {"model": _model_fingerprint(projector, is_projector), "data": source_fingerprint(images.source),
                 "batch_size": batch_size, "mix_type": mix_type, "fp16": fp16, "input_size": input_size,
                 "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,
                 "seed": seed, "cutmix_alpha": cutmix_alpha, "mixup_alpha": mixup_alpha,
-                "gvbsm_index": gvbsm_index}
+                "gvbsm_index": gvbsm_index,
+                "label_dtype": label_dtype(projector.fast_options, env.device) if is_projector else "float32"}
     order = sampler_order(len(images), batch_size, fkd_seed)  # epoch by epoch: never all epochs in memory
-    env = DistEnv.setup(device)
     lock = RunLock(side, what=str(out))  # rank 0 writes the record, so rank 0 alone holds it
     try:
         missing = on_main(env, lambda: _start(lock, out, side, settings, epochs, order.batches_per_epoch))

@@ -10,7 +10,8 @@ CUDA, and ``torch.compile`` on request. Gradients still reach the input images w
 
 Outputs equal the unfused float32 path up to float rounding: on the CPU at float32, logits within
 :data:`TOLERANCE` relative to their largest magnitude (tested); under autocast on CUDA, to bfloat16 precision
-(about 3 significant digits; not verified here). The copy costs the base's weights once more in memory.
+(about 3 significant digits; not verified here). The copy costs the base's weights once more in memory. Under
+``torch.nn.DataParallel`` each replica's device gets one copy, kept between calls (not verified on several GPUs).
 """
 from __future__ import annotations
 
@@ -155,6 +156,13 @@ def autocast_dtype(option: Union[bool, str], device: torch.device) -> Optional[t
     if not option or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def label_dtype(options: FastOptions, device) -> str:
+    """The precision labels are computed at on ``device``: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (what a
+    run records, so that a resumed run on other hardware does not mix precisions)."""
+    dtype = autocast_dtype(options.autocast, torch.device(device)) or torch.float32
+    return str(dtype).replace("torch.", "")
 
 
 class _Body(nn.Module):

@@ -38,6 +38,7 @@ from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.classes import check_classes, output_classes
 from ..labels.views import open_images
+from ..model.fastpath import label_dtype
 from ..runs import LOCK_FILE, RunLock, check_settings
 from ..seeds import derive_seed
 from .evaluate import discrepancy, fidelity
@@ -311,9 +312,10 @@ def report_table(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the job
-def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map) -> dict:
+def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map, device) -> dict:
     """What determines the refined files: the config, the input (every image decoded and hashed), the projector's
-    config and adapter, the teachers' weights (ensemble weights included), the patch map."""
+    config and adapter, the teachers' weights (ensemble weights included), the patch map, the precision of the
+    projector's label passes on ``device``."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in RefineConfig.RESUMABLE}
     patches = json.dumps({k: [[list(box), str(src)] for box, src in e] for k, e in sorted(patch_map.items())})
     config = {k: v for k, v in projector.config_dict().items() if k != "metadata"}
@@ -321,7 +323,8 @@ def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_ma
                     data=check_image_files([str(data / f.rel) for f in files], data),
                     projector={"config": config, "adapter": tensor_digest(projector.adapter_state_dict())},
                     teacher=module_digest(teacher),
-                    patches=hashlib.sha256(patches.encode()).hexdigest()[:16] if patch_map else None)
+                    patches=hashlib.sha256(patches.encode()).hexdigest()[:16] if patch_map else None,
+                    label_dtype=label_dtype(projector.fast_options, device))
     return settings
 
 
@@ -386,16 +389,17 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     env = DistEnv.setup(device)
     lock = RunLock(out)  # created here, writable, and rank 0's alone until refine returns
     try:
-        settings = on_main(env, lambda: _begin(lock, cfg, data, out, files, projector, teacher, patch_map))
+        settings = on_main(env, lambda: _begin(lock, cfg, data, out, files, projector, teacher, patch_map, env.device))
         return _refine(projector, teacher, data, out, cfg, files, patch_map, settings, progress, env, class_map)
     finally:
         lock.release()
 
 
-def _begin(lock: RunLock, cfg: RefineConfig, data: Path, out: Path, files, projector, teacher, patch_map) -> dict:
+def _begin(lock: RunLock, cfg: RefineConfig, data: Path, out: Path, files, projector, teacher, patch_map,
+           device) -> dict:
     """Rank 0, before any work: lock ``out``, record the settings or check them against an interrupted run's."""
     lock.acquire()
-    settings = _settings(cfg, data, files, projector, teacher, patch_map)
+    settings = _settings(cfg, data, files, projector, teacher, patch_map, device)
     _start(out, settings)
     return settings
 
