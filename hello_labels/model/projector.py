@@ -206,8 +206,11 @@ class LabelProjector(
         """``images [B, input_channels, H, W]`` normalised with ``input_mean/std`` -> logits ``[B, C]``.
 
         Merged (and ``fast_options.enabled``), this runs :meth:`fast_path`: float32 logits equal to the unfused
-        modules' within :data:`hello_labels.model.fastpath.TOLERANCE` on the CPU."""
-        if self.merged and self.fast_options.enabled:
+        modules' within :data:`hello_labels.model.fastpath.TOLERANCE` on the CPU. Not while a gradient may be
+        wanted for the head's bias or scale (grad mode on and they require it): those are live in the modules
+        only."""
+        if self.merged and self.fast_options.enabled and not (
+                torch.is_grad_enabled() and any(t.requires_grad for t in self.trainable_parameters())):
             return self.fast_path()(images)
         return self.head(self.features(images))
 

@@ -237,3 +237,15 @@ def test_shim_labels_are_bit_identical_to_projector_of_images_and_near_the_unfus
             assert torch.equal(soft_label, shim.projector(images))
             assert torch.equal(teacher(images), shim.projector(images))
             assert close(soft_label, unfused(projector, images))
+
+
+def test_a_merged_projector_still_gives_its_head_gradients_when_asked(vit):
+    projector = copy.deepcopy(vit).merge()
+    projector(images()).sum().backward()  # grad mode on, bias and scale require grad: the live modules run
+    assert projector.head.bias.grad is not None and projector.head.logit_scale.grad is not None
+    projector.requires_grad_(False)
+    x = images().requires_grad_(True)
+    out = projector(x)  # frozen (as in the shims and refine): the fast path, gradients reach the images
+    assert torch.equal(out, projector.fast_path()(x))
+    out.sum().backward()
+    assert x.grad is not None
