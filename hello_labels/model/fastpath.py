@@ -177,13 +177,15 @@ class _Body(nn.Module):
         self.normalize = normalize
         self.channels_last = channels_last
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.encoder(x)
         feats = out[0] if isinstance(out, (tuple, list)) else out
-        if self.normalize:
-            feats = F.normalize(feats, dim=-1)
+        return F.normalize(feats, dim=-1) if self.normalize else feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.features(x)
         weight_t, bias = self.weight_t, self.bias
         if feats.dtype != weight_t.dtype:  # autocast: addmm wants one dtype
             weight_t, bias = weight_t.to(feats.dtype), bias.to(feats.dtype)
@@ -232,13 +234,7 @@ class FastProjector(nn.Module):
         """Base features ``[B, D]`` as ``projector.features`` gives them, from the folded encoder at the input's
         dtype (no autocast, not compiled; refine's patch term)."""
         x = self.inputs(images)
-        if x.shape[0] == 0:
-            return x.new_zeros(0, self.feature_dim)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = self.body.encoder(x)
-        feats = out[0] if isinstance(out, (tuple, list)) else out
-        return F.normalize(feats, dim=-1) if self.config.normalize_features else feats
+        return x.new_zeros(0, self.feature_dim) if x.shape[0] == 0 else self.body.features(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images [B, input_channels, H, W]`` -> float32 logits ``[B, C]`` (a normal tensor, usable in autograd

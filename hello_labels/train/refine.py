@@ -434,7 +434,7 @@ def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
             first.append(loss0)
             last.append(loss1)
             bar.set_postfix(loss=f"{loss0:.4f}->{loss1:.4f}", refresh=False)
-        bar.update(len(todo) * env.world_size)  # the other processes refine alongside
+        bar.update(min(len(todo) * env.world_size, bar.total - bar.n))  # the other processes refine alongside
     bar.close()
     shares = gather(env, (refined, first, last))  # also waits for every process's files
     refined = sum(share[0] for share in shares)
