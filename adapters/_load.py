@@ -1,4 +1,8 @@
-"""Shared by the shims: accept a projector object, a directory or a Hub id, without touching the caller's state."""
+"""Shared by the shims: accept a projector object, a directory or a Hub id, without touching the caller's state.
+
+The projector comes back merged, so it labels on its fast path (BatchNorm folded, channels_last, bf16 autocast on
+CUDA; see :mod:`hello_labels.model.fastpath`). ``HELLO_LABELS_COMPILE=1`` in the environment also compiles it with
+``torch.compile`` (the first batches then take longer)."""
 import copy
 import os
 
@@ -27,8 +31,13 @@ def _from_path(name: str, trust_remote_code: bool = False):
                                f"{err}") from err
 
 
-def load_projector(projector, device=None, trust_remote_code: bool = False):
-    """A ``LabelProjector`` on ``device`` (default: CUDA if available), merged, frozen, in eval mode.
+COMPILE_ENV = "HELLO_LABELS_COMPILE"
+
+
+def load_projector(projector, device=None, trust_remote_code: bool = False, compile=None):
+    """A ``LabelProjector`` on ``device`` (default: CUDA if available), merged (labels on the fast path), frozen,
+    in eval mode; ``compile`` as :meth:`LabelProjector.merge` (None: True if ``$HELLO_LABELS_COMPILE`` is set and
+    not ``0``, else as the projector has it).
 
     ``projector``: a LabelProjector (deep-copied: the caller's object is left as it was), a directory or a Hub id;
     ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained` (a custom base's factory may run). The training
@@ -46,4 +55,6 @@ def load_projector(projector, device=None, trust_remote_code: bool = False):
         raise HelloLabelsError(f"expected a LabelProjector, a directory or a Hub id, got {type(projector).__name__}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else projector.device
-    return projector.to(device).merge().eval().requires_grad_(False)
+    if compile is None and os.environ.get(COMPILE_ENV, "0") not in ("", "0"):
+        compile = True
+    return projector.to(device).merge(compile=compile).eval().requires_grad_(False)

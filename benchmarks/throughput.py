@@ -1,4 +1,5 @@
-"""Label generation throughput (images/s): the teacher, the bare base, and the projector unmerged and merged.
+"""Label generation throughput (images/s): the teacher, the bare base, and the projector unmerged, merged and on
+its fast path, in both memory layouts.
 
     pip install -e ".[bench]"        # EfficientNet-Lite0 for the fashion-mnist setting
     python -m benchmarks.throughput --json benchmarks/results/throughput-cpu.json                 # CPU, both settings
@@ -9,18 +10,25 @@ Settings (``--setting``, default all):
 
 - ``fashion-mnist``: ResNet-20 teacher on ``[B, 1, 28, 28]``; EfficientNet-Lite0 (ImageNet weights, custom-module
   base) at ``--effnet-size`` (64, as in the Fashion-MNIST benchmark), 10 classes.
-- ``imagenet``: torchvision ResNet-18 teacher on ``[B, 3, 224, 224]``; open_clip ``RN50`` and ``ViT-B-32`` bases
-  (``--imagenet-bases``), 1000 classes. Random init throughout: speed does not depend on the weights' values.
+- ``imagenet``: torchvision ResNet-18 teacher on ``[B, 3, 224, 224]``; the shipped
+  ``hello-labels:efficientnet-lite0`` (ImageNet weights) and open_clip ``RN50`` and ``ViT-B-32`` bases (random
+  init: speed does not depend on the weights' values) (``--imagenet-bases``), 1000 classes.
 
 Rows: what labelling one batch costs with each label source.
 
-- teacher: the teacher's forward.
+- teacher: the teacher's forward, in the default (contiguous) layout and in ``channels_last`` (module and input),
+  so the projector is compared with the teacher in its own best layout too.
 - bare base: the projector's own forward (input conversion -> encoder -> L2-normalise -> ``exp(s) * F.linear + b``)
   with every parametrization removed and the original weights left as plain parameters. Same input conversion,
   same head matmul, same code: ``merged / bare base`` measures only what LoRA leaves behind after ``merge()``,
   and ``unmerged / bare base`` what the parametrizations cost.
 - projector, unmerged: LoRA as parametrizations (``W + B @ A`` recomputed on every forward), as while training.
-- projector, merged: after ``projector.merge()``, as shipped to students (the SRe2L/RDED shims).
+- projector, merged: after ``projector.merge()`` with the fast path switched off (``fast_options.enabled =
+  False``): the merged modules themselves, the same operations as the bare base.
+- projector, fast path: what ``projector(images)`` runs after ``merge()``, as in the shims, ``export-fkd``, ``eval``
+  and ``refine`` (:mod:`hello_labels.model.fastpath`: BatchNorm folded, the head as one matmul, ``channels_last``
+  for convolutional bases), and the same in the other layout. Its autocast is that of ``--dtype`` (so a float32 run
+  on CUDA stays float32); with ``--compile`` it is compiled by its own ``compile`` option.
 
 The three are built separately from the same seeds (same weights). Their LoRA ``B`` matrices are set to small
 random values (they start at zero) so that merged and unmerged logits can be compared; the check is reported.
@@ -31,12 +39,15 @@ is reported; with ``--compile`` the bare and merged projectors are the same grap
 almost nothing), ``--repeats`` rounds each run every row once, round-robin with a rotating start, so drift of the
 machine (other processes, clocks) hits all rows alike. images/s is ``batch / seconds``: the table gives the median,
 the interquartile range and min-max over repeats; ratios are of the medians, with the per-repeat (paired) ratio's
-median and IQR beside them. Speed targets are read from this report, never asserted in tests.
+median and IQR beside them. Costs against the teacher (``cost x teacher``: seconds per batch over the teacher's,
+paired per repeat) are given against the teacher in its faster layout (by median) and in the default one. Speed
+targets are read from this report, never asserted in tests.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import logging
 import os
@@ -45,7 +56,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -56,6 +67,7 @@ from torch.nn.utils import parametrize
 
 from hello_labels import LabelProjector, __version__
 from hello_labels.files import atomic_write_json
+from hello_labels.model.fastpath import FastOptions, FastProjector
 
 SETTINGS = ("fashion-mnist", "imagenet")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -66,7 +78,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Row:
-    """One label source to time: ``role`` is teacher / bare / unmerged / merged; ``base`` groups a base's rows."""
+    """One label source to time: ``role`` is teacher / teacher_cl / bare / unmerged / merged / fast / fast_alt;
+    ``base`` groups a base's rows."""
 
     name: str
     role: str
@@ -106,7 +119,7 @@ def imagenet(args) -> Setting:
     import torchvision
 
     bases = {name: (lambda name=name: LabelProjector.from_base(name, class_names="imagenet", head_init="zero"))
-             for name in args.imagenet_bases}
+             for name in args.imagenet_bases}  # head_init zero: no text tower needed; speed is the same
     size = args.imagenet_size
     return Setting("imagenet", Row("teacher: ResNet-18", "teacher", torchvision.models.resnet18()), (3, size, size),
                    1000, bases)
@@ -139,20 +152,45 @@ def is_plain(module: nn.Module) -> bool:
     return not any(parametrize.is_parametrized(m) for m in module.modules())
 
 
-def base_rows(label: str, build: Callable[[], LabelProjector]) -> List[Row]:
-    """Bare base, unmerged and merged projectors, built three times (bases and adapters are seeded, so the
-    weights are the same). Not ``copy.deepcopy``: a copy shares torch's generated ``Parametrized*`` classes with
-    its original, and merging one removes the weight property from both."""
+def base_rows(label: str, build: Callable[[], LabelProjector], args) -> List[Row]:
+    """Bare base, unmerged, merged and fast-path projectors (the fast path in both layouts), built three times
+    (bases and adapters are seeded, so the weights are the same). Not ``copy.deepcopy``: a copy shares torch's
+    generated ``Parametrized*`` classes with its original, and merging one removes the weight property from both.
+    The fast rows are :class:`FastProjector` copies of the merged projector, as ``projector.fast_path()`` builds."""
     projector, merged, bare = build(), build(), build()
     randomise_adapter(projector)
     randomise_adapter(merged)
     merged.merge()
+    merged.fast_options.enabled = False  # the "merged" row: the merged modules themselves
     strip_lora(bare)
     if projector.merged or is_plain(projector) or not is_plain(merged) or not is_plain(bare):
         raise RuntimeError("internal: the unmerged/merged/bare variants are not what they claim")
+    options = FastOptions(autocast="bfloat16" if args.dtype == "bfloat16" else False,
+                          compile={"mode": args.compile_mode, "backend": args.compile_backend} if args.compile else False)
+    fast = FastProjector(merged, options)
+    other = FastProjector(merged, replace(options, channels_last=not fast.channels_last))
+    layout = {True: "channels_last", False: "contiguous"}
     return [Row(f"{label}: bare base", "bare", bare, label),
             Row(f"{label}: projector, unmerged", "unmerged", projector, label),
-            Row(f"{label}: projector, merged", "merged", merged, label)]
+            Row(f"{label}: projector, merged", "merged", merged, label),
+            Row(f"{label}: fast path ({layout[fast.channels_last]})", "fast", fast, label),
+            Row(f"{label}: fast path ({layout[other.channels_last]})", "fast_alt", other, label)]
+
+
+class ChannelsLast(nn.Module):
+    """``module`` (converted) fed ``channels_last`` input: a teacher in that layout."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = copy.deepcopy(module).to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.contiguous(memory_format=torch.channels_last))
+
+
+def teacher_rows(teacher: Row) -> List[Row]:
+    """The teacher in the default layout and in ``channels_last``."""
+    return [teacher, Row(f"{teacher.name}, channels_last", "teacher_cl", ChannelsLast(teacher.module))]
 
 
 # ---------------------------------------------------------------------------------------------------- timing
@@ -192,15 +230,21 @@ def measure(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str, 
 
 
 def merge_check(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str) -> dict:
-    """Max |merged - unmerged| logit difference per base (eager, on two images), with max |logit| for scale and
-    max |merged - bare| (non-zero: the adapter does change the labels)."""
+    """Max |merged - unmerged| logit difference per base (eager, on two images), with max |logit| for scale,
+    max |merged - bare| (non-zero: the adapter does change the labels) and max |fast path - unmerged| (both
+    layouts; uncompiled: the compiled copy is compiled when timed)."""
     out = {}
     with torch.inference_mode(), precision(device, dtype):
         for label in dict.fromkeys(r.base for r in rows if r.base):
             by_role = {r.role: r.module for r in rows if r.base == label}
             logits = {role: by_role[role](x[:2]).float() for role in ("bare", "unmerged", "merged")}
+            for role in ("fast", "fast_alt"):
+                logits[role] = by_role[role].body(by_role[role].inputs(x[:2])).float()
             out[label] = {"max_abs_diff": float((logits["merged"] - logits["unmerged"]).abs().max()),
                           "max_abs_diff_bare": float((logits["merged"] - logits["bare"]).abs().max()),
+                          "max_abs_diff_fast": max(float((logits[r] - logits["unmerged"]).abs().max())
+                                                   for r in ("fast", "fast_alt")),
+                          "batchnorm_folded": by_role["fast"].folded,
                           "max_abs_logit": float(logits["unmerged"].abs().max())}
     return out
 
@@ -219,6 +263,10 @@ def ratio(num: Row, den: Row, batch: int) -> dict:
     return {"of_medians": medians, "paired": spread(paired)}
 
 
+def by_role_all(rows: List[Row], role: str) -> Row:
+    return next(r for r in rows if r.role == role)
+
+
 def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dict:
     out_rows = []
     for row in rows:
@@ -227,6 +275,8 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
                          "ms_per_batch": spread([1e3 * s for s in row.seconds]),
                          "first_call_s": row.first_call_s, "seconds": row.seconds})
     ratios = {}
+    teachers = [r for r in rows if r.role in ("teacher", "teacher_cl")]
+    best = min(teachers, key=lambda r: float(np.median(r.seconds)))
     for label in setting.bases:
         by_role = {r.role: r for r in rows if r.base == label}
         projector = by_role["unmerged"].module
@@ -234,7 +284,14 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
             "base_input": [3, *projector.inputs.size],
             "merged/bare": ratio(by_role["merged"], by_role["bare"], batch),
             "unmerged/bare": ratio(by_role["unmerged"], by_role["bare"], batch),
+            "fast/bare": ratio(by_role["fast"], by_role["bare"], batch),
+            "fast_alt/bare": ratio(by_role["fast_alt"], by_role["bare"], batch),
             "teacher/bare": ratio(rows[0], by_role["bare"], batch),
+            "teacher_cl/bare": ratio(by_role_all(rows, "teacher_cl"), by_role["bare"], batch),
+            "cost_x_teacher": {role: {"best_layout": ratio(best, by_role[role], batch),
+                                      "contiguous": ratio(rows[0], by_role[role], batch)}
+                               for role in ("merged", "fast", "fast_alt")},
+            "teacher_best_layout": best.role,
             "merged_vs_unmerged": check[label],
             "adapter_parameters": projector.num_adapter_parameters(),
             "lora_weights": sum(name.endswith(".lora_A") for name in projector.adapter_state_dict()),
@@ -301,8 +358,9 @@ def format_setting(name: str, result: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         ips = row["images_per_s"]
-        if row["role"] == "teacher":  # against the bare base when there is one; see the lines below otherwise
-            rel = f"{next(iter(bases.values()))['teacher/bare']['of_medians']:.3f}" if len(bases) == 1 else "-"
+        if row["role"] in ("teacher", "teacher_cl"):  # against the bare base when there is one
+            rel = (f"{next(iter(bases.values()))[row['role'] + '/bare']['of_medians']:.3f}" if len(bases) == 1
+                   else "-")
         else:
             rel = f"{bases[row['base']][row['role'] + '/bare']['of_medians']:.3f}" if row["role"] != "bare" else "1"
         first = f"{row['first_call_s']:.2f}" if row["first_call_s"] is not None else "-"
@@ -321,10 +379,19 @@ def format_setting(name: str, result: dict) -> str:
             lines.append(f"- {label}, {key.replace('/', ' / ').replace('bare', 'bare base')}: "
                          f"{r['of_medians']:.3f} (paired per repeat: median {p['median']:.3f}, "
                          f"IQR {p['p25']:.3f}-{p['p75']:.3f}){verdict}")
+        teacher = "teacher in channels_last" if b["teacher_best_layout"] == "teacher_cl" else "contiguous teacher"
+        for role in ("fast", "fast_alt", "merged"):
+            r, c = b["cost_x_teacher"][role]["best_layout"], b["cost_x_teacher"][role]["contiguous"]
+            name = next(row["name"] for row in rows if row["base"] == label and row["role"] == role)
+            lines.append(f"- {name}: cost x teacher {r['of_medians']:.3f} against the faster layout ({teacher}; "
+                         f"paired median {r['paired']['median']:.3f}, IQR {r['paired']['p25']:.3f}-"
+                         f"{r['paired']['p75']:.3f}), {c['of_medians']:.3f} against the contiguous teacher")
         c = b["merged_vs_unmerged"]
         lines.append(f"- {label}, merged vs unmerged logits: max |diff| {c['max_abs_diff']:.2e} "
                      f"(max |logit| {c['max_abs_logit']:.2e}, max |merged - bare| {c['max_abs_diff_bare']:.2e}); "
-                     f"adapter {b['adapter_parameters']:,} parameters, LoRA on {b['lora_weights']} weights")
+                     f"fast path vs unmerged: max |diff| {c['max_abs_diff_fast']:.2e}, {c['batchnorm_folded']} "
+                     f"BatchNorm folded; adapter {b['adapter_parameters']:,} parameters, LoRA on "
+                     f"{b['lora_weights']} weights")
     return "\n".join(lines)
 
 
@@ -358,8 +425,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=20, help="timed rounds; each runs every row once")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--effnet-size", type=int, default=64, help="fashion-mnist: EfficientNet-Lite0 resolution")
-    p.add_argument("--imagenet-bases", nargs="+", default=["RN50", "ViT-B-32"],
-                   help="imagenet: open_clip bases (random init)")
+    p.add_argument("--imagenet-bases", nargs="+", default=["hello-labels:efficientnet-lite0", "RN50", "ViT-B-32"],
+                   help="imagenet: bases (open_clip ones with random init)")
     p.add_argument("--imagenet-size", type=int, default=224, help="imagenet: input resolution")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input batch")
     p.add_argument("--json", type=Path, help="write the results here (atomically)")
@@ -394,11 +461,12 @@ def main(argv=None) -> int:
               "environment": environment(device, args), "settings": {}}
     print(format_header(report), flush=True)
     for name in args.setting:
-        print(f"{name}: building the teacher and 3 projectors per base", file=sys.stderr, flush=True)
+        print(f"{name}: building the teacher and 3 projectors (+2 fast paths) per base", file=sys.stderr, flush=True)
         torch.manual_seed(args.seed)  # the teacher's random init; bases and adapters seed themselves
         with quiet_logging():  # open_clip logs "No pretrained weights loaded" for each build: intended here
             setting = BUILDERS[name](args)
-            rows = [setting.teacher] + [r for label, p in setting.bases.items() for r in base_rows(label, p)]
+            rows = teacher_rows(setting.teacher) + [r for label, p in setting.bases.items()
+                                                    for r in base_rows(label, p, args)]
         gen = torch.Generator().manual_seed(args.seed)
         x = torch.randn(args.batch_size, *setting.input_shape, generator=gen).to(device)
         for row in rows:
@@ -406,9 +474,9 @@ def main(argv=None) -> int:
         check = merge_check(rows, x, device, args.dtype)
         if args.compile:
             torch._dynamo.reset()  # a fresh compile cache (and recompile budget) per setting
-        for row in rows:
+        for row in rows:  # the fast rows compile themselves (their compile option), as the library does
             row.fn = (torch.compile(row.module, mode=args.compile_mode, backend=args.compile_backend)
-                      if args.compile else row.module)
+                      if args.compile and row.role not in ("fast", "fast_alt") else row.module)
         print(f"{name}: timing {len(rows)} rows, {args.warmup} warm-up + {args.repeats} timed rounds",
               file=sys.stderr, flush=True)
         measure(rows, x, device, args.dtype, args.warmup, args.repeats)

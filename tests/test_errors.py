@@ -140,3 +140,25 @@ def test_a_lock_file_that_is_not_a_pid_keeps_the_error_one_line(tmp_path):
     finally:
         os.close(fd)
     assert "\n" not in str(err.value) and "(pid ?)" in str(err.value)
+
+
+def test_rank_zero_errors_keep_their_class_on_every_rank():
+    """on_main/all_ok share one rank's error with the others: a busy folder must stay FolderBusyError (retry), not
+    turn into a plain HelloLabelsError, on the rank that hit it and on the ranks it is shared with."""
+    from hello_labels import distributed
+    from hello_labels.errors import FolderBusyError, HelloLabelsError
+
+    env = distributed.DistEnv()
+
+    def busy():
+        raise FolderBusyError("out is being written by another run")
+
+    with pytest.raises(FolderBusyError, match="another run"):
+        distributed.on_main(env, busy)
+    with pytest.raises(FolderBusyError, match="another run"):
+        distributed.all_ok(env, busy)
+    with pytest.raises(FolderBusyError, match="shared"):  # what another rank receives
+        distributed._raise(None, ("FolderBusyError", "shared"))
+    with pytest.raises(HelloLabelsError) as err:  # a name that is no error class of ours stays the base class
+        distributed._raise(None, ("os.system", "x"))
+    assert type(err.value) is HelloLabelsError

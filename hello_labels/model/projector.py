@@ -32,6 +32,7 @@ from .bases import Base, base_pin, build_base, default_head, module_spec, parse_
 from .card import AdapterFacts, fidelity_plot, model_card
 from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
+from .fastpath import FastOptions, FastProjector
 from .heads import (
     HEAD_INITS,
     ClassifierHead,
@@ -108,6 +109,8 @@ class LabelProjector(nn.Module):
         self.requires_grad_(False)
         for tensor in self.trainable_parameters():
             tensor.requires_grad_(True)
+        self.fast_options = FastOptions()
+        self.__dict__["_fast"] = {}  # device -> (key, FastProjector); shared by DataParallel's replicas
         self.eval()
 
     # ------------------------------------------------------------------ construction
@@ -196,8 +199,9 @@ class LabelProjector(nn.Module):
 
     @property
     def check_inputs(self) -> bool:
-        """Whether each call checks the input range against ``input_mean/std`` (one device sync per call).
-        Set to False in speed-critical loops whose inputs are known to be right."""
+        """Whether calls check the input range against ``input_mean/std``: every call on the CPU; on an
+        accelerator, where a check costs a host sync, the first calls and then a sample (see
+        :mod:`hello_labels.model.inputs`). False: no check."""
         return self.inputs.check_range
 
     @check_inputs.setter
@@ -213,8 +217,42 @@ class LabelProjector(nn.Module):
         return F.normalize(feats, dim=-1) if self.config.normalize_features else feats
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images [B, input_channels, H, W]`` normalised with ``input_mean/std`` -> logits ``[B, C]``."""
+        """``images [B, input_channels, H, W]`` normalised with ``input_mean/std`` -> logits ``[B, C]``.
+
+        Merged (and ``fast_options.enabled``), this runs :meth:`fast_path`: float32 logits equal to the unfused
+        modules' within :data:`hello_labels.model.fastpath.TOLERANCE` on the CPU. Not while a gradient may be
+        wanted for the head's bias or scale (grad mode on and they require it): those are live in the modules
+        only."""
+        if self.merged and self.fast_options.enabled and not (
+                torch.is_grad_enabled() and any(t.requires_grad for t in self.trainable_parameters())):
+            return self.fast_path()(images)
         return self.head(self.features(images))
+
+    def fast_path(self, cache: bool = True) -> FastProjector:
+        """The inference copy (:mod:`hello_labels.model.fastpath`) of this projector's current weights, merged or
+        not, built on first use and rebuilt after the adapter tensors change, ``merge``/``unmerge``, ``.to()`` or
+        a change of ``fast_options``. It leaves this projector's own modules untouched. ``cache=False``: a copy
+        that is not kept (an evaluation during training: no second base in memory between evaluations)."""
+        options = repr(self.fast_options)  # a dataclass: every field, compile arguments included
+        cached, device = self.__dict__["_fast"], self.device
+        if getattr(self, "_is_replica", False):  # a DataParallel replica: rebuilt every call, weights unchanged
+            key = ("replica", options)
+        else:
+            key = (options, tuple(t._version for t in self.adapter_state_dict().values()))
+        entry = cached.get(device)
+        if entry is None or entry[0] != key:
+            cached.pop(device, None)  # stale: let it go before building another
+            entry = (key, FastProjector(self, self.fast_options))
+            if cache:
+                cached[device] = entry
+        return entry[1]
+
+    def _drop_fast_path(self) -> None:
+        self.__dict__["_fast"].clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        self._drop_fast_path()  # .to() / .half() / .cuda(): the copy would be on the old device or dtype
+        return super()._apply(fn, *args, **kwargs)
 
     def soft_labels(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``softmax(logits / T)``, ``[B, C]``."""
@@ -303,7 +341,9 @@ class LabelProjector(nn.Module):
 
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
-        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        state = {k: v for k, v in self.__dict__.items() if k != "_fast"}
+        clone.__dict__.update(copy.deepcopy(state, memo))
+        clone.__dict__["_fast"] = {}
         isolate_parametrized_classes(clone)
         return clone
 
@@ -312,15 +352,24 @@ class LabelProjector(nn.Module):
     def merged(self) -> bool:
         return self.adapter.merged
 
-    def merge(self) -> "LabelProjector":
-        """Fold all deltas into the weights (without dropout): inference costs the same as the bare base.
-        Reversible with :meth:`unmerge`."""
+    def merge(self, compile: Optional[Union[bool, dict]] = None,
+              autocast: Optional[Union[bool, str]] = None) -> "LabelProjector":
+        """Fold all deltas into the weights (without dropout) and make labels on the fast path (see
+        :meth:`forward`). ``compile``: ``torch.compile`` it (True or a dict of arguments; None: as before);
+        ``autocast``: as :class:`~hello_labels.model.fastpath.FastOptions` (None: as before; default bf16 on
+        CUDA). Other settings: ``projector.fast_options``. Reversible with :meth:`unmerge`."""
+        if compile is not None:
+            self.fast_options.compile = compile
+        if autocast is not None:
+            self.fast_options.autocast = autocast
         self.adapter.merge()
+        self._drop_fast_path()
         return self
 
     def unmerge(self) -> "LabelProjector":
         """Re-attach the deltas (needed to train further)."""
         self.adapter.unmerge()
+        self._drop_fast_path()
         return self
 
     # ------------------------------------------------------------------ persistence

@@ -10,16 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ..distributed import DistEnv, on_main
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from ..files import atomic_torch_save, atomic_write_json, remove_stale_temps
 from ..fingerprint import source_fingerprint, tensor_digest
@@ -38,35 +37,6 @@ LOG_EVERY = 10  # steps between reads of the running loss/agreement (history, pr
 # config.json metadata that describes one run: replaced as a whole by each run (a projector trained from another
 # one, --init, keeps none of its predecessor's, license included)
 RUN_METADATA = ("teacher", "dataset", "labels_trained", "command", "license", "distill", "fidelity")
-
-
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def setup(cls, device=None) -> "DistEnv":
-        """Join the process group ``torchrun`` describes in the environment (gloo on CPU, nccl on GPU)."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device is None:
-            device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        device = torch.device(device)
-        if world > 1 and not dist.is_initialized():
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(int(os.environ.get("RANK", "0")), world, device)
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
 
 
 def _autocast(precision: str, device: torch.device):
@@ -150,24 +120,6 @@ def _fingerprint(projector, targets, cfg: DistillConfig) -> dict:
             "data": data}
 
 
-def _on_main(env: "DistEnv", fn):
-    """``fn()`` on rank 0, its result (or its one-line error) shared with every rank, so that no rank waits
-    forever for a rank that stopped."""
-    result, error = None, None
-    if env.main:
-        try:
-            result = fn()
-        except HelloLabelsError as err:
-            error = str(err)
-    if env.world_size > 1:
-        box = [result, error]
-        dist.broadcast_object_list(box, src=0)
-        result, error = box
-    if error is not None:
-        raise HelloLabelsError(error)
-    return result
-
-
 def _check_config(cfg: DistillConfig) -> None:
     """One line naming the first setting out of range (a 0 would divide by zero or draw no views, mid-run)."""
     positive = {"steps": cfg.steps, "batch_size": cfg.batch_size, "checkpoint_every": cfg.checkpoint_every}
@@ -201,7 +153,7 @@ def distill(projector, targets: Targets, out_dir, config: Optional[DistillConfig
     out = Path(out_dir)
     lock = RunLock(out)  # rank 0 writes, so rank 0 alone holds it
     try:
-        fingerprint = _on_main(env, lambda: _start(lock, out, projector, targets, cfg))
+        fingerprint = on_main(env, lambda: _start(lock, out, projector, targets, cfg))
         metadata = dict(metadata or {}, dataset=data_identity(data_name, fingerprint["data"]["source"],
                                                               projector.num_classes))
         return _distill(projector, targets, out, cfg, resume, progress, metadata, env, fingerprint)

@@ -56,19 +56,19 @@ class FidelityReport:
 
 @torch.no_grad()
 def collect(projector, targets: Targets, plans: List[BatchPlan], num_workers: int = 0, device=None):
-    """Projector logits, target logits and image classes over the views of ``plans``: three ``[N, ...]``."""
+    """Projector logits, target logits and image classes over the views of ``plans``: three ``[N, ...]``.
+    The projector's logits come from its fast path (:meth:`LabelProjector.fast_path`, merged or not), as the
+    shims and ``export-fkd`` make them."""
     device = device or projector.device
-    was_training = projector.training
-    projector.eval()
+    labeller = projector.fast_path(cache=projector.merged)  # a training projector changes between evaluations
     data, batches = loader(targets.images, iter(plans), len(plans), num_workers)
     out = ([], [], [])
     for number, (images, labels, _, _) in enumerate(data):
         plan = batches.pop(plans[number].step)
         mixed = apply_mix(images.to(device), plan.mix_type, *plan.mix)
-        out[0].append(projector(mixed).float().cpu())
+        out[0].append(labeller(mixed).float().cpu())
         out[1].append(targets(plan, mixed).float().cpu())
         out[2].append(labels)
-    projector.train(was_training)
     return tuple(torch.cat(o) for o in out)
 
 

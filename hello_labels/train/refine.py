@@ -31,12 +31,14 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import BadInputError, CorruptFileError, first_line
+from ..distributed import DistEnv, gather, on_main
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from ..files import atomic_path, atomic_write_json, remove_stale_temps
 from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.classes import check_classes, output_classes
 from ..labels.views import open_images
+from ..model.fastpath import label_dtype
 from ..runs import LOCK_FILE, RunLock, check_apart, check_settings
 from ..seeds import derive_seed
 from .evaluate import discrepancy, fidelity
@@ -283,9 +285,10 @@ def report_table(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the job
-def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map) -> dict:
+def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map, device) -> dict:
     """What determines the refined files: the config, the input (every image decoded and hashed), the projector's
-    config and adapter, the teachers' weights (ensemble weights included), the patch map."""
+    config and adapter, the teachers' weights (ensemble weights included), the patch map, the precision of the
+    projector's label passes on ``device``."""
     settings = {k: v for k, v in asdict(cfg).items() if k not in RefineConfig.RESUMABLE}
     patches = json.dumps({k: [[list(box), str(src)] for box, src in e] for k, e in sorted(patch_map.items())})
     config = {k: v for k, v in projector.config_dict().items() if k != "metadata"}
@@ -293,7 +296,8 @@ def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_ma
                     data=check_image_files([str(data / f.rel) for f in files], data),
                     projector={"config": config, "adapter": tensor_digest(projector.adapter_state_dict())},
                     teacher=module_digest(teacher),
-                    patches=hashlib.sha256(patches.encode()).hexdigest()[:16] if patch_map else None)
+                    patches=hashlib.sha256(patches.encode()).hexdigest()[:16] if patch_map else None,
+                    label_dtype=label_dtype(projector.fast_options, device))
     return settings
 
 
@@ -323,8 +327,15 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     as the projector. ``patches``: optional patch map (see :func:`load_patches`) for the feature term. Files
     already in ``out_dir`` from an interrupted run with the same settings are kept. Returns the report (also in
     ``out_dir/refine.json``): before/after :func:`teacher_fidelity`, :func:`pixel_change`, counts, seconds.
-    The projector and teachers are moved to ``device`` (default: CUDA when available). The folder's classes are
-    matched to the projector's by name (or ``class_map``, see :mod:`hello_labels.labels.classes`)."""
+    The projector and teachers are moved to ``device`` (default: CUDA when available, ``cuda:LOCAL_RANK`` under
+    ``torchrun``); the projector's label passes run on its fast path (:meth:`LabelProjector.fast_path`). The
+    folder's classes are matched to the projector's by name (or ``class_map``, see
+    :mod:`hello_labels.labels.classes`).
+
+    Under ``torchrun`` each process refines every ``world_size``-th batch (batches are fixed by the file list, so
+    the files are the same bytes as a one-process run's) into one ``out_dir`` all processes see; rank 0 holds the
+    lock, records the settings, scores before and after and writes the report. A rerun after a kill, with any
+    number of processes, refines only the images not yet written."""
     from ..labels.teachers import load_teachers
 
     cfg = config or RefineConfig()
@@ -342,35 +353,48 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     files, classes = list_images(data)
     teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
     check_classes(classes, projector.config.class_names, output_classes(teacher, 3, cfg.input_size), class_map)
-    with RunLock(out):  # created here, writable, and ours alone until refine returns
-        return _refine(projector, teacher, data, out, cfg, files, patches, progress, device, class_map)
-
-
-def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files, patches, progress, device,
-            class_map) -> dict:
-    """:func:`refine` holding the run lock on ``out``, with the teacher ensemble loaded and the classes checked."""
     patch_map = load_patches(patches, data) if patches is not None else {}
     check_patches(files, patch_map)
-    settings = _settings(cfg, data, files, projector, teacher, patch_map)
-    _start(out, settings)
+    env = DistEnv.setup(device)
+    lock = RunLock(out)  # created here, writable, and rank 0's alone until refine returns
+    try:
+        settings = on_main(env, lambda: _begin(lock, cfg, data, out, files, projector, teacher, patch_map, env.device))
+        return _refine(projector, teacher, data, out, cfg, files, patch_map, settings, progress, env, class_map)
+    finally:
+        lock.release()
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    projector.to(device).eval()
-    teacher.to(device).eval()
+
+def _begin(lock: RunLock, cfg: RefineConfig, data: Path, out: Path, files, projector, teacher, patch_map,
+           device) -> dict:
+    """Rank 0, before any work: lock ``out``, record the settings or check them against an interrupted run's."""
+    lock.acquire()
+    settings = _settings(cfg, data, files, projector, teacher, patch_map, device)
+    _start(out, settings)
+    return settings
+
+
+def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings, progress,
+            env: DistEnv, class_map) -> dict:
+    """:func:`refine` once rank 0 holds the run lock on ``out``, with the classes checked: each process refines
+    every ``world_size``-th batch; rank 0 scores before and after and writes the report."""
+    projector.to(env.device).eval()
+    teacher.to(env.device).eval()
+    labeller = projector.fast_path()  # the label passes: BatchNorm folded, channels_last; gradients reach pixels
     t0 = time.perf_counter()
-    before = teacher_fidelity(projector, teacher, data, cfg, class_map)
-    patches_before = patch_distance(projector, data, patch_map) if patch_map else None
+    before = teacher_fidelity(projector, teacher, data, cfg, class_map) if env.main else None
+    patches_before = patch_distance(labeller, data, patch_map) if patch_map and env.main else None
     done = sum((out / f.rel).is_file() for f in files)
-    bar = tqdm(total=len(files), initial=done, disable=not progress, desc="refine", dynamic_ncols=True)
+    bar = tqdm(total=len(files), initial=done, disable=not (progress and env.main), desc="refine",
+               dynamic_ncols=True)
     first, last, refined = [], [], 0
-    for batch in plan_batches(files, cfg.batch_size):
+    for batch in env.share(plan_batches(files, cfg.batch_size)):
         todo = [f for f in batch if not (out / f.rel).is_file()]
         if not todo:
             continue
         loaded = [read_image(data / f.rel) for f in batch]
-        images = TF.to_dtype(torch.stack([image for image, _ in loaded]).to(device), torch.float32, scale=True)
-        result, loss0, loss1 = refine_batch(projector, teacher, images, [f.index for f in batch], cfg,
-                                            source_patches(projector, [f.rel for f in batch], patch_map))
+        images = TF.to_dtype(torch.stack([image for image, _ in loaded]).to(env.device), torch.float32, scale=True)
+        result, loss0, loss1 = refine_batch(labeller, teacher, images, [f.index for f in batch], cfg,
+                                            source_patches(labeller, [f.rel for f in batch], patch_map))
         for f, image, (_, fmt) in zip(batch, result, loaded):
             if f in todo:
                 write_image(image, out / f.rel, fmt, cfg.jpeg_quality)
@@ -379,8 +403,19 @@ def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
             first.append(loss0)
             last.append(loss1)
             bar.set_postfix(loss=f"{loss0:.4f}->{loss1:.4f}", refresh=False)
-        bar.update(len(todo))
+        bar.update(min(len(todo) * env.world_size, bar.total - bar.n))  # the other processes refine alongside
     bar.close()
+    shares = gather(env, (refined, first, last))  # also waits for every process's files
+    refined = sum(share[0] for share in shares)
+    first = [loss for share in shares for loss in share[1]]
+    last = [loss for share in shares for loss in share[2]]
+    return on_main(env, lambda: _report(projector, teacher, data, out, cfg, files, patch_map, settings, class_map,
+                                        before, patches_before, refined, first, last, t0))
+
+
+def _report(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings, class_map,
+            before, patches_before, refined, first, last, t0) -> dict:
+    """Rank 0, once every image is written: score the refined folder and write ``OUT/refine.json``."""
     after = teacher_fidelity(projector, teacher, out, cfg, class_map)
     report = {"status": "done", "settings": settings, "input": str(data), "output": str(out),
               "classes": len({f.label for f in files}), "images": len(files), "refined_this_run": refined,
@@ -389,7 +424,7 @@ def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
                        "last_step": float(np.mean(last)) if last else None},
               "before": before, "after": after, "pixel_change": pixel_change(data, out, files),
               "patch_feature_distance": None if not patch_map else
-              {"before": patches_before, "after": patch_distance(projector, out, patch_map)},
+              {"before": patches_before, "after": patch_distance(projector.fast_path(), out, patch_map)},
               "seconds": time.perf_counter() - t0}
     atomic_write_json(out / REPORT_FILE, report)
     return report

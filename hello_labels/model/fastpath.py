@@ -1,0 +1,256 @@
+"""The inference fast path: what a projector runs when it makes labels.
+
+:class:`FastProjector` is an inference copy of a projector, built from its current weights without touching
+them (so ``unmerge()`` and training are unaffected, whatever was called before): the LoRA deltas folded into a
+deep copy of the encoder, every BatchNorm that follows a convolution folded into that convolution (torch.fx finds
+the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights), ``channels_last`` for
+convolutional bases, the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
+call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
+CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
+
+Outputs equal the unfused float32 path up to float rounding: on the CPU at float32, logits within
+:data:`TOLERANCE` relative to their largest magnitude (tested); under autocast on CUDA, to bfloat16 precision
+(about 3 significant digits; not verified here). The copy costs the base's weights once more in memory. Under
+``torch.nn.DataParallel`` each replica's device gets one copy, kept between calls (not verified on several GPUs).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from ..errors import HelloLabelsError
+from .lora import isolate_parametrized_classes
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4  # float32 CPU: |fast - unfused| <= TOLERANCE * max |unfused logit| (rounding of the folds only)
+_METADATA = ("ndim", "shape", "dtype", "device")  # reading these from a conv output does not use its values
+_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+
+
+@dataclass
+class FastOptions:
+    """How a merged projector makes labels: ``enabled`` (the fast path; False: the unfused modules), ``compile``
+    (``torch.compile``: True or a dict of its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing,
+    on CUDA only; ``"bfloat16"``/``"float16"``: that dtype on any device; False: off), ``channels_last`` (None:
+    for convolutional bases, see :func:`is_convolutional`)."""
+
+    enabled: bool = True
+    compile: Union[bool, dict] = False
+    autocast: Union[bool, str] = True
+    channels_last: Optional[bool] = None
+
+
+def merged_copy(encoder: nn.Module) -> nn.Module:
+    """A deep copy of ``encoder`` in eval mode with every parametrization (LoRA delta) folded into its weight;
+    ``encoder`` itself is left as it was."""
+    clone = copy.deepcopy(encoder)
+    isolate_parametrized_classes(clone)  # removing a parametrization must not touch the original's class
+    clone.eval()  # no LoRA dropout in the folded delta
+    for module in list(clone.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return clone.requires_grad_(False)
+
+
+class _ConvLeaves(fx.Tracer):
+    """Keeps convolutions (torch's and subclasses such as timm's same-padding conv) whole in the graph."""
+
+    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+        return isinstance(module, nn.Conv2d) or super().is_leaf_module(module, name)
+
+
+def _batch_norm(gm: fx.GraphModule, node: fx.Node):
+    """``(input node, running mean, running var, eps, weight, bias)`` if ``node`` is an eval-mode 2-D batch norm:
+    a ``BatchNorm2d`` module, or ``F.batch_norm`` on module buffers (timm's norm-act layers); else None."""
+    if node.op == "call_module":
+        bn = gm.get_submodule(node.target)
+        if isinstance(bn, nn.BatchNorm2d) and not bn.training and bn.running_mean is not None:
+            return node.args[0], bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        return None
+    if node.op != "call_function" or node.target is not F.batch_norm:
+        return None
+    args = dict(zip(_BN_ARGS, node.args), **node.kwargs)
+    if args.get("training", False) is not False:
+        return None
+    tensors = []
+    for key in ("running_mean", "running_var", "weight", "bias"):
+        arg = args.get(key)
+        if arg is not None and not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
+            return None
+        tensors.append(None if arg is None else gm.get_parameter(arg.target) if key in ("weight", "bias")
+                       else gm.get_buffer(arg.target))
+    if tensors[0] is None or tensors[1] is None:
+        return None
+    mean, var, weight, bias = tensors
+    return args["input"], mean, var, args.get("eps", 1e-5), weight, bias
+
+
+def _only_user(source: fx.Node, node: fx.Node) -> bool:
+    """Whether ``node`` alone uses ``source``'s values (timm's norm layers also assert on ``x.ndim``)."""
+    return all(user is node or (user.op == "call_function" and user.target is getattr and user.args[1] in _METADATA)
+               for user in source.users)
+
+
+def fold_batchnorm(encoder: nn.Module) -> Tuple[nn.Module, int]:
+    """Fold each eval-mode BatchNorm2d that alone consumes a convolution's output into that convolution.
+
+    Works on ``encoder`` in place (pass a copy) and returns the module to run (a ``torch.fx.GraphModule`` when
+    something was folded) and the number folded. An encoder without BatchNorm, or one torch.fx cannot trace, is
+    returned as it is."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
+        return encoder, 0
+    try:
+        graph = _ConvLeaves().trace(encoder)
+    except Exception as err:  # data-dependent control flow etc.: run unfolded
+        log.info("fast path: BatchNorm not folded (%s cannot be traced: %s)", type(encoder).__name__, err)
+        return encoder, 0
+    gm = fx.GraphModule(encoder, graph)
+    folded = 0
+    for node in list(gm.graph.nodes):
+        found = _batch_norm(gm, node)
+        if found is None:
+            continue
+        source, mean, var, eps, weight, bias = found
+        if not (isinstance(source, fx.Node) and source.op == "call_module" and _only_user(source, node)):
+            continue
+        conv = gm.get_submodule(source.target)
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, mean, var, eps, weight, bias)
+        conv.requires_grad_(False)
+        node.replace_all_uses_with(source)
+        gm.graph.erase_node(node)
+        folded += 1
+    if not folded:
+        return encoder, 0
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm, folded
+
+
+def is_convolutional(encoder: nn.Module) -> bool:
+    """More than one convolution (a ViT has one, its patch embedding): the base runs faster in ``channels_last``."""
+    return sum(isinstance(m, nn.Conv2d) for m in encoder.modules()) > 1
+
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(option: Union[bool, str], device: torch.device) -> Optional[torch.dtype]:
+    """The dtype :class:`FastOptions` ``autocast`` asks for on ``device`` (None: no autocast)."""
+    if isinstance(option, str):
+        if option not in AUTOCAST_DTYPES:
+            raise HelloLabelsError(f"unknown autocast dtype '{option}'; expected one of {list(AUTOCAST_DTYPES)}")
+        return AUTOCAST_DTYPES[option]
+    if not option or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def label_dtype(options: FastOptions, device) -> str:
+    """The precision labels are computed at on ``device``: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (what a
+    run records, so that a resumed run on other hardware does not mix precisions)."""
+    dtype = autocast_dtype(options.autocast, torch.device(device)) or torch.float32
+    return str(dtype).replace("torch.", "")
+
+
+class _Body(nn.Module):
+    """Base-normalised images ``[B, 3, H, W]`` -> logits ``[B, C]``: the part ``torch.compile`` compiles."""
+
+    def __init__(self, encoder: nn.Module, weight: torch.Tensor, bias: torch.Tensor, normalize: bool,
+                 channels_last: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("weight_t", weight.t().contiguous())  # [D, C]: logits = addmm(bias, features, W^T)
+        self.register_buffer("bias", bias)
+        self.normalize = normalize
+        self.channels_last = channels_last
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.encoder(x)
+        feats = out[0] if isinstance(out, (tuple, list)) else out
+        return F.normalize(feats, dim=-1) if self.normalize else feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.features(x)
+        weight_t, bias = self.weight_t, self.bias
+        if feats.dtype != weight_t.dtype:  # autocast: addmm wants one dtype
+            weight_t, bias = weight_t.to(feats.dtype), bias.to(feats.dtype)
+        return torch.addmm(bias, feats, weight_t)
+
+
+class FastProjector(nn.Module):
+    """Images (normalised as the student sees them) -> logits ``[B, C]``, as ``projector(images)`` computes them,
+    fast. :meth:`LabelProjector.fast_path` builds and caches one; it holds its own copy of the base, so later
+    changes to the projector are not seen (the projector rebuilds its cached one when its weights change).
+    ``options``: :class:`FastOptions` (``enabled`` is not looked at here)."""
+
+    def __init__(self, projector, options: Optional[FastOptions] = None):
+        super().__init__()
+        options = options or FastOptions()
+        autocast_dtype(options.autocast, torch.device("cpu"))  # an unknown dtype fails now, not at the first call
+        self.config = projector.config
+        self.inputs = projector.inputs  # shared: same range check, same sampling counter
+        self.feature_dim = projector.base.feature_dim
+        encoder = merged_copy(projector.base.encoder)
+        encoder, self.folded = fold_batchnorm(encoder)
+        self.channels_last = is_convolutional(encoder) if options.channels_last is None else options.channels_last
+        if self.channels_last:
+            encoder = encoder.to(memory_format=torch.channels_last)
+        head = projector.head
+        with torch.no_grad():
+            weight = head.weight.detach() * head.logit_scale.detach().exp()  # W + delta, when not merged
+        self.body = _Body(encoder, weight.clone(), head.bias.detach().clone(), projector.config.normalize_features,
+                          self.channels_last)
+        self.autocast = options.autocast
+        self.compiled = bool(options.compile)
+        self.__dict__["_run"] = self.body
+        if options.compile:
+            kwargs = options.compile if isinstance(options.compile, dict) else {}
+            self.__dict__["_run"] = torch.compile(self.body, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.body.bias.device
+
+    @property
+    def num_classes(self) -> int:
+        return self.body.bias.shape[0]
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Base features ``[B, D]`` as ``projector.features`` gives them, from the folded encoder at the input's
+        dtype (no autocast, not compiled; refine's patch term)."""
+        x = self.inputs(images)
+        return x.new_zeros(0, self.feature_dim) if x.shape[0] == 0 else self.body.features(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images [B, input_channels, H, W]`` -> float32 logits ``[B, C]`` (a normal tensor, usable in autograd
+        later, even when computed under ``inference_mode``)."""
+        if not torch.is_grad_enabled():
+            with torch.inference_mode():
+                out = self._logits(images)
+            return out.clone()  # an inference tensor could not be saved for a later backward (a KL target)
+        return self._logits(images)
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(images)
+        if x.shape[0] == 0:
+            return x.new_zeros(0, self.num_classes)
+        dtype = autocast_dtype(self.autocast, x.device)
+        if dtype is None:
+            return self._run(x).float()
+        with torch.autocast(x.device.type, dtype=dtype):
+            return self._run(x).float()

