@@ -112,3 +112,16 @@ def test_a_hub_id_offline_or_a_file_path_fails_before_torch_is_imported(tmp_path
     assert proc.stdout.strip() == "[2, 2] False"
     first, second = proc.stderr.strip().splitlines()
     assert "offline or unreachable: HF_HUB_OFFLINE is set" in first and "is a file, not a projector folder" in second
+
+
+def test_every_verb_that_loads_a_projector_takes_the_trust_and_mismatch_flags():
+    """README (Command line): the verbs that load a saved projector take ``--trust-remote-code`` and, but
+    ``storage`` (which reads files without building the base), ``--ignore-base-mismatch``; the others take neither."""
+    def flags(verb):
+        return {o for a in _verbs(build_parser())[verb]._actions for o in a.option_strings} & {
+            "--trust-remote-code", "--ignore-base-mismatch"}
+
+    for verb in ("info", "eval", "export-fkd", "refine", "distill", "convert"):
+        assert flags(verb) == {"--trust-remote-code", "--ignore-base-mismatch"}, verb
+    assert flags("storage") == {"--trust-remote-code"}
+    assert not flags("push") and not flags("list") and not flags("demo")

@@ -34,8 +34,9 @@ def register(sub) -> None:
     g.add_argument("--adapter-dtype", choices=common.ADAPTER_DTYPES, default="float32",
                    help="adapter file format for --base (default: float32, as distill/convert save)")
     p.add_argument("--json", help="also write the report here (JSON)")
-    p.add_argument("--plot", help="also draw bytes against images per class (1-200, log axes) as a PNG here; the "
-                                  "adapter line is float16 (needs matplotlib)")
+    p.add_argument("--plot", help="also draw bytes against images per class (1-200, log axes) as a PNG here; flat "
+                                  "adapter lines at float16, int8 and int4 per --base, at its saved dtype per "
+                                  "--projector (needs matplotlib: the plot extra)")
     p.add_argument("--plot-epochs", help="comma-separated epochs, one set of label lines each (default: --epochs)")
     p.set_defaults(func=_storage)
 

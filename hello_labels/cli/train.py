@@ -85,7 +85,8 @@ def _train_args(p) -> None:
 def _publish_args(p) -> None:
     g = p.add_argument_group("publishing")
     g.add_argument("--push-to-hub", metavar="ORG/NAME", help="after the final save, upload OUT (config, adapter, "
-                                                             "card, plot) to this Hub repo in one commit")
+                                                             "card; its fidelity plot with matplotlib) to this Hub "
+                                                             "repo in one commit")
     g.add_argument("--revision", help="branch to push to (created if missing; default: main)")
     g.add_argument("--private", action="store_true", help="create the Hub repo private")
     g.add_argument("--license", help="license id for the card's metadata (e.g. mit, apache-2.0; default: unset)")

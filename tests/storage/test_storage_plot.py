@@ -75,3 +75,12 @@ def test_missing_matplotlib_is_one_line_error_before_any_work(monkeypatch, capsy
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip().count("\n") == 0
     assert "matplotlib" in captured.err and "hello-labels[plot]" in captured.err
+
+
+def test_plot_help_names_every_adapter_line_drawn():
+    """``storage --help`` says which adapter lines ``--plot`` draws: the dtypes ``storage_series`` draws per base."""
+    from hello_labels.cli import build_parser
+
+    storage = build_parser()._subparsers._group_actions[0].choices["storage"]
+    plot = next(a for a in storage._actions if "--plot" in a.option_strings)
+    assert all(d in plot.help for d in ADAPTER_PLOT_DTYPES), plot.help
