@@ -1,9 +1,10 @@
 """Benchmark stages cached on disk and never reused stale.
 
 Each stage's outputs sit beside ``<name>.stage.json``, a record of what made them: the code version (a digest of
-every ``.py`` file of ``hello_labels`` and ``benchmarks``), the stage's settings, the torch version and the CPU
-thread count. A stage whose record is missing or differs is computed again: its old outputs are removed first and
-the log says what changed. The record is written only once the stage has finished, so a killed stage is redone
+every ``.py`` file of ``hello_labels`` and ``benchmarks``), the stage's settings and the machine fields that decide
+its bits (:mod:`benchmarks.machine`: torch build, CPU capability and model, thread count, kernel variables). A
+stage whose record is missing or differs is computed again: its old outputs are removed first and the log says
+what changed. The record is written only once the stage has finished, so a killed stage is redone
 (stages that checkpoint themselves, such as distillation, resume only under a matching record).
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ import hello_labels
 from hello_labels.files import atomic_write_json
 from hello_labels.runs import settings_difference
 
+from .machine import machine
+
 ROOTS = (Path(hello_labels.__file__).parent, Path(__file__).parent)
 
 
@@ -37,10 +40,10 @@ def code_version() -> str:
 
 def deterministic(threads: int) -> dict:
     """Make this process's torch computations repeatable (fixed thread count, deterministic kernels); returns the
-    environment a stage record holds."""
+    environment a stage record holds (:func:`benchmarks.machine.machine`)."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
-    return {"torch": torch.__version__, "threads": threads}
+    return machine(threads)
 
 
 class Stage:

@@ -96,3 +96,25 @@ def test_one_student_trains_as_the_benchmark_trains_them():
     again = bench.train_one_student(train, lambda: None, 3, 0, args, (images, labels))
     assert made == [1] and first["seconds"] > 0 and set(first["per_class"]) == set(CLASSES)
     assert first["accuracy"] == again["accuracy"] and first["per_class"] == again["per_class"]
+
+
+def test_paired_differences_are_per_pipeline_with_their_spread(tmp_path, capsys):
+    """``benchmarks.paired``: each pipeline's student-mean difference, their mean and std across pipelines, and
+    each source's student-seed spread (None where a pipeline has one student only)."""
+    from benchmarks import paired
+
+    a, b = [0.70, 0.72], [0.69, 0.69]
+    runs = {"0": {"accuracy": {"p": a, "f": b}}, "1": {"accuracy": {"p": [0.74], "f": [0.75]}},
+            "2": {"accuracy": {"f": [0.70]}}}  # no "p": left out of the pairing
+    result = paired.paired(runs, "p", "f")
+    first, second = (a[0] + a[1]) / 2 - b[0], 0.74 - 0.75
+    assert result["per_pipeline"] == pytest.approx({"0": first, "1": second})
+    assert result["mean"] == pytest.approx((first + second) / 2)
+    assert result["std"] == pytest.approx(abs(first - second) / 2)
+    assert result["student_std"] == pytest.approx({"p": (a[1] - a[0]) / 2, "f": 0.0})
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"runs": runs}))
+    paired.main([str(path), "p", "f"])
+    assert f"{100 * first:+.2f}, {100 * second:+.2f} points" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="has both"):
+        paired.main([str(path), "p", "missing"])

@@ -56,3 +56,16 @@ def test_code_version_covers_the_library_and_the_benchmarks():
     files = {p.name for root in stages.ROOTS for p in root.rglob("*.py")}
     assert {"distill.py", "fashion_mnist_bench.py", "stages.py"} <= files
     assert len(stages.code_version()) == 16
+
+
+def test_the_recorded_environment_holds_what_decides_the_bits():
+    """A stage record (and a results JSON) holds the CPU capability, CPU model, torch build and kernel variables,
+    not only the torch version and thread count: a cache made on another CPU is not taken for this one's."""
+    threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        env = stages.deterministic(threads)
+    finally:  # deterministic() sets process-wide state; leave the other tests as they were
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(strict)
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["threads"] == threads
+    assert env["torch"] == torch.__version__ and {"torch_git", "torch_cuda", "cpu", "env_vars"} <= set(env)

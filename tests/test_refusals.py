@@ -120,7 +120,8 @@ def test_half_and_bf16_projectors_run_on_cpu(dtype):
     fp16/bf16: before, ``NotImplementedError: compute_index_ranges_weights not implemented for 'Half'``."""
     from hello_labels import LabelProjector
 
-    p = LabelProjector.from_base("timm:test_resnet", class_names=["a", "b", "c"], head_init="random", head_rank=2)
+    p = LabelProjector.from_base("timm:test_resnet", False, class_names=["a", "b", "c"], head_init="random",
+                                 head_rank=2)
     x = torch.rand(2, 3, 24, 24)
     with torch.no_grad():
         reference = p(x)
