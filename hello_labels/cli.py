@@ -179,8 +179,10 @@ def _distill(args):
 
 
 def _convert(args):
+    from .labels.recorded import label_settings
     from .train.jobs import convert_labels
 
+    args.__dict__.update(label_settings(args.labels, input_size=args.input_size, fkd_seed=args.fkd_seed))
     images = _images(args)
     projector = _projector(args, images)
     _check_publishable(args, projector)
@@ -368,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--labels", required=True, help="SRe2L label directory, or a .pt/.npy/.safetensors [N, C] file")
     p.add_argument("--epochs", type=int, help="use only the first N epochs of the label directory")
-    p.add_argument("--fkd-seed", type=int, default=42, help="seed of the label files' sampler (SRe2L: 42)")
+    p.add_argument("--fkd-seed", type=int, help="seed of the label files' sampler (default: as export-fkd "
+                                                "recorded, else SRe2L's 42)")
+    p.set_defaults(input_size=None)  # as export-fkd recorded, else 224
     _projector_args(p)
     _train_args(p)
     _publish_args(p)
@@ -381,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     _teacher_args(p, required=False)
     p.add_argument("--labels", help="SRe2L label directory or [N, C] file instead of teachers")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--fkd-seed", type=int, default=42)
+    p.add_argument("--fkd-seed", type=int, help="as for convert")
+    p.set_defaults(input_size=None)  # as export-fkd recorded, else 224
     p.add_argument("--views", type=int, default=512, help="held-out augmented views to compare on")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("-T", "--temperature", type=float, default=1.0, help="temperature of the reported KL")
