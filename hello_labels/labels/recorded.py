@@ -43,9 +43,9 @@ def recorded_settings(labels) -> Optional[dict]:
 
 
 def label_settings(labels, **given) -> dict:
-    """The settings to read ``labels`` (a label directory, a label file or None) with: each of ``given`` (``fkd_seed``, ``input_size``; None: not given)
-    as recorded by the export, else as given, else SRe2L's default. A given value other than the recorded one
-    raises :class:`BadInputError` naming both."""
+    """The settings to read ``labels`` (a label directory, a label file or None) with: each of ``given``
+    (``fkd_seed``, ``input_size``; None: not given) as recorded by the export, else as given, else SRe2L's default.
+    A given value other than the recorded one raises :class:`BadInputError` naming both."""
     unknown = set(given) - set(SETTINGS)
     if unknown:
         raise BadInputError(f"no recorded label setting named {sorted(unknown)}; known: {sorted(SETTINGS)}")
