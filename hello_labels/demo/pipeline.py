@@ -265,7 +265,16 @@ def _environment() -> dict:
     same ones)."""
     return {"hello_labels": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(), "machine": platform.machine(),
-            "cpu": platform.processor() or "unknown"}
+            "cpu": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what :mod:`platform` says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return platform.processor() or "unknown"
 
 
 def _adapter_bytes(path: Path) -> int:
