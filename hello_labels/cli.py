@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="pretrained tag/file for --base")
     p.add_argument("--ipc", type=int, help="synthetic images per class (5)")
     p.add_argument("--epochs", type=int, help="epochs of stored labels and of student training (40)")
-    p.add_argument("--seeds", type=int, help="students per label source (5)")
+    p.add_argument("--seeds", type=int, help="students per label source (8)")
     p.add_argument("--input-size", type=int, help="crop size (28)")
     p.add_argument("--mean", type=_floats, help="input normalisation mean (Fashion-MNIST's)")
     p.add_argument("--std", type=_floats, help="input normalisation std")
