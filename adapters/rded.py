@@ -6,9 +6,10 @@ merged (no parametrizations, so DataParallel replicates it like any model), froz
 
 Classes: RDED's class ``i`` is folder ``f"{args.classes[i]:05d}"`` of its dataset and logit ``i`` of its
 student. ``args.classes`` is ``range(nclass)`` for every named subset, so for ImageNet-Nette/-Woof it numbers the
-subset's 10 classes, not ImageNet's. A projector with RDED's class count is used whole (``classes`` picks its
-rows); one with another count (a 1000-class ImageNet projector for a 10-class subset) only through a class map:
-one the user gives, or the one this module knows for the named subset (:data:`SUBSETS`).
+subset's 10 classes, not ImageNet's. Rows are matched by name wherever names are known: a class map the user
+gives, a projector named after RDED's folders, or the named subset's ImageNet classes (:data:`SUBSETS`; a
+projector of any size naming them by open_clip name, WordNet id or ImageNet index ``00000``-``00999``). Only a
+dataset of unknown classes with the projector's class count is taken by position (``classes`` picks the rows).
 
 RDED's ``main.py`` synthesises first, and synthesis empties ``syn_data``: :func:`skip_synthesis` lets the patched
 ``main.py`` validate the images already there instead.
@@ -81,13 +82,17 @@ def projector_rows(classes, class_names: Sequence[str], class_map=None, subset: 
     """For each RDED class, the projector row that labels it.
 
     ``classes``: RDED's ``args.classes``; ``class_map``: as :func:`parse_class_map` returns (also a dict or a JSON
-    path); ``subset``: RDED's ``args.subset``, whose known map (:data:`SUBSETS`) is used when the projector's class
-    count differs and no map is given."""
+    path); ``subset``: RDED's ``args.subset``. Without a map, a projector named after RDED's folders (``00000``...)
+    is matched by those names, and a known subset (:data:`SUBSETS`) by its classes' names (open_clip's, WordNet
+    ids, or a 1000-class projector's ``00000``-``00999``: :func:`hello_labels.labels.classes.name_lookup`), never
+    by position; only an unknown dataset of the projector's class count is taken by position."""
     classes = rded_classes(classes)
-    if class_map is None and subset in SUBSETS and len(classes) != len(class_names):
-        class_map = subset
+    folders = [f"{c:05d}" for c in classes]
+    if class_map is None and len(class_names) == len(folders) and set(class_names) == set(folders):
+        class_map = folders  # a projector made on RDED's own folders: matched by folder name
+    elif class_map is None and subset in SUBSETS:
+        class_map = subset  # the subset's classes are known by name: matched by name, whatever the order
     if class_map is not None:
-        folders = [f"{c:05d}" for c in classes]
         return subset_index(folders, class_names, _class_names(class_map), what="RDED dataset")
     if len(classes) != len(class_names):
         raise HelloLabelsError(f"RDED's dataset{f' {subset}' if subset else ''} has {len(classes)} classes but the "

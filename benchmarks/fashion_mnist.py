@@ -40,7 +40,7 @@ def load(train: bool, cache: Optional[Path] = None):
     return ds.data.unsqueeze(1).clone(), ds.targets.clone()
 
 
-def make_demo_subset(path, train_per_class: int = 100, test_per_class: int = 50) -> None:
+def make_demo_subset(path, train_per_class: int = 100, test_per_class: int = 200) -> None:
     """Write the demo subset: the first ``train_per_class`` / ``test_per_class`` images of each class."""
     arrays = {}
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -21,7 +22,7 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     from hello_labels.labels.fkd import LabelDir
 
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--ipc", "2", "--epochs", "3", "--seeds", "1", "--teacher-steps", "20",
+    assert main(["demo", "--out", str(out), "--ipc", "2", "--epochs", "3", "--seeds", "2", "--teacher-steps", "20",
                  "--distill-steps", "20"]) == 0
     captured = capsys.readouterr()
     text = captured.out
@@ -29,6 +30,16 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     for row in ("stored labels (SRe2L)", "projector, distilled", "projector, from labels", "teacher online (RDED)",
                 "hard labels"):
         assert row in text
+    # every student kept; paired differences per seed, with the t-interval and the ordering it supports printed
+    result = json.loads((out / "demo.json").read_text())
+    accs = {r["labels"]: r["student_accs"] for r in result["rows"]}
+    assert all(len(a) == 2 for a in accs.values()) and result["test_images"] == 2000
+    for d in result["paired"]:
+        assert d["per_seed"] == [x - y for x, y in zip(accs[d["a"]], accs[d["b"]])]
+        low, high = d["interval"]
+        assert low <= d["mean"] <= high and d["ordering"] == ("above" if low > 0 else "below" if high < 0
+                                                              else "unresolved")
+        assert f"{d['a']} − {d['b']}: {d['mean'] * 100:+.1f} points, 95% CI [{low * 100:+.1f}" in text
     labels = LabelDir.scan(out / "labels")
     assert (labels.epochs, labels.num_images, labels.num_classes) == (3, 20, 10)
     assert f"{labels.total_bytes():,}" in text

@@ -79,10 +79,19 @@ def mix(value: str):
 
 
 # ----------------------------------------------------------------------------- flag groups
-def data_args(p, defaults=None) -> None:
-    """The synthetic set and its augmentation (distill, convert, eval)."""
+def data_args(p, labels: bool = False) -> None:
+    """The synthetic set and its augmentation (distill, convert, eval). ``labels``: the verb reads stored labels,
+    whose crop size and sampler seed default to what ``export-fkd`` recorded with them."""
     p.add_argument("--data", required=True, help="synthetic image folder (ImageFolder layout: one folder per class)")
-    p.add_argument("--input-size", type=int, default=224, help="crop size the student sees (SRe2L: 224)")
+    if labels:
+        p.add_argument("--labels", required=labels == "required",
+                       help="SRe2L label directory, or a .pt/.npy/.safetensors [N, C] file")
+        p.add_argument("--epochs", type=int, help="use only the first N epochs of the label directory (default: all)")
+        p.add_argument("--fkd-seed", type=int, help="seed of the label files' sampler (default: as export-fkd "
+                                                    "recorded with the labels, else SRe2L's 42)")
+    p.add_argument("--input-size", type=int, default=None if labels else 224,
+                   help="crop size the student sees (default: as export-fkd recorded with the labels, else 224)"
+                   if labels else "crop size the student sees (SRe2L: 224)")
     p.add_argument("--mean", type=floats, default=None,
                    help="input normalisation mean the student uses, comma-separated (default: ImageNet's)")
     p.add_argument("--std", type=floats, default=None, help="input normalisation std (default: ImageNet's)")

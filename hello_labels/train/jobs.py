@@ -15,7 +15,8 @@ import torch
 from ..errors import BadInputError
 from ..identity import teacher_identity
 from ..labels.classes import ClassMap, ClassOrder, check_classes, output_classes
-from ..labels.fkd import FKD_SEED, LabelDir
+from ..labels.fkd import LabelDir
+from ..labels.recorded import label_settings
 from ..labels.targets import ImageLabelTargets, StoredTargets, TeacherTargets, load_image_labels
 from ..labels.teachers import load_teachers
 from ..labels.views import AugmentedImages, class_names_for, open_images
@@ -117,16 +118,21 @@ def _run_metadata(command: Optional[str], license: Optional[str], **entries) -> 
 
 
 def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Optional[DistillConfig] = None,
-                   input_size: int = 224, epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, resume=False,
+                   input_size: Optional[int] = None, epochs: Optional[int] = None, fkd_seed: Optional[int] = None,
+                   resume=False,
                    progress=True, class_map: ClassMap = None, command: Optional[str] = None,
                    license: Optional[str] = None) -> dict:
     """``hello-labels convert``: fit ``projector`` to stored labels, no teacher needed (``command``, ``license``
     as :func:`distill_from_teachers`).
 
     ``labels``: an SRe2L label directory (crops, flips and mixes replayed on ``data``), or a file of one soft label
-    per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``); their columns are the projector's class order."""
+    per image ``[N, C]`` (``.pt``/``.npy``/``.safetensors``); their columns are the projector's class order.
+    ``input_size`` / ``fkd_seed`` (None: not given) default to what ``export-fkd`` recorded for the directory, else
+    224 / 42; a value contradicting the record is refused (:func:`hello_labels.labels.recorded.label_settings`)."""
     config = config or DistillConfig()
     check_apart(out_dir, data)
+    settings = label_settings(labels, input_size=input_size, fkd_seed=fkd_seed)
+    input_size, fkd_seed = settings["input_size"], settings["fkd_seed"]
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                        class_names=projector.config.class_names, class_map=class_map)
     targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
@@ -160,13 +166,16 @@ def _stored_targets(projector, images, labels, epochs, fkd_seed, **options):
 
 def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = None, labels=None,
              teacher_weights=None, views: int = 512, batch_size: int = 64, temperature: float = 1.0,
-             input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0, seed: int = 0,
-             epochs: Optional[int] = None, fkd_seed: int = FKD_SEED, num_workers: int = 0,
+             input_size: Optional[int] = None, min_scale: float = 0.08, max_scale: float = 1.0, seed: int = 0,
+             epochs: Optional[int] = None, fkd_seed: Optional[int] = None, num_workers: int = 0,
              class_map: ClassMap = None) -> FidelityReport:
     """``hello-labels eval``: agreement and KL against teachers on held-out views, or against stored labels.
-    Per-class figures group views by the image's class, matched to the projector's classes by folder name."""
+    Per-class figures group views by the image's class, matched to the projector's classes by folder name.
+    ``input_size`` / ``fkd_seed`` as :func:`convert_labels` (with teachers: 224 by default)."""
     if (teachers is None) == (labels is None):
         raise BadInputError("evaluate against either teachers or stored labels")
+    settings = label_settings(labels, input_size=input_size, fkd_seed=fkd_seed)
+    input_size, fkd_seed = settings["input_size"], settings["fkd_seed"]
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std, min_scale, max_scale,
                        class_names=projector.config.class_names, class_map=class_map)
     if teachers is not None:
