@@ -26,7 +26,8 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
                  "--distill-steps", "20"]) == 0
     captured = capsys.readouterr()
     text = captured.out
-    assert "demo: students on hard labels" in captured.err and "11/11" in captured.err  # a bar per stage, on stderr
+    stages = 6 + 5 * 2  # teacher .. fidelity, then one step per student: 5 label sources x 2 seeds
+    assert "demo: students on hard labels" in captured.err and f"{stages}/{stages}" in captured.err  # on stderr
     for row in ("stored labels (SRe2L)", "projector, distilled", "projector, from labels", "teacher online (RDED)",
                 "hard labels"):
         assert row in text

@@ -14,21 +14,14 @@ from hello_labels.adapters import rded, sre2l
 from torch import nn
 
 from hello_labels import HelloLabelsError
-from hello_labels.train.distill import DistillConfig
-from hello_labels.train.jobs import distill_from_teachers
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def projector_dir(tiny_projector, toy_folder, toy_teacher, tmp_path_factory):
+def projector_dir(distilled_projector):
     """A projector distilled (briefly) from the toy teacher."""
-    projector, images = tiny_projector(toy_folder)
-    out = tmp_path_factory.mktemp("shim") / "projector"
-    distill_from_teachers(toy_folder, [toy_teacher[1]], out, projector,
-                          DistillConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5), images=images,
-                          progress=False)
-    return out
+    return distilled_projector("shim", steps=60)
 
 
 def student():

@@ -9,20 +9,13 @@ from pathlib import Path
 import pytest
 
 from hello_labels.cli import main
-from hello_labels.train.distill import DistillConfig
-from hello_labels.train.jobs import distill_from_teachers
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def projector_dir(tiny_projector, toy_folder, toy_teacher, tmp_path_factory):
-    p, images = tiny_projector(toy_folder)
-    out = tmp_path_factory.mktemp("torchrun") / "p"
-    distill_from_teachers(toy_folder, [toy_teacher[1]], out, p,
-                          DistillConfig(steps=20, batch_size=16, lr=3e-3, warmup_steps=5), images=images,
-                          progress=False)
-    return out
+def projector_dir(distilled_projector):
+    return distilled_projector("torchrun", steps=20)
 
 
 def torchrun(*args):
