@@ -110,19 +110,16 @@ def tiny_projector(tiny_vit_dir):
 
 @pytest.fixture(scope="session")
 def distilled_projector(tiny_projector, toy_folder, toy_teacher, tmp_path_factory):
-    """``make(name, steps) -> directory``: a tiny-ViT projector distilled briefly from the toy teacher."""
+    """A tiny-ViT projector folder distilled briefly (60 steps) from the toy teacher; tests only read it."""
     from hello_labels.train.distill import DistillConfig
     from hello_labels.train.jobs import distill_from_teachers
 
-    def make(name, steps):
-        projector, images = tiny_projector(toy_folder)
-        out = tmp_path_factory.mktemp(name) / "projector"
-        distill_from_teachers(toy_folder, [toy_teacher[1]], out, projector,
-                              DistillConfig(steps=steps, batch_size=16, lr=3e-3, warmup_steps=5), images=images,
-                              progress=False)
-        return out
-
-    return make
+    projector, images = tiny_projector(toy_folder)
+    out = tmp_path_factory.mktemp("distilled") / "projector"
+    distill_from_teachers(toy_folder, [toy_teacher[1]], out, projector,
+                          DistillConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=5), images=images,
+                          progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

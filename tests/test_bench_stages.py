@@ -5,6 +5,7 @@ import json
 import torch
 
 from benchmarks import stages
+from benchmarks.machine import machine
 from benchmarks.stages import Stage
 
 ENV = {"torch": torch.__version__, "threads": 2}
@@ -69,3 +70,4 @@ def test_the_recorded_environment_holds_what_decides_the_bits():
         torch.use_deterministic_algorithms(strict)
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["threads"] == threads
     assert env["torch"] == torch.__version__ and {"torch_git", "torch_cuda", "cpu", "env_vars"} <= set(env)
+    assert env == machine(threads)  # the record is benchmarks.machine's, field for field

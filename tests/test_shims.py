@@ -21,7 +21,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def projector_dir(distilled_projector):
     """A projector distilled (briefly) from the toy teacher."""
-    return distilled_projector("shim", steps=60)
+    return distilled_projector
 
 
 def student():

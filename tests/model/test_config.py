@@ -127,7 +127,6 @@ def test_random_init_bases_are_pinned_by_their_tensors(tmp_path):
 
 SAVE_AGAIN = """
 import sys
-import warnings
 from hello_labels import LabelProjector
 LabelProjector.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])
 """

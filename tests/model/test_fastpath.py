@@ -75,9 +75,8 @@ def test_fast_path_equals_the_unfused_modules_with_batchnorm_folded(name, folded
             projector.unmerge()
 
 
-def test_the_projector_is_untouched_and_unmerge_and_training_work_after_the_fast_path(tiny_rn_dir, toy_folder):
-    projector = _perturbed(LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=list("abcd"),
-                                                    templates="simple", head_rank=4))
+def test_the_projector_is_untouched_and_unmerge_and_training_work_after_the_fast_path(rn):
+    projector = copy.deepcopy(rn)  # a deep copy carries no fast-path cache
     before = {k: v.clone() for k, v in projector.state_dict().items()}
     x = images()
     with torch.no_grad():
@@ -139,7 +138,6 @@ def test_labels_made_without_grad_serve_as_targets_in_a_later_backward(vit):
 
 def test_gradients_reach_the_images_through_the_fast_path(rn):
     x = images().requires_grad_(True)
-    torch.autograd.grad(unfused(rn, x).logsumexp(-1).sum(), x)
     slow, = torch.autograd.grad(unfused(rn, x).logsumexp(-1).sum(), x)
     fast, = torch.autograd.grad(rn.fast_path()(x).logsumexp(-1).sum(), x)
     assert (fast - slow).abs().max() <= 1e-3 * slow.abs().max()
@@ -157,6 +155,7 @@ def test_compiled_fast_path_matches(vit):
 
 
 def test_range_check_is_sampled_where_a_check_costs_a_sync(tiny_vit_dir):
+    # a fresh projector: the sampling counts calls from the projector's first one
     projector = LabelProjector.from_base(f"local-dir:{tiny_vit_dir}", class_names=list("abc"), templates="simple",
                                          head_rank=2)
     wrong = torch.rand(2, 3, 32, 32) * 255

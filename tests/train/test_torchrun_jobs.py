@@ -15,7 +15,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def projector_dir(distilled_projector):
-    return distilled_projector("torchrun", steps=20)
+    return distilled_projector
 
 
 def torchrun(*args):
