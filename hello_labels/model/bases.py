@@ -159,7 +159,7 @@ def base_kind(spec: dict) -> BaseKind:
     """The registered kind of ``spec``; anything else is refused in one line."""
     kind = spec.get("kind") if isinstance(spec, dict) else None
     if not isinstance(kind, str) or kind not in BASE_KINDS:
-        raise CorruptFileError(f"base 'kind' must be one of {sorted(BASE_KINDS)}, got {_short(kind)}")
+        raise CorruptFileError(f"base 'kind' must be one of {sorted(BASE_KINDS)}, got {short(kind)}")
     return BASE_KINDS[kind]
 
 
@@ -167,7 +167,7 @@ def check_spec(spec: dict, source: str = "base spec") -> None:
     """Raise a one-line :class:`CorruptFileError` (naming ``source``) unless ``spec`` has exactly the keys of its
     kind, each of the right type. A key no kind has (``trust_remote_code`` among them) is refused."""
     if not isinstance(spec, dict):
-        raise CorruptFileError(f"{source}: base must be an object, got {_short(spec)}")
+        raise CorruptFileError(f"{source}: base must be an object, got {short(spec)}")
     try:
         kind = base_kind(spec)
     except CorruptFileError as err:
@@ -179,7 +179,7 @@ def check_spec(spec: dict, source: str = "base spec") -> None:
                                + (f"missing {missing}" if missing else f"unknown {unknown}"))
     for key, (test, what) in kind.schema.items():
         if not test(spec[key]):
-            raise CorruptFileError(f"{source}: base '{key}' must be {what}, got {_short(spec[key])}")
+            raise CorruptFileError(f"{source}: base '{key}' must be {what}, got {short(spec[key])}")
 
 
 def parse_base(base: str, pretrained=None) -> dict:
@@ -248,8 +248,14 @@ def weights_source(spec: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- spec checks
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def is_number(v) -> bool:
+    """A JSON number usable as a float: not a bool, NaN, Infinity or an integer too large for a float."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _is_str(v) -> bool:
@@ -261,7 +267,7 @@ def _str_or_none(v) -> bool:
 
 
 def _numbers(n: int, positive: bool = False) -> Callable[[Any], bool]:
-    return lambda v: (isinstance(v, list) and len(v) == n and all(_is_num(x) and (x > 0 or not positive) for x in v))
+    return lambda v: (isinstance(v, list) and len(v) == n and all(is_number(x) and (x > 0 or not positive) for x in v))
 
 
 def _size(v) -> bool:
@@ -269,7 +275,8 @@ def _size(v) -> bool:
                                                        for x in v)
 
 
-def _short(value) -> str:
+def short(value) -> str:
+    """A value as JSON, cut to 60 characters, for one-line errors."""
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -18,16 +18,15 @@ Unknown keys, wrong types, invalid JSON or a non-object are refused in one line 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..errors import CorruptFileError, HelloLabelsError
+from ..errors import CorruptFileError
 from ..files import is_sha256
 from ..version import __version__
-from .bases import check_spec
+from .bases import check_spec, is_number, short
 from .heads import HEAD_INITS, is_template
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 from .quantize import QUANTIZED
@@ -85,10 +84,6 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v) -> bool:  # JSON's NaN / Infinity are not numbers a projector can use
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
-
-
 def _list_of(check, n=None):
     return lambda v: isinstance(v, list) and (n is None or len(v) == n) and all(check(x) for x in v)
 
@@ -103,10 +98,10 @@ _FIELDS = {
     "head_init": (lambda v: v in HEAD_INITS, f"one of {list(HEAD_INITS)}", True),
     "templates": (_opt(_list_of(is_template)), "a list of strings that format one class name with '{}'", False),
     "head_rank": (lambda v: _is_int(v) and v >= 0, "a non-negative integer", True),
-    "head_alpha": (_opt(_is_num), "a number or null", True),
+    "head_alpha": (_opt(is_number), "a number or null", True),
     "lora": (_list_of(lambda t: isinstance(t, dict)), "a list of LoRA target objects", True),
-    "input_mean": (lambda v: _list_of(_is_num)(v) and len(v) in (1, 3), "a list of 1 or 3 numbers", True),
-    "input_std": (lambda v: _list_of(_is_num)(v) and len(v) in (1, 3) and all(x > 0 for x in v),
+    "input_mean": (lambda v: _list_of(is_number)(v) and len(v) in (1, 3), "a list of 1 or 3 numbers", True),
+    "input_std": (lambda v: _list_of(is_number)(v) and len(v) in (1, 3) and all(x > 0 for x in v),
                   "a list of 1 or 3 positive numbers", True),
     "input_channels": (lambda v: v in (1, 3) and _is_int(v), "1 or 3", True),
     "image_size": (_opt(lambda v: _list_of(_is_int, 2)(v) and all(x > 0 for x in v)), "[H, W] or null", True),
@@ -125,14 +120,9 @@ assert set(_FIELDS) == {f.name for f in fields(ProjectorConfig)}
 
 # LoRA target key -> (test, what it must be); pattern and rank required (saved files state every key)
 _LORA = {"pattern": (_str, "a string"), "rank": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-         "alpha": (_opt(_is_num), "a number or null"),
-         "dropout": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+         "alpha": (_opt(is_number), "a number or null"),
+         "dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
          "layers": (_list_of(_str), "a list of layer class names")}
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _major(version) -> Optional[int]:
@@ -145,7 +135,7 @@ def _major(version) -> Optional[int]:
 def check_config(data, source: str = "projector config") -> None:
     """Raise a one-line :class:`CorruptFileError` unless ``data`` is a config this version can read exactly."""
     if not isinstance(data, dict):
-        raise CorruptFileError(f"{source}: expected a JSON object, got {_short(data)}")
+        raise CorruptFileError(f"{source}: expected a JSON object, got {short(data)}")
     if "base" not in data and "class_names" not in data:
         raise CorruptFileError(f"{source}: not a hello-labels projector config (no 'base' nor 'class_names')")
     version = data.get("format_version")
@@ -155,7 +145,7 @@ def check_config(data, source: str = "projector config") -> None:
                                f"format {FORMAT_VERSION}: upgrade hello-labels")
     if "format_version" not in data and _major(data.get("library_version", "0")) != 0:
         raise CorruptFileError(f"{source}: no format_version, and library_version "
-                               f"{_short(data.get('library_version'))} is not a 0.x hello-labels: cannot read it")
+                               f"{short(data.get('library_version'))} is not a 0.x hello-labels: cannot read it")
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise CorruptFileError(f"{source}: unknown keys {unknown} (a newer or foreign format?)")
@@ -169,7 +159,7 @@ def check_config(data, source: str = "projector config") -> None:
     for key, value in data.items():
         test, what, _ = _FIELDS[key]
         if not test(value) or (key == "templates" and data["head_init"] == "text" and not value):
-            raise CorruptFileError(f"{source}: '{key}' must be {what}, got {_short(value)}")
+            raise CorruptFileError(f"{source}: '{key}' must be {what}, got {short(value)}")
     if len(data["input_mean"]) != data["input_channels"] or len(data["input_std"]) != data["input_channels"]:
         raise CorruptFileError(f"{source}: input_mean/input_std need {data['input_channels']} values "
                                f"(input_channels), got {data['input_mean']} / {data['input_std']}")
@@ -182,4 +172,4 @@ def check_config(data, source: str = "projector config") -> None:
         for key, value in target.items():
             test, what = _LORA[key]
             if not test(value):
-                raise CorruptFileError(f"{source}: lora[{i}] '{key}' must be {what}, got {_short(value)}")
+                raise CorruptFileError(f"{source}: lora[{i}] '{key}' must be {what}, got {short(value)}")

@@ -152,6 +152,11 @@ def test_the_same_projector_saves_byte_identical_files(saved, tmp_path):
     (lambda c: c.update(input_mean=[float("nan"), 0.5, 0.5]), r"'input_mean' must be a list of 1 or 3 numbers, got \[NaN"),
     (lambda c: c.update(input_std=[0.25, float("inf"), 0.25]), r"'input_std' must be a list of 1 or 3 positive"),
     (lambda c: c.update(input_mean=[0.5, float("-inf"), 0.5]), r"'input_mean' must be"),
+    # an integer no float can hold (JSON has them): before, a raw OverflowError from the finiteness test
+    (lambda c: c.update(input_mean=[10 ** 400, 0.5, 0.5]), r"'input_mean' must be"),
+    (lambda c: c["base"].update(kind="module", factory=None, kwargs={}, mean=[10 ** 400, 0, 0], std=[1, 1, 1],
+                                image_size=[32, 32]) or [c["base"].pop(k, None) for k in ("name", "pretrained")],
+     r"base 'mean' must be 3 finite numbers"),
     (lambda c: c.update(templates=["a {} and a {}."]), r"'templates' must be a list of strings that format one"),
     (lambda c: c.update(templates=["a photo of a {name}, {}."]), r"'templates' must be"),
     (lambda c: c.update(templates=["a {} of {"]), r"'templates' must be"),
