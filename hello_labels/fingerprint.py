@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .errors import CorruptFileError, HelloLabelsError, first_line
+from .errors import CorruptFileError, first_line
 
 
 def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:

@@ -42,12 +42,12 @@ class RunLock:
         self._key = ""
 
     def acquire(self) -> "RunLock":
-        ensure_writable(self.folder)
         key = os.path.realpath(self.path)
         with _HELD_GUARD:
-            if _HELD.get(key) == threading.get_ident():
+            if _HELD.get(key) == threading.get_ident():  # held by this thread: the folder exists and is writable
                 self._nested = True
                 return self
+        ensure_writable(self.folder)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -113,14 +113,14 @@ def ensure_writable(folder) -> Path:
     return folder
 
 
-def check_apart(out, data, what: str = "input folder") -> None:
+def check_apart(out, data) -> None:
     """Refuse an output folder that is ``data``, lies inside it or contains it: the run would write into its own
     input (an ImageFolder gains a class folder; files read as data get replaced)."""
     if not isinstance(data, (str, os.PathLike)):
         return
     data, out = Path(data).resolve(), Path(out).resolve()
     if out == data or data in out.parents or out in data.parents:
-        raise BadInputError(f"output folder {out} must lie outside the {what} {data} and not contain it")
+        raise BadInputError(f"output folder {out} must lie outside the input folder {data} and not contain it")
 
 
 def flatten(settings: dict, prefix: str = "") -> dict:

@@ -117,10 +117,10 @@ def _head_init(args, pretrained):
     """--head-init, else prototype for a base without a text tower (said on stderr), else the library's default."""
     if args.head_init or args.init or not args.base:
         return args.head_init
-    from ..model.bases import parse_base
+    from ..model.bases import default_head, parse_base
 
-    if parse_base(args.base, pretrained)["kind"] == "open_clip":
-        return None  # the library's default: a text head
+    if default_head(parse_base(args.base, pretrained)):
+        return None  # the library's default for this kind of base (a text head for CLIP bases)
     common.note(f"{args.base} has no text tower: the head starts from class prototypes of the synthetic images "
                 f"(--head-init prototype; --head-init random or zero to change)")
     return "prototype"

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import BadInputError, CorruptFileError, HelloLabelsError
+from ..errors import BadInputError, CorruptFileError
 
 ClassMap = Union[None, str, Path, Dict[str, Union[str, int]]]
 _NUMBERED = re.compile(r"^\D*?(\d+)$")
@@ -70,10 +70,13 @@ def _imagenet_where() -> Tuple[Dict[str, int], ...]:
     return tuple({n: i for i, n in enumerate(t) if t.count(n) == 1} for t in tables)
 
 
-def name_lookup(names: Sequence[str]) -> Dict[str, int]:
-    """``{name: index}`` of ``names``; when they are ImageNet classes (:func:`imagenet_indices`), each class's
-    WordNet id and open_clip name too, so a folder or class map may say either."""
+def name_lookup(names: Sequence[str], wanted: Sequence[str]) -> Dict[str, int]:
+    """``{name: index}`` of ``names``; when some of ``wanted`` is not among them (nor with ``_`` read as a space)
+    and they are ImageNet classes (:func:`imagenet_indices`), each class's WordNet id and open_clip name too, so a
+    folder or class map may say either. (The aliases cost an open_clip and timm import: only when needed.)"""
     lookup = {n: i for i, n in enumerate(names)}
+    if all(w in lookup or w.replace("_", " ") in lookup for w in wanted):
+        return lookup  # the aliases are only ever added with setdefault: they could not change these
     indices = imagenet_indices(names)
     for row, k in enumerate(indices or []):
         for table, where in zip(imagenet_names(), _imagenet_where()):
@@ -83,7 +86,7 @@ def name_lookup(names: Sequence[str]) -> Dict[str, int]:
 
 
 def _by_map(folders: Sequence[str], names: Sequence[str], class_map: dict) -> List[int]:
-    lookup = name_lookup(names)
+    lookup = name_lookup(names, [v for v in class_map.values() if isinstance(v, str)])
     index = []
     for folder in folders:
         if folder not in class_map:
@@ -119,7 +122,7 @@ def class_index(folders: Sequence[str], class_names: Sequence[str], class_map: C
     if class_map is not None:
         index = _by_map(folders, names, class_map)
     else:
-        lookup = name_lookup(names)
+        lookup = name_lookup(names, folders)
         found = [lookup.get(f, lookup.get(f.replace("_", " "))) for f in folders]
         index = found if all(i is not None for i in found) else None
         if index is None and all(i is None for i in found):

@@ -86,13 +86,16 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                 "label_dtype": label_dtype(projector.fast_options, env.device) if is_projector else "float32"}
     order = sampler_order(len(images), batch_size, fkd_seed)  # epoch by epoch: never all epochs in memory
     lock = RunLock(side, what=str(out))  # rank 0 writes the record, so rank 0 alone holds it
-    with _removed_if_refused(side, out), _released(lock):
-        missing = on_main(env, lambda: _start(lock, out, side, settings, epochs, order.batches_per_epoch))
-        projector.to(env.device)
-        all_ok(env, lambda: _write(projector, is_projector, images, out, side, order, env.share(missing),
-                                   epochs * order.batches_per_epoch - len(missing), epochs, mix_type, fp16,
-                                   input_size, seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers,
-                                   progress and env.main, env.world_size))  # ends when all ranks have written
+    with _removed_if_refused(side, out):
+        try:
+            missing = on_main(env, lambda: _start(lock, out, side, settings, epochs, order.batches_per_epoch))
+            projector.to(env.device)
+            all_ok(env, lambda: _write(projector, is_projector, images, out, side, order, env.share(missing),
+                                       epochs * order.batches_per_epoch - len(missing), epochs, mix_type, fp16,
+                                       input_size, seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers,
+                                       progress and env.main, env.world_size))  # ends when all ranks have written
+        finally:
+            lock.release()  # before _removed_if_refused looks at the folder the lock file lives in
     return LabelDir.scan(out, seed=fkd_seed)
 
 
@@ -107,15 +110,6 @@ def _removed_if_refused(*folders: Path):
             with contextlib.suppress(OSError):  # not empty: label files or a settings record to resume from
                 folder.rmdir()
         raise
-
-
-@contextlib.contextmanager
-def _released(lock: RunLock):
-    """Release ``lock`` on the way out (before :func:`_removed_if_refused` looks at the folder it lives in)."""
-    try:
-        yield lock
-    finally:
-        lock.release()
 
 
 def run_folder(out) -> Path:

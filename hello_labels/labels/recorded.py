@@ -29,9 +29,11 @@ def record_path(labels) -> Path:
 def recorded_settings(labels) -> Optional[dict]:
     """The settings ``export_fkd`` recorded for the label directory ``labels``; None without a record (or
     without ``labels``)."""
-    if labels is None or not Path(labels).is_dir() or not record_path(labels).is_file():
+    if labels is None or not Path(labels).is_dir():
         return None
     path = record_path(labels)
+    if not path.is_file():
+        return None
     try:
         settings = json.loads(path.read_text()).get("settings")
     except (OSError, ValueError, AttributeError) as err:

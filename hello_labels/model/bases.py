@@ -194,7 +194,7 @@ def parse_base(base: str, pretrained=None) -> dict:
         if base in kind.shipped or base.startswith(kind.prefixes):
             return kind.spec(base, pretrained)
     if base.startswith(SHIPPED):
-        raise BadInputError(f"unknown shipped base '{base}'; the package ships {', '.join(shipped_bases())}")
+        shipped_config(base)  # not shipped: its one-line error names what is
     for kind in BASE_KINDS.values():
         if kind.knows(base):
             return kind.spec(base, pretrained)
@@ -309,7 +309,7 @@ def shipped_bases() -> List[str]:
 def shipped_config(name: str) -> str:
     """``local-dir:`` path of a config shipped with the package (kept symbolic in specs, so saved projectors
     stay portable across installs)."""
-    if name not in _shipped_open_clip():
+    if name not in BASE_KINDS["open_clip"].shipped:  # listed once, at import
         raise BadInputError(f"unknown shipped base '{name}'; the package ships {', '.join(shipped_bases())}")
     return f"local-dir:{_configs_dir() / name[len(SHIPPED):]}"
 

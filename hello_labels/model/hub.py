@@ -128,7 +128,7 @@ def check_can_push(token=None) -> str:
         status = getattr(getattr(err, "response", None), "status_code", None)
         if status == 401:
             raise HelloLabelsError("cannot push: the Hub refused the token (run `hf auth login` again)") from None
-        raise HubUnreachableError(f"cannot push: the Hub's login check failed ({str(err).splitlines()[0]})") from None
+        raise HubUnreachableError(f"cannot push: the Hub's login check failed ({first_line(err)})") from None
     except Exception as err:  # the connection broke after the probe: the HTTP client's own error types
         if not isinstance(err, OSError) and type(err).__module__.split(".")[0] not in _HTTP_CLIENTS:
             raise

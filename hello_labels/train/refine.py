@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..distributed import DistEnv, gather, on_main
-from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
+from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_path, atomic_write_json, remove_stale_temps
 from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
