@@ -49,7 +49,8 @@ def fidelity(projector, demo: Path, teacher, label_dir: LabelDir, held_out: int,
     fresh = evaluate(projector, synthetic, teachers=[teacher], **views)
     # the last stored epoch: held out for a projector converted from fewer epochs, in-sample otherwise
     last = evaluate(projector, synthetic, labels=demo / "labels", **views)
-    seen = evaluate(projector, synthetic, labels=demo / "labels", epochs=label_dir.epochs - held_out, **views)
+    seen = last if held_out == 0 else evaluate(projector, synthetic, labels=demo / "labels",
+                                                epochs=label_dir.epochs - held_out, **views)
     return {"teacher_fresh_agreement": fresh.agreement, "teacher_fresh_kl": fresh.kl,
             "last_epoch_agreement": last.agreement, "last_epoch_kl": last.kl, "last_epoch_in_sample": last.in_sample,
             "trained_epoch_agreement": seen.agreement, "trained_epoch_kl": seen.kl}

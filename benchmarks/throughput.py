@@ -263,10 +263,6 @@ def ratio(num: Row, den: Row, batch: int) -> dict:
     return {"of_medians": medians, "paired": spread(paired)}
 
 
-def by_role_all(rows: List[Row], role: str) -> Row:
-    return next(r for r in rows if r.role == role)
-
-
 def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dict:
     out_rows = []
     for row in rows:
@@ -275,8 +271,8 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
                          "ms_per_batch": spread([1e3 * s for s in row.seconds]),
                          "first_call_s": row.first_call_s, "seconds": row.seconds})
     ratios = {}
-    teachers = [r for r in rows if r.role in ("teacher", "teacher_cl")]
-    best = min(teachers, key=lambda r: float(np.median(r.seconds)))
+    teacher = {r.role: r for r in rows if r.role in ("teacher", "teacher_cl")}
+    best = min(teacher.values(), key=lambda r: float(np.median(r.seconds)))
     for label in setting.bases:
         by_role = {r.role: r for r in rows if r.base == label}
         projector = by_role["unmerged"].module
@@ -286,10 +282,10 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
             "unmerged/bare": ratio(by_role["unmerged"], by_role["bare"], batch),
             "fast/bare": ratio(by_role["fast"], by_role["bare"], batch),
             "fast_alt/bare": ratio(by_role["fast_alt"], by_role["bare"], batch),
-            "teacher/bare": ratio(rows[0], by_role["bare"], batch),
-            "teacher_cl/bare": ratio(by_role_all(rows, "teacher_cl"), by_role["bare"], batch),
+            "teacher/bare": ratio(teacher["teacher"], by_role["bare"], batch),
+            "teacher_cl/bare": ratio(teacher["teacher_cl"], by_role["bare"], batch),
             "cost_x_teacher": {role: {"best_layout": ratio(best, by_role[role], batch),
-                                      "contiguous": ratio(rows[0], by_role[role], batch)}
+                                      "contiguous": ratio(teacher["teacher"], by_role[role], batch)}
                                for role in ("merged", "fast", "fast_alt")},
             "teacher_best_layout": best.role,
             "merged_vs_unmerged": check[label],

@@ -5,12 +5,14 @@ Students of one seed share their initialisation, and the online sources (project
 their crops and mixes, so a per-seed difference cancels what the seed does to both."""
 from __future__ import annotations
 
+from functools import lru_cache
 from math import lgamma, log, pi
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 
+@lru_cache(maxsize=None)  # one numeric integration per (p, df): the demo asks for the same one per pair
 def t_quantile(p: float, df: int) -> float:
     """Student's t quantile for ``0.5 <= p < 0.9995`` and ``df >= 1``, by integrating the density (scipy is not a
     dependency); accurate to about 1e-3."""
