@@ -171,3 +171,18 @@ def note(text: str) -> None:
     """A line for the user that is not the verb's result (stderr, so results stay pipeable)."""
     print(f"note: {text}", file=sys.stderr)
 
+
+
+def is_rank0() -> bool:
+    """Rank 0 of a ``torchrun`` (or no torchrun): the process that logs in and pushes."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def push(directory, repo_id: str, args, **kwargs) -> None:
+    """Upload a saved projector directory in one commit (``push``, ``--push-to-hub``) and say where it went."""
+    from ..model.publish import push_directory
+
+    info = push_directory(directory, repo_id, revision=args.revision, private=args.private or None, **kwargs)
+    print(f"pushed {directory} to {repo_id} ({info.commit_url})")

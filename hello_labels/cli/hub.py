@@ -57,12 +57,8 @@ def _info(args) -> None:
 
 
 def _push(args) -> None:
-    from ..model.publish import push_directory
-
     common.require_push(args.repo_id)
-    info = push_directory(args.directory, args.repo_id, revision=args.revision, private=args.private or None,
-                          commit_message=args.commit_message, license=args.license)
-    print(f"pushed {args.directory} to {args.repo_id} ({info.commit_url})")
+    common.push(args.directory, args.repo_id, args, commit_message=args.commit_message, license=args.license)
 
 
 def _list(args) -> None:

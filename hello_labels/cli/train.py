@@ -3,7 +3,6 @@ training and publishing flags, declared once."""
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..errors import BadInputError
 from ..train.settings import DistillConfig
@@ -141,7 +140,7 @@ def _projector(args, images):
 def _before_work(args) -> None:
     """What must hold before minutes of training: the push can happen (repo id, Hub, login)."""
     if args.push_to_hub:
-        common.require_push(args.push_to_hub, login=os.environ.get("RANK", "0") == "0")
+        common.require_push(args.push_to_hub, login=common.is_rank0())
 
 
 def _check_portable(args, projector) -> None:
@@ -153,11 +152,8 @@ def _check_portable(args, projector) -> None:
 
 def _push_run(args) -> None:
     """Upload OUT after the final save (rank 0 of a torchrun only)."""
-    if args.push_to_hub and os.environ.get("RANK", "0") == "0":
-        from ..model.publish import push_directory
-
-        info = push_directory(args.out, args.push_to_hub, revision=args.revision, private=args.private or None)
-        print(f"pushed {args.out} to {args.push_to_hub} ({info.commit_url})")
+    if args.push_to_hub and common.is_rank0():
+        common.push(args.out, args.push_to_hub, args)
 
 
 def _distill(args) -> None:

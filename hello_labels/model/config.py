@@ -70,13 +70,18 @@ class ProjectorConfig:
 
 def read_config(path: str) -> ProjectorConfig:
     """Parse and validate a ``config.json`` file."""
+    with open(path, "rb") as fh:
+        return parse_config(fh.read(), str(path))
+
+
+def parse_config(raw: bytes, source: str) -> ProjectorConfig:
+    """Parse and validate ``config.json``'s bytes (``source`` names them in errors)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         detail = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
-        raise CorruptFileError(f"{path} is not valid JSON ({detail})") from err
-    return ProjectorConfig.from_dict(data, source=str(path))
+        raise CorruptFileError(f"{source} is not valid JSON ({detail})") from err
+    return ProjectorConfig.from_dict(data, source=source)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -6,7 +6,6 @@ the folder is uploaded."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import stat
@@ -15,10 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
+from ..errors import BadInputError, HelloLabelsError, first_line
 from . import directory
 from .bases import local_source
-from .config import ProjectorConfig
+from .config import ProjectorConfig, parse_config
 from .hub import translate_errors
 
 
@@ -64,14 +63,6 @@ def published_files(folder) -> Dict[str, bytes]:
     return out
 
 
-def _read_config(raw: bytes, source: str) -> ProjectorConfig:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise CorruptFileError(f"{source} is not valid JSON ({first_line(err)})") from err
-    return ProjectorConfig.from_dict(data, source=source)
-
-
 def machine_markers(folder=None) -> List[str]:
     """Absolute paths that identify this machine: the home and working directories, the temporary directory and
     ``folder`` (resolved and as given)."""
@@ -109,7 +100,7 @@ def check_publishable(folder, config: Optional[ProjectorConfig] = None,
     ``files``: :func:`published_files` as already read; ``config``: its config.json, parsed."""
     folder = Path(folder)
     files = published_files(folder) if files is None else files
-    config = config or _read_config(files[directory.CONFIG_FILE], str(folder / directory.CONFIG_FILE))
+    config = config or parse_config(files[directory.CONFIG_FILE], str(folder / directory.CONFIG_FILE))
     check_portable_config(asdict(config), str(folder / directory.CONFIG_FILE))
     marks = machine_markers(folder)
     texts = {name: files[name].decode("utf-8", errors="replace")
@@ -147,7 +138,7 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
         raise BadInputError(f"'{folder}' is not a projector directory (no {directory.CONFIG_FILE})")
     check_repo_id(repo_id)
     files = published_files(folder)
-    config = _read_config(files[directory.CONFIG_FILE], str(folder / directory.CONFIG_FILE))
+    config = parse_config(files[directory.CONFIG_FILE], str(folder / directory.CONFIG_FILE))
     _, path = directory.read_adapter(str(folder), config.adapter_sha256, lambda name: str(folder / name))
     adapter = files.get(directory.ADAPTER_FILE, b"")
     if Path(path) != folder / directory.ADAPTER_FILE or (
