@@ -38,8 +38,9 @@ from hello_labels.labels.targets import StoredTargets, TeacherTargets
 from hello_labels.labels.views import AugmentedImages, TensorImages
 from hello_labels.model.projector import LabelProjector
 from hello_labels.storage import storage_report
-from hello_labels.train.distill import DistillConfig
+from hello_labels.train.distill import DistillConfig, distill
 from hello_labels.train.jobs import distill_from_teachers, evaluate, prototype_batch
+from hello_labels.train.refine import RefineConfig, refine_batch
 from hello_labels.train.students import accuracy, conv_net, most_confident, train_student
 
 from hello_labels.fingerprint import module_digest
@@ -82,10 +83,18 @@ def parse():
                    help="LPLD pruning: fractions of the label files kept")
     p.add_argument("--projectors", nargs="+", default=["effnet", "effnet-small"],
                    help=f"projectors to distill (of: {', '.join(PROJECTORS)})")
-    p.add_argument("--adapter-dtypes", nargs="+", default=["int8", "int4"],
+    p.add_argument("--adapter-dtypes", nargs="*", default=["int8", "int4"],
                    help="also train students from each projector saved in these dtypes")
     p.add_argument("--temperature", type=float, default=4.0, help="students' KL temperature")
     p.add_argument("--only", nargs="+", help="label sources to run (default: all)")
+    p.add_argument("--convert", nargs="*", default=[], metavar="FRACTION",
+                   help="also convert the stored labels into an effnet projector (`hello-labels convert`'s job, the "
+                        "projectors' recipe) from the first FRACTION of their epochs (1: all), each with a student "
+                        "row, and a row of students on those epochs of stored labels alone")
+    p.add_argument("--refine", nargs="*", default=[], metavar="PROJECTOR",
+                   help="also refine the synthetic images with PROJECTOR and the teacher (HeLlO's image update, "
+                        "`hello-labels refine`'s defaults at this input size) and train its students on them")
+    p.add_argument("--name", help="results file stem (default fashion_mnist_ipc<ipc>)")
     return p.parse_args()
 
 
@@ -167,11 +176,37 @@ PROJECTORS = {
     "effnet-small, KL at T=1": ("effnet", SMALL, 4, KL_T1),
     "effnet-small, KL at T=4": ("effnet", SMALL, 4, KL_T4),
     "tiny-vit, KL at T=1": ("hello-labels:tiny-clip-vit", None, 8, KL_T1),
+    # the cost/fidelity frontier: the base at another resolution than --effnet-size
+    "effnet@48px": ("effnet", None, 8, {"effnet_size": 48}),
+    "effnet@32px": ("effnet", None, 8, {"effnet_size": 32}),
 }
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else "_" for c in name)
+
+
+def new_projector(args, name, images):
+    """The untrained projector ``name`` of :data:`PROJECTORS` and its distillation settings."""
+    base, targets, head_rank, overrides = PROJECTORS[name]
+    overrides = dict(overrides)
+    size = overrides.pop("effnet_size", args.effnet_size)
+    common = dict(class_names=CLASSES, input_mean=MEAN, input_std=STD, input_channels=1, head_rank=head_rank,
+                  lora_targets=targets)
+    if base == "effnet":  # ImageNet-pretrained, no text tower: prototype head from the synthetic images
+        prototypes, labels = prototype_batch(images)
+        projector = LabelProjector.from_base(
+            effnet.efficientnet_lite0(), base_mean=effnet.MEAN, base_std=effnet.STD,
+            base_image_size=size, base_factory=effnet.FACTORY, head_init="prototype",
+            prototype_images=prototypes, prototype_labels=labels, **common)
+    else:  # random init, text head from the class names (random text tower)
+        projector = LabelProjector.from_base(base, templates="simple", **common)
+    return projector, overrides
+
+
+def distill_config(args, seed: int, overrides: dict) -> DistillConfig:
+    return DistillConfig(**{"steps": args.distill_steps, "batch_size": 64, "lr": args.distill_lr, "warmup_steps": 50,
+                            "checkpoint_every": 100, "save_dtype": "float16", "seed": seed, **overrides})
 
 
 def projector_stage(work: Path, args, name, synthetic, teacher_spec, images, seed: int, env: dict):
@@ -182,26 +217,75 @@ def projector_stage(work: Path, args, name, synthetic, teacher_spec, images, see
     stage = Stage(work, f"projector-{_slug(name)}", settings, [out], env, log)
     stage.fresh()  # a stale projector directory is removed; a matching unfinished one resumes from its checkpoint
     if not (out / "adapter.safetensors").exists():
-        base, targets, head_rank, overrides = PROJECTORS[name]
-        common = dict(class_names=CLASSES, input_mean=MEAN, input_std=STD, input_channels=1, head_rank=head_rank,
-                      lora_targets=targets)
-        if base == "effnet":  # ImageNet-pretrained, no text tower: prototype head from the synthetic images
-            prototypes, labels = prototype_batch(images)
-            projector = LabelProjector.from_base(
-                effnet.efficientnet_lite0(), base_mean=effnet.MEAN, base_std=effnet.STD,
-                base_image_size=args.effnet_size, base_factory=effnet.FACTORY, head_init="prototype",
-                prototype_images=prototypes, prototype_labels=labels, **common)
-        else:  # random init, text head from the class names (random text tower)
-            projector = LabelProjector.from_base(base, templates="simple", **common)
-        config = DistillConfig(**{"steps": args.distill_steps, "batch_size": 64, "lr": args.distill_lr,
-                                  "warmup_steps": 50, "checkpoint_every": 100,
-                                  "save_dtype": "float16", "seed": seed, **overrides})
+        projector, overrides = new_projector(args, name, images)
         log(f"distilling the {name} projector ({projector.num_adapter_parameters():,} adapter parameters)")
         t0 = time.perf_counter()
-        distill_from_teachers(synthetic, [teacher_spec[0]], out, projector, config, images=images,
-                              min_scale=args.min_scale, resume=(out / "train_state.pt").exists(), progress=False)
+        distill_from_teachers(synthetic, [teacher_spec[0]], out, projector, distill_config(args, seed, overrides),
+                              images=images, min_scale=args.min_scale, resume=(out / "train_state.pt").exists(),
+                              progress=False)
         (out / "distill_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     stage.done()
+
+
+def first_epochs(label_dir: LabelDir, fraction: float) -> int:
+    return max(1, round(fraction * label_dir.epochs))
+
+
+def convert_stage(work: Path, args, fraction: float, label_dir: LabelDir, images, seed: int, env: dict) -> Path:
+    """The effnet projector fitted to the first ``fraction`` of the stored epochs, no teacher (what
+    ``hello-labels convert`` runs: :func:`hello_labels.train.distill.distill` on the stored crops), the effnet
+    projector's recipe otherwise."""
+    epochs = first_epochs(label_dir, fraction)
+    out = work / f"converted-{epochs}-epochs"
+    settings = {"projector": list(PROJECTORS["effnet"]), "steps": args.distill_steps, "lr": args.distill_lr,
+                "effnet_size": args.effnet_size, "seed": seed, "labels": label_dir.fingerprint(), "epochs": epochs}
+    stage = Stage(work, out.name, settings, [out], env, log)
+    stage.fresh()
+    if not (out / "adapter.safetensors").exists():
+        projector, overrides = new_projector(args, "effnet", images)
+        log(f"converting the first {epochs} of {label_dir.epochs} stored epochs into an effnet projector")
+        t0 = time.perf_counter()
+        targets = StoredTargets(images, LabelDir.scan(label_dir.path, epochs, seed=label_dir.seed))
+        distill(projector, targets, out, distill_config(args, seed, overrides),
+                resume=(out / "train_state.pt").exists(), progress=False,
+                metadata={"labels_trained": {"first_file": label_dir.fingerprint()["first_file"], "epochs": epochs}})
+        (out / "distill_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    stage.done()
+    return out
+
+
+class Grey(torch.nn.Module):
+    """A one-channel model fed the first channel of the three :func:`refine_batch` makes of grey images."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, getattr(model, "config", None)
+
+    def forward(self, x):
+        return self.model(x[:, :1])
+
+
+def refine_stage(work: Path, args, name, projector, teacher, synthetic, env: dict) -> TensorImages:
+    """The synthetic images refined by ``projector`` against ``teacher`` (:func:`hello_labels.train.refine.
+    refine_batch`, `hello-labels refine`'s defaults at this input size and crop scale, its batches of 32), kept as
+    float tensors (the CLI writes 8-bit files)."""
+    path = work / f"refined-{_slug(name)}.pt"
+    cfg = RefineConfig(input_size=SIZE, min_scale=args.min_scale)
+    settings = {"projector": module_digest(projector), "teacher": module_digest(teacher), "config": vars(cfg),
+                "images": len(synthetic)}
+    stage = Stage(work, path.stem, settings, [path], env, log)
+    if not stage.fresh():
+        log(f"refining the {len(synthetic)} synthetic images with the {name} projector")
+        t0 = time.perf_counter()
+        grey, out = [Grey(projector), Grey(teacher)], []
+        for start in range(0, len(synthetic), cfg.batch_size):
+            index = list(range(start, min(start + cfg.batch_size, len(synthetic))))
+            images = synthetic.images[index]
+            images = images.float() / 255 if images.dtype == torch.uint8 else images
+            out.append(refine_batch(*grey, images, index, cfg)[0])
+        torch.save({"images": torch.cat(out), "seconds": time.perf_counter() - t0}, path)
+        stage.done()
+    return TensorImages(torch.load(path, weights_only=True)["images"], synthetic.labels, CLASSES)
 
 
 # ----------------------------------------------------------------------------------------------- codecs
@@ -222,12 +306,15 @@ class TopKTargets(StoredTargets):
 
 
 class PrunedTargets(StoredTargets):
-    """LPLD-style pruned labels: a random ``keep`` fraction of the batch files is kept and cycled through."""
+    """LPLD-style pruned labels: a random ``keep`` fraction of the batch files is kept and cycled through
+    (``first=True``: the files of the first epochs instead, as a user who stored fewer epochs has)."""
 
-    def __init__(self, images, labels, keep, seed=0):
+    def __init__(self, images, labels, keep, seed=0, first=False):
         super().__init__(images, labels)
         kept = max(1, int(keep * self.total_files + 0.5))
-        self.kept = torch.randperm(self.total_files, generator=torch.Generator().manual_seed(seed))[:kept].sort().values
+        order = torch.arange(self.total_files) if first else \
+            torch.randperm(self.total_files, generator=torch.Generator().manual_seed(seed))
+        self.kept = order[:kept].sort().values
 
     def plans(self, start, steps, rank=0, world_size=1, batch_size=None):
         for step in range(start, steps):
@@ -275,6 +362,11 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             float16.save_pretrained(out, dtype=dtype)
             saved[label], projectors[label] = out, load_projector(out)
         adapter_bytes |= {label: (path / "adapter.safetensors").stat().st_size for label, path in saved.items()}
+    for fraction in map(float, args.convert):
+        folder = convert_stage(work, args, fraction, label_dir, images, seed, env)
+        label = f"converted effnet, {first_epochs(label_dir, fraction)} epochs"
+        projectors[label] = load_projector(folder)
+        adapter_bytes[label] = (folder / "adapter.safetensors").stat().st_size
 
     storage = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=1.0, teacher=None)
     full_bytes = storage.row("full stored labels (SRe2L)").bytes
@@ -287,6 +379,19 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     }
     for name, projector in projectors.items():
         sources[name] = (lambda p=projector: TeacherTargets(images, p), adapter_bytes[name])
+    for fraction in (f for f in map(float, args.convert) if first_epochs(label_dir, f) < label_dir.epochs):
+        epochs = first_epochs(label_dir, fraction)
+        kb = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=fraction, teacher=None)
+        sources[f"stored labels, first {epochs} epochs"] = (
+            lambda f=fraction: PrunedTargets(images, label_dir, f, first=True),
+            kb.row(f"pruned labels (LPLD, keep {fraction:.4g})").bytes)
+    refined = {}
+    for name in args.refine:
+        label = f"projector {name}"
+        refined[label] = refine_stage(work, args, name, projectors[label], teacher, synthetic, env)
+        on = AugmentedImages(refined[label], SIZE, MEAN, STD, scale=(args.min_scale, 1.0))
+        sources[f"{label}, refined images"] = (lambda p=projectors[label], on=on: TeacherTargets(on, p),
+                                               adapter_bytes[label], on)
     for k in args.top_k:
         kb = storage_report(labels=str(label_dir.path), top_k=k, keep_ratio=1.0, teacher=None)
         sources[f"top-{k} stored labels"] = (lambda k=k: TopKTargets(images, label_dir, k),
@@ -310,13 +415,13 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     cache = {k: v for k, v in cache.items() if k not in stale}
     stage.done()  # the cache holds finished students only: each entry is complete once written
     for student_seed in range(args.seeds):  # every source's first student before any source's second
-        for name, (make, nbytes) in sources.items():
+        for name, (make, nbytes, *on) in sources.items():
             if args.only and name not in args.only:
                 continue
             key = f"{name}|{student_seed}"
             if key in cache:
                 continue
-            cache[key] = train_one_student(images, make, steps, student_seed, args, test) | {
+            cache[key] = train_one_student(on[0] if on else images, make, steps, student_seed, args, test) | {
                 "steps": steps, "bytes": nbytes, "projector": digests.get(name)}
             atomic_write_json(cache_path, cache)
             log(f"pipeline {seed}, {name}, student seed {student_seed}: {cache[key]['accuracy']:.2%} "
@@ -328,10 +433,18 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     for n, p in projectors.items():
         r = evaluate(p, synthetic, teachers=[teacher], **views)
         fidelity[n] = {"agreement": r.agreement, "kl": r.kl, "per_class_agreement": r.per_class}
+        if n.startswith("converted"):  # against the stored crops: the last stored epoch (held out unless all used)
+            s = evaluate(p, synthetic, labels=str(label_dir.path), **views)
+            fidelity[n] |= {"stored_kl": s.kl, "stored_agreement": s.agreement, "stored_in_sample": s.in_sample}
+    for label, on in refined.items():  # the projector's fidelity on the refined images
+        r = evaluate(projectors[label], on, teachers=[teacher], **views)
+        fidelity[f"{label}, refined images"] = {"agreement": r.agreement, "kl": r.kl,
+                                                "per_class_agreement": r.per_class}
     runs = {}
     for key, value in cache.items():
         runs.setdefault(key.rsplit("|", 1)[0], []).append(value)
-    return {"teacher_accuracy": teacher_acc, "full_bytes": full_bytes, "bytes": {n: b for n, (_, b) in sources.items()},
+    return {"teacher_accuracy": teacher_acc, "full_bytes": full_bytes,
+            "bytes": {n: b for n, (_, b, *_) in sources.items()},
             "accuracy": {n: [v["accuracy"] for v in vs] for n, vs in runs.items()},
             "per_class": {n: [v["per_class"] for v in vs] for n, vs in runs.items()},
             "seconds_per_step": {n: [v["seconds"] / v["steps"] for v in vs] for n, vs in runs.items()},
@@ -412,8 +525,9 @@ def report(args, results, runs: dict, env: dict):
            "label_dir": first["label_dir"] | {"bytes": first["full_bytes"]}, "student_steps": first["steps"],
            "settings": vars(args), "env": env, "code": code_version(), "runs": {str(k): v for k, v in runs.items()},
            "rows": rows}
-    atomic_write_json(results / f"fashion_mnist_ipc{args.ipc}.json", out)
-    plot(rows, results / f"fashion_mnist_ipc{args.ipc}.png", statistics.mean(teacher), args, len(runs))
+    stem = getattr(args, "name", None) or f"fashion_mnist_ipc{args.ipc}"
+    atomic_write_json(results / f"{stem}.json", out)
+    plot(rows, results / f"{stem}.png", statistics.mean(teacher), args, len(runs))
     print(table(rows))
 
 
