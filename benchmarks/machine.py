@@ -9,13 +9,11 @@ names the ones that differ.
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 from typing import List, Optional
 
 import torch
 
-from hello_labels.runs import differing_keys, flatten
+from hello_labels.runs import cpu_model, differing_keys, flatten
 
 # Variables that change which kernels run or how work is split; recorded whether set or not (None: unset).
 ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE",
@@ -23,15 +21,6 @@ ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ON
             "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS")
 # A record holds these; one made before they existed has only "torch" and "threads".
 FIELDS = ("torch", "torch_git", "torch_cuda", "cpu_capability", "cpu", "threads", "env_vars")
-
-
-def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere ``platform.processor()``) and architecture."""
-    name = ""
-    if cpuinfo.is_file():
-        name = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
-                     if line.startswith("model name")), "")
-    return f"{name or platform.processor() or 'unknown'} ({platform.machine()})"
 
 
 def machine(threads: int) -> dict:

@@ -9,7 +9,7 @@ its fast path, in both memory layouts.
 Settings (``--setting``, default all):
 
 - ``fashion-mnist``: ResNet-20 teacher on ``[B, 1, 28, 28]``; EfficientNet-Lite0 (ImageNet weights, custom-module
-  base) at ``--effnet-size`` (64, as in the Fashion-MNIST benchmark), 10 classes.
+  base) at ``--effnet-size`` (64, as in the Fashion-MNIST benchmark; several sizes: a base each), 10 classes.
 - ``imagenet``: torchvision ResNet-18 teacher on ``[B, 3, 224, 224]``; the shipped
   ``hello-labels:efficientnet-lite0`` (ImageNet weights) and open_clip ``RN50`` and ``ViT-B-32`` bases (random
   init: speed does not depend on the weights' values) (``--imagenet-bases``), 1000 classes.
@@ -68,6 +68,7 @@ from torch.nn.utils import parametrize
 from hello_labels import LabelProjector, __version__
 from hello_labels.files import atomic_write_json
 from hello_labels.model.fastpath import FastOptions, FastProjector
+from hello_labels.runs import cpu_model
 
 SETTINGS = ("fashion-mnist", "imagenet")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -105,14 +106,14 @@ def fashion_mnist(args) -> Setting:
     from .fashion_mnist import CLASSES
     from .models import resnet20
 
-    def build() -> LabelProjector:
+    def build(size: int) -> LabelProjector:
         return LabelProjector.from_base(
             effnet.efficientnet_lite0(), base_mean=effnet.MEAN, base_std=effnet.STD,
-            base_image_size=args.effnet_size, base_factory=effnet.FACTORY, class_names=CLASSES, head_init="zero",
+            base_image_size=size, base_factory=effnet.FACTORY, class_names=CLASSES, head_init="zero",
             input_mean=FASHION_MEAN, input_std=FASHION_STD, input_channels=1, head_rank=8)
 
     return Setting("fashion-mnist", Row("teacher: ResNet-20", "teacher", resnet20(len(CLASSES))), (1, 28, 28),
-                   len(CLASSES), {f"EfficientNet-Lite0 @{args.effnet_size}": build})
+                   len(CLASSES), {f"EfficientNet-Lite0 @{s}": (lambda s=s: build(s)) for s in args.effnet_size})
 
 
 def imagenet(args) -> Setting:
@@ -297,14 +298,6 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
 
 
 # ---------------------------------------------------------------------------------------------------- report
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def git_revision() -> Optional[str]:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -420,7 +413,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds (compilation happens in the first)")
     p.add_argument("--repeats", type=int, default=20, help="timed rounds; each runs every row once")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--effnet-size", type=int, default=64, help="fashion-mnist: EfficientNet-Lite0 resolution")
+    p.add_argument("--effnet-size", type=int, nargs="+", default=[64],
+                   help="fashion-mnist: EfficientNet-Lite0 resolution(s), each a base of its own")
     p.add_argument("--imagenet-bases", nargs="+", default=["hello-labels:efficientnet-lite0", "RN50", "ViT-B-32"],
                    help="imagenet: bases (open_clip ones with random init)")
     p.add_argument("--imagenet-size", type=int, default=224, help="imagenet: input resolution")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import tempfile
 import threading
 from pathlib import Path
@@ -170,3 +171,13 @@ def check_settings(saved: dict, current: dict, lead: str, hint: str, ignore=()) 
     difference = settings_difference(saved, current, ignore)
     if difference:
         raise BadInputError(f"{lead}: {difference}; {hint}")
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere ``platform.processor()``) and architecture, as run
+    records (the demo's, the benchmarks') name the machine."""
+    name = ""
+    with contextlib.suppress(OSError):
+        name = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
+                     if line.startswith("model name")), "")
+    return f"{name or platform.processor() or 'unknown'} ({platform.machine()})"

@@ -31,6 +31,7 @@ from ..labels.teachers import load_teacher
 from ..labels.views import AugmentedImages, TensorImages, open_images
 from ..model.bases import default_head, parse_base
 from ..model.projector import LabelProjector
+from ..runs import cpu_model
 from ..train.distill import DistillConfig
 from ..train.jobs import convert_labels, distill_from_teachers, evaluate, make_projector
 from ..train.students import accuracy, conv_net, most_confident, train_student
@@ -288,16 +289,7 @@ def _environment() -> dict:
     same ones)."""
     return {"hello_labels": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(), "machine": platform.machine(),
-            "cpu": _cpu_name()}
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what :mod:`platform` says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-    except OSError:
-        return platform.processor() or "unknown"
+            "cpu": cpu_model()}
 
 
 def _adapter_bytes(path: Path) -> int:
