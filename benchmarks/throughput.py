@@ -68,6 +68,7 @@ from torch.nn.utils import parametrize
 from hello_labels import LabelProjector, __version__
 from hello_labels.files import atomic_write_json
 from hello_labels.model.fastpath import FastOptions, FastProjector
+from hello_labels.model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from hello_labels.runs import cpu_model
 
 SETTINGS = ("fashion-mnist", "imagenet")
@@ -98,6 +99,8 @@ class Setting:
     input_shape: Sequence[int]  # [C, H, W] the teacher and the projector receive
     num_classes: int
     bases: Dict[str, Callable[[], LabelProjector]]  # label -> builds a fresh projector (adapter at init)
+    mean: Sequence[float] = IMAGENET_MEAN  # the inputs' normalisation (the timed batch is normalised pixels)
+    std: Sequence[float] = IMAGENET_STD
 
 
 # ---------------------------------------------------------------------------------------------------- settings
@@ -113,7 +116,8 @@ def fashion_mnist(args) -> Setting:
             input_mean=FASHION_MEAN, input_std=FASHION_STD, input_channels=1, head_rank=8)
 
     return Setting("fashion-mnist", Row("teacher: ResNet-20", "teacher", resnet20(len(CLASSES))), (1, 28, 28),
-                   len(CLASSES), {f"EfficientNet-Lite0 @{s}": (lambda s=s: build(s)) for s in args.effnet_size})
+                   len(CLASSES), {f"EfficientNet-Lite0 @{s}": (lambda s=s: build(s)) for s in args.effnet_size},
+                   FASHION_MEAN, FASHION_STD)
 
 
 def imagenet(args) -> Setting:
@@ -127,6 +131,13 @@ def imagenet(args) -> Setting:
 
 
 BUILDERS = {"fashion-mnist": fashion_mnist, "imagenet": imagenet}
+
+
+def pixels(batch: int, setting: Setting, gen: torch.Generator) -> torch.Tensor:
+    """A batch as the label sources receive one: uniform pixels in [0, 1], normalised with the setting's mean/std
+    (what a projector's input range check accepts; standard normal values can fall outside it)."""
+    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in (setting.mean, setting.std))
+    return (torch.rand(batch, *setting.input_shape, generator=gen) - mean) / std
 
 
 # ---------------------------------------------------------------------------------------------------- variants
@@ -458,7 +469,7 @@ def main(argv=None) -> int:
             rows = teacher_rows(setting.teacher) + [r for label, p in setting.bases.items()
                                                     for r in base_rows(label, p, args)]
         gen = torch.Generator().manual_seed(args.seed)
-        x = torch.randn(args.batch_size, *setting.input_shape, generator=gen).to(device)
+        x = pixels(args.batch_size, setting, gen).to(device)
         for row in rows:
             row.module.to(device).eval()
         check = merge_check(rows, x, device, args.dtype)

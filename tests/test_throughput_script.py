@@ -79,3 +79,18 @@ def test_efficientnet_lite0_fast_path_in_bf16_and_compiled(run):
     check = base["merged_vs_unmerged"]
     assert check["max_abs_diff_fast"] <= 5e-2 * max(1.0, check["max_abs_logit"])
     assert all(r["images_per_s"]["median"] > 0 for r in result["rows"])
+
+
+@pytest.mark.parametrize("mean, std, shape", [((0.286,), (0.353,), (1, 28, 28)),
+                                              ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (3, 224, 224))])
+def test_the_timed_batch_is_normalised_pixels_a_projector_accepts(mean, std, shape):
+    """A standard normal batch of 50 Fashion-MNIST images fell outside the projector's input range check (the
+    frontier run at --batch-size 50 failed with BadInputError); the batch is now pixels in [0, 1], normalised."""
+    from benchmarks.throughput import Row, Setting, pixels
+
+    setting = Setting("s", Row("t", "teacher", torch.nn.Identity()), shape, 10, {}, mean, std)
+    x = pixels(50, setting, torch.Generator().manual_seed(0))
+    low, high = (torch.tensor(v).view(-1, 1, 1) for v in ([(0 - m) / s for m, s in zip(mean, std)],
+                                                          [(1 - m) / s for m, s in zip(mean, std)]))
+    assert x.shape == (50, *shape) and bool(((x >= low - 1e-6) & (x <= high + 1e-6)).all())
+    assert x.std() > 0.2 * (high - low).min()  # spread over the range, not a constant
