@@ -22,9 +22,10 @@ def register(sub) -> None:
     p = common.add_verb(sub, "convert", "fit a projector to stored labels (SRe2L label directory or [N, C] file)")
     common.data_args(p, labels="required")
     _projector_args(p)
-    _train_args(p)
+    _train_args(p, steps_help="optimiser steps, one stored batch file each (default: one pass over every stored "
+                              "file, at least 1000; 1000 for a per-image label file)")
     _publish_args(p)
-    p.set_defaults(func=_convert)
+    p.set_defaults(func=_convert, steps=None)
 
 
 def _projector_args(p) -> None:
@@ -48,11 +49,11 @@ def _projector_args(p) -> None:
     common.load_args(g, revision=False)
 
 
-def _train_args(p) -> None:
+def _train_args(p, steps_help: str = "optimiser steps") -> None:
     d = DistillConfig()
     g = p.add_argument_group("training")
     g.add_argument("--out", required=True, help="output directory: the projector, train_state.pt, metrics.json")
-    g.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    g.add_argument("--steps", type=int, default=d.steps, help=steps_help)
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes)")
     g.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (peak, after warmup)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")

@@ -10,6 +10,7 @@ import torch
 from hello_labels import HelloLabelsError, LabelProjector
 from hello_labels.cli import main
 from hello_labels.labels.fkd import LabelDir, load_batch, sampler_batches
+from hello_labels.labels.targets import StoredTargets
 from hello_labels.labels.views import AugmentedImages, open_images
 from hello_labels.train.distill import DistillConfig
 from hello_labels.train.jobs import augmented, convert_labels, evaluate
@@ -148,3 +149,27 @@ def test_every_label_source_implements_the_targets_protocol(tiny_projector, toy_
     assert isinstance(TeacherTargets(images, toy_teacher[0]), Targets)
     assert isinstance(ImageLabelTargets(images, torch.zeros(len(images), 5)), Targets)
     assert not isinstance(object(), Targets)
+
+
+def test_convert_replays_every_stored_file_by_default_and_warns_when_steps_leave_some_unused(
+        label_dirs, toy_folder, tiny_projector, tmp_path, monkeypatch):
+    """A fixed step count silently ignored a label directory's last epochs (600 steps used 60 of the benchmark's
+    100 IPC-50 epochs). Unset steps are now one pass over every file (at least the distill default, here patched
+    to 4 so the 9 files decide); fewer steps than files warn, naming how many files are used."""
+    import functools
+
+    from hello_labels.train import jobs
+
+    monkeypatch.setattr(jobs, "DistillConfig", functools.partial(DistillConfig, steps=4))
+    projector, _ = tiny_projector(toy_folder)
+    files = LabelDir.scan(label_dirs["cutmix"]).epochs * 3
+    whole = convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "all", projector,
+                           DistillConfig(steps=None, warmup_steps=1), input_size=SIZE, progress=False)
+    assert files == 9 and whole["steps"] == 9
+    with pytest.warns(jobs.UnusedLabelsWarning, match="4 of the 9 stored batch files .the first 1 of 3 epochs"):
+        part = convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "part", tiny_projector(toy_folder)[0],
+                              DistillConfig(steps=4, warmup_steps=1), input_size=SIZE, progress=False)
+    assert part["steps"] == 4
+    images = AugmentedImages(open_images(toy_folder), SIZE)
+    assert jobs.convert_steps(StoredTargets(images, LabelDir.scan(label_dirs["cutmix"]))) == 9
+    assert jobs.convert_steps(StoredTargets(images, LabelDir.scan(label_dirs["cutmix"])), 12) == 12  # no warning
