@@ -55,7 +55,7 @@ MEAN, STD = (0.2860,), (0.3530,)
 SIZE = 28
 
 
-def parse():
+def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="benchmarks/work")
     p.add_argument("--results", default="benchmarks/results")
@@ -95,7 +95,7 @@ def parse():
                    help="also refine the synthetic images with PROJECTOR and the teacher (HeLlO's image update, "
                         "`hello-labels refine`'s defaults at this input size) and train its students on them")
     p.add_argument("--name", help="results file stem (default fashion_mnist_ipc<ipc>)")
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def log(*args):

@@ -1,0 +1,91 @@
+"""Convert a Fashion-MNIST benchmark pipeline's stored labels again with ``convert``'s default step count and train
+the benchmark's student on the result, paired with that pipeline's cached students.
+
+    python -m benchmarks.reconvert benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 --fractions 1 0.1 \\
+        --json benchmarks/results/reconvert-ipc50.json
+
+Reads the pipeline's cached files only (synthetic set indices, label directory, students.json; its stage records
+are not consulted, so this runs beside the benchmark at any code version): converts the first ``fraction`` of the
+stored epochs with :func:`hello_labels.train.jobs.convert_labels` as the CLI does, the benchmark's effnet recipe
+but ``steps=None`` (:func:`hello_labels.train.jobs.convert_steps`: one pass over every stored batch file, at least
+1000), then trains one student (``--seed``) exactly as the benchmark trains its students and prints it beside the
+cached students of the same seed (the benchmark's converted row at its fixed steps, the labels it came from, hard
+labels). Appends to ``--json``. Not a test: nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from hello_labels.files import atomic_write_json
+from hello_labels.labels.fkd import LabelDir
+from hello_labels.labels.targets import TeacherTargets
+from hello_labels.labels.views import AugmentedImages
+from hello_labels.train.jobs import convert_labels, evaluate
+
+from . import fashion_mnist_bench as bench
+from .fashion_mnist import load
+from .models import resnet20
+
+
+def teacher(pipeline: Path):
+    """The pipeline's cached ResNet-20 teacher."""
+    from safetensors.torch import load_file
+
+    model = resnet20(10)
+    model.load_state_dict(load_file(str(pipeline / "teacher.safetensors")))
+    return model.eval().requires_grad_(False)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pipeline", type=Path, help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--student-epochs", type=int, default=300)
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0])
+    p.add_argument("--seed", type=int, default=0, help="student seed (paired with the cached student of this seed)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    cli = p.parse_args(argv)
+    bench.deterministic(cli.threads)
+    # the benchmark's defaults for everything else (student batch, temperature, crop scale, effnet size, lr)
+    args = bench.parse(["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)])
+    work = cli.pipeline / f"ipc{cli.ipc}"
+    seed = int(cli.pipeline.name.rsplit("-", 1)[1])
+    train, test = load(True), load(False)
+    synthetic = bench.load_synthetic(work / f"synthetic_ipc{cli.ipc}.pt", train)
+    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    label_dir = LabelDir.scan(work / "labels")
+    cached = json.loads((work / "students.json").read_text())
+    results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
+    for fraction in cli.fractions:
+        epochs = bench.first_epochs(label_dir, fraction)
+        out = work / f"reconverted-{epochs}-epochs"
+        projector, overrides = bench.new_projector(args, "effnet", images)
+        config = replace(bench.distill_config(args, seed, overrides), steps=None)  # convert's default
+        t0 = time.perf_counter()
+        summary = convert_labels(synthetic, label_dir.path, out, projector, config, epochs=epochs, progress=False,
+                                 resume=(out / "train_state.pt").exists())
+        seconds = time.perf_counter() - t0
+        converted = bench.load_projector(out)
+        student = bench.train_one_student(images, lambda: TeacherTargets(images, converted), args.student_epochs *
+                                          label_dir.batches_per_epoch, cli.seed, args, test)
+        views = {"views": 2000, "batch_size": 200, "input_size": bench.SIZE, "min_scale": args.min_scale,
+                 "temperature": args.temperature}
+        fid = evaluate(converted, synthetic, teachers=[teacher(cli.pipeline)], **views)
+        source = "full stored labels" if epochs == label_dir.epochs else f"stored labels, first {epochs} epochs"
+        row = {"pipeline": seed, "ipc": cli.ipc, "epochs": epochs, "steps": summary["steps"],
+               "convert_seconds": seconds, "accuracy": student["accuracy"], "agreement": fid.agreement, "kl": fid.kl,
+               "cached": {name: cached.get(f"{name}|{cli.seed}", {}).get("accuracy")
+                          for name in (f"converted effnet, {epochs} epochs", source, "hard labels")}}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        if cli.json:
+            atomic_write_json(cli.json, results)
+
+
+if __name__ == "__main__":
+    main()
