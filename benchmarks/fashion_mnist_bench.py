@@ -7,8 +7,10 @@
 Each pipeline seed (``--pipeline-seeds``) draws the whole pipeline anew: a ResNet-20 teacher trained on the 60k
 training images; the synthetic set (the teacher's ``--ipc`` most confident training images per class);
 SRe2L-format stored labels for every student epoch; projectors distilled from the teacher on the synthetic set
-(by default EfficientNet-Lite0, ImageNet pretrained, prototype head, at rank 8 and a small variant, MSE on logits,
-each also saved at int8 and 4-bit; ``--projectors`` adds the random-init tiny open_clip ViT and KL ablations);
+(by default EfficientNet-Lite0, ImageNet pretrained, at 32 px, prototype head, at rank 8 and a small variant, MSE
+on logits, each also saved at int8 and 4-bit; ``--projectors`` adds the random-init tiny open_clip ViT, KL
+ablations and the base at fixed resolutions; ``--convert`` projectors fitted to the stored labels alone,
+``--refine`` students on images refined by a projector);
 then ConvNet students, each trained identically (same steps, crops, CutMix, seeds) from one label source and tested
 on the 10k test images. Every stage is cached in ``--work/pipeline-<seed>`` with a record of the code version and
 settings that made it (benchmarks/stages.py): an interrupted run resumes, a stale cache is recomputed; the teacher
@@ -26,6 +28,7 @@ import itertools
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,7 +42,7 @@ from hello_labels.labels.views import AugmentedImages, TensorImages
 from hello_labels.model.projector import LabelProjector
 from hello_labels.storage import storage_report
 from hello_labels.train.distill import DistillConfig, distill
-from hello_labels.train.jobs import distill_from_teachers, evaluate, prototype_batch
+from hello_labels.train.jobs import convert_steps, distill_from_teachers, evaluate, prototype_batch
 from hello_labels.train.refine import RefineConfig, refine_batch
 from hello_labels.train.students import accuracy, conv_net, most_confident, train_student
 
@@ -75,7 +78,9 @@ def parse(argv=None):
     p.add_argument("--check-steps", type=int, default=100)
     p.add_argument("--check-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--min-scale", type=float, default=0.5)
-    p.add_argument("--effnet-size", type=int, default=64, help="resolution EfficientNet-Lite0 runs at")
+    p.add_argument("--effnet-size", type=int, default=32,
+                   help="resolution EfficientNet-Lite0 runs at (32: chosen from the cost/fidelity frontier, "
+                        "BENCHMARKS.md; the IPC 10/50 tables there were run at 64)")
     p.add_argument("--distill-steps", type=int, default=600)
     p.add_argument("--distill-lr", type=float, default=3e-3)
     p.add_argument("--top-k", type=int, nargs="+", default=[1, 2, 5])
@@ -176,7 +181,8 @@ PROJECTORS = {
     "effnet-small, KL at T=1": ("effnet", SMALL, 4, KL_T1),
     "effnet-small, KL at T=4": ("effnet", SMALL, 4, KL_T4),
     "tiny-vit, KL at T=1": ("hello-labels:tiny-clip-vit", None, 8, KL_T1),
-    # the cost/fidelity frontier: the base at another resolution than --effnet-size
+    # the cost/fidelity frontier: the base at a fixed resolution, whatever --effnet-size
+    "effnet@64px": ("effnet", None, 8, {"effnet_size": 64}),
     "effnet@48px": ("effnet", None, 8, {"effnet_size": 48}),
     "effnet@32px": ("effnet", None, 8, {"effnet_size": 32}),
 }
@@ -233,11 +239,14 @@ def first_epochs(label_dir: LabelDir, fraction: float) -> int:
 
 def convert_stage(work: Path, args, fraction: float, label_dir: LabelDir, images, seed: int, env: dict) -> Path:
     """The effnet projector fitted to the first ``fraction`` of the stored epochs, no teacher (what
-    ``hello-labels convert`` runs: :func:`hello_labels.train.distill.distill` on the stored crops), the effnet
-    projector's recipe otherwise."""
+    ``hello-labels convert`` runs: :func:`hello_labels.train.distill.distill` on the stored crops, its default
+    steps: one pass over every stored file, at least 1000), the effnet projector's recipe otherwise (the runs in
+    BENCHMARKS.md before that default used the recipe's 600 steps)."""
     epochs = first_epochs(label_dir, fraction)
     out = work / f"converted-{epochs}-epochs"
-    settings = {"projector": list(PROJECTORS["effnet"]), "steps": args.distill_steps, "lr": args.distill_lr,
+    targets = StoredTargets(images, LabelDir.scan(label_dir.path, epochs, seed=label_dir.seed))
+    steps = convert_steps(targets)
+    settings = {"projector": list(PROJECTORS["effnet"]), "steps": steps, "lr": args.distill_lr,
                 "effnet_size": args.effnet_size, "seed": seed, "labels": label_dir.fingerprint(), "epochs": epochs}
     stage = Stage(work, out.name, settings, [out], env, log)
     stage.fresh()
@@ -245,8 +254,7 @@ def convert_stage(work: Path, args, fraction: float, label_dir: LabelDir, images
         projector, overrides = new_projector(args, "effnet", images)
         log(f"converting the first {epochs} of {label_dir.epochs} stored epochs into an effnet projector")
         t0 = time.perf_counter()
-        targets = StoredTargets(images, LabelDir.scan(label_dir.path, epochs, seed=label_dir.seed))
-        distill(projector, targets, out, distill_config(args, seed, overrides),
+        distill(projector, targets, out, replace(distill_config(args, seed, overrides), steps=steps),
                 resume=(out / "train_state.pt").exists(), progress=False,
                 metadata={"labels_trained": {"first_file": label_dir.fingerprint()["first_file"], "epochs": epochs}})
         (out / "distill_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")

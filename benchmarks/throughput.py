@@ -9,7 +9,7 @@ its fast path, in both memory layouts.
 Settings (``--setting``, default all):
 
 - ``fashion-mnist``: ResNet-20 teacher on ``[B, 1, 28, 28]``; EfficientNet-Lite0 (ImageNet weights, custom-module
-  base) at ``--effnet-size`` (64, as in the Fashion-MNIST benchmark; several sizes: a base each), 10 classes.
+  base) at ``--effnet-size`` (32, as in the Fashion-MNIST benchmark; several sizes: a base each), 10 classes.
 - ``imagenet``: torchvision ResNet-18 teacher on ``[B, 3, 224, 224]``; the shipped
   ``hello-labels:efficientnet-lite0`` (ImageNet weights) and open_clip ``RN50`` and ``ViT-B-32`` bases (random
   init: speed does not depend on the weights' values) (``--imagenet-bases``), 1000 classes.
@@ -424,7 +424,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds (compilation happens in the first)")
     p.add_argument("--repeats", type=int, default=20, help="timed rounds; each runs every row once")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--effnet-size", type=int, nargs="+", default=[64],
+    p.add_argument("--effnet-size", type=int, nargs="+", default=[32],
                    help="fashion-mnist: EfficientNet-Lite0 resolution(s), each a base of its own")
     p.add_argument("--imagenet-bases", nargs="+", default=["hello-labels:efficientnet-lite0", "RN50", "ViT-B-32"],
                    help="imagenet: bases (open_clip ones with random init)")
