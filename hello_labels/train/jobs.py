@@ -172,8 +172,8 @@ def convert_steps(targets, steps: Optional[int] = None) -> int:
         return max(DistillConfig().steps, files or 0)
     if files and steps < files:
         epochs = targets.labels.epochs
-        warnings.warn(f"convert: {steps:,} steps replay {steps:,} of the {files:,} stored batch files (the first "
-                      f"{steps * epochs // files} of {epochs} epochs); leave --steps unset for one pass over all",
+        warnings.warn(f"convert: {steps:,} steps replay {steps:,} of the {files:,} stored batch files "
+                      f"({steps * epochs / files:.1f} of {epochs} epochs); leave --steps unset for one pass over all",
                       UnusedLabelsWarning, stacklevel=3)
     return steps
 
