@@ -59,7 +59,8 @@ def main(argv=None) -> None:
     synthetic = bench.load_synthetic(work / f"synthetic_ipc{cli.ipc}.pt", train)
     images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
     label_dir = LabelDir.scan(work / "labels")
-    cached = json.loads((work / "students.json").read_text())
+    students = work / "students.json"  # absent while the pipeline's students are still being trained
+    cached = json.loads(students.read_text()) if students.is_file() else {}
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     for fraction in cli.fractions:
         epochs = bench.first_epochs(label_dir, fraction)
