@@ -118,19 +118,32 @@ def train_teacher(train, steps: int, seed: int):
     return model
 
 
+def load_teacher(path: Path):
+    """The ResNet-20 teacher saved at ``path``, frozen for labelling."""
+    from safetensors.torch import load_file
+
+    model = resnet20(10)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False)
+
+
+def fidelity_views(args) -> dict:
+    """How a projector's agreement and KL with its source are measured (``evaluate``'s view settings)."""
+    return {"views": 2000, "batch_size": 200, "input_size": SIZE, "min_scale": args.min_scale,
+            "temperature": args.temperature}
+
+
 def teacher_stage(work: Path, args, train, test, seed: int, env: dict):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     path = work / "teacher.safetensors"
     stage = Stage(work, "teacher", {"epochs": args.teacher_epochs, "seed": seed}, [path], env, log)
-    model = resnet20(10)
     if not stage.fresh():
         log(f"training the ResNet-20 teacher on {len(train[1]):,} images for {args.teacher_epochs} epochs")
         model = train_teacher(train, args.teacher_epochs * math.ceil(len(train[1]) / 128), seed)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
         stage.done()
-    model.load_state_dict(load_file(str(path)))
-    model.eval().requires_grad_(False)
+    model = load_teacher(path)
     acc = accuracy(model, *test, MEAN, STD)
     log(f"teacher test accuracy {acc:.2%}")
     return model, acc
@@ -435,8 +448,7 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             log(f"pipeline {seed}, {name}, student seed {student_seed}: {cache[key]['accuracy']:.2%} "
                 f"({cache[key]['seconds']:.0f}s)")
 
-    views = {"views": 2000, "batch_size": 200, "input_size": SIZE, "min_scale": args.min_scale,
-             "temperature": args.temperature}
+    views = fidelity_views(args)
     fidelity = {}
     for n, p in projectors.items():
         r = evaluate(p, synthetic, teachers=[teacher], **views)

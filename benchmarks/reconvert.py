@@ -28,16 +28,6 @@ from hello_labels.train.jobs import convert_labels, evaluate
 
 from . import fashion_mnist_bench as bench
 from .fashion_mnist import load
-from .models import resnet20
-
-
-def teacher(pipeline: Path):
-    """The pipeline's cached ResNet-20 teacher."""
-    from safetensors.torch import load_file
-
-    model = resnet20(10)
-    model.load_state_dict(load_file(str(pipeline / "teacher.safetensors")))
-    return model.eval().requires_grad_(False)
 
 
 def main(argv=None) -> None:
@@ -61,6 +51,7 @@ def main(argv=None) -> None:
     label_dir = LabelDir.scan(work / "labels")
     students = work / "students.json"  # absent while the pipeline's students are still being trained
     cached = json.loads(students.read_text()) if students.is_file() else {}
+    teacher = bench.load_teacher(cli.pipeline / "teacher.safetensors")
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     for fraction in cli.fractions:
         epochs = bench.first_epochs(label_dir, fraction)
@@ -74,9 +65,7 @@ def main(argv=None) -> None:
         converted = bench.load_projector(out)
         student = bench.train_one_student(images, lambda: TeacherTargets(images, converted), args.student_epochs *
                                           label_dir.batches_per_epoch, cli.seed, args, test)
-        views = {"views": 2000, "batch_size": 200, "input_size": bench.SIZE, "min_scale": args.min_scale,
-                 "temperature": args.temperature}
-        fid = evaluate(converted, synthetic, teachers=[teacher(cli.pipeline)], **views)
+        fid = evaluate(converted, synthetic, teachers=[teacher], **bench.fidelity_views(args))
         source = "full stored labels" if epochs == label_dir.epochs else f"stored labels, first {epochs} epochs"
         row = {"pipeline": seed, "ipc": cli.ipc, "epochs": epochs, "steps": summary["steps"],
                "convert_seconds": seconds, "accuracy": student["accuracy"], "agreement": fid.agreement, "kl": fid.kl,
