@@ -46,7 +46,7 @@ from hello_labels.train.jobs import convert_steps, distill_from_teachers, evalua
 from hello_labels.train.refine import RefineConfig, refine_batch
 from hello_labels.train.students import accuracy, conv_net, most_confident, train_student
 
-from hello_labels.fingerprint import module_digest
+from hello_labels.fingerprint import module_digest, tensor_digest
 
 from . import effnet
 from .fashion_mnist import CLASSES, load
@@ -425,12 +425,12 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     # one record for all students: their settings and the teacher and labels upstream; each projector's student
     # holds that projector's digest, so adding or re-distilling one projector leaves the other students cached
     upstream = {"teacher": module_digest(teacher), "labels": label_dir.fingerprint()}
-    digests = {n: module_digest(p) for n, p in projectors.items()}
+    digests = source_digests(projectors, refined)
     settings = {k: getattr(args, k) for k in ("student_epochs", "student_batch", "temperature", "min_scale")}
     cache_path = work / "students.json"
     stage = Stage(work, "students", {**settings, "upstream": upstream}, [cache_path], env, log)
     cache = json.loads(cache_path.read_text()) if stage.fresh() else {}
-    stale = [k for k, v in cache.items() if v.get("projector") != digests.get(k.rsplit("|", 1)[0])]
+    stale = stale_students(cache, digests)
     if stale:
         log(f"recomputing {len(stale)} students of re-distilled projectors")
     cache = {k: v for k, v in cache.items() if k not in stale}
@@ -461,8 +461,9 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         fidelity[f"{label}, refined images"] = {"agreement": r.agreement, "kl": r.kl,
                                                 "per_class_agreement": r.per_class}
     runs = {}
-    for key, value in cache.items():
-        runs.setdefault(key.rsplit("|", 1)[0], []).append(value)
+    for key, value in cache.items():  # the sources of this run (a projector left out by --only is kept, unreported)
+        if key.rsplit("|", 1)[0] in sources:
+            runs.setdefault(key.rsplit("|", 1)[0], []).append(value)
     return {"teacher_accuracy": teacher_acc, "full_bytes": full_bytes,
             "bytes": {n: b for n, (_, b, *_) in sources.items()},
             "accuracy": {n: [v["accuracy"] for v in vs] for n, vs in runs.items()},
@@ -471,6 +472,23 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             "fidelity": fidelity, "steps": steps,
             "label_dir": {"epochs": label_dir.epochs, "batch_size": label_dir.batch_size,
                           "images": label_dir.num_images}}
+
+
+def source_digests(projectors: dict, refined: dict) -> dict:
+    """What each projector-made source's students depend on: its projector's digest; for a refined-images source
+    also the refined images' (``refined``: projector label -> images)."""
+    digests = {name: module_digest(p) for name, p in projectors.items()}
+    for label, images in refined.items():
+        pixels = tensor_digest({"images": images.images})
+        digests[f"{label}, refined images"] = f"{digests[label]}+{pixels}"
+    return digests
+
+
+def stale_students(cache: dict, digests: dict) -> list:
+    """Keys of cached students whose source was re-made (its digest in ``digests`` differs). Only the sources of
+    this run are judged: a student of a projector this run does not load (``--only``) is kept for a later run."""
+    return [key for key, v in cache.items()
+            if (name := key.rsplit("|", 1)[0]) in digests and v.get("projector") != digests[name]]
 
 
 def load_projector(folder: Path) -> LabelProjector:

@@ -1,0 +1,218 @@
+"""Choose the effnet projector's distillation recipe (steps, loss and its temperature, share of mixed views) on a
+validation split of a benchmark pipeline's synthetic set, never its test set; then distill the chosen recipe on the
+whole set and train the benchmark's students on it, paired with the pipeline's students in a results JSON.
+
+    python -m benchmarks.distill_sweep select benchmarks/work/pipeline-0 --ipc 50 --json sweep.json \\
+        --recipes 600 1200 2400 1200,kl4 1200,kl1 1200,mix0.5
+    python -m benchmarks.distill_sweep students benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 \\
+        --recipes 600 2400 --results benchmarks/results/fashion_mnist_ipc50.json --json tuned.json
+
+A recipe is ``STEPS[,klT][,mixS]``: steps of 64 views, the loss (default: the library's MSE on logits; ``klT``: KL
+at temperature T), the share S of batches CutMix-mixed (default 1: every batch, as the students' batches are).
+
+``select`` holds out ``--val-per-class`` images of every class (seeded by the pipeline), distills each recipe on
+the rest (the prototype head too is built from the rest) and scores it against the teacher on CutMix views of the
+held-out images, as students see them, and on unmixed ones; the lowest mixed-view KL at the students' temperature
+wins. ``students`` distills recipes on the whole synthetic set, saves each again at 4-bit, and trains one student
+(``--seed``) on each, exactly as the benchmark does. Like :mod:`benchmarks.reconvert` it reads the pipeline's cached
+files only (teacher, synthetic set indices), not their stage records. Not a test: nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from hello_labels import LabelProjector
+from hello_labels.files import atomic_write_json
+from hello_labels.labels.targets import TeacherTargets
+from hello_labels.labels.views import AugmentedImages, TensorImages
+from hello_labels.seeds import derive_seed
+from hello_labels.train.distill import distill
+from hello_labels.train.evaluate import fidelity
+from hello_labels.train.jobs import evaluate
+
+from . import fashion_mnist_bench as bench
+from .fashion_mnist import load
+
+
+def parse_recipe(text: str) -> dict:
+    """``"1200,kl4,mix0.5"`` -> ``{"steps": 1200, "loss": "kl", "temperature": 4.0, "mixed_share": 0.5}``."""
+    steps, *options = text.split(",")
+    recipe = {"steps": int(steps), "loss": "mse", "mixed_share": 1.0}
+    for option in options:
+        if option.startswith("kl"):
+            recipe |= {"loss": "kl", "temperature": float(option[2:])}
+        elif option.startswith("mix"):
+            recipe["mixed_share"] = float(option[3:])
+        else:
+            raise SystemExit(f"error: unknown recipe option {option!r} in {text!r} (expected klT or mixS)")
+    if recipe["steps"] <= 0 or not 0 <= recipe["mixed_share"] <= 1:
+        raise SystemExit(f"error: recipe {text!r} needs steps > 0 and a mixed share in [0, 1]")
+    return recipe
+
+
+class PartlyMixed(TeacherTargets):
+    """:class:`TeacherTargets` whose batches are CutMix-mixed with probability ``share`` (drawn per step from the
+    seed), the others left unmixed."""
+
+    def __init__(self, images, teacher, seed: int, share: float):
+        super().__init__(images, teacher, seed=seed, mix_type="cutmix")
+        self.share = share
+
+    def plans(self, start, steps, rank=0, world_size=1, batch_size=64):
+        for plan in super().plans(start, steps, rank, world_size, batch_size):
+            if random.Random(derive_seed(self.seed, "mixed", plan.step, rank)).random() >= self.share:
+                plan.mix, plan.mix_type = (None, None, None), None
+            yield plan
+
+    def fingerprint(self) -> dict:
+        return super().fingerprint() | {"mixed_share": self.share}
+
+
+def split(synthetic: TensorImages, per_class: int, seed: int):
+    """``(train, validation)``: ``per_class`` images of every class drawn (seeded) into the validation part."""
+    gen = torch.Generator().manual_seed(derive_seed(seed, "validation split"))
+    held = torch.zeros(len(synthetic), dtype=torch.bool)
+    for c in synthetic.labels.unique():
+        members = (synthetic.labels == c).nonzero().flatten()
+        held[members[torch.randperm(len(members), generator=gen)[:per_class]]] = True
+    part = lambda mask: TensorImages(synthetic.images[mask], synthetic.labels[mask], synthetic.classes)  # noqa: E731
+    return part(~held), part(held)
+
+
+def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Path, seed: int):
+    """The effnet projector distilled from ``teacher`` on ``synthetic`` with ``recipe`` into ``out`` (resumes)."""
+    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    projector, overrides = bench.new_projector(args, "effnet", images)
+    config = replace(bench.distill_config(args, seed, overrides), steps=recipe["steps"], loss=recipe["loss"],
+                     temperature=recipe.get("temperature", 4.0))
+    t0 = time.perf_counter()
+    if not (out / "adapter.safetensors").exists():
+        distill(projector, PartlyMixed(images, teacher, seed, recipe["mixed_share"]), out, config,
+                resume=(out / "train_state.pt").exists(), progress=False)
+    return bench.load_projector(out), time.perf_counter() - t0
+
+
+def scores(projector, synthetic: TensorImages, teacher, args, seed: int, views: int = 2000) -> dict:
+    """Agreement and KL at the students' temperature against ``teacher`` on CutMix-mixed and unmixed views of
+    ``synthetic`` drawn from a seed no distillation uses."""
+    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    out = {}
+    for name, mix in (("mixed", "cutmix"), ("unmixed", None)):
+        targets = TeacherTargets(images, teacher, seed=derive_seed(seed, "validation views"), mix_type=mix)
+        plans = list(targets.plans(0, -(-views // 200), batch_size=200))
+        r = fidelity(projector, targets, plans, temperature=args.temperature)
+        out[name] = {"agreement": r.agreement, "kl": r.kl}
+    return out
+
+
+def load_pipeline(path: Path, ipc: int, student_epochs: int, threads: int):
+    """``(args, work, seed, synthetic, teacher, test)`` of a benchmark pipeline folder, the benchmark's defaults."""
+    bench.deterministic(threads)
+    args = bench.parse(["--ipc", str(ipc), "--student-epochs", str(student_epochs)])
+    work, seed = path / f"ipc{ipc}", int(path.name.rsplit("-", 1)[1])
+    train, test = load(True), load(False)
+    synthetic = bench.load_synthetic(work / f"synthetic_ipc{ipc}.pt", train)
+    return args, work, seed, synthetic, bench.load_teacher(path / "teacher.safetensors"), test
+
+
+def select(cli) -> None:
+    args, work, seed, synthetic, teacher, _ = load_pipeline(cli.pipeline, cli.ipc, cli.student_epochs, cli.threads)
+    train_part, val_part = split(synthetic, cli.val_per_class, seed)
+    results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
+    for text in cli.recipes:
+        recipe = parse_recipe(text)
+        out = work / "sweep" / f"val{cli.val_per_class}-{text.replace(',', '-')}"
+        projector, seconds = distill_recipe(args, recipe, train_part, teacher, out, seed)
+        row = {"pipeline": seed, "ipc": cli.ipc, "recipe": text, **recipe, "distill_seconds": seconds,
+               "validation": scores(projector, val_part, teacher, args, seed),
+               "train_images": scores(projector, train_part, teacher, args, seed),
+               "effnet_size": args.effnet_size, "val_per_class": cli.val_per_class}
+        results = [r for r in results if (r["pipeline"], r["recipe"], r.get("val_per_class")) !=
+                   (seed, text, cli.val_per_class)] + [row]
+        print(json.dumps(row), flush=True)
+        if cli.json:
+            atomic_write_json(cli.json, results)
+    ranked = sorted((r for r in results if r["pipeline"] == seed), key=lambda r: r["validation"]["mixed"]["kl"])
+    for r in ranked:
+        v = r["validation"]
+        print(f"{r['recipe']:>16}: validation KL mixed {v['mixed']['kl']:.4f} unmixed {v['unmixed']['kl']:.4f}, "
+              f"agreement {v['mixed']['agreement']:.2%}; train images KL {r['train_images']['mixed']['kl']:.4f}")
+
+
+def students(cli) -> None:
+    args, work, seed, synthetic, teacher, test = load_pipeline(cli.pipeline, cli.ipc, cli.student_epochs,
+                                                               cli.threads)
+    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    steps = args.student_epochs * len(synthetic) // args.student_batch
+    committed = json.loads(cli.results.read_text())["runs"][str(seed)] if cli.results else None
+    results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
+    for text in cli.recipes:
+        out = work / "tuned" / text.replace(",", "-")
+        projector, seconds = distill_recipe(args, parse_recipe(text), synthetic, teacher, out, seed)
+        copies = {"float16": (projector, out)}
+        for dtype in cli.dtypes:
+            copy = out.with_name(f"{out.name}-{dtype}")
+            LabelProjector.from_pretrained(out, trust_remote_code=True).save_pretrained(copy, dtype=dtype)
+            copies[dtype] = (bench.load_projector(copy), copy)
+        for dtype, (labeller, folder) in copies.items():
+            student = bench.train_one_student(images, lambda: TeacherTargets(images, labeller), steps, cli.seed, args,
+                                              test)
+            fid = fidelity_of(labeller, synthetic, teacher, args)
+            nbytes = (folder / "adapter.safetensors").stat().st_size
+            row = {"pipeline": seed, "ipc": cli.ipc, "recipe": text, "dtype": dtype, "seed": cli.seed,
+                   "bytes": nbytes, "accuracy": student["accuracy"], "per_class": student["per_class"],
+                   "distill_seconds": seconds, **fid, "effnet_size": args.effnet_size}
+            if committed:
+                row["paired"] = paired(committed, student["accuracy"], nbytes, cli.seed)
+            results = [r for r in results if (r["pipeline"], r["recipe"], r["dtype"], r["seed"]) !=
+                       (seed, text, dtype, cli.seed)] + [row]
+            print(json.dumps({k: v for k, v in row.items() if k != "per_class"}), flush=True)
+            if cli.json:
+                atomic_write_json(cli.json, results)
+
+
+def fidelity_of(projector, synthetic, teacher, args) -> dict:
+    """Agreement and KL as the benchmark's tables measure them (:func:`bench.fidelity_views`)."""
+    r = evaluate(projector, synthetic, teachers=[teacher], **bench.fidelity_views(args))
+    return {"agreement": r.agreement, "kl": r.kl}
+
+
+def paired(run: dict, accuracy: float, nbytes: int, seed: int) -> dict:
+    """``accuracy`` minus the committed run's student of ``seed`` from full stored labels, hard labels and LPLD
+    pruning interpolated at ``nbytes`` (the benchmark's curve: linear in log bytes, full labels its last point)."""
+    acc = {name: values[seed] for name, values in run["accuracy"].items() if len(values) > seed}
+    curve = sorted((run["bytes"][name], a) for name, a in acc.items() if bench.on_pruning_curve(name))
+    at = bench.interpolate(curve, nbytes)
+    return {"full stored labels": accuracy - acc["full stored labels"], "hard labels": accuracy - acc["hard labels"],
+            "pruning at equal bytes": None if at is None else accuracy - at,
+            "committed projector effnet": accuracy - acc["projector effnet"] if "projector effnet" in acc else None}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["select", "students"])
+    p.add_argument("pipeline", type=Path, help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    p.add_argument("--recipes", nargs="+", required=True, help="STEPS[,klT][,mixS] ...")
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--student-epochs", type=int, default=300)
+    p.add_argument("--val-per-class", type=int, default=5, help="select: validation images per class")
+    p.add_argument("--seed", type=int, default=0, help="students: student seed")
+    p.add_argument("--dtypes", nargs="*", default=["int4"], help="students: also save and train these copies")
+    p.add_argument("--results", type=Path, help="students: the benchmark's results JSON to pair with")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    cli = p.parse_args(argv)
+    for text in cli.recipes:
+        parse_recipe(text)  # a bad recipe fails before any work
+    select(cli) if cli.command == "select" else students(cli)
+
+
+if __name__ == "__main__":
+    main()
