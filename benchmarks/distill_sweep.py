@@ -5,7 +5,9 @@ whole set and train the benchmark's students on it, paired with the pipeline's s
     python -m benchmarks.distill_sweep select benchmarks/work/pipeline-0 --ipc 50 --json sweep.json \\
         --recipes 600 1200 2400 1200,kl4 1200,kl1 1200,mix0.5
     python -m benchmarks.distill_sweep students benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 \\
-        --recipes 600 2400 --results benchmarks/results/fashion_mnist_ipc50.json --json tuned.json
+        --recipes 600 2400 --results benchmarks/results/fashion_mnist_ipc50.json --json tuned-0.json
+    python -m benchmarks.distill_sweep report --results benchmarks/results/fashion_mnist_ipc50.json \\
+        --students tuned-0.json tuned-1.json tuned-2.json --json benchmarks/results/fashion_mnist_ipc50_tuned.json
 
 A recipe is ``STEPS[,klT][,mixS]``: steps of 64 views, the loss (default: the library's MSE on logits; ``klT``: KL
 at temperature T), the share S of batches CutMix-mixed (default 1: every batch, as the students' batches are).
@@ -39,6 +41,7 @@ from hello_labels.train.jobs import evaluate
 
 from . import fashion_mnist_bench as bench
 from .fashion_mnist import load
+from .paired import paired as paired_diffs
 
 
 def parse_recipe(text: str) -> dict:
@@ -195,20 +198,70 @@ def paired(run: dict, accuracy: float, nbytes: int, seed: int) -> dict:
             "committed projector effnet": accuracy - acc["projector effnet"] if "projector effnet" in acc else None}
 
 
+def source_name(row: dict) -> str:
+    """The results-table name of a ``students`` row: ``projector effnet@32px, 2400 steps[, kl4][, mix0.5] [int4]``."""
+    steps, *options = row["recipe"].split(",")
+    name = ", ".join([f"projector effnet@{row['effnet_size']}px", f"{steps} steps", *options])
+    return name if row["dtype"] == "float16" else f"{name} {row['dtype']}"
+
+
+def report(cli) -> None:
+    """The committed results JSON with the ``students`` rows added as sources of their pipelines (student seed
+    ``s`` at position ``s``), its table (the pruning curve always, other committed sources only if ``--only``
+    names them) and every projector's paired gaps; written to ``--json`` in the benchmark's format, so that
+    :mod:`benchmarks.paired` reads it."""
+    results = json.loads(cli.results.read_text())
+    runs = results["runs"]
+    rows = sorted((r for path in cli.students for r in json.loads(path.read_text())),
+                  key=lambda r: (r["pipeline"], r["seed"]))
+    for row in rows:
+        run, name = runs[str(row["pipeline"])], source_name(row)
+        if len(run["accuracy"].setdefault(name, [])) != row["seed"]:
+            raise SystemExit(f"error: {name} of pipeline {row['pipeline']} lacks the students before seed {row['seed']}")
+        run["accuracy"][name].append(row["accuracy"])
+        run["per_class"].setdefault(name, []).append(row["per_class"])
+        run["bytes"][name] = row["bytes"]
+        run["fidelity"][name] = {"agreement": row["agreement"], "kl": row["kl"], "per_class_agreement": {}}
+    table_rows = [r for r in bench.report_rows(runs) if r["source"] in set(map(source_name, rows)) or
+                  r["source"] in cli.only or bench.on_pruning_curve(r["source"])]
+    print(bench.table(table_rows))
+    for r in table_rows:
+        if r["source"] in set(map(source_name, rows)):
+            gaps = ", ".join(f"{100 * g:+.2f}" for g in r.get("gap_to_pruning_per_pipeline", {}).values())
+            full = paired_mean(runs, r["source"], "full stored labels")
+            print(f"{r['source']}: - full stored labels {full}; - pruning at equal bytes per pipeline {gaps}")
+    if cli.json:
+        atomic_write_json(cli.json, results | {"runs": runs, "rows": table_rows, "tuned_from": [str(p) for p in
+                                                                                              cli.students]})
+
+
+def paired_mean(runs: dict, a: str, b: str) -> str:
+    result = paired_diffs(runs, a, b)
+    return ", ".join(f"{100 * d:+.2f}" for d in result["per_pipeline"].values()) + f" (mean {100 * result['mean']:+.2f})"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["select", "students"])
-    p.add_argument("pipeline", type=Path, help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
-    p.add_argument("--recipes", nargs="+", required=True, help="STEPS[,klT][,mixS] ...")
+    p.add_argument("command", choices=["select", "students", "report"])
+    p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    p.add_argument("--recipes", nargs="+", default=[], help="STEPS[,klT][,mixS] ...")
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--student-epochs", type=int, default=300)
     p.add_argument("--val-per-class", type=int, default=5, help="select: validation images per class")
     p.add_argument("--seed", type=int, default=0, help="students: student seed")
     p.add_argument("--dtypes", nargs="*", default=["int4"], help="students: also save and train these copies")
     p.add_argument("--results", type=Path, help="students: the benchmark's results JSON to pair with")
+    p.add_argument("--students", type=Path, nargs="+", default=[], help="report: JSON files of students runs")
+    p.add_argument("--only", nargs="*", default=[], help="report: committed sources to show beside pruning")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path)
     cli = p.parse_args(argv)
+    if cli.command == "report":
+        if not (cli.results and cli.students):
+            p.error("report needs --results and --students")
+        return report(cli)
+    if not (cli.pipeline and cli.recipes):
+        p.error(f"{cli.command} needs a pipeline folder and --recipes")
     for text in cli.recipes:
         parse_recipe(text)  # a bad recipe fails before any work
     select(cli) if cli.command == "select" else students(cli)

@@ -56,3 +56,35 @@ def test_students_are_paired_with_full_labels_hard_labels_and_pruning_interpolat
     assert out["pruning at equal bytes"] == pytest.approx(0.78 - at_316)
     assert out["committed projector effnet"] == pytest.approx(0.03)
     assert sweep.paired(run, 0.78, 50, seed=0)["pruning at equal bytes"] is None  # below the curve: no claim
+
+
+def _committed_run(full, pruned, hard):
+    names = {"full stored labels": (1000, full), "pruned stored labels 0.1": (100, pruned), "hard labels": (0, hard)}
+    return {"teacher_accuracy": 0.9, "full_bytes": 1000, "steps": 10, "bytes": {n: b for n, (b, _) in names.items()},
+            "accuracy": {n: [a] for n, (_, a) in names.items()}, "per_class": {n: [{}] for n in names},
+            "seconds_per_step": {}, "fidelity": {}}
+
+
+def test_the_report_adds_each_recipes_students_to_their_pipeline_and_pairs_them(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setattr("benchmarks.fashion_mnist_bench.CLASSES", [])
+    committed = tmp_path / "committed.json"
+    committed.write_text(json.dumps({"ipc": 50, "runs": {"0": _committed_run(0.80, 0.70, 0.6),
+                                                         "1": _committed_run(0.78, 0.72, 0.6)}}))
+    rows = [{"pipeline": p, "seed": 0, "recipe": "2400", "dtype": "float16", "effnet_size": 32, "bytes": 316,
+             "accuracy": acc, "per_class": {}, "agreement": 0.99, "kl": 0.01} for p, acc in ((0, 0.79), (1, 0.79))]
+    students = tmp_path / "students.json"
+    students.write_text(json.dumps(rows))
+    out = tmp_path / "tuned.json"
+    sweep.main(["report", "--results", str(committed), "--students", str(students), "--json", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    assert runs["0"]["accuracy"]["projector effnet@32px, 2400 steps"] == [0.79]
+    printed = capsys.readouterr().out
+    assert "projector effnet@32px, 2400 steps: - full stored labels -1.00, +1.00 (mean +0.00)" in printed
+    at = [0.70 + 0.10 * math.log10(3.16), 0.72 + 0.06 * math.log10(3.16)]
+    assert f"per pipeline {100 * (0.79 - at[0]):+.2f}, {100 * (0.79 - at[1]):+.2f}" in printed
+    rows[1]["seed"] = 1  # a seed-1 student with no seed-0 one before it is refused, not misplaced
+    students.write_text(json.dumps(rows))
+    with pytest.raises(SystemExit, match="lacks the students before seed 1"):
+        sweep.main(["report", "--results", str(committed), "--students", str(students)])
