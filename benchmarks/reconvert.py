@@ -2,7 +2,7 @@
 the benchmark's student on the result, paired with that pipeline's cached students.
 
     python -m benchmarks.reconvert benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 --fractions 1 0.1 \\
-        --json benchmarks/results/reconvert-ipc50.json
+        --effnet-size 64 --json benchmarks/results/reconvert-ipc50.json
 
 Reads the pipeline's cached files only (synthetic set indices, label directory, students.json; its stage records
 are not consulted, so this runs beside the benchmark at any code version): converts the first ``fraction`` of the
@@ -37,12 +37,15 @@ def main(argv=None) -> None:
     p.add_argument("--student-epochs", type=int, default=300)
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0])
     p.add_argument("--seed", type=int, default=0, help="student seed (paired with the cached student of this seed)")
+    p.add_argument("--effnet-size", type=int, help="the base's resolution (default: the benchmark's; the pipelines "
+                   "of BENCHMARKS.md's convert rows ran at 64)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path)
     cli = p.parse_args(argv)
     bench.deterministic(cli.threads)
     # the benchmark's defaults for everything else (student batch, temperature, crop scale, effnet size, lr)
-    args = bench.parse(["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)])
+    args = bench.parse(["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)] +
+                       (["--effnet-size", str(cli.effnet_size)] if cli.effnet_size else []))
     work = cli.pipeline / f"ipc{cli.ipc}"
     seed = int(cli.pipeline.name.rsplit("-", 1)[1])
     train, test = load(True), load(False)
