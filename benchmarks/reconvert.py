@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +33,11 @@ from .fashion_mnist import load
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pipeline", type=Path, help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    p.add_argument("--summary", type=Path, nargs="+", help="instead: print the paired differences of these JSON "
+                   "files' rows (rows without a seed are student seed 0)")
+    p.add_argument("--results", type=Path, help="with --summary: a results JSON whose students fill what a row "
+                   "lacks (a row written before its pipeline's students were)")
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--student-epochs", type=int, default=300)
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0])
@@ -42,6 +47,11 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path)
     cli = p.parse_args(argv)
+    if cli.summary:
+        runs = json.loads(cli.results.read_text())["runs"] if cli.results else {}
+        return print(paired_summary([row for path in cli.summary for row in json.loads(path.read_text())], runs))
+    if cli.pipeline is None:
+        p.error("a pipeline folder (or --summary) is needed")
     bench.deterministic(cli.threads)
     # the benchmark's defaults for everything else (student batch, temperature, crop scale, effnet size, lr)
     args = bench.parse(["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)] +
@@ -70,7 +80,7 @@ def main(argv=None) -> None:
                                           label_dir.batches_per_epoch, cli.seed, args, test)
         fid = evaluate(converted, synthetic, teachers=[teacher], **bench.fidelity_views(args))
         source = "full stored labels" if epochs == label_dir.epochs else f"stored labels, first {epochs} epochs"
-        row = {"pipeline": seed, "ipc": cli.ipc, "epochs": epochs, "steps": summary["steps"],
+        row = {"pipeline": seed, "ipc": cli.ipc, "epochs": epochs, "seed": cli.seed, "steps": summary["steps"],
                "convert_seconds": seconds, "accuracy": student["accuracy"], "agreement": fid.agreement, "kl": fid.kl,
                "cached": {name: cached.get(f"{name}|{cli.seed}", {}).get("accuracy")
                           for name in (f"converted effnet, {epochs} epochs", source, "hard labels")}}
@@ -78,6 +88,33 @@ def main(argv=None) -> None:
         print(json.dumps(row), flush=True)
         if cli.json:
             atomic_write_json(cli.json, results)
+
+
+def paired_summary(rows, runs: dict) -> str:
+    """Per pipeline and epoch count: the re-converted projector's students minus those of the labels it came from
+    and of hard labels, student seed by student seed (paired), with their mean and std across seeds, in points.
+    A student a row lacks comes from ``runs`` (a results JSON's), else the pipeline is reported as incomplete."""
+    groups = {}
+    for row in rows:
+        seed = row.get("seed", 0)
+        for name, value in row["cached"].items():
+            if value is None and len(done := runs.get(str(row["pipeline"]), {}).get("accuracy", {}).get(name, [])) > seed:
+                row["cached"][name] = done[seed]
+        groups.setdefault((row["pipeline"], row["epochs"]), {})[row.get("seed", 0)] = row
+    lines = []
+    for (pipeline, epochs), by_seed in sorted(groups.items()):
+        seeds = sorted(by_seed)
+        source = next(k for k in by_seed[seeds[0]]["cached"] if k != "hard labels" and not k.startswith("converted"))
+        line = f"pipeline {pipeline}, {epochs} epochs, student seeds {seeds}:"
+        for name in (source, "hard labels"):
+            if any(by_seed[s]["cached"][name] is None for s in seeds):
+                line += f" - {name}: its students are missing;"
+                continue
+            diffs = [100 * (by_seed[s]["accuracy"] - by_seed[s]["cached"][name]) for s in seeds]
+            spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+            line += f" - {name} {', '.join(f'{d:+.2f}' for d in diffs)} (mean {statistics.mean(diffs):+.2f}{spread});"
+        lines.append(line.rstrip(";"))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
