@@ -193,9 +193,11 @@ def paired(run: dict, accuracy: float, nbytes: int, seed: int) -> dict:
     acc = {name: values[seed] for name, values in run["accuracy"].items() if len(values) > seed}
     curve = sorted((run["bytes"][name], a) for name, a in acc.items() if bench.on_pruning_curve(name))
     at = bench.interpolate(curve, nbytes)
-    return {"full stored labels": accuracy - acc["full stored labels"], "hard labels": accuracy - acc["hard labels"],
+    minus = {name: accuracy - acc[name] if name in acc else None  # None: the run has no student of this seed
+             for name in ("full stored labels", "hard labels", "projector effnet")}
+    return {"full stored labels": minus["full stored labels"], "hard labels": minus["hard labels"],
             "pruning at equal bytes": None if at is None else accuracy - at,
-            "committed projector effnet": accuracy - acc["projector effnet"] if "projector effnet" in acc else None}
+            "committed projector effnet": minus["projector effnet"]}
 
 
 def source_name(row: dict) -> str:

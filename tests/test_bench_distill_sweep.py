@@ -88,3 +88,10 @@ def test_the_report_adds_each_recipes_students_to_their_pipeline_and_pairs_them(
     students.write_text(json.dumps(rows))
     with pytest.raises(SystemExit, match="lacks the students before seed 1"):
         sweep.main(["report", "--results", str(committed), "--students", str(students)])
+
+
+def test_a_student_seed_the_committed_run_lacks_is_paired_with_nothing_rather_than_failing():
+    run = {"bytes": {"full stored labels": 1000, "hard labels": 0}, "accuracy": {"full stored labels": [0.8],
+                                                                                "hard labels": [0.6]}}
+    assert sweep.paired(run, 0.78, 500, seed=1) == {"full stored labels": None, "hard labels": None,
+                                                    "pruning at equal bytes": None, "committed projector effnet": None}
