@@ -214,8 +214,8 @@ def report(cli) -> None:
     :mod:`benchmarks.paired` reads it."""
     results = json.loads(cli.results.read_text())
     runs = results["runs"]
-    rows = sorted((r for path in cli.students for r in json.loads(path.read_text())),
-                  key=lambda r: (r["pipeline"], r["seed"]))
+    rows = sorted((r for path in cli.students for r in json.loads(path.read_text())
+                   if cli.seeds is None or r["seed"] < cli.seeds), key=lambda r: (r["pipeline"], r["seed"]))
     for row in rows:
         run, name = runs[str(row["pipeline"])], source_name(row)
         if len(run["accuracy"].setdefault(name, [])) != row["seed"]:
@@ -255,6 +255,7 @@ def main(argv=None) -> None:
     p.add_argument("--results", type=Path, help="students: the benchmark's results JSON to pair with")
     p.add_argument("--students", type=Path, nargs="+", default=[], help="report: JSON files of students runs")
     p.add_argument("--only", nargs="*", default=[], help="report: committed sources to show beside pruning")
+    p.add_argument("--seeds", type=int, help="report: only student seeds below this (default: all)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path)
     cli = p.parse_args(argv)

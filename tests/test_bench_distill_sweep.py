@@ -84,6 +84,10 @@ def test_the_report_adds_each_recipes_students_to_their_pipeline_and_pairs_them(
     assert "projector effnet@32px, 2400 steps: - full stored labels -1.00, +1.00 (mean +0.00)" in printed
     at = [0.70 + 0.10 * math.log10(3.16), 0.72 + 0.06 * math.log10(3.16)]
     assert f"per pipeline {100 * (0.79 - at[0]):+.2f}, {100 * (0.79 - at[1]):+.2f}" in printed
+    extra = rows + [dict(rows[0], seed=1, accuracy=0.5)]
+    students.write_text(json.dumps(extra))
+    sweep.main(["report", "--results", str(committed), "--students", str(students), "--seeds", "1"])
+    assert "full stored labels -1.00, +1.00" in capsys.readouterr().out  # seed 1 left out
     rows[1]["seed"] = 1  # a seed-1 student with no seed-0 one before it is refused, not misplaced
     students.write_text(json.dumps(rows))
     with pytest.raises(SystemExit, match="lacks the students before seed 1"):
