@@ -44,6 +44,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="student seed (paired with the cached student of this seed)")
     p.add_argument("--effnet-size", type=int, help="the base's resolution (default: the benchmark's; the pipelines "
                    "of BENCHMARKS.md's convert rows ran at 64)")
+    p.add_argument("--steps", type=int, help="convert steps (default: convert's, one pass over the stored files)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path)
     cli = p.parse_args(argv)
@@ -68,9 +69,9 @@ def main(argv=None) -> None:
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     for fraction in cli.fractions:
         epochs = bench.first_epochs(label_dir, fraction)
-        out = work / f"reconverted-{epochs}-epochs"
+        out = work / (f"reconverted-{epochs}-epochs" + (f"-{cli.steps}-steps" if cli.steps else ""))
         projector, overrides = bench.new_projector(args, "effnet", images)
-        config = replace(bench.distill_config(args, seed, overrides), steps=None)  # convert's default
+        config = replace(bench.distill_config(args, seed, overrides), steps=cli.steps)  # None: convert's default
         t0 = time.perf_counter()
         summary = convert_labels(synthetic, label_dir.path, out, projector, config, epochs=epochs, progress=False,
                                  resume=(out / "train_state.pt").exists())
