@@ -208,14 +208,14 @@ def source_name(row: dict) -> str:
 
 
 def report(cli) -> None:
-    """The committed results JSON with the ``students`` rows added as sources of their pipelines (student seed
-    ``s`` at position ``s``), its table (the pruning curve always, other committed sources only if ``--only``
+    """The committed results JSON, restricted to the pipelines of the ``students`` rows, with those rows added as
+    sources of their pipelines (student seed ``s`` at position ``s``), its table (the pruning curve always, other committed sources only if ``--only``
     names them) and every projector's paired gaps; written to ``--json`` in the benchmark's format, so that
     :mod:`benchmarks.paired` reads it."""
     results = json.loads(cli.results.read_text())
-    runs = results["runs"]
     rows = sorted((r for path in cli.students for r in json.loads(path.read_text())
                    if cli.seeds is None or r["seed"] < cli.seeds), key=lambda r: (r["pipeline"], r["seed"]))
+    runs = {seed: run for seed, run in results["runs"].items() if int(seed) in {r["pipeline"] for r in rows}}
     for row in rows:
         run, name = runs[str(row["pipeline"])], source_name(row)
         if len(run["accuracy"].setdefault(name, [])) != row["seed"]:

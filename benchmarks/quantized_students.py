@@ -14,7 +14,6 @@ floor of that difference). Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from dataclasses import replace

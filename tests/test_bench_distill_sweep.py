@@ -84,6 +84,10 @@ def test_the_report_adds_each_recipes_students_to_their_pipeline_and_pairs_them(
     assert "projector effnet@32px, 2400 steps: - full stored labels -1.00, +1.00 (mean +0.00)" in printed
     at = [0.70 + 0.10 * math.log10(3.16), 0.72 + 0.06 * math.log10(3.16)]
     assert f"per pipeline {100 * (0.79 - at[0]):+.2f}, {100 * (0.79 - at[1]):+.2f}" in printed
+    students.write_text(json.dumps(rows[:1]))  # students of pipeline 0 only: the report covers pipeline 0 only
+    sweep.main(["report", "--results", str(committed), "--students", str(students), "--json", str(out)])
+    assert list(json.loads(out.read_text())["runs"]) == ["0"]
+    assert "full stored labels -1.00 (mean -1.00)" in capsys.readouterr().out
     extra = rows + [dict(rows[0], seed=1, accuracy=0.5)]
     students.write_text(json.dumps(extra))
     sweep.main(["report", "--results", str(committed), "--students", str(students), "--seeds", "1"])
@@ -99,3 +103,11 @@ def test_a_student_seed_the_committed_run_lacks_is_paired_with_nothing_rather_th
                                                                                 "hard labels": [0.6]}}
     assert sweep.paired(run, 0.78, 500, seed=1) == {"full stored labels": None, "hard labels": None,
                                                     "pruning at equal bytes": None, "committed projector effnet": None}
+
+
+def test_the_benchmark_distils_the_recipe_the_sweep_chose_above_ipc_10_unless_told_otherwise():
+    from benchmarks.fashion_mnist_bench import parse
+
+    assert parse([]).distill_steps == 600
+    assert parse(["--ipc", "50"]).distill_steps == 2400
+    assert parse(["--ipc", "50", "--distill-steps", "600"]).distill_steps == 600
