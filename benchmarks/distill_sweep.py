@@ -33,14 +33,12 @@ import torch
 from hello_labels import LabelProjector
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.targets import TeacherTargets
-from hello_labels.labels.views import AugmentedImages, TensorImages
+from hello_labels.labels.views import TensorImages
 from hello_labels.seeds import derive_seed
 from hello_labels.train.distill import distill
 from hello_labels.train.evaluate import fidelity
-from hello_labels.train.jobs import evaluate
 
 from . import fashion_mnist_bench as bench
-from .fashion_mnist import load
 from .paired import paired as paired_diffs
 
 
@@ -91,7 +89,7 @@ def split(synthetic: TensorImages, per_class: int, seed: int):
 
 def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Path, seed: int):
     """The effnet projector distilled from ``teacher`` on ``synthetic`` with ``recipe`` into ``out`` (resumes)."""
-    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    images = bench.student_views(synthetic, args)
     projector, overrides = bench.new_projector(args, "effnet", images)
     config = replace(bench.distill_config(args, seed, overrides), steps=recipe["steps"], loss=recipe["loss"],
                      temperature=recipe.get("temperature", 4.0))
@@ -105,7 +103,7 @@ def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Pa
 def scores(projector, synthetic: TensorImages, teacher, args, seed: int, views: int = 2000) -> dict:
     """Agreement and KL at the students' temperature against ``teacher`` on CutMix-mixed and unmixed views of
     ``synthetic`` drawn from a seed no distillation uses."""
-    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    images = bench.student_views(synthetic, args)
     out = {}
     for name, mix in (("mixed", "cutmix"), ("unmixed", None)):
         targets = TeacherTargets(images, teacher, seed=derive_seed(seed, "validation views"), mix_type=mix)
@@ -115,18 +113,13 @@ def scores(projector, synthetic: TensorImages, teacher, args, seed: int, views: 
     return out
 
 
-def load_pipeline(path: Path, ipc: int, student_epochs: int, threads: int):
-    """``(args, work, seed, synthetic, teacher, test)`` of a benchmark pipeline folder, the benchmark's defaults."""
-    bench.deterministic(threads)
-    args = bench.parse(["--ipc", str(ipc), "--student-epochs", str(student_epochs)])
-    work, seed = path / f"ipc{ipc}", int(path.name.rsplit("-", 1)[1])
-    train, test = load(True), load(False)
-    synthetic = bench.load_synthetic(work / f"synthetic_ipc{ipc}.pt", train)
-    return args, work, seed, synthetic, bench.load_teacher(path / "teacher.safetensors"), test
+def pipeline_argv(cli) -> list:
+    """The benchmark's arguments these runs differ in (the rest: its defaults)."""
+    return ["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)]
 
 
 def select(cli) -> None:
-    args, work, seed, synthetic, teacher, _ = load_pipeline(cli.pipeline, cli.ipc, cli.student_epochs, cli.threads)
+    args, work, seed, synthetic, teacher, _ = bench.cached_pipeline(cli.pipeline, pipeline_argv(cli), cli.threads)
     train_part, val_part = split(synthetic, cli.val_per_class, seed)
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     for text in cli.recipes:
@@ -150,9 +143,8 @@ def select(cli) -> None:
 
 
 def students(cli) -> None:
-    args, work, seed, synthetic, teacher, test = load_pipeline(cli.pipeline, cli.ipc, cli.student_epochs,
-                                                               cli.threads)
-    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, pipeline_argv(cli), cli.threads)
+    images = bench.student_views(synthetic, args)
     steps = args.student_epochs * len(synthetic) // args.student_batch
     committed = json.loads(cli.results.read_text())["runs"][str(seed)] if cli.results else None
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
@@ -167,11 +159,11 @@ def students(cli) -> None:
         for dtype, (labeller, folder) in copies.items():
             student = bench.train_one_student(images, lambda: TeacherTargets(images, labeller), steps, cli.seed, args,
                                               test)
-            fid = fidelity_of(labeller, synthetic, teacher, args)
+            fid = bench.teacher_fidelity(labeller, synthetic, teacher, args)
             nbytes = (folder / "adapter.safetensors").stat().st_size
             row = {"pipeline": seed, "ipc": cli.ipc, "recipe": text, "dtype": dtype, "seed": cli.seed,
                    "bytes": nbytes, "accuracy": student["accuracy"], "per_class": student["per_class"],
-                   "distill_seconds": seconds, **fid, "effnet_size": args.effnet_size}
+                   "distill_seconds": seconds, "agreement": fid.agreement, "kl": fid.kl, "effnet_size": args.effnet_size}
             if committed:
                 row["paired"] = paired(committed, student["accuracy"], nbytes, cli.seed)
             results = [r for r in results if (r["pipeline"], r["recipe"], r["dtype"], r["seed"]) !=
@@ -179,12 +171,6 @@ def students(cli) -> None:
             print(json.dumps({k: v for k, v in row.items() if k != "per_class"}), flush=True)
             if cli.json:
                 atomic_write_json(cli.json, results)
-
-
-def fidelity_of(projector, synthetic, teacher, args) -> dict:
-    """Agreement and KL as the benchmark's tables measure them (:func:`bench.fidelity_views`)."""
-    r = evaluate(projector, synthetic, teachers=[teacher], **bench.fidelity_views(args))
-    return {"agreement": r.agreement, "kl": r.kl}
 
 
 def paired(run: dict, accuracy: float, nbytes: int, seed: int) -> dict:
@@ -224,11 +210,12 @@ def report(cli) -> None:
         run["per_class"].setdefault(name, []).append(row["per_class"])
         run["bytes"][name] = row["bytes"]
         run["fidelity"][name] = {"agreement": row["agreement"], "kl": row["kl"], "per_class_agreement": {}}
-    table_rows = [r for r in bench.report_rows(runs) if r["source"] in set(map(source_name, rows)) or
-                  r["source"] in cli.only or bench.on_pruning_curve(r["source"])]
+    added = {source_name(r) for r in rows}
+    table_rows = [r for r in bench.report_rows(runs) if r["source"] in added or r["source"] in cli.only or
+                  bench.on_pruning_curve(r["source"])]
     print(bench.table(table_rows))
     for r in table_rows:
-        if r["source"] in set(map(source_name, rows)):
+        if r["source"] in added:
             gaps = ", ".join(f"{100 * g:+.2f}" for g in r.get("gap_to_pruning_per_pipeline", {}).values())
             full = paired_mean(runs, r["source"], "full stored labels")
             print(f"{r['source']}: - full stored labels {full}; - pruning at equal bytes per pipeline {gaps}")

@@ -133,6 +133,28 @@ def load_teacher(path: Path):
     return model.eval().requires_grad_(False)
 
 
+def student_views(data, args) -> AugmentedImages:
+    """``data``'s augmented views as every student and projector here sees them (crops of scale min_scale-1)."""
+    return AugmentedImages(data, SIZE, MEAN, STD, scale=(args.min_scale, 1.0))
+
+
+def cached_pipeline(path: Path, argv, threads: int):
+    """``(args, work, seed, synthetic, teacher, test)`` of a benchmark pipeline folder (its teacher and synthetic
+    set files, not their stage records), ``args`` the benchmark's defaults under ``argv``; for scripts that run
+    beside the benchmark at any code version."""
+    deterministic(threads)
+    args = parse(argv)
+    work, seed = path / f"ipc{args.ipc}", int(path.name.rsplit("-", 1)[1])
+    train, test = load(True), load(False)
+    synthetic = load_synthetic(work / f"synthetic_ipc{args.ipc}.pt", train)
+    return args, work, seed, synthetic, load_teacher(path / "teacher.safetensors"), test
+
+
+def teacher_fidelity(projector, synthetic, teacher, args):
+    """The projector's agreement and KL with ``teacher`` as the tables measure them (:func:`fidelity_views`)."""
+    return evaluate(projector, synthetic, teachers=[teacher], **fidelity_views(args))
+
+
 def fidelity_views(args) -> dict:
     """How a projector's agreement and KL with its source are measured (``evaluate``'s view settings)."""
     return {"views": 2000, "batch_size": 200, "input_size": SIZE, "min_scale": args.min_scale,
@@ -373,7 +395,7 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     work = work / f"ipc{args.ipc}"  # everything below depends on the synthetic set
     work.mkdir(exist_ok=True)
     synthetic = synthetic_stage(work, args, teacher, train, env)
-    images = AugmentedImages(synthetic, SIZE, MEAN, STD, scale=(args.min_scale, 1.0))
+    images = student_views(synthetic, args)
     label_dir = labels_stage(work, args, teacher, synthetic, seed, env)
     teacher_spec = (f"module:benchmarks.models:resnet20@{work.parent / 'teacher.safetensors'}", teacher)
     wanted = [n for n in args.projectors if not args.only or f"projector {n}" in args.only or
@@ -416,7 +438,7 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     for name in args.refine:
         label = f"projector {name}"
         refined[label] = refine_stage(work, args, name, projectors[label], teacher, synthetic, env)
-        on = AugmentedImages(refined[label], SIZE, MEAN, STD, scale=(args.min_scale, 1.0))
+        on = student_views(refined[label], args)
         sources[f"{label}, refined images"] = (lambda p=projectors[label], on=on: TeacherTargets(on, p),
                                                adapter_bytes[label], on)
     for k in args.top_k:
@@ -468,8 +490,8 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
                                                 "per_class_agreement": r.per_class}
     runs = {}
     for key, value in cache.items():  # the sources of this run (a projector left out by --only is kept, unreported)
-        if key.rsplit("|", 1)[0] in sources:
-            runs.setdefault(key.rsplit("|", 1)[0], []).append(value)
+        if (name := key.rsplit("|", 1)[0]) in sources:
+            runs.setdefault(name, []).append(value)
     return {"teacher_accuracy": teacher_acc, "full_bytes": full_bytes,
             "bytes": {n: b for n, (_, b, *_) in sources.items()},
             "accuracy": {n: [v["accuracy"] for v in vs] for n, vs in runs.items()},

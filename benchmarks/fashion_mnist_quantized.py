@@ -34,12 +34,10 @@ from types import SimpleNamespace
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets
-from hello_labels.labels.views import AugmentedImages
 from hello_labels.model.projector import LabelProjector
 
 from . import fashion_mnist_bench as bench
 from .fashion_mnist import load
-from .fashion_mnist_bench import MEAN, SIZE, STD
 from .stages import code_version, deterministic
 
 DTYPES = ("int8", "int4")
@@ -83,8 +81,7 @@ def main(argv=None) -> None:
               "env": env, "code": code_version(), "pipelines": {}}
     for pipeline, n_seeds in zip(args.pipeline_seeds, args.seeds):
         work = args.work / f"pipeline-{pipeline}" / f"ipc{args.ipc}"
-        images = AugmentedImages(bench.load_synthetic(work / f"synthetic_ipc{args.ipc}.pt", train), SIZE, MEAN, STD,
-                                 scale=(args.min_scale, 1.0))
+        images = bench.student_views(bench.load_synthetic(work / f"synthetic_ipc{args.ipc}.pt", train), args)
         steps = args.student_epochs * LabelDir.scan(work / "labels").batches_per_epoch
         cached = json.loads((work / "students.json").read_text())
         seeds, rows = range(n_seeds), {}
@@ -126,12 +123,6 @@ def main(argv=None) -> None:
 
 def amend(results_path: Path, quantized_paths, work: Path) -> None:
     """Replace ``results_path``'s quantized rows (see the module docstring)."""
-    from safetensors.torch import load_file
-
-    from hello_labels.train.jobs import evaluate
-
-    from .models import resnet20
-
     results = json.loads(results_path.read_text())
     measured = {}
     for path in quantized_paths:
@@ -152,9 +143,7 @@ def amend(results_path: Path, quantized_paths, work: Path) -> None:
     for pipeline, rows in measured.items():
         run = results["runs"][pipeline]
         ipc_dir = work / f"pipeline-{pipeline}" / f"ipc{results['ipc']}"
-        teacher = resnet20(10)
-        teacher.load_state_dict(load_file(str(ipc_dir.parent / "teacher.safetensors")))
-        teacher.eval().requires_grad_(False)
+        teacher = bench.load_teacher(ipc_dir.parent / "teacher.safetensors")
         synthetic = bench.load_synthetic(ipc_dir / f"synthetic_ipc{results['ipc']}.pt", train)
         float16 = {}  # each float16 projector loaded once (building its base), saved in every dtype
         for name in names:
@@ -165,8 +154,7 @@ def amend(results_path: Path, quantized_paths, work: Path) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 float16[projector].save_pretrained(tmp, dtype=dtype)
                 copy = bench.load_projector(Path(tmp))
-            r = evaluate(copy, synthetic, teachers=[teacher], views=2000, batch_size=200, input_size=SIZE,
-                         min_scale=settings.min_scale, temperature=settings.temperature)
+            r = bench.teacher_fidelity(copy, synthetic, teacher, settings)
             run["fidelity"][name] = {"agreement": r.agreement, "kl": r.kl, "per_class_agreement": r.per_class}
             run["accuracy"][name] = [s["accuracy"] for s in rows[name]["students"]]
             run["per_class"][name] = [s["per_class"] for s in rows[name]["students"]]

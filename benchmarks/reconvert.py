@@ -24,11 +24,9 @@ from pathlib import Path
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets
-from hello_labels.labels.views import AugmentedImages
-from hello_labels.train.jobs import convert_labels, evaluate
+from hello_labels.train.jobs import convert_labels
 
 from . import fashion_mnist_bench as bench
-from .fashion_mnist import load
 
 
 def main(argv=None) -> None:
@@ -53,19 +51,14 @@ def main(argv=None) -> None:
         return print(paired_summary([row for path in cli.summary for row in json.loads(path.read_text())], runs))
     if cli.pipeline is None:
         p.error("a pipeline folder (or --summary) is needed")
-    bench.deterministic(cli.threads)
     # the benchmark's defaults for everything else (student batch, temperature, crop scale, effnet size, lr)
-    args = bench.parse(["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)] +
-                       (["--effnet-size", str(cli.effnet_size)] if cli.effnet_size else []))
-    work = cli.pipeline / f"ipc{cli.ipc}"
-    seed = int(cli.pipeline.name.rsplit("-", 1)[1])
-    train, test = load(True), load(False)
-    synthetic = bench.load_synthetic(work / f"synthetic_ipc{cli.ipc}.pt", train)
-    images = AugmentedImages(synthetic, bench.SIZE, bench.MEAN, bench.STD, scale=(args.min_scale, 1.0))
+    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(
+        cli.pipeline, ["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)] +
+        (["--effnet-size", str(cli.effnet_size)] if cli.effnet_size else []), cli.threads)
+    images = bench.student_views(synthetic, args)
     label_dir = LabelDir.scan(work / "labels")
     students = work / "students.json"  # absent while the pipeline's students are still being trained
     cached = json.loads(students.read_text()) if students.is_file() else {}
-    teacher = bench.load_teacher(cli.pipeline / "teacher.safetensors")
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     for fraction in cli.fractions:
         epochs = bench.first_epochs(label_dir, fraction)
@@ -79,7 +72,7 @@ def main(argv=None) -> None:
         converted = bench.load_projector(out)
         student = bench.train_one_student(images, lambda: TeacherTargets(images, converted), args.student_epochs *
                                           label_dir.batches_per_epoch, cli.seed, args, test)
-        fid = evaluate(converted, synthetic, teachers=[teacher], **bench.fidelity_views(args))
+        fid = bench.teacher_fidelity(converted, synthetic, teacher, args)
         source = "full stored labels" if epochs == label_dir.epochs else f"stored labels, first {epochs} epochs"
         row = {"pipeline": seed, "ipc": cli.ipc, "epochs": epochs, "seed": cli.seed, "steps": summary["steps"],
                "convert_seconds": seconds, "accuracy": student["accuracy"], "agreement": fid.agreement, "kl": fid.kl,
@@ -101,7 +94,7 @@ def paired_summary(rows, runs: dict) -> str:
         for name, value in row["cached"].items():
             if value is None and len(done := runs.get(str(row["pipeline"]), {}).get("accuracy", {}).get(name, [])) > seed:
                 row["cached"][name] = done[seed]
-        groups.setdefault((row["pipeline"], row["epochs"]), {})[row.get("seed", 0)] = row
+        groups.setdefault((row["pipeline"], row["epochs"]), {})[seed] = row
     lines = []
     for (pipeline, epochs), by_seed in sorted(groups.items()):
         seeds = sorted(by_seed)
