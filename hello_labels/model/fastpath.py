@@ -3,7 +3,8 @@
 :class:`FastProjector` is an inference copy of a projector, built from its current weights without touching
 them (so ``unmerge()`` and training are unaffected, whatever was called before): the LoRA deltas folded into a
 deep copy of the encoder, every BatchNorm that follows a convolution folded into that convolution (torch.fx finds
-the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights), ``channels_last`` for
+the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights), TensorFlow "same" padding done
+inside the convolution instead of on a padded copy of its input (:class:`SamePaddedConv`), ``channels_last`` for
 convolutional bases, the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
 call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
 CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
@@ -139,6 +140,39 @@ def fold_batchnorm(encoder: nn.Module) -> Tuple[nn.Module, int]:
     return gm, folded
 
 
+class SamePaddedConv(nn.Module):
+    """timm's ``Conv2dSame`` (TensorFlow "same" padding, one more row/column after than before where the total is
+    odd: stride 2 at even sizes) without writing out a padded copy of its input: where the padding is uneven the
+    kernel has one more row/column, of zeros, in front, and the convolution pads both sides by the larger amount.
+    The same sums (outputs equal to ``Conv2dSame``'s up to float rounding, tested), without the padded copies that
+    took a sixth of EfficientNet-Lite0's time at 224 px on the CPU (BENCHMARKS.md, fast path)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.stride, self.groups, self.kernel_size = conv.stride, conv.groups, conv.kernel_size
+        self.weight = nn.Parameter(F.pad(conv.weight.detach(), (1, 0, 1, 0)), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        totals = [max((-(-n // s) - 1) * s + k - n, 0) for n, k, s in zip(x.shape[-2:], self.kernel_size, self.stride)]
+        weight = self.weight[..., 1 - totals[0] % 2:, 1 - totals[1] % 2:]  # the zero row/column where uneven
+        return F.conv2d(x, weight, self.bias, self.stride, [t - t // 2 for t in totals], 1, self.groups)
+
+
+def pad_inside_convolutions(encoder: nn.Module) -> int:
+    """Replace (in place) each timm ``Conv2dSame`` of ``encoder`` without dilation by a :class:`SamePaddedConv`;
+    the number replaced."""
+    try:
+        from timm.layers import Conv2dSame
+    except ImportError:
+        return 0
+    found = [(name, m) for name, m in encoder.named_modules() if type(m) is Conv2dSame and m.dilation == (1, 1)]
+    for name, conv in found:
+        parent, _, child = name.rpartition(".")
+        setattr(encoder.get_submodule(parent), child, SamePaddedConv(conv))
+    return len(found)
+
+
 def is_convolutional(encoder: nn.Module) -> bool:
     """More than one convolution (a ViT has one, its patch embedding): the base runs faster in ``channels_last``."""
     return sum(isinstance(m, nn.Conv2d) for m in encoder.modules()) > 1
@@ -208,6 +242,7 @@ class FastProjector(nn.Module):
         encoder = merged_copy(projector.base.encoder)
         encoder, self.folded = fold_batchnorm(encoder)
         self.channels_last = is_convolutional(encoder) if options.channels_last is None else options.channels_last
+        self.same_padded = pad_inside_convolutions(encoder)
         if self.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
         head = projector.head

@@ -248,3 +248,35 @@ def test_a_merged_projector_still_gives_its_head_gradients_when_asked(vit):
     assert torch.equal(out, projector.fast_path()(x))
     out.sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("size", [31, 32, 64, 65])
+@pytest.mark.parametrize("kernel, stride, groups", [(3, 2, 8), (5, 2, 8), (3, 1, 1), (5, 2, 1), (1, 1, 1)])
+def test_same_padding_inside_the_convolution_equals_timms_padded_copy(size, kernel, stride, groups):
+    """Even and uneven TensorFlow "same" padding, depthwise and dense, both layouts: the outputs (and the input's
+    gradient) are those of timm's Conv2dSame."""
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(size + kernel)
+    conv = Conv2dSame(8, 16, kernel, stride=stride, groups=groups).requires_grad_(False)
+    inside = fastpath.SamePaddedConv(conv)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 8, size, size).contiguous(memory_format=layout).requires_grad_(True)
+        want, got = conv(x), inside(x)
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
+        (grad_want,) = torch.autograd.grad(want.square().sum(), x)
+        (grad_got,) = torch.autograd.grad(got.square().sum(), x)
+        assert torch.allclose(grad_got, grad_want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_efficientnet_fast_path_writes_no_padded_copy_of_its_activations(lite0):
+    """timm's same-padding convolutions (the stem and four stride-2 depthwise ones) pad inside the convolution:
+    no ``constant_pad_nd`` runs, and the labels stay those of the unfused modules."""
+    x = images(size=64)
+    with torch.no_grad():
+        fast = lite0.fast_path()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            out = fast(x)
+        assert fast.same_padded == 5
+        assert "aten::constant_pad_nd" not in {e.key for e in prof.key_averages()}
+        assert close(out, unfused(lite0, x))
