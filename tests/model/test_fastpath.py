@@ -277,6 +277,26 @@ def test_the_efficientnet_fast_path_writes_no_padded_copy_of_its_activations(lit
         fast = lite0.fast_path()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             out = fast(x)
-        assert fast.same_padded == 5
+        assert fast.replaced == {"Conv2dSame": 5}
         assert "aten::constant_pad_nd" not in {e.key for e in prof.key_averages()}
         assert close(out, unfused(lite0, x))
+
+
+def test_clip_resnet_attention_pooling_computes_only_the_token_it_returns(rn):
+    """open_clip's AttentionPool2d against its fast replacement: the same output (and input gradient) up to float
+    rounding, on random weights and biases; the RN projector's fast path uses it."""
+    from open_clip.modified_resnet import AttentionPool2d
+
+    torch.manual_seed(0)
+    pool = AttentionPool2d(4, 32, 4, output_dim=16).eval()
+    with torch.no_grad():
+        for p in pool.parameters():
+            p.normal_()
+    fast = fastpath.FirstTokenAttentionPool(pool)
+    x = torch.randn(3, 32, 4, 4).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    want, got = pool(x), fast(x)
+    assert got.shape == want.shape == (3, 16) and close(got, want), (got - want).abs().max()
+    (grad_want,) = torch.autograd.grad(want.square().sum(), x)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), x)
+    assert close(grad_got, grad_want)
+    assert rn.fast_path().replaced == {"AttentionPool2d": 1}
