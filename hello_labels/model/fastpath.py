@@ -149,7 +149,7 @@ class SamePaddedConv(nn.Module):
     odd: stride 2 at even sizes) without writing out a padded copy of its input: where the padding is uneven the
     kernel has one more row/column, of zeros, in front, and the convolution pads both sides by the larger amount.
     The same sums (outputs equal to ``Conv2dSame``'s up to float rounding, tested), without the padded copies that
-    took a sixth of EfficientNet-Lite0's time at 224 px on the CPU (BENCHMARKS.md, fast path)."""
+    took a sixth of EfficientNet-Lite0's time at 224 px on the CPU (BENCHMARKS.md, fast path round 2)."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
