@@ -88,15 +88,17 @@ def split(synthetic: TensorImages, per_class: int, seed: int):
 
 
 def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Path, seed: int):
-    """The effnet projector distilled from ``teacher`` on ``synthetic`` with ``recipe`` into ``out`` (resumes)."""
+    """The effnet projector distilled from ``teacher`` on ``synthetic`` with ``recipe`` into ``out`` (resumes), and
+    the seconds its distillation took in this call (None: a finished one was loaded)."""
+    if (out / "adapter.safetensors").exists():
+        return bench.load_projector(out), None
     images = bench.student_views(synthetic, args)
     projector, overrides = bench.new_projector(args, "effnet", images)
     config = replace(bench.distill_config(args, seed, overrides), steps=recipe["steps"], loss=recipe["loss"],
                      temperature=recipe.get("temperature", 4.0))
     t0 = time.perf_counter()
-    if not (out / "adapter.safetensors").exists():
-        distill(projector, PartlyMixed(images, teacher, seed, recipe["mixed_share"]), out, config,
-                resume=(out / "train_state.pt").exists(), progress=False)
+    distill(projector, PartlyMixed(images, teacher, seed, recipe["mixed_share"]), out, config,
+            resume=(out / "train_state.pt").exists(), progress=False)
     return bench.load_projector(out), time.perf_counter() - t0
 
 

@@ -90,7 +90,7 @@ def paired_summary(rows, runs: dict) -> str:
     A student a row lacks comes from ``runs`` (a results JSON's), else the pipeline is reported as incomplete."""
     groups = {}
     for row in rows:
-        seed = row.get("seed", 0)
+        seed, row = row.get("seed", 0), {**row, "cached": dict(row["cached"])}  # the caller's rows stay as read
         for name, value in row["cached"].items():
             if value is None and len(done := runs.get(str(row["pipeline"]), {}).get("accuracy", {}).get(name, [])) > seed:
                 row["cached"][name] = done[seed]

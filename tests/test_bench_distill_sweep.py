@@ -111,3 +111,12 @@ def test_the_benchmark_distils_the_recipe_the_sweep_chose_above_ipc_10_unless_to
     assert parse([]).distill_steps == 600
     assert parse(["--ipc", "50"]).distill_steps == 2400
     assert parse(["--ipc", "50", "--distill-steps", "600"]).distill_steps == 600
+
+
+def test_a_finished_projector_is_loaded_with_no_distillation_time_recorded(tmp_path, monkeypatch):
+    """A rerun (another student seed) reuses the adapter: its rows must not record the load as distillation time."""
+    (tmp_path / "adapter.safetensors").write_bytes(b"")
+    loaded = object()
+    monkeypatch.setattr(sweep.bench, "load_projector", lambda path: loaded if path == tmp_path else None)
+    monkeypatch.setattr(sweep, "distill", lambda *a, **k: pytest.fail("distilled again"))
+    assert sweep.distill_recipe(None, sweep.parse_recipe("600"), None, None, tmp_path, 0) == (loaded, None)
