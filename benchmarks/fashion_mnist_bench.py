@@ -303,17 +303,6 @@ def convert_stage(work: Path, args, fraction: float, label_dir: LabelDir, images
     return out
 
 
-class Grey(torch.nn.Module):
-    """A one-channel model fed the first channel of the three :func:`refine_batch` makes of grey images."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.config = model, getattr(model, "config", None)
-
-    def forward(self, x):
-        return self.model(x[:, :1])
-
-
 def refine_stage(work: Path, args, name, projector, teacher, synthetic, env: dict) -> TensorImages:
     """The synthetic images refined by ``projector`` against ``teacher`` (:func:`hello_labels.train.refine.
     refine_batch`, `hello-labels refine`'s defaults at this input size and crop scale, its batches of 32), kept as
@@ -326,12 +315,12 @@ def refine_stage(work: Path, args, name, projector, teacher, synthetic, env: dic
     if not stage.fresh():
         log(f"refining the {len(synthetic)} synthetic images with the {name} projector")
         t0 = time.perf_counter()
-        grey, out = [Grey(projector), Grey(teacher)], []
+        out = []
         for start in range(0, len(synthetic), cfg.batch_size):
             index = list(range(start, min(start + cfg.batch_size, len(synthetic))))
             images = synthetic.images[index]
             images = images.float() / 255 if images.dtype == torch.uint8 else images
-            out.append(refine_batch(*grey, images, index, cfg)[0])
+            out.append(refine_batch(projector, teacher, images, index, cfg)[0])
         torch.save({"images": torch.cat(out), "seconds": time.perf_counter() - t0}, path)
         stage.done()
     return TensorImages(torch.load(path, weights_only=True)["images"], synthetic.labels, CLASSES)

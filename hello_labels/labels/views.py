@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import BadInputError
@@ -76,7 +77,8 @@ def class_names_for(source, names: Union[None, str, Sequence[str]] = None) -> li
 
 
 class AugmentedImages(Dataset):
-    """Keys -> ``(image [C, S, S] normalised, label, flip bool, coords [4])``, SRe2L's per-sample tuple."""
+    """Keys -> ``(image [C, S, S] normalised, label, flip bool, coords [4])``, SRe2L's per-sample tuple. C is
+    ``len(mean)``: with one channel, images of a folder are read as their luma (PIL's "L")."""
 
     def __init__(self, source: Dataset, size: int, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, scale: Tuple[float, float] = (0.08, 1.0),
@@ -93,6 +95,8 @@ class AugmentedImages(Dataset):
     def __getitem__(self, key):
         index, rest = key[0], key[1:]
         image, label = self.source[index]
+        if len(self.mean) == 1 and isinstance(image, Image.Image) and image.mode != "L":
+            image = image.convert("L")  # a folder (its loader gives RGB) for a one-channel projector: the luma
         if len(rest) == 2:
             coords, flip = torch.as_tensor(rest[0], dtype=torch.float32), bool(rest[1])
         elif rest[0] is None:

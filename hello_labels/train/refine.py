@@ -9,7 +9,8 @@ Optionally (RDED-style stitched images with their high-resolution sources known)
 projector's encoder features of each stored low-resolution patch, upsampled, towards those of its source.
 
 The output folder mirrors the input: same class folders, file names and formats (PNG lossless; JPEG re-encoded at
-``jpeg_quality`` with 4:4:4 chroma, so its pixel change can exceed the budget by the encoding error). Each file is
+``jpeg_quality`` with 4:4:4 chroma, so its pixel change can exceed the budget by the encoding error; a one-channel
+projector reads, refines and writes every image as its luma). Each file is
 written atomically, so on a rerun the files already in the output are complete and are skipped; batches are fixed
 by the whole file list and every random draw by the file, step and view, so a resumed run writes the same files
 as an uninterrupted one. ``OUT/refine.json`` holds the settings (checked on resume) and, at the end, the report.
@@ -46,7 +47,8 @@ from .settings import RefineConfig  # noqa: F401  (defined torch-free for the CL
 
 REPORT_FILE = "refine.json"
 LOSSES = ("kl", "mse")
-GREY_MODES = ("L",)  # kept greyscale; every other mode is handled (and saved) as RGB, as the loader sees it
+GREY_MODES = ("L",)  # kept greyscale; every other mode is handled (and saved) as RGB, as the loader sees it,
+# except for a one-channel projector, which sees (and refines, and saves) every image as its luma ("L")
 # How each format is written back: PNG (and other lossless formats) exactly; JPEG at high quality, no chroma
 # subsampling; WebP losslessly.
 _SAVE_OPTIONS = {"JPEG": lambda q: {"quality": q, "subsampling": 0}, "WEBP": lambda q: {"lossless": True}}
@@ -65,7 +67,7 @@ class ImageFile(NamedTuple):
 # ----------------------------------------------------------------------------- the optimisation (no I/O)
 def augmented_views(images: torch.Tensor, indices: Sequence[int], step: int, cfg: RefineConfig,
                     mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``images [B, 3, H, W]`` in 0-1 -> normalised, mixed views ``[B*views, 3, S, S]``, differentiably.
+    """``images [B, C, H, W]`` in 0-1 -> normalised, mixed views ``[B*views, C, S, S]``, differentiably.
 
     Crop/flip of view ``v`` of image ``indices[b]`` at ``step`` come from ``derive_seed(seed, "crop", index, step,
     v)``; the mix from ``derive_seed(seed, "mix", min(indices), step)``."""
@@ -102,7 +104,8 @@ def patch_feature_loss(projector, images: torch.Tensor, patches: Sequence[Patch]
 
 def refine_batch(projector, teacher, images: torch.Tensor, indices: Sequence[int], cfg: RefineConfig,
                  patches: Sequence[Patch] = ()) -> Tuple[torch.Tensor, Optional[float], Optional[float]]:
-    """Refine ``images [B, C, H, W]`` (0-1, C = 1 or 3, one size) of folder indices ``indices [B]``.
+    """Refine ``images [B, C, H, W]`` (0-1, C = 1 or 3, one size) of folder indices ``indices [B]``; grey images
+    are fed to a three-channel projector as three equal channels.
 
     Returns the refined images ``[B, C, H, W]`` (``|Δ| <= epsilon``, in 0-1) and the loss at the first and last
     step. Neither model's parameters receive gradients."""
@@ -111,7 +114,7 @@ def refine_batch(projector, teacher, images: torch.Tensor, indices: Sequence[int
     optimizer = torch.optim.Adam([delta], lr=cfg.lr)
     losses = []
     for step in range(cfg.steps):
-        x = (images + delta).expand(-1, 3, -1, -1)
+        x = (images + delta).expand(-1, projector.config.input_channels, -1, -1)
         views = augmented_views(x, indices, step, cfg, mean, std)
         loss = discrepancy(projector(views).float(), teacher(views).float(), cfg.loss, cfg.temperature)
         if patches and cfg.feature_weight:
@@ -126,15 +129,16 @@ def refine_batch(projector, teacher, images: torch.Tensor, indices: Sequence[int
 
 
 # ----------------------------------------------------------------------------- files
-def list_images(data) -> Tuple[List[ImageFile], List[str]]:
-    """The images of an ImageFolder tree in ImageFolder order (headers only are read), and its class names."""
+def list_images(data, channels: int = 3) -> Tuple[List[ImageFile], List[str]]:
+    """The images of an ImageFolder tree in ImageFolder order (headers only are read), and its class names;
+    ``channels``: the projector's (1: every image is read as grey)."""
     root = Path(data)
     folder = open_images(root)
     files = []
     for index, (path, label) in enumerate(folder.samples):
         with Image.open(path) as img:
             files.append(ImageFile(Path(path).relative_to(root).as_posix(), index, label, (img.height, img.width),
-                                   1 if img.mode in GREY_MODES else 3))
+                                   1 if channels == 1 or img.mode in GREY_MODES else 3))
     return files, list(folder.classes)
 
 
@@ -146,10 +150,17 @@ def plan_batches(files: Sequence[ImageFile], batch_size: int) -> List[List[Image
     return [group[i:i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
-def read_image(path) -> Tuple[torch.Tensor, str]:
-    """``[C, H, W]`` uint8 (C = 1 for greyscale, else 3 as the students' loader converts) and the PIL format."""
+def read_image(path, channels: int = 3) -> Tuple[torch.Tensor, str]:
+    """``[C, H, W]`` uint8 (C = 1 for greyscale or a one-channel projector's ``channels``, else 3 as the students'
+    loader converts) and the PIL format."""
     with Image.open(path) as img:
-        return TF.pil_to_tensor(img.convert("L" if img.mode in GREY_MODES else "RGB")), img.format
+        grey = channels == 1 or img.mode in GREY_MODES
+        return TF.pil_to_tensor(img.convert("L" if grey else "RGB")), img.format
+
+
+def read_pixels(path, channels: int) -> torch.Tensor:
+    """The image at ``path`` as a projector of ``channels`` input channels takes it: ``[channels, H, W]`` in 0-1."""
+    return TF.to_dtype(read_image(path, channels)[0], torch.float32, scale=True).expand(channels, -1, -1)
 
 
 def write_image(image: torch.Tensor, path, fmt: str, jpeg_quality: int = 95) -> None:
@@ -161,13 +172,14 @@ def write_image(image: torch.Tensor, path, fmt: str, jpeg_quality: int = 95) -> 
         pil.save(tmp, format=fmt, **options)
 
 
-def pixel_change(data, out_dir, files: Sequence[ImageFile]) -> dict:
-    """Change of the saved files against the originals in 0-255 levels: mean and max ``|Δ|``, PSNR (dB) over
-    all pixels and for the worst image (``None`` where nothing changed)."""
+def pixel_change(data, out_dir, files: Sequence[ImageFile], channels: int = 3) -> dict:
+    """Change of the saved files against the originals (as a projector of ``channels`` reads them) in 0-255
+    levels: mean and max ``|Δ|``, PSNR (dB) over all pixels and for the worst image (``None`` where nothing
+    changed)."""
     total_abs, total_sq, count, max_abs, worst_mse = 0.0, 0.0, 0, 0, 0.0
     for f in files:
-        a = read_image(Path(data) / f.rel)[0].numpy().astype(np.float64)
-        b = read_image(Path(out_dir) / f.rel)[0].numpy().astype(np.float64)
+        a = read_image(Path(data) / f.rel, channels)[0].numpy().astype(np.float64)
+        b = read_image(Path(out_dir) / f.rel, channels)[0].numpy().astype(np.float64)
         if a.shape != b.shape:
             raise CorruptFileError(f"{Path(out_dir) / f.rel} has shape {b.shape}, the original {a.shape}")
         diff = np.abs(a - b)
@@ -226,7 +238,7 @@ def source_patches(projector, rels: Sequence[str], patch_map) -> List[Patch]:
     out, cfg = [], projector.config
     for position, rel in enumerate(rels):
         for box, source in patch_map.get(rel, ()):
-            image = TF.to_dtype(read_image(source)[0], torch.float32, scale=True).expand(3, -1, -1)
+            image = read_pixels(source, cfg.input_channels)
             target = projector.features(normalize(image[None].to(projector.device), cfg.input_mean, cfg.input_std))
             out.append(Patch(position, box, target[0]))
     return out
@@ -239,7 +251,7 @@ def patch_distance(projector, data, patch_map) -> Optional[float]:
     for rel in patch_map:
         patches = source_patches(projector, [rel], patch_map)
         if patches:
-            image = TF.to_dtype(read_image(Path(data) / rel)[0], torch.float32, scale=True).expand(3, -1, -1)
+            image = read_pixels(Path(data) / rel, projector.config.input_channels)
             total += float(patch_feature_loss(projector, image[None].to(projector.device), patches)) * len(patches)
             count += len(patches)
     return total / count if count else None
@@ -345,14 +357,12 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
             or not 0 <= cfg.epsilon <= 1:
         raise BadInputError("steps must be >= 0, views, batch_size, eval_views and input_size positive, epsilon in "
                             "[0, 1]")
-    if projector.config.input_channels != 3:
-        raise BadInputError("refine works on RGB inputs (as ImageFolder loads them); this projector takes "
-                            f"{projector.config.input_channels}-channel inputs")
+    channels = projector.config.input_channels
     data, out = Path(data), Path(out_dir)
     check_apart(out, data)
-    files, classes = list_images(data)
+    files, classes = list_images(data, channels)
     teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
-    check_classes(classes, projector.config.class_names, output_classes(teacher, 3, cfg.input_size), class_map)
+    check_classes(classes, projector.config.class_names, output_classes(teacher, channels, cfg.input_size), class_map)
     patch_map = load_patches(patches, data) if patches is not None else {}
     check_patches(files, patch_map)
     env = DistEnv.setup(device)
@@ -391,7 +401,7 @@ def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
         todo = [f for f in batch if not (out / f.rel).is_file()]
         if not todo:
             continue
-        loaded = [read_image(data / f.rel) for f in batch]
+        loaded = [read_image(data / f.rel, projector.config.input_channels) for f in batch]
         images = TF.to_dtype(torch.stack([image for image, _ in loaded]).to(env.device), torch.float32, scale=True)
         result, loss0, loss1 = refine_batch(labeller, teacher, images, [f.index for f in batch], cfg,
                                             source_patches(labeller, [f.rel for f in batch], patch_map))
@@ -422,7 +432,8 @@ def _report(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
               "kept_from_earlier_run": len(files) - refined,
               "loss": {"first_step": float(np.mean(first)) if first else None,
                        "last_step": float(np.mean(last)) if last else None},
-              "before": before, "after": after, "pixel_change": pixel_change(data, out, files),
+              "before": before, "after": after,
+              "pixel_change": pixel_change(data, out, files, projector.config.input_channels),
               "patch_feature_distance": None if not patch_map else
               {"before": patches_before, "after": patch_distance(projector.fast_path(), out, patch_map)},
               "seconds": time.perf_counter() - t0}

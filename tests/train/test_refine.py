@@ -189,3 +189,36 @@ def test_patch_feature_term_pulls_stored_patches_towards_their_sources(tiny_proj
         refine(projector, [teacher], data, tmp_path / "r3", config,
                patches={"nowhere/x.png": [{"box": [0, 0, 4, 4], "source": str(patches)}]}, progress=False,
                device="cpu")
+
+
+def test_a_one_channel_projector_refines_a_folder_as_grey_images(tiny_vit_dir, toy_folder, tmp_path):
+    """A projector for grey images (Fashion-MNIST-like) refines an ImageFolder: every image is read as its luma,
+    as the projector's views are, refined within the budget and written back grey (refused before)."""
+    import torch
+    from torch import nn
+
+    from hello_labels.train.jobs import augmented, make_projector
+
+    images = augmented(toy_folder, SIZE, mean=[0.5], std=[0.25], min_scale=0.5)
+    assert images[0, 0][0].shape == (1, SIZE, SIZE)  # the folder's RGB files seen through one channel
+    projector = make_projector(images, f"local-dir:{tiny_vit_dir}", templates="simple", head_rank=4)
+    assert projector.config.input_channels == 1
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    config = RefineConfig(steps=3, input_size=SIZE, min_scale=0.5, eval_views=40, epsilon=4 / 255, lr=0.01)
+    report = refine(projector, [teacher], toy_folder, tmp_path / "refined", config, progress=False, device="cpu")
+    assert report["refined_this_run"] == 40 and report["after"]["kl"] is not None
+    change = report["pixel_change"]  # against the originals' luma
+    assert 0 < change["max_abs"] <= 4, change
+    for rel in snapshot(toy_folder):
+        with Image.open(toy_folder / rel) as a, Image.open(tmp_path / "refined" / rel) as b:
+            assert (b.format, b.mode, b.size) == (a.format, "L", a.size)
+            luma = np.asarray(a.convert("L"), dtype=np.int16)
+            assert np.abs(np.asarray(b, dtype=np.int16) - luma).max() <= 4
+    # the other folder paths read it the same way: eval against the teacher, export of label files
+    from hello_labels.labels.export import export_fkd
+    from hello_labels.train.jobs import evaluate
+
+    assert 0 <= evaluate(projector, toy_folder, teachers=[teacher], views=20, input_size=SIZE).agreement <= 1
+    assert export_fkd(projector, toy_folder, tmp_path / "fkd", epochs=1, batch_size=20, input_size=SIZE,
+                      progress=False, device="cpu").epochs == 1
