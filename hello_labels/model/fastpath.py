@@ -5,7 +5,8 @@ them (so ``unmerge()`` and training are unaffected, whatever was called before):
 deep copy of the encoder, every BatchNorm that follows a convolution folded into that convolution (torch.fx finds
 the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights), TensorFlow "same" padding done
 inside the convolution instead of on a padded copy of its input (:class:`SamePaddedConv`), CLIP ResNets' attention
-pooling for the one token it returns (:class:`FirstTokenAttentionPool`), ``channels_last`` for
+pooling for the one token it returns (:class:`FirstTokenAttentionPool`), residual sums added into the convolution
+output again after tracing made them out of place (:func:`add_in_place`), ``channels_last`` for
 convolutional bases, the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
 call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
 CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import operator
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
@@ -226,6 +228,46 @@ def replace_slow_modules(encoder: nn.Module) -> dict:
     return counts
 
 
+def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a + b``, written into ``a`` where that gives the same tensor (``a``'s shape and dtype), else a new one."""
+    if torch.result_type(a, b) == a.dtype and torch.broadcast_shapes(a.shape, b.shape) == a.shape:
+        return a.add_(b)
+    return a + b
+
+
+def add_in_place(encoder: nn.Module) -> int:
+    """In a traced ``encoder`` (a ``torch.fx.GraphModule``), make each ``x + y`` whose ``x`` (or ``y``) is a
+    convolution's output used by nothing else add into that output (:func:`add_into`), as ``out += identity`` did
+    in the module's own code before tracing turned it into ``out + identity`` (a new activation-sized tensor per
+    residual block); the number changed. No one else reads the output, and a convolution's backward does not need
+    it, so gradients are unaffected."""
+    if not isinstance(encoder, fx.GraphModule):
+        return 0
+    convolutions = (nn.Conv2d, SamePaddedConv)
+
+    def sole_conv_output(node, consumer) -> bool:  # through Identity modules (timm's norm-act layers keep them)
+        while isinstance(node, fx.Node) and _only_user(node, consumer) and node.op == "call_module" and \
+                isinstance(encoder.get_submodule(node.target), nn.Identity):
+            node, consumer = node.args[0], node
+        return (isinstance(node, fx.Node) and _only_user(node, consumer) and node.op == "call_module" and
+                isinstance(encoder.get_submodule(node.target), convolutions))
+
+    changed = 0
+    for node in encoder.graph.nodes:
+        if node.op != "call_function" or node.target not in (operator.add, operator.iadd, torch.add) or \
+                len(node.args) != 2 or node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
+            continue
+        first, second = node.args
+        if sole_conv_output(second, node) and not sole_conv_output(first, node):
+            first, second = second, first  # float addition is commutative: the same bits either way round
+        if sole_conv_output(first, node):
+            node.target, node.args = add_into, (first, second)
+            changed += 1
+    if changed:
+        encoder.recompile()
+    return changed
+
+
 def is_convolutional(encoder: nn.Module) -> bool:
     """More than one convolution (a ViT has one, its patch embedding): the base runs faster in ``channels_last``."""
     return sum(isinstance(m, nn.Conv2d) for m in encoder.modules()) > 1
@@ -296,6 +338,7 @@ class FastProjector(nn.Module):
         encoder, self.folded = fold_batchnorm(encoder)
         self.channels_last = is_convolutional(encoder) if options.channels_last is None else options.channels_last
         self.replaced = replace_slow_modules(encoder)
+        self.added_in_place = add_in_place(encoder)
         if self.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
         head = projector.head

@@ -300,3 +300,21 @@ def test_clip_resnet_attention_pooling_computes_only_the_token_it_returns(rn):
     (grad_got,) = torch.autograd.grad(got.square().sum(), x)
     assert close(grad_got, grad_want)
     assert rn.fast_path().replaced == {"AttentionPool2d": 1}
+
+
+def test_residual_sums_add_into_the_convolution_output_as_the_modules_own_code_did(rn, lite0):
+    """Tracing turns ``out += identity`` into ``out + identity`` (a new activation per block); the fast path adds
+    into the convolution's output again: one per residual block, gradients unchanged (test above), and a sum that
+    would broadcast or change dtype is left out of place."""
+    from open_clip.modified_resnet import Bottleneck
+    from timm.models._efficientnet_blocks import InvertedResidual
+
+    assert rn.fast_path().added_in_place == sum(isinstance(m, Bottleneck) for m in rn.modules())
+    residual = sum(isinstance(m, InvertedResidual) and m.has_skip for m in lite0.modules())
+    assert residual > 0 and lite0.fast_path().added_in_place == residual
+    a, b = torch.ones(2, 3), torch.ones(3)
+    assert fastpath.add_into(a, b) is a and torch.equal(a, torch.full((2, 3), 2.0))
+    small = torch.ones(3)
+    assert fastpath.add_into(small, a).shape == (2, 3) and torch.equal(small, torch.ones(3))  # broadcast: new tensor
+    half = torch.ones(3, dtype=torch.bfloat16)
+    assert fastpath.add_into(half, b).dtype == torch.float32 and torch.equal(half, torch.ones(3, dtype=torch.bfloat16))
