@@ -19,9 +19,9 @@ Outputs equal the unfused float32 path up to float rounding: on the CPU at float
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import operator
+import sys
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
@@ -71,9 +71,12 @@ class _ConvLeaves(fx.Tracer):
     """Keeps convolutions (torch's and subclasses such as timm's same-padding conv) and the modules the fast path
     replaces whole in the graph."""
 
+    def __init__(self):
+        super().__init__()
+        self.replaced = tuple(_replacements())
+
     def is_leaf_module(self, module: nn.Module, name: str) -> bool:
-        return (isinstance(module, nn.Conv2d) or type(module) in _replacements() or
-                super().is_leaf_module(module, name))
+        return isinstance(module, nn.Conv2d) or type(module) in self.replaced or super().is_leaf_module(module, name)
 
 
 def _batch_norm(gm: fx.GraphModule, node: fx.Node):
@@ -197,21 +200,16 @@ class FirstTokenAttentionPool(nn.Module):
         return F.linear(values, self.c_weight, self.c_bias)
 
 
-@functools.lru_cache(maxsize=None)
+# module path, class name -> its fast-path replacement (exact class match)
+_REPLACED = {("timm.layers", "Conv2dSame"): "SamePaddedConv",
+             ("open_clip.modified_resnet", "AttentionPool2d"): "FirstTokenAttentionPool"}
+
+
 def _replacements() -> dict:
-    """``{module class: its fast-path replacement}`` for the libraries installed (exact class match)."""
-    table = {}
-    try:
-        from timm.layers import Conv2dSame
-        table[Conv2dSame] = SamePaddedConv
-    except ImportError:
-        pass
-    try:
-        from open_clip.modified_resnet import AttentionPool2d
-        table[AttentionPool2d] = FirstTokenAttentionPool
-    except ImportError:
-        pass
-    return table
+    """``{module class: its fast-path replacement}`` for the libraries already imported (an encoder can hold
+    their classes only then: nothing is imported here)."""
+    return {getattr(sys.modules[path], name): globals()[fast] for (path, name), fast in _REPLACED.items()
+            if path in sys.modules and hasattr(sys.modules[path], name)}
 
 
 def replace_slow_modules(encoder: nn.Module) -> dict:
