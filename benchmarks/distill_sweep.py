@@ -115,13 +115,8 @@ def scores(projector, synthetic: TensorImages, teacher, args, seed: int, views: 
     return out
 
 
-def pipeline_argv(cli) -> list:
-    """The benchmark's arguments these runs differ in (the rest: its defaults)."""
-    return ["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)]
-
-
 def select(cli) -> None:
-    args, work, seed, synthetic, teacher, _ = bench.cached_pipeline(cli.pipeline, pipeline_argv(cli), cli.threads)
+    args, work, seed, synthetic, teacher, _ = bench.cached_pipeline(cli.pipeline, bench.pipeline_argv(cli), cli.threads)
     train_part, val_part = split(synthetic, cli.val_per_class, seed)
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     for text in cli.recipes:
@@ -145,7 +140,7 @@ def select(cli) -> None:
 
 
 def students(cli) -> None:
-    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, pipeline_argv(cli), cli.threads)
+    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, bench.pipeline_argv(cli), cli.threads)
     images = bench.student_views(synthetic, args)
     steps = args.student_epochs * len(synthetic) // args.student_batch
     committed = json.loads(cli.results.read_text())["runs"][str(seed)] if cli.results else None

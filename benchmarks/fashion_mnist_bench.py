@@ -138,6 +138,13 @@ def student_views(data, args) -> AugmentedImages:
     return AugmentedImages(data, SIZE, MEAN, STD, scale=(args.min_scale, 1.0))
 
 
+def pipeline_argv(cli) -> list:
+    """The benchmark's arguments a script beside it sets from its own ``cli`` (``ipc``, ``student_epochs`` and an
+    ``effnet_size`` when it has one set); the rest stay the benchmark's defaults."""
+    argv = ["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)]
+    return argv + (["--effnet-size", str(cli.effnet_size)] if getattr(cli, "effnet_size", None) else [])
+
+
 def cached_pipeline(path: Path, argv, threads: int):
     """``(args, work, seed, synthetic, teacher, test)`` of a benchmark pipeline folder (its teacher and synthetic
     set files, not their stage records), ``args`` the benchmark's defaults under ``argv``; for scripts that run

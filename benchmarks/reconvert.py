@@ -52,9 +52,8 @@ def main(argv=None) -> None:
     if cli.pipeline is None:
         p.error("a pipeline folder (or --summary) is needed")
     # the benchmark's defaults for everything else (student batch, temperature, crop scale, effnet size, lr)
-    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(
-        cli.pipeline, ["--ipc", str(cli.ipc), "--student-epochs", str(cli.student_epochs)] +
-        (["--effnet-size", str(cli.effnet_size)] if cli.effnet_size else []), cli.threads)
+    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, bench.pipeline_argv(cli),
+                                                                       cli.threads)
     images = bench.student_views(synthetic, args)
     label_dir = LabelDir.scan(work / "labels")
     students = work / "students.json"  # absent while the pipeline's students are still being trained

@@ -138,7 +138,7 @@ def list_images(data, channels: int = 3) -> Tuple[List[ImageFile], List[str]]:
     for index, (path, label) in enumerate(folder.samples):
         with Image.open(path) as img:
             files.append(ImageFile(Path(path).relative_to(root).as_posix(), index, label, (img.height, img.width),
-                                   1 if channels == 1 or img.mode in GREY_MODES else 3))
+                                   1 if read_mode(img.mode, channels) == "L" else 3))
     return files, list(folder.classes)
 
 
@@ -150,12 +150,16 @@ def plan_batches(files: Sequence[ImageFile], batch_size: int) -> List[List[Image
     return [group[i:i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
+def read_mode(mode: str, channels: int) -> str:
+    """The PIL mode an image of ``mode`` is read in for a projector of ``channels``: "L" for greyscale images or a
+    one-channel projector, else "RGB" (as the students' loader converts)."""
+    return "L" if channels == 1 or mode in GREY_MODES else "RGB"
+
+
 def read_image(path, channels: int = 3) -> Tuple[torch.Tensor, str]:
-    """``[C, H, W]`` uint8 (C = 1 for greyscale or a one-channel projector's ``channels``, else 3 as the students'
-    loader converts) and the PIL format."""
+    """``[C, H, W]`` uint8 in the mode :func:`read_mode` gives and the PIL format."""
     with Image.open(path) as img:
-        grey = channels == 1 or img.mode in GREY_MODES
-        return TF.pil_to_tensor(img.convert("L" if grey else "RGB")), img.format
+        return TF.pil_to_tensor(img.convert(read_mode(img.mode, channels))), img.format
 
 
 def read_pixels(path, channels: int) -> torch.Tensor:
