@@ -13,6 +13,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="views per forward pass")
     p.add_argument("-T", "--temperature", type=float, default=1.0, help="temperature of the reported KL")
     p.add_argument("--seed", type=int, default=0, help="seed of the views")
+    common.mix_arg(p, "none", "with --teacher: mix the views as the students' batches are (CutMix: the views "
+                              "students learn from; whole batches); stored labels replay their own")
     p.add_argument("--merge", action="store_true", help="evaluate the merged projector")
     common.load_args(p)
     p.add_argument("--json", help="write the report here (JSON)")
@@ -36,7 +38,7 @@ def _eval(args) -> None:
                       teacher_weights=args.teacher_weights, views=args.views, batch_size=args.batch_size,
                       temperature=args.temperature, input_size=args.input_size, min_scale=args.min_scale,
                       max_scale=args.max_scale, seed=args.seed, epochs=args.epochs, fkd_seed=args.fkd_seed,
-                      class_map=args.class_map)
+                      class_map=args.class_map, mix_type=common.mix(args.mix_type))
     print(report.table())
     if args.json:
         atomic_write_json(args.json, report.to_dict())

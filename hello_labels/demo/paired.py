@@ -57,11 +57,12 @@ def paired_differences(accuracies: Dict[str, List[float]], pairs: Sequence[Tuple
     return result
 
 
-def describe(d: dict) -> str:
-    """One line: ``a − b: +1.2 points, 95% CI [+0.3, +2.1] over 6 seeds: a above b`` (or ``no ordering``)."""
+def describe(d: dict, digits: int = 1) -> str:
+    """One line: ``a − b: +1.2 points, 95% CI [+0.3, +2.1] over 6 seeds: a above b`` (or ``no ordering``), in
+    points to ``digits`` decimals."""
     seeds = len(d["per_seed"])
-    ci = (f", {d['level']:.0%} CI [{d['interval'][0] * 100:+.1f}, {d['interval'][1] * 100:+.1f}]"
+    ci = (f", {d['level']:.0%} CI [{d['interval'][0] * 100:+.{digits}f}, {d['interval'][1] * 100:+.{digits}f}]"
           if d["interval"] else "")
     verdict = {"above": f"{d['a']} above {d['b']}", "below": f"{d['a']} below {d['b']}",
                "unresolved": "no ordering supported"}[d["ordering"]]
-    return f"{d['a']} − {d['b']}: {d['mean'] * 100:+.1f} points{ci} over {seeds} seeds: {verdict}"
+    return f"{d['a']} − {d['b']}: {d['mean'] * 100:+.{digits}f} points{ci} over {seeds} seeds: {verdict}"

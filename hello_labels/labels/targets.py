@@ -78,12 +78,15 @@ class TeacherTargets(Targets):
 
     held_out_in_sample = False  # held-out views: crops from a seed the training stream never draws from
 
-    def held_out(self, num_views: int, batch_size: int) -> List[BatchPlan]:
-        """Unmixed views from a seed the training stream never uses."""
+    def held_out(self, num_views: int, batch_size: int, mix_type: Optional[str] = None) -> List[BatchPlan]:
+        """Views from a seed the training stream never uses: unmixed, or mixed by ``mix_type`` as training batches
+        are (then whole batches: ``num_views`` rounded up to a multiple of ``batch_size``)."""
         seed = derive_seed(self.seed, "held-out")
-        plans = list(stream_plans(len(self.images), batch_size, seed, 0, -(-num_views // batch_size)))
+        plans = list(stream_plans(len(self.images), batch_size, seed, 0, -(-num_views // batch_size),
+                                  mix_type=mix_type, image_size=self.images.size, cutmix_alpha=self.cutmix_alpha,
+                                  mixup_alpha=self.mixup_alpha))
         extra = len(plans) * batch_size - num_views
-        if extra:
+        if extra and mix_type is None:
             last = plans[-1]
             last.keys, last.indices = last.keys[:-extra], last.indices[:-extra]
         return plans

@@ -195,12 +195,15 @@ def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = Non
              teacher_weights=None, views: int = 512, batch_size: int = 64, temperature: float = 1.0,
              input_size: Optional[int] = None, min_scale: float = 0.08, max_scale: float = 1.0, seed: int = 0,
              epochs: Optional[int] = None, fkd_seed: Optional[int] = None, num_workers: int = 0,
-             class_map: ClassMap = None) -> FidelityReport:
+             class_map: ClassMap = None, mix_type: Optional[str] = None) -> FidelityReport:
     """``hello-labels eval``: agreement and KL against teachers on held-out views, or against stored labels.
     Per-class figures group views by the image's class, matched to the projector's classes by folder name.
-    ``input_size`` / ``fkd_seed`` as :func:`convert_labels` (with teachers: 224 by default)."""
+    ``input_size`` / ``fkd_seed`` as :func:`convert_labels` (with teachers: 224 by default). ``mix_type``
+    (teachers only): mix the held-out views as students' batches are (stored labels replay their own mixes)."""
     if (teachers is None) == (labels is None):
         raise BadInputError("evaluate against either teachers or stored labels")
+    if mix_type is not None and teachers is None:
+        raise BadInputError("a mix type applies to teacher views only: stored labels replay their own mixes")
     settings = label_settings(labels, input_size=input_size, fkd_seed=fkd_seed)
     input_size, fkd_seed = settings["input_size"], settings["fkd_seed"]
     images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std, min_scale, max_scale,
@@ -209,9 +212,11 @@ def evaluate(projector: LabelProjector, data, teachers: Optional[Sequence] = Non
         ensemble = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes).to(projector.device)
         check_teachers(ensemble, images, projector.num_classes)
         targets = TeacherTargets(images, ensemble, seed=seed, mix_type=None)
+        plans = targets.held_out(views, batch_size, mix_type)
     else:
         targets = _stored_targets(projector, images, labels, epochs, fkd_seed)
-    return fidelity(projector, targets, targets.held_out(views, batch_size), projector.config.class_names, temperature,
+        plans = targets.held_out(views, batch_size)
+    return fidelity(projector, targets, plans, projector.config.class_names, temperature,
                     num_workers,
                     in_sample=_in_sample(projector, targets, labels))
 

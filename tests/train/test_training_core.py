@@ -166,6 +166,21 @@ def test_teacher_views_stay_held_out(toy_folder, toy_teacher):
     assert not TeacherTargets(augmented(toy_folder, SIZE), teacher).held_out_in_sample
 
 
+def test_held_out_teacher_views_can_be_mixed_as_students_see_them(toy_folder, toy_teacher, tiny_projector, capsys):
+    teacher, spec = toy_teacher
+    targets = TeacherTargets(augmented(toy_folder, SIZE), teacher)
+    plain, mixed = targets.held_out(20, 8), targets.held_out(20, 8, "cutmix")
+    assert [len(p.keys) for p in plain] == [8, 8, 4] and all(p.mix_type is None for p in plain)
+    assert [len(p.keys) for p in mixed] == [8, 8, 8] and all(p.mix_type == "cutmix" for p in mixed)
+    assert [p.keys for p in mixed] == [p.keys for p in targets.held_out(24, 8)]  # the same crops, mixed
+    projector, _ = tiny_projector(toy_folder)
+    kwargs = dict(teachers=[spec], input_size=SIZE, views=16, batch_size=8, temperature=4.0)
+    assert evaluate(projector, toy_folder, mix_type="cutmix", **kwargs).kl != evaluate(projector, toy_folder,
+                                                                                      **kwargs).kl
+    with pytest.raises(HelloLabelsError, match="replay their own mixes"):
+        evaluate(projector, toy_folder, labels="unused", mix_type="cutmix")
+
+
 def test_an_input_size_larger_than_the_labels_was_made_at_is_refused(cutmix_labels, toy_folder, tiny_vit_dir,
                                                                      tmp_path, capsys):
     labels = LabelDir.scan(cutmix_labels)

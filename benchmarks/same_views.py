@@ -1,0 +1,146 @@
+"""Label sources on the same views: students of stored labels and of models that label those labels' own crops,
+flips and CutMix boxes online, so that two students of one stream differ by their labels alone.
+
+    python -m benchmarks.same_views benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 --streams 0 1 2 3 \\
+        --json benchmarks/results/same-views-ipc50.json
+    python -m benchmarks.same_views --summary benchmarks/results/same-views-ipc50.json
+
+In the benchmark the online sources (teacher online, projectors) draw one fresh crop stream (seed 0) for every
+student seed while the stored labels replay theirs, so a projector-minus-stored difference holds one draw of two
+crop streams, which no number of student seeds averages out. Here stream ``s`` is a label directory exported from
+the pipeline's teacher with crop seed ``s`` (stream 0: the pipeline's own ``labels``), and every source replays
+it: the stored logits, the teacher run again on those views (the control: it differs from the stored labels by
+their float16 rounding only) and each projector (``--projectors``: folders of the pipeline). The students of
+stream ``s`` start from seed ``s``; the student is the benchmark's. Reads the pipeline's cached files only, like
+:mod:`benchmarks.reconvert`; appends each student to ``--json`` as it finishes (a rerun trains only what is
+missing). ``--fit N`` records instead how each projector's logits match the stored ones on the first N batch files
+of each stream (mixed views, as the students see them): :func:`fit`. Not a test: nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from hello_labels.demo.paired import describe, paired_differences
+from hello_labels.files import atomic_write_json
+from hello_labels.labels.export import export_fkd
+from hello_labels.labels.fkd import LabelDir
+from hello_labels.labels.targets import StoredTargets
+from hello_labels.train.evaluate import collect, kl_at
+
+from . import fashion_mnist_bench as bench
+
+STORED = "full stored labels"
+
+
+class OnStoredViews(StoredTargets):
+    """``model`` run online on a label directory's own views (its crops, flips and mixes), not its stored logits."""
+
+    def __init__(self, images, labels: LabelDir, model):
+        super().__init__(images, labels)
+        self.model = model
+
+    @torch.no_grad()
+    def __call__(self, plan, mixed):
+        return self.model(mixed).float()
+
+
+def stream_labels(work: Path, args, teacher, synthetic, stream: int) -> LabelDir:
+    """Stream ``stream``'s label directory: the pipeline's own for 0, else exported (resumable) with crop seed
+    ``stream`` and the benchmark's settings otherwise (:func:`benchmarks.fashion_mnist_bench.labels_stage`)."""
+    if stream == 0:
+        return LabelDir.scan(work / "labels")
+    return export_fkd(teacher, synthetic, work / f"labels-stream-{stream}", args.student_epochs, args.student_batch,
+                      "cutmix", fp16=True, input_size=bench.SIZE, min_scale=args.min_scale, mean=bench.MEAN,
+                      std=bench.STD, seed=stream, progress=False)
+
+
+def fit(projector, images, labels: LabelDir, files: int, temperature: float) -> dict:
+    """How ``projector``'s logits match the stored ones on the views of the first ``files`` batch files (mixed, as
+    students see them): agreement, KL at ``temperature``, the least-squares scale of its class-centred logits onto
+    the stored ones, their correlation and residual std, and the largest per-class mean offset."""
+    stored = StoredTargets(images, labels)
+    logits, target, _ = collect(projector, stored, list(stored.plans(0, files)))
+    z, t = (x.double() - x.double().mean(-1, keepdim=True) for x in (logits, target))
+    return {"views": len(z), "agreement": float((logits.argmax(-1) == target.argmax(-1)).float().mean()),
+            "kl": float(kl_at(logits, target, temperature).mean()), "scale": float((z * t).sum() / (z * z).sum()),
+            "correlation": float((z * t).sum() / ((z * z).sum() * (t * t).sum()).sqrt()),
+            "residual_std": float((z - t).std()), "class_offset": float((z - t).mean(0).abs().max())}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    p.add_argument("--summary", type=Path, nargs="+", help="instead: print each source minus the stored labels, "
+                   "stream by stream, with a 95%% t-interval over streams")
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--student-epochs", type=int, default=300)
+    p.add_argument("--streams", type=int, nargs="+", help="crop streams to train on (default: 0); with --summary: "
+                   "the streams to pair over (default: all)")
+    p.add_argument("--projectors", nargs="*", default=["projector-effnet"],
+                   help="projector folders of the pipeline's ipc folder")
+    p.add_argument("--fit", type=int, default=0, metavar="FILES", help="instead of students: each projector's fit to "
+                   "the stored logits on this many batch files of each stream")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    cli = p.parse_args(argv)
+    if cli.summary:
+        rows = [row for path in cli.summary for row in json.loads(path.read_text())]
+        return print(summary([r for r in rows if r["stream"] in cli.streams] if cli.streams else rows))
+    if cli.pipeline is None:
+        p.error("a pipeline folder (or --summary) is needed")
+    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, bench.pipeline_argv(cli),
+                                                                       cli.threads)
+    images = bench.student_views(synthetic, args)
+    models = {"teacher": teacher} | {name: bench.load_projector(work / name) for name in cli.projectors}
+    rows = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
+    done = {(r["pipeline"], r["stream"], r["source"], "fit" in r) for r in rows}
+    for stream in cli.streams or [0]:
+        labels = stream_labels(work, args, teacher, synthetic, stream)
+        sources = {STORED: lambda: StoredTargets(images, labels)}
+        sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, m))
+                    for name, model in models.items()}
+        if cli.fit:
+            sources = {name: lambda m=models[name]: fit(m, images, labels, cli.fit, args.temperature)
+                       for name in cli.projectors}
+        for source, make in sources.items():
+            if (seed, stream, source, bool(cli.fit)) in done:
+                continue
+            row = {"pipeline": seed, "ipc": cli.ipc, "stream": stream, "source": source}
+            if cli.fit:
+                row["fit"] = make()
+            else:
+                row |= bench.train_one_student(images, make, args.student_epochs * labels.batches_per_epoch, stream,
+                                               args, test)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "per_class"}), flush=True)
+            if cli.json:
+                atomic_write_json(cli.json, rows)
+
+
+def summary(rows) -> str:
+    """Per pipeline, each source minus the stored labels over the streams both have (paired: same views, same
+    initial student), with the 95% t-interval over streams."""
+    lines = []
+    for pipeline in sorted({r["pipeline"] for r in rows}):
+        acc = {}
+        for r in rows:
+            if r["pipeline"] == pipeline and "accuracy" in r:  # students (not --fit rows)
+                acc.setdefault(r["source"], {})[r["stream"]] = r["accuracy"]
+        for source in sorted(set(acc) - {STORED}):
+            streams = sorted(set(acc[source]) & set(acc.get(STORED, {})))
+            if not streams:
+                continue
+            d = paired_differences({"a": [acc[source][s] for s in streams],
+                                    "b": [acc[STORED][s] for s in streams]}, [("a", "b")])[0]
+            per = ", ".join(f"{100 * x:+.2f}" for x in d["per_seed"])
+            lines.append(f"pipeline {pipeline}, streams {streams}: {describe(d | {'a': source, 'b': STORED}, digits=2)} "
+                         f"(per stream {per})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""benchmarks.same_views: a model labels a label directory's own views (the stored logits are its outputs on them,
+up to float16), and the summary pairs each source with the stored labels stream by stream."""
+import torch
+from torch import nn
+
+from benchmarks.same_views import STORED, OnStoredViews, fit, summary
+from hello_labels.labels.augment import apply_mix
+from hello_labels.labels.export import export_fkd
+from hello_labels.labels.targets import StoredTargets
+from hello_labels.labels.views import AugmentedImages, TensorImages, loader
+
+MEAN, STD = (0.5,), (0.25,)
+
+
+def _stored(tmp_path):
+    torch.manual_seed(0)
+    data = TensorImages((torch.rand(6, 1, 12, 12) * 255).to(torch.uint8), torch.arange(6) % 3, ["a", "b", "c"])
+    teacher = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    teacher.eval().requires_grad_(False)
+    labels = export_fkd(teacher, data, tmp_path / "labels", 2, 4, "cutmix", fp16=True, input_size=8, min_scale=0.5,
+                        mean=MEAN, std=STD, seed=3, progress=False)
+    return teacher, labels, AugmentedImages(data, 8, MEAN, STD, scale=(0.5, 1.0))
+
+
+def test_a_model_on_the_stored_views_gives_the_stored_logits_it_wrote(tmp_path):
+    teacher, labels, images = _stored(tmp_path)
+    stored, online = StoredTargets(images, labels), OnStoredViews(images, labels, teacher)
+    steps = 4  # two epochs of two batch files
+    a, b = list(stored.plans(0, steps)), list(online.plans(0, steps))
+    assert [repr((p.keys, p.mix, p.info)) for p in a] == [repr((p.keys, p.mix, p.info)) for p in b]
+    views, _ = loader(images, iter(b), steps, 0)
+    rounded = []  # the model's own float32 outputs, not the stored float16 ones
+    for step, (batch, *_) in enumerate(views):
+        mixed = apply_mix(batch, b[step].mix_type, *b[step].mix)
+        got, want = online(b[step], mixed), stored(a[step], mixed)
+        assert got.dtype == torch.float32 and torch.equal(got.half().float(), want)
+        rounded.append(not torch.equal(got, want))
+    assert all(rounded)
+
+
+class Doubled:
+    """A stand-in projector (what ``collect`` uses of one): twice the teacher's logits plus a class offset."""
+
+    device, merged = "cpu", True
+
+    def __init__(self, teacher, offset):
+        self.teacher, self.offset = teacher, offset
+
+    def fast_path(self, cache):
+        return lambda x: 2 * self.teacher(x) + self.offset
+
+
+def test_fit_measures_scale_offset_and_agreement_on_the_stored_views(tmp_path):
+    teacher, labels, images = _stored(tmp_path)
+    same = fit(Doubled(teacher, torch.zeros(3)), images, labels, files=4, temperature=4.0)
+    assert same["views"] == 12 and same["agreement"] == 1.0 and same["kl"] > 0
+    assert abs(same["scale"] - 0.5) < 1e-3 and abs(same["correlation"] - 1) < 1e-6
+    stored = torch.cat([labels.load(0, b).soft_label.float() for b in range(2)])
+    offset = torch.zeros(3).index_fill(0, stored.argmax(-1).mode().values, -300.0)  # the class it names most
+    shifted = fit(Doubled(teacher, offset), images, labels, files=4, temperature=4.0)
+    assert shifted["agreement"] < 1.0 and shifted["class_offset"] > 150 and shifted["kl"] > same["kl"]
+
+
+def _rows(source, accuracies, pipeline=0):
+    return [{"pipeline": pipeline, "stream": s, "source": source, "accuracy": a} for s, a in accuracies.items()]
+
+
+def test_the_summary_pairs_stream_by_stream_and_skips_streams_one_source_lacks():
+    rows = (_rows(STORED, {0: 0.78, 1: 0.77, 2: 0.80}) + _rows("projector on the stored views", {0: 0.77, 2: 0.79, 3: 0.9})
+            + _rows(STORED, {0: 0.5}, pipeline=1))
+    lines = summary(rows).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pipeline 0, streams [0, 2]: projector on the stored views − "
+                                                   f"{STORED}: -1.00 points, 95% CI [-1.00, -1.00] over 2 seeds")
+    assert lines[0].endswith("(per stream -1.00, -1.00)")
