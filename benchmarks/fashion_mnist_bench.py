@@ -207,12 +207,17 @@ def labels_stage(work: Path, args, teacher, synthetic, seed: int, env: dict) -> 
     settings = {"epochs": args.student_epochs, "batch": args.student_batch, "min_scale": args.min_scale,
                 "seed": seed, "teacher": module_digest(teacher), "images": len(synthetic)}
     stage = Stage(work, "labels", settings, [out, out.parent / f"{out.name}.hello-labels"], env, log)
-    stage.fresh()  # removes stale label files; export_fkd resumes matching ones and checks its own settings record
-    label_dir = export_fkd(teacher, synthetic, out, args.student_epochs, args.student_batch, "cutmix", fp16=True,
-                           input_size=SIZE, min_scale=args.min_scale, mean=MEAN, std=STD, seed=seed,
-                           progress=False)
+    stage.fresh()  # removes stale label files; export_labels resumes matching ones (export_fkd checks its record)
+    label_dir = export_labels(teacher, synthetic, out, args, seed)
     stage.done()
     return label_dir
+
+
+def export_labels(teacher, synthetic, out: Path, args, seed: int) -> LabelDir:
+    """The teacher's SRe2L-format labels of ``synthetic`` in ``out`` (resumable): one epoch of CutMix-mixed crops
+    per student epoch, in student batches, float16, crops and mixes drawn from ``seed``."""
+    return export_fkd(teacher, synthetic, out, args.student_epochs, args.student_batch, "cutmix", fp16=True,
+                      input_size=SIZE, min_scale=args.min_scale, mean=MEAN, std=STD, seed=seed, progress=False)
 
 
 # name -> (base, LoRA targets (None: the default, rank 8 on every convolution / attention projection), head rank,

@@ -26,7 +26,6 @@ import torch
 
 from hello_labels.demo.paired import describe, paired_differences
 from hello_labels.files import atomic_write_json
-from hello_labels.labels.export import export_fkd
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import StoredTargets
 from hello_labels.train.evaluate import collect, kl_at
@@ -49,13 +48,11 @@ class OnStoredViews(StoredTargets):
 
 
 def stream_labels(work: Path, args, teacher, synthetic, stream: int) -> LabelDir:
-    """Stream ``stream``'s label directory: the pipeline's own for 0, else exported (resumable) with crop seed
-    ``stream`` and the benchmark's settings otherwise (:func:`benchmarks.fashion_mnist_bench.labels_stage`)."""
+    """Stream ``stream``'s label directory: the pipeline's own for 0, else exported as the benchmark exports its
+    labels (:func:`benchmarks.fashion_mnist_bench.export_labels`) with crop seed ``stream``."""
     if stream == 0:
         return LabelDir.scan(work / "labels")
-    return export_fkd(teacher, synthetic, work / f"labels-stream-{stream}", args.student_epochs, args.student_batch,
-                      "cutmix", fp16=True, input_size=bench.SIZE, min_scale=args.min_scale, mean=bench.MEAN,
-                      std=bench.STD, seed=stream, progress=False)
+    return bench.export_labels(teacher, synthetic, work / f"labels-stream-{stream}", args, stream)
 
 
 def fit(projector, images, labels: LabelDir, files: int, temperature: float) -> dict:
@@ -100,12 +97,13 @@ def main(argv=None) -> None:
     done = {(r["pipeline"], r["stream"], r["source"], "fit" in r) for r in rows}
     for stream in cli.streams or [0]:
         labels = stream_labels(work, args, teacher, synthetic, stream)
-        sources = {STORED: lambda: StoredTargets(images, labels)}
-        sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, m))
-                    for name, model in models.items()}
         if cli.fit:
             sources = {name: lambda m=models[name]: fit(m, images, labels, cli.fit, args.temperature)
                        for name in cli.projectors}
+        else:
+            sources = {STORED: lambda: StoredTargets(images, labels)}
+            sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, m))
+                        for name, model in models.items()}
         for source, make in sources.items():
             if (seed, stream, source, bool(cli.fit)) in done:
                 continue
