@@ -82,9 +82,9 @@ def parse(argv=None):
                    help="resolution EfficientNet-Lite0 runs at (32: chosen from the cost/fidelity frontier, "
                         "BENCHMARKS.md; the IPC 10/50 tables there were run at 64)")
     p.add_argument("--distill-steps", type=int,
-                   help="projector distillation steps of 64 views (default: 600 at IPC 10 and below, 2400 above: "
+                   help="projector distillation steps of 64 views (default: 600 at IPC 10 and below, 4800 above: "
                         "chosen at IPC 50 on a validation split of the synthetic set, benchmarks.distill_sweep; the "
-                        "committed IPC-50 tables ran 600)")
+                        "committed IPC-50 tables ran 600, the recipe and same-views runs 2400 and 4800)")
     p.add_argument("--distill-lr", type=float, default=3e-3)
     p.add_argument("--top-k", type=int, nargs="+", default=[1, 2, 5])
     p.add_argument("--keep", type=float, nargs="+", default=[0.25, 0.1, 0.03, 0.01, 0.003],
@@ -105,7 +105,7 @@ def parse(argv=None):
     p.add_argument("--name", help="results file stem (default fashion_mnist_ipc<ipc>)")
     args = p.parse_args(argv)
     if args.distill_steps is None:
-        args.distill_steps = 600 if args.ipc <= 10 else 2400
+        args.distill_steps = 600 if args.ipc <= 10 else 4800
     return args
 
 
@@ -293,8 +293,8 @@ def first_epochs(label_dir: LabelDir, fraction: float) -> int:
 def convert_stage(work: Path, args, fraction: float, label_dir: LabelDir, images, seed: int, env: dict) -> Path:
     """The effnet projector fitted to the first ``fraction`` of the stored epochs, no teacher (what
     ``hello-labels convert`` runs: :func:`hello_labels.train.distill.distill` on the stored crops, its default
-    steps: one pass over every stored file, at least 1000), the effnet projector's recipe otherwise (the runs in
-    BENCHMARKS.md before that default used the recipe's 600 steps)."""
+    steps: :func:`hello_labels.train.jobs.convert_steps`), the effnet projector's recipe otherwise (the runs in
+    BENCHMARKS.md before that default used the recipe's 600 steps; those before its views-per-image floor, one pass)."""
     epochs = first_epochs(label_dir, fraction)
     out = work / f"converted-{epochs}-epochs"
     targets = StoredTargets(images, LabelDir.scan(label_dir.path, epochs, seed=label_dir.seed))

@@ -8,9 +8,9 @@ Reads the pipeline's cached files only (synthetic set indices, label directory, 
 are not consulted, so this runs beside the benchmark at any code version): converts the first ``fraction`` of the
 stored epochs with :func:`hello_labels.train.jobs.convert_labels` as the CLI does, the benchmark's effnet recipe
 but ``steps=None`` (:func:`hello_labels.train.jobs.convert_steps`: one pass over every stored batch file, at least
-1000), then trains one student (``--seed``) exactly as the benchmark trains its students and prints it beside the
-cached students of the same seed (the benchmark's converted row at its fixed steps, the labels it came from, hard
-labels). Appends to ``--json``. Not a test: nothing is asserted.
+300 views of each image and 1000 steps), then trains one student (``--seed``) exactly as the benchmark trains its
+students and prints it beside the cached students of the same seed (the benchmark's converted row at its fixed
+steps, the labels it came from, hard labels). Appends to ``--json``. Not a test: nothing is asserted.
 """
 from __future__ import annotations
 

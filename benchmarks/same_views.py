@@ -73,6 +73,8 @@ def main(argv=None) -> None:
     p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
     p.add_argument("--summary", type=Path, nargs="+", help="instead: print each source minus the stored labels, "
                    "stream by stream, with a 95%% t-interval over streams")
+    p.add_argument("--baseline", default=STORED, help="with --summary: the source the others are paired against "
+                   f"(default: {STORED!r})")
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--student-epochs", type=int, default=300)
     p.add_argument("--streams", type=int, nargs="+", help="crop streams to train on (default: 0); with --summary: "
@@ -86,7 +88,7 @@ def main(argv=None) -> None:
     cli = p.parse_args(argv)
     if cli.summary:
         rows = [row for path in cli.summary for row in json.loads(path.read_text())]
-        return print(summary([r for r in rows if r["stream"] in cli.streams] if cli.streams else rows))
+        return print(summary([r for r in rows if r["stream"] in cli.streams] if cli.streams else rows, cli.baseline))
     if cli.pipeline is None:
         p.error("a pipeline folder (or --summary) is needed")
     args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, bench.pipeline_argv(cli),
@@ -119,23 +121,23 @@ def main(argv=None) -> None:
                 atomic_write_json(cli.json, rows)
 
 
-def summary(rows) -> str:
-    """Per pipeline, each source minus the stored labels over the streams both have (paired: same views, same
-    initial student), with the 95% t-interval over streams."""
+def summary(rows, baseline: str = STORED) -> str:
+    """Per pipeline, each source minus ``baseline`` (the stored labels) over the streams both have (paired: same
+    views, same initial student), with the 95% t-interval over streams."""
     lines = []
     for pipeline in sorted({r["pipeline"] for r in rows}):
         acc = {}
         for r in rows:
             if r["pipeline"] == pipeline and "accuracy" in r:  # students (not --fit rows)
                 acc.setdefault(r["source"], {})[r["stream"]] = r["accuracy"]
-        for source in sorted(set(acc) - {STORED}):
-            streams = sorted(set(acc[source]) & set(acc.get(STORED, {})))
+        for source in sorted(set(acc) - {baseline}):
+            streams = sorted(set(acc[source]) & set(acc.get(baseline, {})))
             if not streams:
                 continue
             d = paired_differences({"a": [acc[source][s] for s in streams],
-                                    "b": [acc[STORED][s] for s in streams]}, [("a", "b")])[0]
+                                    "b": [acc[baseline][s] for s in streams]}, [("a", "b")])[0]
             per = ", ".join(f"{100 * x:+.2f}" for x in d["per_seed"])
-            lines.append(f"pipeline {pipeline}, streams {streams}: {describe(d | {'a': source, 'b': STORED}, digits=2)} "
+            lines.append(f"pipeline {pipeline}, streams {streams}: {describe(d | {'a': source, 'b': baseline}, digits=2)} "
                          f"(per stream {per})")
     return "\n".join(lines)
 

@@ -56,11 +56,13 @@ def test_fashion_mnist_setting(run):
 
 
 
-def test_compiled_rows_run(run):
+def test_compiled_rows_run(run, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_FREEZING", "1")  # what inductor makes of the model: recorded with the run
     _, report = run("--setting", "imagenet", "--imagenet-bases", "hello-labels:tiny-clip-vit", "--imagenet-size",
                     "32", "--compile", "--compile-backend", "eager")
     result = report["settings"]["imagenet"]
     assert report["environment"]["compile"] and all(r["images_per_s"]["median"] > 0 for r in result["rows"])
+    assert report["environment"]["env_vars"]["TORCHINDUCTOR_FREEZING"] == "1"
 
 
 def test_efficientnet_lite0_fast_path_in_bf16_and_compiled(run):

@@ -23,7 +23,8 @@ def register(sub) -> None:
     common.data_args(p, labels="required")
     _projector_args(p)
     _train_args(p, steps_help="optimiser steps, one stored batch file each (default: one pass over every stored "
-                              "file, at least 1000; 1000 for a per-image label file)")
+                              "file, at least 300 views of each image and 1000 steps; 1000 for a per-image label "
+                              "file)")
     _publish_args(p)
     p.set_defaults(func=_convert, steps=None)
 
@@ -195,5 +196,7 @@ def _report(out, summary) -> None:
     held = (f"; held-out agreement {final['agreement']:.2%}, KL@T={final['temperature']:g} {final['kl']:.4f}"
             if final and not final["in_sample"] else
             f"; in-sample agreement {final['agreement']:.2%}" if final else "")
+    if mixed := summary.get("fidelity_mixed"):
+        held += f"; on {mixed['mix_type']}-mixed held-out views {mixed['agreement']:.2%}, KL {mixed['kl']:.4f}"
     print(f"saved projector to {out} ({summary['steps']} steps, {summary['seconds']:.1f}s, "
           f"final loss {summary['final_loss']:.4f}, running agreement {agree:.2%}{held})")

@@ -91,6 +91,11 @@ class TeacherTargets(Targets):
             last.keys, last.indices = last.keys[:-extra], last.indices[:-extra]
         return plans
 
+    def mixed_held_out(self, num_views: int, batch_size: int) -> Optional[List[BatchPlan]]:
+        """Held-out views mixed as the training batches are (None: training is unmixed). Not part of the
+        :class:`Targets` protocol: stored labels replay their own mixes, so their :meth:`held_out` holds them."""
+        return self.held_out(num_views, batch_size, mix_type=self.mix_type) if self.mix_type else None
+
     @torch.no_grad()
     def __call__(self, plan: BatchPlan, mixed: torch.Tensor) -> torch.Tensor:
         return self.teacher(mixed).float()

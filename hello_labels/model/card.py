@@ -104,8 +104,13 @@ def _fidelity(meta: dict) -> Optional[str]:
     if not isinstance(f, dict):
         return None
     kind = "in-sample (trained-on)" if f.get("in_sample") else "held-out"
-    return (f"top-1 agreement {f['agreement']:.2%}, KL at T={f['temperature']:g} {f['kl']:.4f} "
+    text = (f"top-1 agreement {f['agreement']:.2%}, KL at T={f['temperature']:g} {f['kl']:.4f} "
             f"({f['views']} {kind} views)")
+    m = meta.get("fidelity_mixed")
+    if isinstance(m, dict):  # held-out views mixed as the students' batches are
+        text += (f"; on {m['views']} held-out {m.get('mix_type')}-mixed views, as students see them: "
+                 f"{m['agreement']:.2%}, KL {m['kl']:.4f}")
+    return text
 
 
 def _base_weights(config, unpinned: bool) -> str:
@@ -214,6 +219,7 @@ def model_card(config, adapter: AdapterFacts, plot: bool = False, repo_id: Optio
                "input_std": config.input_std, "teacher": meta.get("teacher"), "dataset": meta.get("dataset"),
                "fidelity": {k: v for k, v in meta["fidelity"].items() if k != "per_class"}
                if isinstance(meta.get("fidelity"), dict) else None,
+               "fidelity_mixed": meta.get("fidelity_mixed") if isinstance(meta.get("fidelity_mixed"), dict) else None,
                "adapter_parameters": adapter.parameters, "adapter_bytes": adapter.file_bytes,
                "adapter_dtype": adapter.dtype, "head_init": config.head_init, "head_rank": adapter.head_rank,
                "lora_ranks": sorted({t["rank"] for t in config.lora})}

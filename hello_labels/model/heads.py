@@ -60,7 +60,7 @@ def resolve_templates(templates) -> list:
     templates = list(templates)
     bad = [t for t in templates if not is_template(t)]
     if not templates or bad:
-        raise BadInputError(f"templates must be strings that format one class name with '{{}}'"
+        raise BadInputError("templates must be strings that format one class name with '{}'"
                             + (f", got {str(bad[0])[:60]!r}" if bad else ", got none"))
     return templates
 

@@ -36,7 +36,7 @@ LOSSES = ("mse", "kl")
 LOG_EVERY = 10  # steps between reads of the running loss/agreement (history, progress bar)
 # config.json metadata that describes one run: replaced as a whole by each run (a projector trained from another
 # one, --init, keeps none of its predecessor's, license included)
-RUN_METADATA = ("teacher", "dataset", "labels_trained", "command", "license", "distill", "fidelity")
+RUN_METADATA = ("teacher", "dataset", "labels_trained", "command", "license", "distill", "fidelity", "fidelity_mixed")
 
 
 def _autocast(precision: str, device: torch.device):
@@ -305,6 +305,13 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
             summary["fidelity"] = report.to_dict()
             meta["fidelity"] = {k: summary["fidelity"][k] for k in ("agreement", "kl", "temperature", "views",
                                                                      "in_sample", "per_class")}
+            mixing = getattr(targets, "mixed_held_out", None)  # sources that make their own mixes (TeacherTargets)
+            mixed = mixing(cfg.eval_views, local_batch) if mixing else None
+            if mixed:  # what students learn from: mixed views fit worse than plain ones (BENCHMARKS.md, same views)
+                report = fidelity(projector, targets, mixed, projector.config.class_names, cfg.temperature)
+                summary["fidelity_mixed"] = report.to_dict() | {"mix_type": mixed[0].mix_type}
+                meta["fidelity_mixed"] = {k: summary["fidelity_mixed"][k] for k in ("agreement", "kl", "temperature",
+                                                                                 "views", "mix_type")}
         projector.save_pretrained(out, dtype=cfg.save_dtype)
         atomic_write_json(out / METRICS_FILE, summary)
     env.barrier()

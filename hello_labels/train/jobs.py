@@ -160,16 +160,24 @@ class UnusedLabelsWarning(UserWarning):
     """A conversion whose steps replay only part of a label directory's batch files."""
 
 
+# the views of each image a conversion makes at least: SRe2L's students see each image once an epoch for 300
+# epochs. Fewer underfit: on the Fashion-MNIST benchmark at IPC 50 (100 stored epochs) one pass (100 views of each
+# image) left the students 1.05 points below the labels, 3,000 steps (this floor) 0.40 (BENCHMARKS.md, "more steps")
+CONVERT_VIEWS_PER_IMAGE = 300
+
+
 def convert_steps(targets, steps: Optional[int] = None) -> int:
     """Steps of a conversion, one stored batch file each: ``steps`` if given (warning when it leaves stored files
-    unused), else one pass over every file of a label directory and at least ``DistillConfig().steps`` (a
-    label directory smaller than that is cycled through; per-image label files: that default).
+    unused), else one pass over every file of a label directory, at least :data:`CONVERT_VIEWS_PER_IMAGE` views of
+    each image (a directory of fewer epochs, pruned or short, is cycled through) and at least
+    ``DistillConfig().steps`` (per-image label files: that default).
 
     Without the pass, a fixed step count silently ignores the last epochs of larger directories: on the
     Fashion-MNIST benchmark at IPC 50 (1,000 files), 600 steps used 60 of 100 epochs (BENCHMARKS.md)."""
     files = getattr(targets, "total_files", None)
     if steps is None:
-        return max(DistillConfig().steps, files or 0)
+        views = -(-CONVERT_VIEWS_PER_IMAGE * targets.labels.num_images // targets.fixed_batch_size) if files else 0
+        return max(DistillConfig().steps, files or 0, views)
     if files and steps < files:
         epochs = targets.labels.epochs
         warnings.warn(f"convert: {steps:,} steps replay {steps:,} of the {files:,} stored batch files "

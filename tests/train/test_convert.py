@@ -161,6 +161,7 @@ def test_convert_replays_every_stored_file_by_default_and_warns_when_steps_leave
     from hello_labels.train import jobs
 
     monkeypatch.setattr(jobs, "DistillConfig", functools.partial(DistillConfig, steps=4))
+    monkeypatch.setattr(jobs, "CONVERT_VIEWS_PER_IMAGE", 1)
     projector, _ = tiny_projector(toy_folder)
     files = LabelDir.scan(label_dirs["cutmix"]).epochs * 3
     whole = convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "all", projector,
@@ -173,3 +174,22 @@ def test_convert_replays_every_stored_file_by_default_and_warns_when_steps_leave
     images = AugmentedImages(open_images(toy_folder), SIZE)
     assert jobs.convert_steps(StoredTargets(images, LabelDir.scan(label_dirs["cutmix"]))) == 9
     assert jobs.convert_steps(StoredTargets(images, LabelDir.scan(label_dirs["cutmix"])), 12) == 12  # no warning
+
+
+def test_unset_convert_steps_give_every_image_its_views_when_the_directory_holds_few_epochs(label_dirs, toy_folder,
+                                                                                           monkeypatch):
+    """One pass over 100 stored epochs (100 views per image) underfit the IPC-50 benchmark's labels (students 1.05
+    points below them; 300 views 0.40): unset steps now cycle a short directory until every image had
+    CONVERT_VIEWS_PER_IMAGE views (SRe2L's 300 epochs)."""
+    import functools
+
+    from hello_labels.train import jobs
+
+    monkeypatch.setattr(jobs, "DistillConfig", functools.partial(DistillConfig, steps=4))
+    images = AugmentedImages(open_images(toy_folder), SIZE)
+    labels = LabelDir.scan(label_dirs["cutmix"])  # 3 epochs of 3 files
+    per_epoch = -(-labels.num_images // labels.batch_size)
+    assert (labels.epochs, labels.batches_per_epoch) == (3, per_epoch)
+    assert jobs.convert_steps(StoredTargets(images, labels)) == -(-300 * labels.num_images // labels.batch_size)
+    monkeypatch.setattr(jobs, "CONVERT_VIEWS_PER_IMAGE", 2)  # fewer views than one pass gives: the pass decides
+    assert jobs.convert_steps(StoredTargets(images, labels)) == 9

@@ -192,3 +192,22 @@ def test_an_input_size_larger_than_the_labels_was_made_at_is_refused(cutmix_labe
                  "--steps", "1", "--quiet"]) == 2  # --input-size left at its default, 224
     err = capsys.readouterr().err
     assert err.startswith("error: no cutmix box") and "--input-size" in err and len(err.strip().splitlines()) == 1
+
+
+def test_distill_also_records_its_fit_on_held_out_views_mixed_as_students_see_them(distilled_projector, toy_folder,
+                                                                                     toy_teacher, tiny_projector):
+    from hello_labels import LabelProjector
+
+    projector = LabelProjector.from_pretrained(distilled_projector)
+    plain, mixed = projector.config.metadata["fidelity"], projector.config.metadata["fidelity_mixed"]
+    assert mixed["mix_type"] == "cutmix" and mixed["views"] == plain["views"] == DistillConfig.eval_views
+    assert mixed["kl"] != plain["kl"]
+    # the same figures `hello-labels eval --mix-type cutmix` measures on the same held-out views
+    again = evaluate(projector, toy_folder, teachers=[toy_teacher[1]], views=mixed["views"], batch_size=16,
+                     temperature=mixed["temperature"], input_size=32, min_scale=0.25, mix_type="cutmix")
+    assert (again.views, again.agreement) == (mixed["views"], mixed["agreement"])
+    assert again.kl == pytest.approx(mixed["kl"], rel=1e-5)
+    assert "cutmix-mixed views, as students see them" in (distilled_projector / "README.md").read_text()
+    # sources that make no mixes of their own record none
+    _, images = tiny_projector(toy_folder)
+    assert TeacherTargets(images, toy_teacher[0], mix_type=None).mixed_held_out(16, 8) is None
