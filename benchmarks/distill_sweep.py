@@ -229,10 +229,8 @@ def paired_mean(runs: dict, a: str, b: str) -> str:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["select", "students", "report"])
-    p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    bench.pipeline_args(p)
     p.add_argument("--recipes", nargs="+", default=[], help="STEPS[,klT][,mixS] ...")
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--student-epochs", type=int, default=300)
     p.add_argument("--val-per-class", type=int, default=5, help="select: validation images per class")
     p.add_argument("--seed", type=int, default=0, help="students: student seed")
     p.add_argument("--dtypes", nargs="*", default=["int4"], help="students: also save and train these copies")
@@ -240,8 +238,6 @@ def main(argv=None) -> None:
     p.add_argument("--students", type=Path, nargs="+", default=[], help="report: JSON files of students runs")
     p.add_argument("--only", nargs="*", default=[], help="report: committed sources to show beside pruning")
     p.add_argument("--seeds", type=int, help="report: only student seeds below this (default: all)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path)
     cli = p.parse_args(argv)
     if cli.command == "report":
         if not (cli.results and cli.students):

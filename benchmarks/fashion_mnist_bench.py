@@ -138,6 +138,16 @@ def student_views(data, args) -> AugmentedImages:
     return AugmentedImages(data, SIZE, MEAN, STD, scale=(args.min_scale, 1.0))
 
 
+def pipeline_args(p) -> None:
+    """Add to the parser ``p`` of a script beside the benchmark what :func:`pipeline_argv` and
+    :func:`cached_pipeline` read: the pipeline folder, ``--ipc``, ``--student-epochs``, ``--threads``; and ``--json``."""
+    p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--student-epochs", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path)
+
+
 def pipeline_argv(cli) -> list:
     """The benchmark's arguments a script beside it sets from its own ``cli`` (``ipc``, ``student_epochs`` and an
     ``effnet_size`` when it has one set); the rest stay the benchmark's defaults."""

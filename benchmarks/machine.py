@@ -23,11 +23,16 @@ ENV_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ON
 FIELDS = ("torch", "torch_git", "torch_cuda", "cpu_capability", "cpu", "threads", "env_vars")
 
 
+def env_vars() -> dict:
+    """Each of :data:`ENV_VARS` with its value here (None: unset)."""
+    return {v: os.environ.get(v) for v in ENV_VARS}
+
+
 def machine(threads: int) -> dict:
     """The fields of :data:`FIELDS` for this process, run at ``threads`` CPU threads."""
     return {"torch": torch.__version__, "torch_git": torch.version.git_version,
             "torch_cuda": torch.version.cuda or "cpu", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu": cpu_model(), "threads": threads, "env_vars": {v: os.environ.get(v) for v in ENV_VARS}}
+            "cpu": cpu_model(), "threads": threads, "env_vars": env_vars()}
 
 
 def machine_difference(recorded: dict, here: dict) -> Optional[List[str]]:

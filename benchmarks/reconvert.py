@@ -31,20 +31,16 @@ from . import fashion_mnist_bench as bench
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    bench.pipeline_args(p)
     p.add_argument("--summary", type=Path, nargs="+", help="instead: print the paired differences of these JSON "
                    "files' rows (rows without a seed are student seed 0)")
     p.add_argument("--results", type=Path, help="with --summary: a results JSON whose students fill what a row "
                    "lacks (a row written before its pipeline's students were)")
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--student-epochs", type=int, default=300)
     p.add_argument("--fractions", type=float, nargs="+", default=[1.0])
     p.add_argument("--seed", type=int, default=0, help="student seed (paired with the cached student of this seed)")
     p.add_argument("--effnet-size", type=int, help="the base's resolution (default: the benchmark's; the pipelines "
                    "of BENCHMARKS.md's convert rows ran at 64)")
-    p.add_argument("--steps", type=int, help="convert steps (default: convert's, one pass over the stored files)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--steps", type=int, help="convert steps (default: convert's, hello_labels.train.jobs.convert_steps)")
     cli = p.parse_args(argv)
     if cli.summary:
         runs = json.loads(cli.results.read_text())["runs"] if cli.results else {}

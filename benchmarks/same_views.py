@@ -70,21 +70,17 @@ def fit(projector, images, labels: LabelDir, files: int, temperature: float) -> 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
+    bench.pipeline_args(p)
     p.add_argument("--summary", type=Path, nargs="+", help="instead: print each source minus the stored labels, "
                    "stream by stream, with a 95%% t-interval over streams")
     p.add_argument("--baseline", default=STORED, help="with --summary: the source the others are paired against "
                    f"(default: {STORED!r})")
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--student-epochs", type=int, default=300)
     p.add_argument("--streams", type=int, nargs="+", help="crop streams to train on (default: 0); with --summary: "
                    "the streams to pair over (default: all)")
     p.add_argument("--projectors", nargs="*", default=["projector-effnet"],
                    help="projector folders of the pipeline's ipc folder")
     p.add_argument("--fit", type=int, default=0, metavar="FILES", help="instead of students: each projector's fit to "
                    "the stored logits on this many batch files of each stream")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path)
     cli = p.parse_args(argv)
     if cli.summary:
         rows = [row for path in cli.summary for row in json.loads(path.read_text())]

@@ -71,7 +71,7 @@ from hello_labels.model.fastpath import FastOptions, FastProjector
 from hello_labels.model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from hello_labels.runs import cpu_model
 
-from .machine import ENV_VARS
+from .machine import env_vars
 
 SETTINGS = ("fashion-mnist", "imagenet")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -340,8 +340,7 @@ def environment(device: torch.device, args) -> dict:
         "repeats": args.repeats,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         # what changes the kernels or what torch.compile makes of the model (TORCHINDUCTOR_FREEZING, ...)
-        "env_vars": {v: os.environ.get(v) for v in ENV_VARS}
-        | {k: v for k, v in sorted(os.environ.items()) if k.startswith("TORCHINDUCTOR_")},
+        "env_vars": env_vars() | {k: v for k, v in sorted(os.environ.items()) if k.startswith("TORCHINDUCTOR_")},
     }
 
 
