@@ -11,7 +11,8 @@ crop streams, which no number of student seeds averages out. Here stream ``s`` i
 the pipeline's teacher with crop seed ``s`` (stream 0: the pipeline's own ``labels``), and every source replays
 it: the stored logits, the teacher run again on those views (the control: it differs from the stored labels by
 their float16 rounding only) and each projector (``--projectors``: folders of the pipeline). The students of
-stream ``s`` start from seed ``s``; the student is the benchmark's. Reads the pipeline's cached files only, like
+stream ``s`` start from seed ``s``; the student is the benchmark's. ``--pruned-like P`` adds LPLD pruning of the stream's
+files at the bytes of projector ``P``'s adapter (:func:`keep_at_bytes`). Reads the pipeline's cached files only, like
 :mod:`benchmarks.reconvert`; appends each student to ``--json`` as it finishes (a rerun trains only what is
 missing). ``--fit N`` records instead how each projector's logits match the stored ones on the first N batch files
 of each stream (mixed views, as the students see them): :func:`fit`. Not a test: nothing is asserted.
@@ -28,6 +29,8 @@ from hello_labels.demo.paired import describe, paired_differences
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import StoredTargets
+from hello_labels.model.directory import ADAPTER_FILE
+from hello_labels.storage import storage_report
 from hello_labels.train.evaluate import collect, kl_at
 
 from . import fashion_mnist_bench as bench
@@ -55,6 +58,15 @@ def stream_labels(work: Path, args, teacher, synthetic, stream: int) -> LabelDir
     return bench.export_labels(teacher, synthetic, work / f"labels-stream-{stream}", args, stream)
 
 
+def keep_at_bytes(labels: LabelDir, nbytes: int) -> float:
+    """The keep fraction at which LPLD pruning of ``labels`` (whole batch files, as the benchmark's storage report
+    counts them) holds ``nbytes``, to the nearest file and at least one."""
+    full = storage_report(labels=str(labels.path), top_k=1, keep_ratio=1.0, teacher=None)
+    files = labels.epochs * labels.batches_per_epoch
+    per_file = full.row("full stored labels (SRe2L)").bytes / files
+    return max(1, round(nbytes / per_file)) / files
+
+
 def fit(projector, images, labels: LabelDir, files: int, temperature: float) -> dict:
     """How ``projector``'s logits match the stored ones on the views of the first ``files`` batch files (mixed, as
     students see them): agreement, KL at ``temperature``, the least-squares scale of its class-centred logits onto
@@ -79,6 +91,9 @@ def main(argv=None) -> None:
                    "the streams to pair over (default: all)")
     p.add_argument("--projectors", nargs="*", default=["projector-effnet"],
                    help="projector folders of the pipeline's ipc folder")
+    p.add_argument("--pruned-like", nargs="*", default=[], metavar="PROJECTOR",
+                   help="also students of LPLD-pruned stored labels (a random share of the stream's batch files, "
+                   "cycled) holding as many bytes as each of these projector folders' adapter")
     p.add_argument("--fit", type=int, default=0, metavar="FILES", help="instead of students: each projector's fit to "
                    "the stored logits on this many batch files of each stream")
     cli = p.parse_args(argv)
@@ -93,6 +108,7 @@ def main(argv=None) -> None:
     models = {"teacher": teacher} | {name: bench.load_projector(work / name) for name in cli.projectors}
     rows = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     done = {(r["pipeline"], r["stream"], r["source"], "fit" in r) for r in rows}
+    keeps = {}  # pruned sources' keep fractions, recorded with their students
     for stream in cli.streams or [0]:
         labels = stream_labels(work, args, teacher, synthetic, stream)
         if cli.fit:
@@ -102,10 +118,17 @@ def main(argv=None) -> None:
             sources = {STORED: lambda: StoredTargets(images, labels)}
             sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, m))
                         for name, model in models.items()}
+            for name in cli.pruned_like:
+                keep = keep_at_bytes(labels, (work / name / ADAPTER_FILE).stat().st_size)
+                source = f"pruned stored labels at the bytes of {name}"
+                sources[source] = lambda k=keep: bench.PrunedTargets(images, labels, k, seed=stream)
+                keeps[source] = keep
         for source, make in sources.items():
             if (seed, stream, source, bool(cli.fit)) in done:
                 continue
             row = {"pipeline": seed, "ipc": cli.ipc, "stream": stream, "source": source}
+            if source in keeps:
+                row["keep"] = keeps[source]
             if cli.fit:
                 row["fit"] = make()
             else:

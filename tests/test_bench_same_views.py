@@ -3,11 +3,13 @@ up to float16), and the summary pairs each source with the stored labels stream 
 import torch
 from torch import nn
 
-from benchmarks.same_views import STORED, OnStoredViews, fit, summary
+from benchmarks.fashion_mnist_bench import PrunedTargets
+from benchmarks.same_views import STORED, OnStoredViews, fit, keep_at_bytes, summary
 from hello_labels.labels.augment import apply_mix
 from hello_labels.labels.export import export_fkd
 from hello_labels.labels.targets import StoredTargets
 from hello_labels.labels.views import AugmentedImages, TensorImages, loader
+from hello_labels.storage import storage_report
 
 MEAN, STD = (0.5,), (0.25,)
 
@@ -59,6 +61,14 @@ def test_fit_measures_scale_offset_and_agreement_on_the_stored_views(tmp_path):
     offset = torch.zeros(3).index_fill(0, stored.argmax(-1).mode().values, -300.0)  # the class it names most
     shifted = fit(Doubled(teacher, offset), images, labels, files=4, temperature=4.0)
     assert shifted["agreement"] < 1.0 and shifted["class_offset"] > 150 and shifted["kl"] > same["kl"]
+
+
+def test_pruning_at_a_projectors_bytes_keeps_the_nearest_whole_number_of_batch_files(tmp_path):
+    _, labels, images = _stored(tmp_path)  # 2 epochs of 2 batch files
+    full = storage_report(labels=str(labels.path), top_k=1, keep_ratio=1.0, teacher=None)
+    per_file = full.row("full stored labels (SRe2L)").bytes / 4
+    assert [keep_at_bytes(labels, round(n * per_file)) for n in (0, 1, 1.4, 2.6, 4)] == [0.25, 0.25, 0.25, 0.75, 1.0]
+    assert len(PrunedTargets(images, labels, keep_at_bytes(labels, round(2.6 * per_file))).kept) == 3
 
 
 def _rows(source, accuracies, pipeline=0):
