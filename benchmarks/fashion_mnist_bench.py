@@ -140,7 +140,8 @@ def student_views(data, args) -> AugmentedImages:
 
 def pipeline_args(p) -> None:
     """Add to the parser ``p`` of a script beside the benchmark what :func:`pipeline_argv` and
-    :func:`cached_pipeline` read: the pipeline folder, ``--ipc``, ``--student-epochs``, ``--threads``; and ``--json``."""
+    :func:`cached_pipeline` read: the pipeline folder, ``--ipc``, ``--student-epochs``, ``--threads``; and
+    ``--json``."""
     p.add_argument("pipeline", type=Path, nargs="?", help="a benchmark work folder, e.g. benchmarks/work/pipeline-0")
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--student-epochs", type=int, default=300)

@@ -40,7 +40,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="student seed (paired with the cached student of this seed)")
     p.add_argument("--effnet-size", type=int, help="the base's resolution (default: the benchmark's; the pipelines "
                    "of BENCHMARKS.md's convert rows ran at 64)")
-    p.add_argument("--steps", type=int, help="convert steps (default: convert's, hello_labels.train.jobs.convert_steps)")
+    p.add_argument("--steps", type=int,
+                   help="convert steps (default: convert's, hello_labels.train.jobs.convert_steps)")
     cli = p.parse_args(argv)
     if cli.summary:
         runs = json.loads(cli.results.read_text())["runs"] if cli.results else {}

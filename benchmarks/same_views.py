@@ -11,9 +11,9 @@ crop streams, which no number of student seeds averages out. Here stream ``s`` i
 the pipeline's teacher with crop seed ``s`` (stream 0: the pipeline's own ``labels``), and every source replays
 it: the stored logits, the teacher run again on those views (the control: it differs from the stored labels by
 their float16 rounding only) and each projector (``--projectors``: folders of the pipeline). The students of
-stream ``s`` start from seed ``s``; the student is the benchmark's. ``--pruned-like P`` adds LPLD pruning of the stream's
-files at the bytes of projector ``P``'s adapter (:func:`keep_at_bytes`). Reads the pipeline's cached files only, like
-:mod:`benchmarks.reconvert`; appends each student to ``--json`` as it finishes (a rerun trains only what is
+stream ``s`` start from seed ``s``; the student is the benchmark's. ``--pruned-like P`` adds LPLD pruning of the
+stream's files at the bytes of projector ``P``'s adapter (:func:`keep_at_bytes`). Reads the pipeline's cached files
+only, like :mod:`benchmarks.reconvert`; appends each student to ``--json`` as it finishes (a rerun trains only what is
 missing). ``--fit N`` records instead how each projector's logits match the stored ones on the first N batch files
 of each stream (mixed views, as the students see them): :func:`fit`. Not a test: nothing is asserted.
 """
@@ -108,6 +108,7 @@ def main(argv=None) -> None:
     models = {"teacher": teacher} | {name: bench.load_projector(work / name) for name in cli.projectors}
     rows = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     done = {(r["pipeline"], r["stream"], r["source"], "fit" in r) for r in rows}
+    adapter_bytes = {name: (work / name / ADAPTER_FILE).stat().st_size for name in cli.pruned_like}
     keeps = {}  # pruned sources' keep fractions, recorded with their students
     for stream in cli.streams or [0]:
         labels = stream_labels(work, args, teacher, synthetic, stream)
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
             sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, m))
                         for name, model in models.items()}
             for name in cli.pruned_like:
-                keep = keep_at_bytes(labels, (work / name / ADAPTER_FILE).stat().st_size)
+                keep = keep_at_bytes(labels, adapter_bytes[name])
                 source = f"pruned stored labels at the bytes of {name}"
                 sources[source] = lambda k=keep: bench.PrunedTargets(images, labels, k, seed=stream)
                 keeps[source] = keep
@@ -156,8 +157,8 @@ def summary(rows, baseline: str = STORED) -> str:
             d = paired_differences({"a": [acc[source][s] for s in streams],
                                     "b": [acc[baseline][s] for s in streams]}, [("a", "b")])[0]
             per = ", ".join(f"{100 * x:+.2f}" for x in d["per_seed"])
-            lines.append(f"pipeline {pipeline}, streams {streams}: {describe(d | {'a': source, 'b': baseline}, digits=2)} "
-                         f"(per stream {per})")
+            described = describe(d | {"a": source, "b": baseline}, digits=2)
+            lines.append(f"pipeline {pipeline}, streams {streams}: {described} (per stream {per})")
     return "\n".join(lines)
 
 
