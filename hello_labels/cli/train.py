@@ -184,7 +184,7 @@ def _convert(args) -> None:
     projector = _projector(args, images)
     _check_portable(args, projector)
     summary = convert_labels(args.data, args.labels, args.out, projector, _config(args), args.input_size,
-                             args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet,
+                             args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet, images=images,
                              class_map=args.class_map, command=common.command(args), license=args.license)
     _report(args.out, summary)
     _push_run(args)

@@ -121,9 +121,8 @@ def _run_metadata(command: Optional[str], license: Optional[str], **entries) -> 
 
 def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Optional[DistillConfig] = None,
                    input_size: Optional[int] = None, epochs: Optional[int] = None, fkd_seed: Optional[int] = None,
-                   resume=False,
-                   progress=True, class_map: ClassMap = None, command: Optional[str] = None,
-                   license: Optional[str] = None) -> dict:
+                   resume=False, progress=True, images: Optional[AugmentedImages] = None,
+                   class_map: ClassMap = None, command: Optional[str] = None, license: Optional[str] = None) -> dict:
     """``hello-labels convert``: fit ``projector`` to stored labels, no teacher needed (``command``, ``license``
     as :func:`distill_from_teachers`).
 
@@ -132,13 +131,16 @@ def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Opt
     ``config.steps=None`` (the default): :func:`convert_steps`; fewer steps than a label directory has batch files
     leave its last epochs unused, which is warned about (:class:`UnusedLabelsWarning`).
     ``input_size`` / ``fkd_seed`` (None: not given) default to what ``export-fkd`` recorded for the directory, else
-    224 / 42; a value contradicting the record is refused (:func:`hello_labels.labels.recorded.label_settings`)."""
+    224 / 42; a value contradicting the record is refused (:func:`hello_labels.labels.recorded.label_settings`).
+    ``images``: the synthetic set already opened at that size (the CLI's), else opened here."""
     config = config or DistillConfig(steps=None)
     check_apart(out_dir, data)
     settings = label_settings(labels, input_size=input_size, fkd_seed=fkd_seed)
     input_size, fkd_seed = settings["input_size"], settings["fkd_seed"]
-    images = augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
-                       class_names=projector.config.class_names, class_map=class_map)
+    images = images or augmented(data, input_size, projector.config.input_mean, projector.config.input_std)
+    if images.size != input_size:
+        raise BadInputError(f"the images are opened at {images.size} px but the labels were made at {input_size} px")
+    images = in_class_order(images, projector.config.class_names, class_map)
     targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
     config = replace(config, steps=convert_steps(targets, config.steps))
     found = targets.fingerprint()

@@ -193,3 +193,25 @@ def test_unset_convert_steps_give_every_image_its_views_when_the_directory_holds
     assert jobs.convert_steps(StoredTargets(images, labels)) == -(-300 * labels.num_images // labels.batch_size)
     monkeypatch.setattr(jobs, "CONVERT_VIEWS_PER_IMAGE", 2)  # fewer views than one pass gives: the pass decides
     assert jobs.convert_steps(StoredTargets(images, labels)) == 9
+
+
+def test_convert_trains_on_images_it_is_given_as_on_its_own_and_refuses_them_at_another_size(
+        label_dirs, toy_folder, tiny_projector, tmp_path):
+    """The CLI opens the synthetic set once and hands it to convert; images at a size other than the labels' crops
+    would be replayed at the wrong resolution, silently."""
+    import copy
+
+    projector, _ = tiny_projector(toy_folder)
+    config = DistillConfig(steps=3, warmup_steps=1)
+    convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "own", copy.deepcopy(projector), config,
+                   input_size=SIZE, progress=False)
+    given = augmented(toy_folder, SIZE, projector.config.input_mean, projector.config.input_std)
+    convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "given", copy.deepcopy(projector), config,
+                   input_size=SIZE, progress=False, images=given)
+    own, theirs = (LabelProjector.from_pretrained(tmp_path / d).state_dict() for d in ("own", "given"))
+    assert own.keys() == theirs.keys() and all(torch.equal(own[k], theirs[k]) for k in own)
+    wrong = augmented(toy_folder, SIZE + 8, projector.config.input_mean, projector.config.input_std)
+    with pytest.raises(HelloLabelsError, match=f"opened at {SIZE + 8} px but the labels were made at {SIZE} px"):
+        convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "wrong", copy.deepcopy(projector), config,
+                       input_size=SIZE, progress=False, images=wrong)
+    assert not (tmp_path / "wrong").exists()
