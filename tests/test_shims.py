@@ -32,7 +32,11 @@ def student():
 
 def fkd_save_loader(folder, batch_size=8):
     """What train_FKD.py builds after the documented diff: ImageFolder_FKD_MIX in fkd_save mode + SRe2L sampler."""
-    dataset = ref.ReferenceFKDFolder(str(folder), "fkd_save", input_size=SIZE, min_scale=0.25)
+    return fkd_save_loader_of(ref.ReferenceFKDFolder(str(folder), "fkd_save", input_size=SIZE, min_scale=0.25),
+                              batch_size)
+
+
+def fkd_save_loader_of(dataset, batch_size=8):
     sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(42))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
 
@@ -418,11 +422,6 @@ def test_flat_layouts_with_per_sample_boxes_rebuild_the_labelled_images(layout, 
         remixed, _, _, _ = ref.mix_aug(images.clone(), mix_type, "fkd_load", mix_index, mix_lam, box)
         with torch.no_grad():
             assert torch.allclose(shim.projector(remixed), soft_label, atol=1e-5)
-
-
-def fkd_save_loader_of(dataset, batch_size=8):
-    sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(42))
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler)
 
 
 def test_extra_fields_pass_through_and_the_sampler_takes_the_epoch(projector_dir, toy_folder):
