@@ -74,7 +74,7 @@ def main(argv=None):
     images = synthetic_images(demo / "synthetic", classes, s)
     teacher = load_teacher(teacher_spec(demo), num_classes=len(classes))
     label_dir = LabelDir.scan(demo / "labels")
-    student_steps = label_dir.epochs * label_dir.batches_per_epoch
+    student_steps = label_dir.total_files
     accs = {r["labels"]: r["student_accs"] for r in result["rows"]}
     rows = []
     seed = s.seed if args.seed is None else args.seed

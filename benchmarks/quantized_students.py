@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     _, _, test, test_labels, classes = load_bundled()
     images = synthetic_images(args.demo_dir / "synthetic", classes, s)
     label_dir = LabelDir.scan(args.demo_dir / "labels")
-    steps = label_dir.epochs * label_dir.batches_per_epoch
+    steps = label_dir.total_files
     rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp:
         recipe = replace(RECIPES[DEFAULT_BASE], adapter_dtype="float16")

@@ -62,9 +62,8 @@ def keep_at_bytes(labels: LabelDir, nbytes: int) -> float:
     """The keep fraction at which LPLD pruning of ``labels`` (whole batch files, as the benchmark's storage report
     counts them) holds ``nbytes``, to the nearest file and at least one."""
     full = storage_report(labels=str(labels.path), top_k=1, keep_ratio=1.0, teacher=None)
-    files = labels.epochs * labels.batches_per_epoch
-    per_file = full.row("full stored labels (SRe2L)").bytes / files
-    return max(1, round(nbytes / per_file)) / files
+    per_file = full.row("full stored labels (SRe2L)").bytes / labels.total_files
+    return max(1, round(nbytes / per_file)) / labels.total_files
 
 
 def fit(projector, images, labels: LabelDir, files: int, temperature: float) -> dict:

@@ -239,7 +239,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"{t_convert:.1f}s (agreement {agree_converted:.1%}); adapter {_adapter_bytes(out / 'projector'):,} "
          f"bytes {recipe.adapter_dtype}")
 
-    steps = label_dir.epochs * label_dir.batches_per_epoch
+    steps = label_dir.total_files
     # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
     # same crops and mixes (stream seed k); stored labels replay their own
     sources = [

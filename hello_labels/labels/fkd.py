@@ -191,6 +191,11 @@ class LabelDir:
     dtype: torch.dtype
     seed: int = FKD_SEED
 
+    @property
+    def total_files(self) -> int:
+        """Batch files in use: ``epochs`` × ``batches_per_epoch``."""
+        return self.epochs * self.batches_per_epoch
+
     @classmethod
     def scan(cls, path, epochs: Optional[int] = None, seed: int = FKD_SEED) -> "LabelDir":
         """Check layout and completeness; ``epochs`` uses only the first ``epochs`` (complete) epochs.

@@ -118,7 +118,7 @@ class StoredTargets(Targets):
         self.images, self.labels = images, labels
         self.mix_type = mix_type
         self.fixed_batch_size = labels.batch_size
-        self.total_files = labels.epochs * labels.batches_per_epoch
+        self.total_files = labels.total_files
         check_cutmix_size(labels, images.size)
 
     def to(self, device) -> "StoredTargets":
@@ -177,7 +177,7 @@ def check_cutmix_size(labels: LabelDir, size: int) -> None:
     larger size), or no box reaching within ``CUTMIX_MARGIN`` of it (labels made at a smaller size). Scans files
     from epoch 0 on until a box reaches the border zone; label files without boxes (Mixup, none) are not checked."""
     reach, largest, scanned = (1 - CUTMIX_MARGIN) * size, 0, 0
-    for number in range(min(CUTMIX_SCAN_FILES, labels.epochs * labels.batches_per_epoch)):
+    for number in range(min(CUTMIX_SCAN_FILES, labels.total_files)):
         epoch, batch = divmod(number, labels.batches_per_epoch)
         bbox = labels.load(epoch, batch).mix_bbox
         if bbox is None:
