@@ -56,6 +56,16 @@ def check_teachers(teachers, images: AugmentedImages, num_classes: int) -> None:
                   what="projector")
 
 
+def check_normalisation(projector: LabelProjector, images: AugmentedImages, name: str = "the projector") -> None:
+    """``images`` must be normalised as ``projector`` expects its inputs (mean, std, channels): views normalised
+    otherwise would be labelled and fitted silently wrong."""
+    if (tuple(projector.config.input_mean), tuple(projector.config.input_std)) != (tuple(images.mean),
+                                                                                 tuple(images.std)):
+        raise BadInputError(f"{name} expects inputs normalised with mean {list(projector.config.input_mean)} "
+                            f"std {list(projector.config.input_std)}, the images use {list(images.mean)} "
+                            f"{list(images.std)}")
+
+
 def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrained=None, init: Optional[str] = None,
                    class_names=None, class_map: ClassMap = None, trust_remote_code: bool = False,
                    check_base: bool = True, **options) -> LabelProjector:
@@ -65,9 +75,7 @@ def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrain
     ``class_names`` (default: the folder names) fix the output order; the folder must match them by name."""
     if init:
         projector = LabelProjector.from_pretrained(init, trust_remote_code=trust_remote_code, check_base=check_base)
-        if (tuple(projector.config.input_mean), tuple(projector.config.input_std)) != (images.mean, images.std):
-            raise BadInputError(f"projector {init} expects inputs normalised with mean {projector.config.input_mean} "
-                                f"std {projector.config.input_std}, the data uses {list(images.mean)} {list(images.std)}")
+        check_normalisation(projector, images, name=f"projector {init}")
         return projector
     if not base:
         raise BadInputError("give a base (--base) or an existing projector to start from (--init)")
@@ -92,11 +100,13 @@ def distill_from_teachers(data, teachers: Sequence, out_dir, projector: LabelPro
                           command: Optional[str] = None, license: Optional[str] = None) -> dict:
     """``hello-labels distill``: fit ``projector`` to the (weighted) average of ``teachers`` on the synthetic set.
     ``command`` (the command line, paths cut: :func:`hello_labels.identity.command_line`) and ``license`` (a Hub
-    license id) go into ``config.json`` and the card."""
+    license id) go into ``config.json`` and the card. ``images``: the synthetic set already opened and normalised as
+    the projector expects (checked), else opened here with ``input_size``, ``min_scale``, ``max_scale``."""
     config = config or DistillConfig()
     check_apart(out_dir, data)
     images = images or augmented(data, input_size, projector.config.input_mean, projector.config.input_std,
                                  min_scale, max_scale)
+    check_normalisation(projector, images)
     images = in_class_order(images, projector.config.class_names, class_map)
     ensemble = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
     check_teachers(ensemble, images, projector.num_classes)
@@ -132,7 +142,8 @@ def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Opt
     leave its last epochs unused, which is warned about (:class:`UnusedLabelsWarning`).
     ``input_size`` / ``fkd_seed`` (None: not given) default to what ``export-fkd`` recorded for the directory, else
     224 / 42; a value contradicting the record is refused (:func:`hello_labels.labels.recorded.label_settings`).
-    ``images``: the synthetic set already opened at that size (the CLI's), else opened here."""
+    ``images``: the synthetic set already opened at that size and normalised as the projector expects (the CLI's;
+    both checked), else opened here."""
     config = config or DistillConfig(steps=None)
     check_apart(out_dir, data)
     settings = label_settings(labels, input_size=input_size, fkd_seed=fkd_seed)
@@ -140,6 +151,7 @@ def convert_labels(data, labels, out_dir, projector: LabelProjector, config: Opt
     images = images or augmented(data, input_size, projector.config.input_mean, projector.config.input_std)
     if images.size != input_size:
         raise BadInputError(f"the images are opened at {images.size} px but the labels were made at {input_size} px")
+    check_normalisation(projector, images)
     images = in_class_order(images, projector.config.class_names, class_map)
     targets = _stored_targets(projector, images, labels, epochs, fkd_seed, seed=config.seed, description=str(labels))
     config = replace(config, steps=convert_steps(targets, config.steps))

@@ -1,5 +1,6 @@
 """convert: SRe2L-format label directories (written by an independent reference of SRe2L's conventions) and
 per-image label files -> adapters; replay fidelity; bad files."""
+import re
 import shutil
 
 import numpy as np
@@ -215,3 +216,24 @@ def test_convert_trains_on_images_it_is_given_as_on_its_own_and_refuses_them_at_
         convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "wrong", copy.deepcopy(projector), config,
                        input_size=SIZE, progress=False, images=wrong)
     assert not (tmp_path / "wrong").exists()
+
+
+def test_jobs_refuse_images_normalised_otherwise_than_the_projector(label_dirs, toy_folder, toy_teacher,
+                                                                    tiny_projector, distilled_projector, tmp_path):
+    """Images a library caller hands to distill/convert, or an ``--init`` projector, normalised with another
+    mean/std than the projector expects would be labelled and fitted silently wrong: refused, nothing written."""
+    from hello_labels.train.jobs import distill_from_teachers, make_projector
+
+    projector, _ = tiny_projector(toy_folder)
+    other = augmented(toy_folder, SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    expected = "expects inputs normalised with mean .* the images use \\[0.5, 0.5, 0.5\\] \\[0.25, 0.25, 0.25\\]"
+    config = DistillConfig(steps=3, warmup_steps=1)
+    with pytest.raises(HelloLabelsError, match=f"^the projector {expected}"):
+        distill_from_teachers(toy_folder, [toy_teacher[1]], tmp_path / "distilled", projector, config,
+                              progress=False, images=other)
+    with pytest.raises(HelloLabelsError, match=f"^the projector {expected}"):
+        convert_labels(toy_folder, label_dirs["cutmix"], tmp_path / "converted", projector, config,
+                       input_size=SIZE, progress=False, images=other)
+    with pytest.raises(HelloLabelsError, match=f"^projector {re.escape(str(distilled_projector))} {expected}"):
+        make_projector(other, init=str(distilled_projector))
+    assert not (tmp_path / "distilled").exists() and not (tmp_path / "converted").exists()
