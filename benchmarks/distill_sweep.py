@@ -9,8 +9,10 @@ whole set and train the benchmark's students on it, paired with the pipeline's s
     python -m benchmarks.distill_sweep report --results benchmarks/results/fashion_mnist_ipc50.json \\
         --students tuned-0.json tuned-1.json tuned-2.json --json benchmarks/results/fashion_mnist_ipc50_tuned.json
 
-A recipe is ``STEPS[,klT][,mixS]``: steps of 64 views, the loss (default: the library's MSE on logits; ``klT``: KL
-at temperature T), the share S of batches CutMix-mixed (default 1: every batch, as the students' batches are).
+A recipe is ``STEPS[,klT][,mixS][,rankR][,headH][,pxP]``: steps of 64 views, the loss (default: the library's MSE
+on logits; ``klT``: KL at temperature T), the share S of batches CutMix-mixed (default 1: every batch, as the
+students' batches are), the capacity (LoRA rank R on every convolution, default 8; head rank H, default 8) and the
+base's resolution P (default: ``--effnet-size``).
 
 ``select`` holds out ``--val-per-class`` images of every class (seeded by the pipeline), distills each recipe on
 the rest (the prototype head too is built from the rest) and scores it against the teacher on CutMix views of the
@@ -42,19 +44,32 @@ from . import fashion_mnist_bench as bench
 from .paired import paired as paired_diffs
 
 
+# recipe options that change the projector rather than its training: option prefix -> new_projector keyword
+CAPACITY = {"rank": "lora_rank", "head": "head_rank", "px": "effnet_size"}
+
+
 def parse_recipe(text: str) -> dict:
-    """``"1200,kl4,mix0.5"`` -> ``{"steps": 1200, "loss": "kl", "temperature": 4.0, "mixed_share": 0.5}``."""
+    """``"1200,kl4,mix0.5,rank16"`` -> ``{"steps": 1200, "loss": "kl", "temperature": 4.0, "mixed_share": 0.5,
+    "lora_rank": 16}``."""
     steps, *options = text.split(",")
-    recipe = {"steps": int(steps), "loss": "mse", "mixed_share": 1.0}
-    for option in options:
-        if option.startswith("kl"):
-            recipe |= {"loss": "kl", "temperature": float(option[2:])}
-        elif option.startswith("mix"):
-            recipe["mixed_share"] = float(option[3:])
-        else:
-            raise SystemExit(f"error: unknown recipe option {option!r} in {text!r} (expected klT or mixS)")
-    if recipe["steps"] <= 0 or not 0 <= recipe["mixed_share"] <= 1:
-        raise SystemExit(f"error: recipe {text!r} needs steps > 0 and a mixed share in [0, 1]")
+    try:
+        recipe = {"steps": int(steps), "loss": "mse", "mixed_share": 1.0}
+        for option in options:
+            prefix = next((p for p in CAPACITY if option.startswith(p)), None)
+            if option.startswith("kl"):
+                recipe |= {"loss": "kl", "temperature": float(option[2:])}
+            elif option.startswith("mix"):
+                recipe["mixed_share"] = float(option[3:])
+            elif prefix:
+                recipe[CAPACITY[prefix]] = int(option[len(prefix):])
+            else:
+                raise SystemExit(f"error: unknown recipe option {option!r} in {text!r} "
+                                 f"(expected klT, mixS, rankR, headH or pxP)")
+    except ValueError:
+        raise SystemExit(f"error: recipe {text!r} has an option without its number") from None
+    if (recipe["steps"] <= 0 or not 0 <= recipe["mixed_share"] <= 1
+            or any(recipe.get(k, 1) <= 0 for k in CAPACITY.values())):
+        raise SystemExit(f"error: recipe {text!r} needs steps, ranks and px > 0 and a mixed share in [0, 1]")
     return recipe
 
 
@@ -93,7 +108,8 @@ def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Pa
     if (out / "adapter.safetensors").exists():
         return bench.load_projector(out), None
     images = bench.student_views(synthetic, args)
-    projector, overrides = bench.new_projector(args, "effnet", images)
+    projector, overrides = bench.new_projector(args, "effnet", images,
+                                               **{k: recipe[k] for k in CAPACITY.values() if k in recipe})
     config = replace(bench.distill_config(args, seed, overrides), steps=recipe["steps"], loss=recipe["loss"],
                      temperature=recipe.get("temperature", 4.0))
     t0 = time.perf_counter()
@@ -126,7 +142,7 @@ def select(cli) -> None:
         row = {"pipeline": seed, "ipc": cli.ipc, "recipe": text, **recipe, "distill_seconds": seconds,
                "validation": scores(projector, val_part, teacher, args, seed),
                "train_images": scores(projector, train_part, teacher, args, seed),
-               "effnet_size": args.effnet_size, "val_per_class": cli.val_per_class}
+               "effnet_size": recipe.get("effnet_size", args.effnet_size), "val_per_class": cli.val_per_class}
         results = [r for r in results if (r["pipeline"], r["recipe"], r.get("val_per_class")) !=
                    (seed, text, cli.val_per_class)] + [row]
         print(json.dumps(row), flush=True)
@@ -146,8 +162,8 @@ def students(cli) -> None:
     committed = json.loads(cli.results.read_text())["runs"][str(seed)] if cli.results else None
     results = json.loads(cli.json.read_text()) if cli.json and cli.json.is_file() else []
     for text in cli.recipes:
-        out = work / "tuned" / text.replace(",", "-")
-        projector, seconds = distill_recipe(args, parse_recipe(text), synthetic, teacher, out, seed)
+        recipe, out = parse_recipe(text), work / "tuned" / text.replace(",", "-")
+        projector, seconds = distill_recipe(args, recipe, synthetic, teacher, out, seed)
         copies = {"float16": (projector, out)}
         for dtype in cli.dtypes:
             copy = out.with_name(f"{out.name}-{dtype}")
@@ -160,7 +176,8 @@ def students(cli) -> None:
             nbytes = (folder / "adapter.safetensors").stat().st_size
             row = {"pipeline": seed, "ipc": cli.ipc, "recipe": text, "dtype": dtype, "seed": cli.seed,
                    "bytes": nbytes, "accuracy": student["accuracy"], "per_class": student["per_class"],
-                   "distill_seconds": seconds, "agreement": fid.agreement, "kl": fid.kl, "effnet_size": args.effnet_size}
+                   "distill_seconds": seconds, "agreement": fid.agreement, "kl": fid.kl,
+                   "effnet_size": recipe.get("effnet_size", args.effnet_size)}
             if committed:
                 row["paired"] = paired(committed, student["accuracy"], nbytes, cli.seed)
             results = [r for r in results if (r["pipeline"], r["recipe"], r["dtype"], r["seed"]) !=
@@ -184,8 +201,10 @@ def paired(run: dict, accuracy: float, nbytes: int, seed: int) -> dict:
 
 
 def source_name(row: dict) -> str:
-    """The results-table name of a ``students`` row: ``projector effnet@32px, 2400 steps[, kl4][, mix0.5] [int4]``."""
+    """The results-table name of a ``students`` row: ``projector effnet@32px, 2400 steps[, kl4][, mix0.5] [int4]``
+    (a ``pxP`` option is the name's resolution)."""
     steps, *options = row["recipe"].split(",")
+    options = [o for o in options if not o.startswith("px")]
     name = ", ".join([f"projector effnet@{row['effnet_size']}px", f"{steps} steps", *options])
     return name if row["dtype"] == "float16" else f"{name} {row['dtype']}"
 
@@ -230,7 +249,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["select", "students", "report"])
     bench.pipeline_args(p)
-    p.add_argument("--recipes", nargs="+", default=[], help="STEPS[,klT][,mixS] ...")
+    p.add_argument("--recipes", nargs="+", default=[], help="STEPS[,klT][,mixS][,rankR][,headH][,pxP] ...")
     p.add_argument("--val-per-class", type=int, default=5, help="select: validation images per class")
     p.add_argument("--seed", type=int, default=0, help="students: student seed")
     p.add_argument("--dtypes", nargs="*", default=["int4"], help="students: also save and train these copies")

@@ -256,13 +256,17 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c == "-" else "_" for c in name)
 
 
-def new_projector(args, name, images):
-    """The untrained projector ``name`` of :data:`PROJECTORS` and its distillation settings."""
-    base, targets, head_rank, overrides = PROJECTORS[name]
+def new_projector(args, name, images, lora_rank=None, head_rank=None, effnet_size=None):
+    """The untrained projector ``name`` of :data:`PROJECTORS` and its distillation settings; ``lora_rank`` (of the
+    default LoRA targets), ``head_rank`` and ``effnet_size`` replace the name's (the recipe sweep's options)."""
+    base, targets, named_head_rank, overrides = PROJECTORS[name]
     overrides = dict(overrides)
-    size = overrides.pop("effnet_size", args.effnet_size)
-    common = dict(class_names=CLASSES, input_mean=MEAN, input_std=STD, input_channels=1, head_rank=head_rank,
-                  lora_targets=targets)
+    size = effnet_size or overrides.pop("effnet_size", args.effnet_size)
+    overrides.pop("effnet_size", None)
+    if lora_rank and targets:
+        raise ValueError(f"{name} names its own LoRA targets: a LoRA rank applies to the default ones only")
+    common = dict(class_names=CLASSES, input_mean=MEAN, input_std=STD, input_channels=1,
+                  head_rank=head_rank or named_head_rank, lora_targets=targets, lora_rank=lora_rank)
     if base == "effnet":  # ImageNet-pretrained, no text tower: prototype head from the synthetic images
         prototypes, labels = prototype_batch(images)
         projector = LabelProjector.from_base(

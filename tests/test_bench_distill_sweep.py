@@ -13,9 +13,30 @@ def test_recipes_parse_and_bad_ones_are_refused_naming_the_recipe():
     assert sweep.parse_recipe("600") == {"steps": 600, "loss": "mse", "mixed_share": 1.0}
     assert sweep.parse_recipe("1200,kl4,mix0.5") == {"steps": 1200, "loss": "kl", "temperature": 4.0,
                                                      "mixed_share": 0.5}
-    for bad in ("1200,t4", "0", "600,mix1.5"):
+    assert sweep.parse_recipe("2400,rank16,head32,px48") == {"steps": 2400, "loss": "mse", "mixed_share": 1.0,
+                                                             "lora_rank": 16, "head_rank": 32, "effnet_size": 48}
+    for bad in ("1200,t4", "0", "600,mix1.5", "600,rank0", "600,headx", "600,px"):
         with pytest.raises(SystemExit, match=bad):
             sweep.parse_recipe(bad)
+
+
+def test_capacity_options_reach_the_projector_the_sweep_builds(monkeypatch):
+    """rankR / headH / pxP build the projector with that LoRA rank, head rank and base resolution; without them
+    the benchmark's effnet projector (rank 8, head rank 8, --effnet-size)."""
+    from benchmarks.fashion_mnist_bench import parse
+
+    tiny = lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # noqa: E731
+    monkeypatch.setattr(sweep.bench.effnet, "efficientnet_lite0", tiny)
+    images = AugmentedImages(_synthetic(per_class=2, classes=10), 8, (0.5,), (0.5,))
+    args = parse(["--ipc", "50"])
+    built = {}
+    for text in ("600", "600,rank16,head32,px48"):
+        recipe = sweep.parse_recipe(text)
+        built[text], _ = sweep.bench.new_projector(
+            args, "effnet", images, **{k: recipe[k] for k in sweep.CAPACITY.values() if k in recipe})
+    shape = lambda p: ({t["rank"] for t in p.config.lora}, p.config.head_rank, p.config.base["image_size"])  # noqa: E731
+    assert shape(built["600"]) == ({8}, 8, [args.effnet_size] * 2)
+    assert shape(built["600,rank16,head32,px48"]) == ({16}, 32, [48, 48])
 
 
 def _synthetic(per_class=6, classes=3):
