@@ -48,6 +48,11 @@ from .paired import paired as paired_diffs
 CAPACITY = {"rank": "lora_rank", "head": "head_rank", "px": "effnet_size"}
 
 
+def capacity(recipe: dict) -> dict:
+    """The :func:`bench.new_projector` keywords a parsed recipe sets (none: the benchmark's effnet projector)."""
+    return {k: recipe[k] for k in CAPACITY.values() if k in recipe}
+
+
 def parse_recipe(text: str) -> dict:
     """``"1200,kl4,mix0.5,rank16"`` -> ``{"steps": 1200, "loss": "kl", "temperature": 4.0, "mixed_share": 0.5,
     "lora_rank": 16}``."""
@@ -108,8 +113,7 @@ def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Pa
     if (out / "adapter.safetensors").exists():
         return bench.load_projector(out), None
     images = bench.student_views(synthetic, args)
-    projector, overrides = bench.new_projector(args, "effnet", images,
-                                               **{k: recipe[k] for k in CAPACITY.values() if k in recipe})
+    projector, overrides = bench.new_projector(args, "effnet", images, **capacity(recipe))
     config = replace(bench.distill_config(args, seed, overrides), steps=recipe["steps"], loss=recipe["loss"],
                      temperature=recipe.get("temperature", 4.0))
     t0 = time.perf_counter()

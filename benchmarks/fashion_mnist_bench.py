@@ -261,8 +261,8 @@ def new_projector(args, name, images, lora_rank=None, head_rank=None, effnet_siz
     default LoRA targets), ``head_rank`` and ``effnet_size`` replace the name's (the recipe sweep's options)."""
     base, targets, named_head_rank, overrides = PROJECTORS[name]
     overrides = dict(overrides)
-    size = effnet_size or overrides.pop("effnet_size", args.effnet_size)
-    overrides.pop("effnet_size", None)
+    named_size = overrides.pop("effnet_size", args.effnet_size)
+    size = effnet_size or named_size
     if lora_rank and targets:
         raise ValueError(f"{name} names its own LoRA targets: a LoRA rank applies to the default ones only")
     common = dict(class_names=CLASSES, input_mean=MEAN, input_std=STD, input_channels=1,

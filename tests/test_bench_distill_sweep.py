@@ -31,9 +31,7 @@ def test_capacity_options_reach_the_projector_the_sweep_builds(monkeypatch):
     args = parse(["--ipc", "50"])
     built = {}
     for text in ("600", "600,rank16,head32,px48"):
-        recipe = sweep.parse_recipe(text)
-        built[text], _ = sweep.bench.new_projector(
-            args, "effnet", images, **{k: recipe[k] for k in sweep.CAPACITY.values() if k in recipe})
+        built[text], _ = sweep.bench.new_projector(args, "effnet", images, **sweep.capacity(sweep.parse_recipe(text)))
     shape = lambda p: ({t["rank"] for t in p.config.lora}, p.config.head_rank, p.config.base["image_size"])  # noqa: E731
     assert shape(built["600"]) == ({8}, 8, [args.effnet_size] * 2)
     assert shape(built["600,rank16,head32,px48"]) == ({16}, 32, [48, 48])
