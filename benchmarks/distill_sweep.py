@@ -17,7 +17,8 @@ base's resolution P (default: ``--effnet-size``).
 ``select`` holds out ``--val-per-class`` images of every class (seeded by the pipeline), distills each recipe on
 the rest (the prototype head too is built from the rest) and scores it against the teacher on CutMix views of the
 held-out images, as students see them, and on unmixed ones; the lowest mixed-view KL at the students' temperature
-wins. ``students`` distills recipes on the whole synthetic set, saves each again at 4-bit, and trains one student
+wins, and every other recipe is printed with its paired difference from the winner (same images, same views: the
+95% t-interval over the held-out images), so a lead inside that spread reads as none. ``students`` distills recipes on the whole synthetic set, saves each again at 4-bit, and trains one student
 (``--seed``) on each, exactly as the benchmark does. Like :mod:`benchmarks.reconvert` it reads the pipeline's cached
 files only (teacher, synthetic set indices), not their stage records. Not a test: nothing is asserted.
 """
@@ -29,6 +30,7 @@ import random
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -38,7 +40,8 @@ from hello_labels.labels.targets import TeacherTargets
 from hello_labels.labels.views import TensorImages
 from hello_labels.seeds import derive_seed
 from hello_labels.train.distill import distill
-from hello_labels.train.evaluate import fidelity
+from hello_labels.demo.paired import ordering, t_interval
+from hello_labels.train.evaluate import collect, kl_at
 
 from . import fashion_mnist_bench as bench
 from .paired import paired as paired_diffs
@@ -124,15 +127,33 @@ def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Pa
 
 def scores(projector, synthetic: TensorImages, teacher, args, seed: int, views: int = 2000) -> dict:
     """Agreement and KL at the students' temperature against ``teacher`` on CutMix-mixed and unmixed views of
-    ``synthetic`` drawn from a seed no distillation uses."""
+    ``synthetic`` drawn from a seed no distillation uses, and the mean KL of each image's views (``kl_per_image``,
+    in ``synthetic``'s order; a mixed view counts for the image whose crop it is, not the one pasted in), so that two
+    recipes scored on the same images pair image by image (:func:`paired_kl`)."""
     images = bench.student_views(synthetic, args)
     out = {}
     for name, mix in (("mixed", "cutmix"), ("unmixed", None)):
         targets = TeacherTargets(images, teacher, seed=derive_seed(seed, "validation views"), mix_type=mix)
         plans = list(targets.plans(0, -(-views // 200), batch_size=200))
-        r = fidelity(projector, targets, plans, temperature=args.temperature)
-        out[name] = {"agreement": r.agreement, "kl": r.kl}
+        logits, target, _ = collect(projector, targets, plans)
+        kl = kl_at(logits, target, args.temperature)
+        image = torch.cat([plan.indices for plan in plans])
+        views_of = torch.bincount(image, minlength=len(synthetic))
+        per_image = torch.zeros(len(synthetic)).index_add_(0, image, kl) / views_of
+        out[name] = {"agreement": float((logits.argmax(-1) == target.argmax(-1)).float().mean()),
+                     "kl": float(kl.mean()), "kl_per_image": per_image.tolist()}
     return out
+
+
+def paired_kl(row: dict, best: dict) -> Optional[dict]:
+    """``row``'s held-out KL on mixed views minus ``best``'s, image by image (same images, same views), with the 95%
+    t-interval over the held-out images and what it supports (:func:`ordering`); None where a row was scored before
+    per-image KLs were recorded."""
+    a, b = (r["validation"]["mixed"].get("kl_per_image") for r in (row, best))
+    if not a or not b or len(a) != len(b):
+        return None
+    mean, low, high = t_interval([x - y for x, y in zip(a, b)])
+    return {"mean": mean, "interval": [low, high], "ordering": ordering(low, high), "images": len(a)}
 
 
 def select(cli) -> None:
@@ -143,20 +164,26 @@ def select(cli) -> None:
         recipe = parse_recipe(text)
         out = work / "sweep" / f"val{cli.val_per_class}-{text.replace(',', '-')}"
         projector, seconds = distill_recipe(args, recipe, train_part, teacher, out, seed)
+        key = (seed, text, cli.val_per_class)
+        before = next((r for r in results if (r["pipeline"], r["recipe"], r.get("val_per_class")) == key), {})
+        if seconds is None:  # scored again from its folder: keep the time its distillation took
+            seconds = before.get("distill_seconds")
         row = {"pipeline": seed, "ipc": cli.ipc, "recipe": text, **recipe, "distill_seconds": seconds,
                "validation": scores(projector, val_part, teacher, args, seed),
                "train_images": scores(projector, train_part, teacher, args, seed),
                "effnet_size": recipe.get("effnet_size", args.effnet_size), "val_per_class": cli.val_per_class}
-        results = [r for r in results if (r["pipeline"], r["recipe"], r.get("val_per_class")) !=
-                   (seed, text, cli.val_per_class)] + [row]
+        results = [r for r in results if r is not before] + [row]
         print(json.dumps(row), flush=True)
         if cli.json:
             atomic_write_json(cli.json, results)
-    ranked = sorted((r for r in results if r["pipeline"] == seed), key=lambda r: r["validation"]["mixed"]["kl"])
+    ranked = sorted((r for r in results if (r["pipeline"], r.get("val_per_class")) == (seed, cli.val_per_class)),
+                    key=lambda r: r["validation"]["mixed"]["kl"])
     for r in ranked:
-        v = r["validation"]
+        v, d = r["validation"], paired_kl(r, ranked[0]) if r is not ranked[0] else None
+        against = (f"; - {ranked[0]['recipe']}: {d['mean']:+.4f} [{d['interval'][0]:+.4f}, {d['interval'][1]:+.4f}] "
+                   f"over {d['images']} held-out images ({d['ordering']})" if d else "")
         print(f"{r['recipe']:>16}: validation KL mixed {v['mixed']['kl']:.4f} unmixed {v['unmixed']['kl']:.4f}, "
-              f"agreement {v['mixed']['agreement']:.2%}; train images KL {r['train_images']['mixed']['kl']:.4f}")
+              f"agreement {v['mixed']['agreement']:.2%}; train images KL {r['train_images']['mixed']['kl']:.4f}{against}")
 
 
 def students(cli) -> None:

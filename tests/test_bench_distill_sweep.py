@@ -139,3 +139,62 @@ def test_a_finished_projector_is_loaded_with_no_distillation_time_recorded(tmp_p
     monkeypatch.setattr(sweep.bench, "load_projector", lambda path: loaded if path == tmp_path else None)
     monkeypatch.setattr(sweep, "distill", lambda *a, **k: pytest.fail("distilled again"))
     assert sweep.distill_recipe(None, sweep.parse_recipe("600"), None, None, tmp_path, 0) == (loaded, None)
+
+
+def test_each_image_scores_the_kl_of_its_own_views_so_recipes_pair_image_by_image(monkeypatch):
+    """Constant images look the same in every crop: an image's unmixed KL is then the KL of its one view."""
+    from benchmarks.fashion_mnist_bench import SIZE, parse
+    from hello_labels.train.evaluate import kl_at
+
+    monkeypatch.setattr(sweep.bench.effnet, "efficientnet_lite0", lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()))
+    labels = torch.arange(10).repeat_interleave(2)
+    shades = torch.linspace(0, 255, len(labels)).to(torch.uint8)
+    synthetic = TensorImages(shades.view(-1, 1, 1, 1).expand(-1, 1, 8, 8).contiguous(), labels,
+                             [f"c{i}" for i in range(10)])
+    args = parse(["--ipc", "50"])
+    projector, _ = sweep.bench.new_projector(args, "effnet", sweep.bench.student_views(synthetic, args))
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 10)).eval()
+    out = sweep.scores(projector, synthetic, teacher, args, seed=0, views=400)
+    views = torch.stack([sweep.bench.student_views(synthetic, args)[(i, None)][0] for i in range(len(labels))])
+    with torch.no_grad():
+        expected = kl_at(projector.fast_path()(views).float(), teacher(views), args.temperature)
+    assert out["unmixed"]["kl_per_image"] == pytest.approx(expected.tolist(), rel=1e-3, abs=1e-6)
+    assert len(set(round(v, 6) for v in expected.tolist())) > 10  # the images do differ
+    mixed = out["mixed"]["kl_per_image"]
+    assert len(mixed) == len(labels) and all(math.isfinite(v) for v in mixed)
+
+
+def test_a_recipe_pairs_with_the_winner_image_by_image_and_rows_without_per_image_scores_do_not():
+    row = lambda kls: {"validation": {"mixed": {"kl": sum(kls) / len(kls), "kl_per_image": kls}}}  # noqa: E731
+    best = row([0.010, 0.020, 0.015, 0.030])
+    behind = sweep.paired_kl(row([0.012, 0.023, 0.016, 0.033]), best)
+    assert behind["mean"] == pytest.approx(0.00225) and behind["images"] == 4 and behind["ordering"] == "above"
+    noisy = sweep.paired_kl(row([0.015, 0.015, 0.020, 0.025]), best)
+    assert noisy["interval"][0] < 0 < noisy["interval"][1] and noisy["ordering"] == "unresolved"
+    older = {"validation": {"mixed": {"kl": 0.02}}}
+    assert sweep.paired_kl(older, best) is None and sweep.paired_kl(best, older) is None
+
+
+def test_scoring_a_finished_recipe_again_keeps_its_distillation_time_and_ranks_with_paired_intervals(
+        tmp_path, monkeypatch, capsys):
+    import json
+
+    from benchmarks.fashion_mnist_bench import parse
+
+    synthetic, args = _synthetic(per_class=4, classes=3), parse(["--ipc", "50"])
+    monkeypatch.setattr(sweep.bench, "cached_pipeline", lambda *a: (args, tmp_path, 0, synthetic, None, None))
+    monkeypatch.setattr(sweep, "distill_recipe", lambda *a: (object(), None))  # every folder already distilled
+    kls = {"600": [0.04, 0.05, 0.03], "1200": [0.02, 0.03, 0.02]}
+    monkeypatch.setattr(sweep, "scores", lambda projector, part, *a: {
+        name: {"agreement": 0.9, "kl": sum(kls[recipe]) / 3, "kl_per_image": kls[recipe]}
+        for name in ("mixed", "unmixed")})
+    results = tmp_path / "sweep.json"
+    results.write_text(json.dumps([{"pipeline": 0, "recipe": "600", "val_per_class": 1, "distill_seconds": 123.0}]))
+    for recipe in ("600", "1200"):
+        sweep.main(["select", str(tmp_path), "--ipc", "50", "--val-per-class", "1", "--recipes", recipe,
+                    "--json", str(results)])
+    rows = {r["recipe"]: r for r in json.loads(results.read_text())}
+    assert rows["600"]["distill_seconds"] == 123.0 and rows["1200"]["distill_seconds"] is None
+    ranking = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert ranking[0].strip().startswith("1200:") and "- 1200: +0.0167 [" in ranking[1]
