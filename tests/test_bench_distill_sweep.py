@@ -128,7 +128,7 @@ def test_the_benchmark_distils_the_recipe_the_sweep_chose_above_ipc_10_unless_to
     from benchmarks.fashion_mnist_bench import parse
 
     assert parse([]).distill_steps == 600
-    assert parse(["--ipc", "50"]).distill_steps == 4800
+    assert parse(["--ipc", "50"]).distill_steps == 9600
     assert parse(["--ipc", "50", "--distill-steps", "600"]).distill_steps == 600
 
 
