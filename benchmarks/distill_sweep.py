@@ -18,8 +18,9 @@ base's resolution P (default: ``--effnet-size``).
 the rest (the prototype head too is built from the rest) and scores it against the teacher on CutMix views of the
 held-out images, as students see them, and on unmixed ones; the lowest mixed-view KL at the students' temperature
 wins, and every other recipe is printed with its paired difference from the winner (same images, same views: the
-95% t-interval over the held-out images), so a lead inside that spread reads as none. ``students`` distills recipes on the whole synthetic set, saves each again at 4-bit, and trains one student
-(``--seed``) on each, exactly as the benchmark does. Like :mod:`benchmarks.reconvert` it reads the pipeline's cached
+95% t-interval over the held-out images), so a lead inside that spread reads as none. ``students`` distills
+recipes on the whole synthetic set, saves each again at 4-bit, and trains one student (``--seed``) on each, exactly
+as the benchmark does. Like :mod:`benchmarks.reconvert` it reads the pipeline's cached
 files only (teacher, synthetic set indices), not their stage records. Not a test: nothing is asserted.
 """
 from __future__ import annotations
@@ -35,12 +36,12 @@ from typing import Optional
 import torch
 
 from hello_labels import LabelProjector
+from hello_labels.demo.paired import ordering, t_interval
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.targets import TeacherTargets
 from hello_labels.labels.views import TensorImages
 from hello_labels.seeds import derive_seed
 from hello_labels.train.distill import distill
-from hello_labels.demo.paired import ordering, t_interval
 from hello_labels.train.evaluate import collect, kl_at
 
 from . import fashion_mnist_bench as bench
@@ -183,7 +184,8 @@ def select(cli) -> None:
         against = (f"; - {ranked[0]['recipe']}: {d['mean']:+.4f} [{d['interval'][0]:+.4f}, {d['interval'][1]:+.4f}] "
                    f"over {d['images']} held-out images ({d['ordering']})" if d else "")
         print(f"{r['recipe']:>16}: validation KL mixed {v['mixed']['kl']:.4f} unmixed {v['unmixed']['kl']:.4f}, "
-              f"agreement {v['mixed']['agreement']:.2%}; train images KL {r['train_images']['mixed']['kl']:.4f}{against}")
+              f"agreement {v['mixed']['agreement']:.2%}; train images KL {r['train_images']['mixed']['kl']:.4f}"
+              + against)
 
 
 def students(cli) -> None:
