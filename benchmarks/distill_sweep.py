@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 
 from hello_labels import LabelProjector
-from hello_labels.demo.paired import ordering, t_interval
+from hello_labels.demo.paired import paired_differences
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.targets import TeacherTargets
 from hello_labels.labels.views import TensorImages
@@ -148,13 +148,13 @@ def scores(projector, synthetic: TensorImages, teacher, args, seed: int, views: 
 
 def paired_kl(row: dict, best: dict) -> Optional[dict]:
     """``row``'s held-out KL on mixed views minus ``best``'s, image by image (same images, same views), with the 95%
-    t-interval over the held-out images and what it supports (:func:`ordering`); None where a row was scored before
-    per-image KLs were recorded."""
+    t-interval over the held-out images and what it supports (:func:`paired_differences`); None where a row was
+    scored before per-image KLs were recorded."""
     a, b = (r["validation"]["mixed"].get("kl_per_image") for r in (row, best))
     if not a or not b or len(a) != len(b):
         return None
-    mean, low, high = t_interval([x - y for x, y in zip(a, b)])
-    return {"mean": mean, "interval": [low, high], "ordering": ordering(low, high), "images": len(a)}
+    d = paired_differences({"row": a, "best": b}, [("row", "best")])[0]
+    return {"mean": d["mean"], "interval": d["interval"], "ordering": d["ordering"], "images": len(a)}
 
 
 def select(cli) -> None:
