@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -41,7 +40,7 @@ from hello_labels.files import atomic_write_json
 from hello_labels.labels.targets import TeacherTargets
 from hello_labels.labels.views import TensorImages
 from hello_labels.seeds import derive_seed
-from hello_labels.train.distill import distill
+from hello_labels.train.distill import METRICS_FILE, distill
 from hello_labels.train.evaluate import collect, kl_at
 
 from . import fashion_mnist_bench as bench
@@ -113,17 +112,18 @@ def split(synthetic: TensorImages, per_class: int, seed: int):
 
 def distill_recipe(args, recipe: dict, synthetic: TensorImages, teacher, out: Path, seed: int):
     """The effnet projector distilled from ``teacher`` on ``synthetic`` with ``recipe`` into ``out`` (resumes), and
-    the seconds its distillation took in this call (None: a finished one was loaded)."""
+    the seconds its distillation took over every call that ran it, as the distillation records them (None: a
+    finished folder with no record; loading one is not distillation time)."""
     if (out / "adapter.safetensors").exists():
-        return bench.load_projector(out), None
+        metrics = out / METRICS_FILE
+        return bench.load_projector(out), json.loads(metrics.read_text())["seconds"] if metrics.is_file() else None
     images = bench.student_views(synthetic, args)
     projector, overrides = bench.new_projector(args, "effnet", images, **capacity(recipe))
     config = replace(bench.distill_config(args, seed, overrides), steps=recipe["steps"], loss=recipe["loss"],
                      temperature=recipe.get("temperature", 4.0))
-    t0 = time.perf_counter()
-    distill(projector, PartlyMixed(images, teacher, seed, recipe["mixed_share"]), out, config,
-            resume=(out / "train_state.pt").exists(), progress=False)
-    return bench.load_projector(out), time.perf_counter() - t0
+    summary = distill(projector, PartlyMixed(images, teacher, seed, recipe["mixed_share"]), out, config,
+                      resume=(out / "train_state.pt").exists(), progress=False)
+    return bench.load_projector(out), summary["seconds"]
 
 
 def scores(projector, synthetic: TensorImages, teacher, args, seed: int, views: int = 2000) -> dict:

@@ -1,5 +1,6 @@
 """The distillation-recipe sweep: recipes parsed or refused, the share of mixed batches honoured and seeded, the
 validation split stratified and disjoint, students paired with pruning at equal bytes."""
+import json
 import math
 
 import pytest
@@ -85,7 +86,6 @@ def _committed_run(full, pruned, hard):
 
 
 def test_the_report_adds_each_recipes_students_to_their_pipeline_and_pairs_them(tmp_path, monkeypatch, capsys):
-    import json
 
     monkeypatch.setattr("benchmarks.fashion_mnist_bench.CLASSES", [])
     committed = tmp_path / "committed.json"
@@ -132,13 +132,36 @@ def test_the_benchmark_distils_the_recipe_the_sweep_chose_above_ipc_10_unless_to
     assert parse(["--ipc", "50", "--distill-steps", "600"]).distill_steps == 600
 
 
-def test_a_finished_projector_is_loaded_with_no_distillation_time_recorded(tmp_path, monkeypatch):
-    """A rerun (another student seed) reuses the adapter: its rows must not record the load as distillation time."""
+def test_a_finished_projector_is_loaded_with_the_time_its_distillation_recorded_not_the_load(tmp_path, monkeypatch):
+    """A rerun (another student seed) reuses the adapter: its rows carry the distillation's own recorded time (or
+    none, where the folder has no record), never the load's."""
     (tmp_path / "adapter.safetensors").write_bytes(b"")
     loaded = object()
     monkeypatch.setattr(sweep.bench, "load_projector", lambda path: loaded if path == tmp_path else None)
     monkeypatch.setattr(sweep, "distill", lambda *a, **k: pytest.fail("distilled again"))
     assert sweep.distill_recipe(None, sweep.parse_recipe("600"), None, None, tmp_path, 0) == (loaded, None)
+    (tmp_path / "metrics.json").write_text(json.dumps({"steps": 600, "seconds": 42.5}))
+    assert sweep.distill_recipe(None, sweep.parse_recipe("600"), None, None, tmp_path, 0) == (loaded, 42.5)
+
+
+def test_a_resumed_distillation_records_the_seconds_of_every_call_not_only_the_last(tmp_path, monkeypatch):
+    """A distillation stopped and resumed: its time is the one the distillation summed over both calls (its
+    checkpoint carries the seconds before the stop), not the seconds of the call that finished it."""
+    from types import SimpleNamespace
+
+    from benchmarks.fashion_mnist_bench import parse
+
+    (tmp_path / "train_state.pt").write_bytes(b"")
+    monkeypatch.setattr(sweep.bench, "student_views", lambda synthetic, args: synthetic)
+    monkeypatch.setattr(sweep.bench, "new_projector", lambda *a, **k: (object(), {}))
+    monkeypatch.setattr(sweep, "PartlyMixed", lambda *a: None)
+    resumed = []
+    monkeypatch.setattr(sweep, "distill", lambda *a, resume, **k: resumed.append(resume) or {"seconds": 5000.0})
+    loaded = SimpleNamespace()
+    monkeypatch.setattr(sweep.bench, "load_projector", lambda path: loaded)
+    assert sweep.distill_recipe(parse(["--ipc", "50"]), sweep.parse_recipe("600"), None, None, tmp_path, 0) == (
+        loaded, 5000.0)
+    assert resumed == [True]
 
 
 def test_each_image_scores_the_kl_of_its_own_views_so_recipes_pair_image_by_image(monkeypatch):
@@ -178,7 +201,6 @@ def test_a_recipe_pairs_with_the_winner_image_by_image_and_rows_without_per_imag
 
 def test_scoring_a_finished_recipe_again_keeps_its_distillation_time_and_ranks_with_paired_intervals(
         tmp_path, monkeypatch, capsys):
-    import json
 
     from benchmarks.fashion_mnist_bench import parse
 
