@@ -17,7 +17,9 @@ Settings (``--setting``, default all):
 Rows: what labelling one batch costs with each label source.
 
 - teacher: the teacher's forward, in the default (contiguous) layout and in ``channels_last`` (module and input),
-  so the projector is compared with the teacher in its own best layout too.
+  so the projector is compared with the teacher in its own best layout too; on the CPU (eager) also in
+  ``channels_last`` and in chunks, split as the fast path splits a batch (below), so the projector gets nothing
+  the teacher does not.
 - bare base: the projector's own forward (input conversion -> encoder -> L2-normalise -> ``exp(s) * F.linear + b``)
   with every parametrization removed and the original weights left as plain parameters. Same input conversion,
   same head matmul, same code: ``merged / bare base`` measures only what LoRA leaves behind after ``merge()``,
@@ -27,8 +29,10 @@ Rows: what labelling one batch costs with each label source.
   False``): the merged modules themselves, the same operations as the bare base.
 - projector, fast path: what ``projector(images)`` runs after ``merge()``, as in the shims, ``export-fkd``, ``eval``
   and ``refine`` (:mod:`hello_labels.model.fastpath`: BatchNorm folded, the head as one matmul, ``channels_last``
-  for convolutional bases), and the same in the other layout. Its autocast is that of ``--dtype`` (so a float32 run
-  on CUDA stays float32); with ``--compile`` it is compiled by its own ``compile`` option.
+  for convolutional bases, on the CPU a batch split into chunks whose tensors stay at most
+  ``fastpath.CHUNK_BYTES``), the same in the other layout, and on the CPU (eager) the same in whole batches
+  (``chunk_bytes=0``). Its autocast is that of ``--dtype`` (so a float32 run on CUDA stays float32); with
+  ``--compile`` it is compiled by its own ``compile`` option (and not split).
 
 The three are built separately from the same seeds (same weights). Their LoRA ``B`` matrices are set to small
 random values (they start at zero) so that merged and unmerged logits can be compared; the check is reported.
@@ -40,7 +44,8 @@ almost nothing), ``--repeats`` rounds each run every row once, round-robin with 
 machine (other processes, clocks) hits all rows alike. images/s is ``batch / seconds``: the table gives the median,
 the interquartile range and min-max over repeats; ratios are of the medians, with the per-repeat (paired) ratio's
 median and IQR beside them. Costs against the teacher (``cost x teacher``: seconds per batch over the teacher's,
-paired per repeat) are given against the teacher in its faster layout (by median) and in the default one. Speed
+paired per repeat) are given against the fastest teacher row (by median; the JSON keeps the key ``best_layout``)
+and against the contiguous teacher. Speed
 targets are read from this report, never asserted in tests.
 """
 from __future__ import annotations
@@ -67,7 +72,8 @@ from torch.nn.utils import parametrize
 
 from hello_labels import LabelProjector, __version__
 from hello_labels.files import atomic_write_json
-from hello_labels.model.fastpath import FastOptions, FastProjector
+from hello_labels.model.fastpath import (CHUNK_BYTES, FastOptions, FastProjector, autocast_dtype, chunk_count,
+                                        largest_output_bytes)
 from hello_labels.model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from hello_labels.runs import cpu_model
 
@@ -78,12 +84,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TARGET = 0.03  # the issue's target: merged projector within +-3% of the bare base
 FASHION_MEAN, FASHION_STD = (0.286,), (0.353,)
 ROOT = Path(__file__).resolve().parents[1]
+TEACHER_ROLES = ("teacher", "teacher_cl", "teacher_chunks")
 
 
 @dataclass
 class Row:
-    """One label source to time: ``role`` is teacher / teacher_cl / bare / unmerged / merged / fast / fast_alt;
-    ``base`` groups a base's rows."""
+    """One label source to time: ``role`` is one of :data:`TEACHER_ROLES` or bare / unmerged / merged / fast /
+    fast_alt / fast_whole; ``base`` groups a base's rows."""
 
     name: str
     role: str
@@ -92,6 +99,7 @@ class Row:
     fn: Optional[Callable] = None
     first_call_s: Optional[float] = None
     seconds: List[float] = field(default_factory=list)
+    chunks: int = 1  # how many parts the timed batch ran in
 
 
 @dataclass
@@ -166,8 +174,14 @@ def is_plain(module: nn.Module) -> bool:
     return not any(parametrize.is_parametrized(m) for m in module.modules())
 
 
+def chunked_rows(args) -> bool:
+    """Whether the rows that split batches run: on the CPU, eager (the fast path splits only there)."""
+    return not args.compile and torch.device(args.device).type == "cpu"
+
+
 def base_rows(label: str, build: Callable[[], LabelProjector], args) -> List[Row]:
-    """Bare base, unmerged, merged and fast-path projectors (the fast path in both layouts), built three times
+    """Bare base, unmerged, merged and fast-path projectors (the fast path in both layouts, and on the CPU in
+    whole batches too), built three times
     (bases and adapters are seeded, so the weights are the same). Not ``copy.deepcopy``: a copy shares torch's
     generated ``Parametrized*`` classes with its original, and merging one removes the weight property from both.
     The fast rows are :class:`FastProjector` copies of the merged projector, as ``projector.fast_path()`` builds."""
@@ -184,11 +198,16 @@ def base_rows(label: str, build: Callable[[], LabelProjector], args) -> List[Row
     fast = FastProjector(merged, options)
     other = FastProjector(merged, replace(options, channels_last=not fast.channels_last))
     layout = {True: "channels_last", False: "contiguous"}
-    return [Row(f"{label}: bare base", "bare", bare, label),
+    rows = [Row(f"{label}: bare base", "bare", bare, label),
             Row(f"{label}: projector, unmerged", "unmerged", projector, label),
             Row(f"{label}: projector, merged", "merged", merged, label),
             Row(f"{label}: fast path ({layout[fast.channels_last]})", "fast", fast, label),
             Row(f"{label}: fast path ({layout[other.channels_last]})", "fast_alt", other, label)]
+    if chunked_rows(args):
+        whole = FastProjector(merged, replace(options, chunk_bytes=0))
+        rows.append(Row(f"{label}: fast path ({layout[fast.channels_last]}), whole batches", "fast_whole", whole,
+                        label))
+    return rows
 
 
 class ChannelsLast(nn.Module):
@@ -202,9 +221,40 @@ class ChannelsLast(nn.Module):
         return self.module(x.contiguous(memory_format=torch.channels_last))
 
 
-def teacher_rows(teacher: Row) -> List[Row]:
-    """The teacher in the default layout and in ``channels_last``."""
-    return [teacher, Row(f"{teacher.name}, channels_last", "teacher_cl", ChannelsLast(teacher.module))]
+def chunks_of(module: nn.Module, x: torch.Tensor, dtype: str) -> int:
+    """How many parts ``module`` splits the batch ``x`` into (after it has run on that shape)."""
+    if isinstance(module, FastProjector):
+        with torch.inference_mode(), precision(x.device, dtype):
+            return module.chunks(x.shape[0], module.inputs(x), autocast_dtype(module.autocast, x.device))
+    if isinstance(module, InChunks):
+        return chunk_count(x.shape[0], module.image_bytes[tuple(x.shape[1:])], module.limit)
+    return 1
+
+
+class InChunks(nn.Module):
+    """``module`` run on a CPU batch in chunks by the fast path's rule (:func:`chunk_count`, same limit): the
+    teacher given what the projector gets."""
+
+    def __init__(self, module: nn.Module, limit: int = CHUNK_BYTES):
+        super().__init__()
+        self.module, self.limit, self.image_bytes = module, limit, {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape[1:])
+        if key not in self.image_bytes:
+            self.image_bytes[key] = largest_output_bytes(self.module, x[:1])
+        n = chunk_count(x.shape[0], self.image_bytes[key], self.limit)
+        return self.module(x) if n == 1 else torch.cat([self.module(part) for part in x.tensor_split(n)])
+
+
+def teacher_rows(teacher: Row, args) -> List[Row]:
+    """The teacher in the default layout and in ``channels_last``, and on the CPU (eager) also in
+    ``channels_last`` and in chunks as the fast path splits a batch."""
+    rows = [teacher, Row(f"{teacher.name}, channels_last", "teacher_cl", ChannelsLast(teacher.module))]
+    if chunked_rows(args):
+        rows.append(Row(f"{teacher.name}, channels_last, in chunks", "teacher_chunks",
+                        InChunks(ChannelsLast(teacher.module))))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------- timing
@@ -246,7 +296,8 @@ def measure(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str, 
 def merge_check(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str) -> dict:
     """Max |merged - unmerged| logit difference per base (eager, on two images), with max |logit| for scale,
     max |merged - bare| (non-zero: the adapter does change the labels) and max |fast path - unmerged| (both
-    layouts; uncompiled: the compiled copy is compiled when timed)."""
+    layouts; uncompiled: the compiled copy is compiled when timed), and on the CPU max |fast path - the same in
+    whole batches| over the whole batch (what splitting it changes)."""
     out = {}
     with torch.inference_mode(), precision(device, dtype):
         for label in dict.fromkeys(r.base for r in rows if r.base):
@@ -259,6 +310,8 @@ def merge_check(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: s
                           "max_abs_diff_fast": max(float((logits[r] - logits["unmerged"]).abs().max())
                                                    for r in ("fast", "fast_alt")),
                           "batchnorm_folded": by_role["fast"].folded,
+                          "max_abs_diff_chunks": (float((by_role["fast"](x) - by_role["fast_whole"](x)).abs().max())
+                                                  if "fast_whole" in by_role else None),
                           "max_abs_logit": float(logits["unmerged"].abs().max())}
     return out
 
@@ -283,10 +336,11 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
         out_rows.append({"name": row.name, "role": row.role, "base": row.base,
                          "images_per_s": spread([batch / s for s in row.seconds]),
                          "ms_per_batch": spread([1e3 * s for s in row.seconds]),
-                         "first_call_s": row.first_call_s, "seconds": row.seconds})
+                         "first_call_s": row.first_call_s, "seconds": row.seconds, "chunks": row.chunks})
     ratios = {}
-    teacher = {r.role: r for r in rows if r.role in ("teacher", "teacher_cl")}
+    teacher = {r.role: r for r in rows if r.role in TEACHER_ROLES}
     best = min(teacher.values(), key=lambda r: float(np.median(r.seconds)))
+    fast_roles = [role for role in ("merged", "fast", "fast_alt", "fast_whole") if role in {r.role for r in rows}]
     for label in setting.bases:
         by_role = {r.role: r for r in rows if r.base == label}
         projector = by_role["unmerged"].module
@@ -296,11 +350,12 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
             "unmerged/bare": ratio(by_role["unmerged"], by_role["bare"], batch),
             "fast/bare": ratio(by_role["fast"], by_role["bare"], batch),
             "fast_alt/bare": ratio(by_role["fast_alt"], by_role["bare"], batch),
-            "teacher/bare": ratio(teacher["teacher"], by_role["bare"], batch),
-            "teacher_cl/bare": ratio(teacher["teacher_cl"], by_role["bare"], batch),
+            **{f"{role}/bare": ratio(row, by_role["bare"], batch) for role, row in teacher.items()},
+            **({"fast_whole/bare": ratio(by_role["fast_whole"], by_role["bare"], batch)}
+               if "fast_whole" in by_role else {}),
             "cost_x_teacher": {role: {"best_layout": ratio(best, by_role[role], batch),
                                       "contiguous": ratio(teacher["teacher"], by_role[role], batch)}
-                               for role in ("merged", "fast", "fast_alt")},
+                               for role in fast_roles},
             "teacher_best_layout": best.role,
             "merged_vs_unmerged": check[label],
             "adapter_parameters": projector.num_adapter_parameters(),
@@ -362,7 +417,7 @@ def format_setting(name: str, result: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         ips = row["images_per_s"]
-        if row["role"] in ("teacher", "teacher_cl"):  # against the bare base when there is one
+        if row["role"] in TEACHER_ROLES:  # against the bare base when there is one
             rel = (f"{next(iter(bases.values()))[row['role'] + '/bare']['of_medians']:.3f}" if len(bases) == 1
                    else "-")
         else:
@@ -383,11 +438,13 @@ def format_setting(name: str, result: dict) -> str:
             lines.append(f"- {label}, {key.replace('/', ' / ').replace('bare', 'bare base')}: "
                          f"{r['of_medians']:.3f} (paired per repeat: median {p['median']:.3f}, "
                          f"IQR {p['p25']:.3f}-{p['p75']:.3f}){verdict}")
-        teacher = "teacher in channels_last" if b["teacher_best_layout"] == "teacher_cl" else "contiguous teacher"
-        for role in ("fast", "fast_alt", "merged"):
+        teacher = next(row["name"] for row in rows if row["role"] == b["teacher_best_layout"])
+        for role in ("fast", "fast_alt", "fast_whole", "merged"):
+            if role not in b["cost_x_teacher"]:
+                continue
             r, c = b["cost_x_teacher"][role]["best_layout"], b["cost_x_teacher"][role]["contiguous"]
             name = next(row["name"] for row in rows if row["base"] == label and row["role"] == role)
-            lines.append(f"- {name}: cost x teacher {r['of_medians']:.3f} against the faster layout ({teacher}; "
+            lines.append(f"- {name}: cost x teacher {r['of_medians']:.3f} against the fastest teacher row ({teacher}; "
                          f"paired median {r['paired']['median']:.3f}, IQR {r['paired']['p25']:.3f}-"
                          f"{r['paired']['p75']:.3f}), {c['of_medians']:.3f} against the contiguous teacher")
         c = b["merged_vs_unmerged"]
@@ -396,6 +453,10 @@ def format_setting(name: str, result: dict) -> str:
                      f"fast path vs unmerged: max |diff| {c['max_abs_diff_fast']:.2e}, {c['batchnorm_folded']} "
                      f"BatchNorm folded; adapter {b['adapter_parameters']:,} parameters, LoRA on "
                      f"{b['lora_weights']} weights")
+        if c.get("max_abs_diff_chunks") is not None:
+            fast = next(row for row in rows if row["base"] == label and row["role"] == "fast")
+            lines.append(f"- {label}, fast path in chunks vs whole batches: max |diff| {c['max_abs_diff_chunks']:.2e} "
+                         f"over the batch ({fast['chunks']} chunks)")
     return "\n".join(lines)
 
 
@@ -466,11 +527,12 @@ def main(argv=None) -> int:
               "environment": environment(device, args), "settings": {}}
     print(format_header(report), flush=True)
     for name in args.setting:
-        print(f"{name}: building the teacher and 3 projectors (+2 fast paths) per base", file=sys.stderr, flush=True)
+        print(f"{name}: building the teacher and 3 projectors (+2 or 3 fast paths) per base", file=sys.stderr,
+              flush=True)
         torch.manual_seed(args.seed)  # the teacher's random init; bases and adapters seed themselves
         with quiet_logging():  # open_clip logs "No pretrained weights loaded" for each build: intended here
             setting = BUILDERS[name](args)
-            rows = teacher_rows(setting.teacher) + [r for label, p in setting.bases.items()
+            rows = teacher_rows(setting.teacher, args) + [r for label, p in setting.bases.items()
                                                     for r in base_rows(label, p, args)]
         gen = torch.Generator().manual_seed(args.seed)
         x = pixels(args.batch_size, setting, gen).to(device)
@@ -481,10 +543,12 @@ def main(argv=None) -> int:
             torch._dynamo.reset()  # a fresh compile cache (and recompile budget) per setting
         for row in rows:  # the fast rows compile themselves (their compile option), as the library does
             row.fn = (torch.compile(row.module, mode=args.compile_mode, backend=args.compile_backend)
-                      if args.compile and row.role not in ("fast", "fast_alt") else row.module)
+                      if args.compile and not row.role.startswith("fast") else row.module)
         print(f"{name}: timing {len(rows)} rows, {args.warmup} warm-up + {args.repeats} timed rounds",
               file=sys.stderr, flush=True)
         measure(rows, x, device, args.dtype, args.warmup, args.repeats)
+        for row in rows:
+            row.chunks = chunks_of(row.module, x, args.dtype)
         report["settings"][name] = summarise(setting, rows, args.batch_size, check)
         report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         print(format_setting(name, report["settings"][name]) + "\n", flush=True)

@@ -29,8 +29,8 @@ def test_imagenet_setting_with_a_tiny_base(run):
     text, report = run("--setting", "imagenet", "--imagenet-bases", "hello-labels:tiny-clip-vit",
                        "--imagenet-size", "32")
     result = report["settings"]["imagenet"]
-    assert [r["role"] for r in result["rows"]] == ["teacher", "teacher_cl", "bare", "unmerged", "merged", "fast",
-                                                    "fast_alt"]
+    assert [r["role"] for r in result["rows"]] == ["teacher", "teacher_cl", "teacher_chunks", "bare", "unmerged",
+                                                    "merged", "fast", "fast_alt", "fast_whole"]
     assert all(len(r["seconds"]) == 2 and r["images_per_s"]["median"] > 0 for r in result["rows"])
     base = result["bases"]["hello-labels:tiny-clip-vit"]
     check = base["merged_vs_unmerged"]
@@ -38,7 +38,9 @@ def test_imagenet_setting_with_a_tiny_base(run):
     assert check["max_abs_diff_fast"] <= 1e-4 * max(1.0, check["max_abs_logit"]) and check["batchnorm_folded"] == 0
     cost = base["cost_x_teacher"]["fast"]
     assert cost["best_layout"]["of_medians"] > 0 and cost["contiguous"]["of_medians"] > 0
-    assert base["teacher_best_layout"] in ("teacher", "teacher_cl")
+    assert base["teacher_best_layout"] in ("teacher", "teacher_cl", "teacher_chunks")
+    assert check["max_abs_diff_chunks"] is not None and "fast path in chunks vs whole batches" in text
+    assert all(r["chunks"] == 1 for r in result["rows"])  # 2 tiny images: far below the limit
     assert base["merged/bare"]["of_medians"] > 0 and len(base["merged/bare"]["paired"]) == 5
     assert result["input_shape"] == [2, 3, 32, 32] and result["num_classes"] == 1000
     assert report["command"].startswith("python -m benchmarks.throughput")

@@ -7,7 +7,8 @@ the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights),
 inside the convolution instead of on a padded copy of its input (:class:`SamePaddedConv`), CLIP ResNets' attention
 pooling for the one token it returns (:class:`FirstTokenAttentionPool`), residual sums added into the convolution
 output again after tracing made them out of place (:func:`add_in_place`), ``channels_last`` for
-convolutional bases, the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
+convolutional bases, batches split on the CPU so that no tensor a chunk makes is larger than
+:data:`CHUNK_BYTES` (see :class:`FastOptions`), the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
 call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
 CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
 
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # float32 CPU: |fast - unfused| <= TOLERANCE * max |unfused logit| (rounding of the folds only)
 _METADATA = ("ndim", "shape", "dtype", "device")  # reading these from a conv output does not use its values
 _BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+# glibc's malloc serves a block larger than this (its largest mmap threshold on 64-bit) with fresh pages from the
+# kernel, zeroed on first touch, on every call: RN50 at 224 px, batch 32, spent a quarter of its CPU time there
+CHUNK_BYTES = 32 * 2 ** 20
 
 
 @dataclass
@@ -46,12 +50,15 @@ class FastOptions:
     """How a merged projector makes labels: ``enabled`` (the fast path; False: the unfused modules), ``compile``
     (``torch.compile``: True or a dict of its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing,
     on CUDA only; ``"bfloat16"``/``"float16"``: that dtype on any device; False: off), ``channels_last`` (None:
-    for convolutional bases, see :func:`is_convolutional`)."""
+    for convolutional bases, see :func:`is_convolutional`), ``chunk_bytes`` (on the CPU, not compiled: the batch
+    runs in as few equal chunks as keep every tensor the base's modules output at most this large, measured once
+    per input shape on one image; 0: whole batches; the default :data:`CHUNK_BYTES` keeps them on malloc's heap)."""
 
     enabled: bool = True
     compile: Union[bool, dict] = False
     autocast: Union[bool, str] = True
     channels_last: Optional[bool] = None
+    chunk_bytes: int = CHUNK_BYTES
 
 
 def merged_copy(encoder: nn.Module) -> nn.Module:
@@ -266,6 +273,35 @@ def add_in_place(encoder: nn.Module) -> int:
     return changed
 
 
+def largest_output_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """The largest tensor output (bytes) of ``module`` or any of its submodules when it runs on ``x``, under
+    ``no_grad`` (what splitting a batch bounds: convolution outputs, activations)."""
+    largest = [0]
+
+    def record(_module, _args, out):
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor):
+                largest[0] = max(largest[0], tensor.numel() * tensor.element_size())
+
+    handles = [m.register_forward_hook(record) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return largest[0]
+
+
+def chunk_count(batch: int, image_bytes: int, limit: int) -> int:
+    """The fewest near-equal chunks (``tensor_split``) of a ``batch`` in which ``image_bytes`` times a chunk's
+    images stays at most ``limit`` (one image a chunk where one alone is larger; ``limit <= 0``: 1 chunk)."""
+    if limit <= 0 or batch <= 1:
+        return 1
+    per_chunk = max(1, limit // max(image_bytes, 1))
+    return -(-batch // per_chunk)
+
+
 def is_convolutional(encoder: nn.Module) -> bool:
     """More than one convolution (a ViT has one, its patch embedding): the base runs faster in ``channels_last``."""
     return sum(isinstance(m, nn.Conv2d) for m in encoder.modules()) > 1
@@ -346,6 +382,8 @@ class FastProjector(nn.Module):
                           self.channels_last)
         self.autocast = options.autocast
         self.compiled = bool(options.compile)
+        self.chunk_bytes = options.chunk_bytes
+        self.image_bytes = {}  # (input shape without batch, dtype, autocast) -> largest tensor per image
         self.__dict__["_run"] = self.body
         if options.compile:
             kwargs = options.compile if isinstance(options.compile, dict) else {}
@@ -380,6 +418,19 @@ class FastProjector(nn.Module):
             return x.new_zeros(0, self.num_classes)
         dtype = autocast_dtype(self.autocast, x.device)
         if dtype is None:
-            return self._run(x).float()
+            return self._chunked(x, dtype).float()
         with torch.autocast(x.device.type, dtype=dtype):
-            return self._run(x).float()
+            return self._chunked(x, dtype).float()
+
+    def chunks(self, batch: int, x: torch.Tensor, dtype=None) -> int:
+        """How many chunks a CPU batch of ``batch`` images shaped like ``x`` runs in (1: whole)."""
+        if x.device.type != "cpu" or self.compiled or self.chunk_bytes <= 0 or batch <= 1:
+            return 1
+        key = (tuple(x.shape[1:]), x.dtype, dtype)
+        if key not in self.image_bytes:
+            self.image_bytes[key] = largest_output_bytes(self.body, x[:1])
+        return chunk_count(batch, self.image_bytes[key], self.chunk_bytes)
+
+    def _chunked(self, x: torch.Tensor, dtype) -> torch.Tensor:
+        n = self.chunks(x.shape[0], x, dtype)
+        return self._run(x) if n == 1 else torch.cat([self._run(part) for part in x.tensor_split(n)])

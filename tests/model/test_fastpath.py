@@ -318,3 +318,66 @@ def test_residual_sums_add_into_the_convolution_output_as_the_modules_own_code_d
     assert fastpath.add_into(small, a).shape == (2, 3) and torch.equal(small, torch.ones(3))  # broadcast: new tensor
     half = torch.ones(3, dtype=torch.bfloat16)
     assert fastpath.add_into(half, b).dtype == torch.float32 and torch.equal(half, torch.ones(3, dtype=torch.bfloat16))
+
+
+def _largest_output_seen(fast, x):
+    """The largest tensor any module of the fast body outputs while ``fast(x)`` runs."""
+    seen = [0]
+    hooks = [m.register_forward_hook(lambda _m, _a, out: seen.__setitem__(
+        0, max(seen[0], out.numel() * out.element_size()) if isinstance(out, torch.Tensor) else seen[0]))
+        for m in fast.body.modules()]
+    try:
+        fast(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("name", ["rn", "lite0"])
+def test_a_cpu_batch_runs_in_chunks_whose_tensors_stay_under_the_limit(name, request):
+    """Large CPU batches are split so that no tensor the base makes outgrows ``chunk_bytes`` (malloc's heap):
+    the labels are those of the whole batch and of the unfused modules, gradients too."""
+    projector = request.getfixturevalue(name)
+    x = images(n=5, size=64)
+    whole = fastpath.FastProjector(projector, fastpath.FastOptions(chunk_bytes=0))
+    per_image = fastpath.largest_output_bytes(whole.body, whole.inputs(x[:1]))
+    limit = 2 * per_image
+    fast = fastpath.FastProjector(projector, fastpath.FastOptions(chunk_bytes=limit))
+    with torch.no_grad():
+        assert _largest_output_seen(whole, x) > limit  # whole, the batch does outgrow it
+        assert _largest_output_seen(fast, x) <= limit
+        assert fast.chunks(5, fast.inputs(x)) == 3 and whole.chunks(5, whole.inputs(x)) == 1
+        out = fast(x)
+        assert close(out, whole(x)) and close(out, unfused(projector, x))
+    pixels = x.clone().requires_grad_(True)
+    (grad_chunked,) = torch.autograd.grad(fast(pixels).square().sum(), pixels)
+    (grad_whole,) = torch.autograd.grad(whole(pixels).square().sum(), pixels)
+    assert close(grad_chunked, grad_whole)
+
+
+def test_the_default_chunk_limit_splits_an_imagenet_sized_batch_on_the_cpu_only(rn, vit):
+    """The default limit (:data:`CHUNK_BYTES`) leaves small batches whole, splits one whose tensors would
+    outgrow it, and never splits a compiled fast path (one graph) or a batch on another device."""
+    fast = rn.fast_path()
+    x = fast.inputs(images(n=2, size=64))
+    per_image = fast.image_bytes.get((tuple(x.shape[1:]), x.dtype, None)) or \
+        fastpath.largest_output_bytes(fast.body, x[:1])
+    assert fast.chunks(2, x) == 1
+    big = fastpath.CHUNK_BYTES // per_image * 3 + 1  # images whose tensors fill the limit three times, and one
+    assert fast.chunks(big, x) == 4
+    compiled = fastpath.FastProjector(rn, fastpath.FastOptions(compile={"backend": "eager"}))
+    assert compiled.chunks(big, x) == 1
+    assert fastpath.FastProjector(rn, fastpath.FastOptions(chunk_bytes=0)).chunks(big, x) == 1
+
+
+@pytest.mark.parametrize("batch, image_bytes, limit, want", [
+    (32, 3_211_264, 32 * 2 ** 20, 4),  # RN50 at 224 px: 10 images fit, so 4 chunks of 8
+    (32, 4_816_896, 32 * 2 ** 20, 6),  # EfficientNet-Lite0 at 224 px: 6 images fit
+    (3, 60, 100, 3),  # one image fits, not two: one each (ceil(3 * 60 / 100) = 2 would put 120 in one)
+    (3, 500, 100, 3),  # one image alone outgrows the limit: one each, no fewer
+    (1, 500, 100, 1), (7, 10, 0, 1), (7, 10, 100, 1)])
+def test_chunk_count(batch, image_bytes, limit, want):
+    assert fastpath.chunk_count(batch, image_bytes, limit) == want
+    parts = torch.arange(batch).tensor_split(want)
+    assert max(len(p) for p in parts) * image_bytes <= limit or max(len(p) for p in parts) == 1 or limit <= 0
