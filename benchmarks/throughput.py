@@ -79,6 +79,11 @@ from hello_labels.runs import cpu_model
 
 from .machine import env_vars
 
+try:
+    import resource  # Unix: page faults per timed call
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 SETTINGS = ("fashion-mnist", "imagenet")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TARGET = 0.03  # the issue's target: merged projector within +-3% of the bare base
@@ -100,6 +105,7 @@ class Row:
     first_call_s: Optional[float] = None
     seconds: List[float] = field(default_factory=list)
     chunks: int = 1  # how many parts the timed batch ran in
+    page_faults: List[int] = field(default_factory=list)  # minor page faults per call, warm-up calls included
 
 
 @dataclass
@@ -264,14 +270,23 @@ def precision(device: torch.device, dtype: str):
     return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
-def timed(fn: Callable, x: torch.Tensor, device: torch.device) -> float:
+def minor_faults() -> Optional[int]:
+    """Minor page faults of this process so far (first touches of fresh pages), where the OS counts them."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else None
+
+
+def timed(fn: Callable, x: torch.Tensor, device: torch.device, row: Row) -> float:
+    """Seconds one call of ``fn(x)`` takes; its page faults are appended to ``row.page_faults``."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    faults, start = minor_faults(), time.perf_counter()
     fn(x)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if faults is not None:
+        row.page_faults.append(minor_faults() - faults)
+    return seconds
 
 
 def measure(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str, warmup: int, repeats: int) -> None:
@@ -279,7 +294,7 @@ def measure(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str, 
     with torch.inference_mode(), precision(device, dtype):
         for w in range(warmup):
             for row in rows:
-                seconds = timed(row.fn, x, device)
+                seconds = timed(row.fn, x, device, row)
                 if w == 0:
                     row.first_call_s = seconds
         gc.collect()
@@ -288,7 +303,7 @@ def measure(rows: List[Row], x: torch.Tensor, device: torch.device, dtype: str, 
             for r in range(repeats):
                 k = r % len(rows)
                 for row in rows[k:] + rows[:k]:
-                    row.seconds.append(timed(row.fn, x, device))
+                    row.seconds.append(timed(row.fn, x, device, row))
         finally:
             gc.enable()
 
@@ -336,7 +351,8 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
         out_rows.append({"name": row.name, "role": row.role, "base": row.base,
                          "images_per_s": spread([batch / s for s in row.seconds]),
                          "ms_per_batch": spread([1e3 * s for s in row.seconds]),
-                         "first_call_s": row.first_call_s, "seconds": row.seconds, "chunks": row.chunks})
+                         "first_call_s": row.first_call_s, "seconds": row.seconds, "chunks": row.chunks,
+                         "page_faults": row.page_faults[-len(row.seconds):] if row.page_faults else None})
     ratios = {}
     teacher = {r.role: r for r in rows if r.role in TEACHER_ROLES}
     best = min(teacher.values(), key=lambda r: float(np.median(r.seconds)))
@@ -413,8 +429,9 @@ def format_setting(name: str, result: dict) -> str:
     base_inputs = ", ".join(f"{_shape(b['base_input'])} ({label})" for label, b in bases.items())
     lines = [f"## {name}: batch {result['batch_size']}, input {_shape(result['input_shape'][1:])}, "
              f"base input {base_inputs}, {result['num_classes']} classes", "",
-             "| row | images/s (median) | IQR | min-max | ms/batch | / bare base | first call s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| row | images/s (median) | IQR | min-max | ms/batch | / bare base | first call s | chunks | "
+             "page faults/batch |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         ips = row["images_per_s"]
         if row["role"] in TEACHER_ROLES:  # against the bare base when there is one
@@ -423,9 +440,10 @@ def format_setting(name: str, result: dict) -> str:
         else:
             rel = f"{bases[row['base']][row['role'] + '/bare']['of_medians']:.3f}" if row["role"] != "bare" else "1"
         first = f"{row['first_call_s']:.2f}" if row["first_call_s"] is not None else "-"
+        faults = f"{np.median(row['page_faults']):,.0f}" if row.get("page_faults") else "-"
         lines.append(f"| {row['name']} | {_ips(ips['median'])} | {_ips(ips['p25'])}-{_ips(ips['p75'])} | "
                      f"{_ips(ips['min'])}-{_ips(ips['max'])} | {row['ms_per_batch']['median']:.1f} | {rel} | "
-                     f"{first} |")
+                     f"{first} | {row['chunks']} | {faults} |")
     lines.append("")
     for label, b in bases.items():
         for key in ("merged/bare", "unmerged/bare", "teacher/bare"):

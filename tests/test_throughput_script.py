@@ -41,6 +41,8 @@ def test_imagenet_setting_with_a_tiny_base(run):
     assert base["teacher_best_layout"] in ("teacher", "teacher_cl", "teacher_chunks")
     assert check["max_abs_diff_chunks"] is not None and "fast path in chunks vs whole batches" in text
     assert all(r["chunks"] == 1 for r in result["rows"])  # 2 tiny images: far below the limit
+    assert all(len(r["page_faults"]) == 2 and min(r["page_faults"]) >= 0 for r in result["rows"])
+    assert "| chunks | page faults/batch |" in text
     assert base["merged/bare"]["of_medians"] > 0 and len(base["merged/bare"]["paired"]) == 5
     assert result["input_shape"] == [2, 3, 32, 32] and result["num_classes"] == 1000
     assert report["command"].startswith("python -m benchmarks.throughput")
