@@ -7,9 +7,8 @@ the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights),
 inside the convolution instead of on a padded copy of its input (:class:`SamePaddedConv`), CLIP ResNets' attention
 pooling for the one token it returns (:class:`FirstTokenAttentionPool`), residual sums added into the convolution
 output again after tracing made them out of place (:func:`add_in_place`), ``channels_last`` for
-convolutional bases, batches split on the CPU so that no tensor a chunk makes is larger than
-:data:`CHUNK_BYTES` (see :class:`FastOptions`), the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
-call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
+convolutional bases, CPU batches split so that no tensor a chunk makes outgrows :data:`CHUNK_BYTES`, the head's
+scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
 CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
 
 Outputs equal the unfused float32 path up to float rounding: on the CPU at float32, logits within
@@ -41,7 +40,8 @@ TOLERANCE = 1e-4  # float32 CPU: |fast - unfused| <= TOLERANCE * max |unfused lo
 _METADATA = ("ndim", "shape", "dtype", "device")  # reading these from a conv output does not use its values
 _BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 # glibc's malloc serves a block larger than this (its largest mmap threshold on 64-bit) with fresh pages from the
-# kernel, zeroed on first touch, on every call: RN50 at 224 px, batch 32, spent a quarter of its CPU time there
+# kernel, zeroed on first touch, on every call: RN50 at 224 px, batch 32, labels in 0.88x the time in chunks that
+# stay below it (BENCHMARKS.md, fast path round 3)
 CHUNK_BYTES = 32 * 2 ** 20
 
 
@@ -51,8 +51,9 @@ class FastOptions:
     (``torch.compile``: True or a dict of its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing,
     on CUDA only; ``"bfloat16"``/``"float16"``: that dtype on any device; False: off), ``channels_last`` (None:
     for convolutional bases, see :func:`is_convolutional`), ``chunk_bytes`` (on the CPU, not compiled: the batch
-    runs in as few equal chunks as keep every tensor the base's modules output at most this large, measured once
-    per input shape on one image; 0: whole batches; the default :data:`CHUNK_BYTES` keeps them on malloc's heap)."""
+    runs in as few near-equal chunks as keep every tensor the base's modules output at most this large, measured
+    once per input shape on one image; 0: whole batches; the default :data:`CHUNK_BYTES` keeps them on malloc's
+    heap)."""
 
     enabled: bool = True
     compile: Union[bool, dict] = False
@@ -365,6 +366,9 @@ class FastProjector(nn.Module):
         super().__init__()
         options = options or FastOptions()
         autocast_dtype(options.autocast, torch.device("cpu"))  # an unknown dtype fails now, not at the first call
+        if isinstance(options.chunk_bytes, bool) or not isinstance(options.chunk_bytes, int) or options.chunk_bytes < 0:
+            raise HelloLabelsError(f"fast_options.chunk_bytes must be a whole number of bytes >= 0 (0: whole "
+                                   f"batches), got {options.chunk_bytes!r}")
         self.config = projector.config
         self.inputs = projector.inputs  # shared: same range check, same sampling counter
         self.feature_dim = projector.base.feature_dim

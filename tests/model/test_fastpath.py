@@ -369,6 +369,9 @@ def test_the_default_chunk_limit_splits_an_imagenet_sized_batch_on_the_cpu_only(
     compiled = fastpath.FastProjector(rn, fastpath.FastOptions(compile={"backend": "eager"}))
     assert compiled.chunks(big, x) == 1
     assert fastpath.FastProjector(rn, fastpath.FastOptions(chunk_bytes=0)).chunks(big, x) == 1
+    for bad in (-1, 1.5, "32MB", True):
+        with pytest.raises(HelloLabelsError, match="fast_options.chunk_bytes must be a whole number of bytes"):
+            fastpath.FastProjector(rn, fastpath.FastOptions(chunk_bytes=bad))
 
 
 @pytest.mark.parametrize("batch, image_bytes, limit, want", [
