@@ -72,8 +72,7 @@ from torch.nn.utils import parametrize
 
 from hello_labels import LabelProjector, __version__
 from hello_labels.files import atomic_write_json
-from hello_labels.model.fastpath import (CHUNK_BYTES, FastOptions, FastProjector, autocast_dtype, chunk_count,
-                                        largest_output_bytes)
+from hello_labels.model.fastpath import CHUNK_BYTES, Chunker, FastOptions, FastProjector, autocast_dtype
 from hello_labels.model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from hello_labels.runs import cpu_model
 
@@ -211,8 +210,8 @@ def base_rows(label: str, build: Callable[[], LabelProjector], args) -> List[Row
             Row(f"{label}: fast path ({layout[other.channels_last]})", "fast_alt", other, label)]
     if chunked_rows(args):
         whole = FastProjector(merged, replace(options, chunk_bytes=0))
-        rows.append(Row(f"{label}: fast path ({layout[fast.channels_last]}), whole batches", "fast_whole", whole,
-                        label))
+        name = f"{label}: fast path ({layout[fast.channels_last]}), whole batches"
+        rows.append(Row(name, "fast_whole", whole, label))
     return rows
 
 
@@ -233,24 +232,20 @@ def chunks_of(module: nn.Module, x: torch.Tensor, dtype: str) -> int:
         with torch.inference_mode(), precision(x.device, dtype):
             return module.chunks(x.shape[0], module.inputs(x), autocast_dtype(module.autocast, x.device))
     if isinstance(module, InChunks):
-        return chunk_count(x.shape[0], module.image_bytes[tuple(x.shape[1:])], module.limit)
+        return module.chunker.count(module.module, x.shape[0], x)
     return 1
 
 
 class InChunks(nn.Module):
-    """``module`` run on a CPU batch in chunks by the fast path's rule (:func:`chunk_count`, same limit): the
-    teacher given what the projector gets."""
+    """``module`` run on a CPU batch in chunks by the fast path's own :class:`Chunker` (same limit): the teacher
+    given what the projector gets."""
 
     def __init__(self, module: nn.Module, limit: int = CHUNK_BYTES):
         super().__init__()
-        self.module, self.limit, self.image_bytes = module, limit, {}
+        self.module, self.chunker = module, Chunker(limit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = tuple(x.shape[1:])
-        if key not in self.image_bytes:
-            self.image_bytes[key] = largest_output_bytes(self.module, x[:1])
-        n = chunk_count(x.shape[0], self.image_bytes[key], self.limit)
-        return self.module(x) if n == 1 else torch.cat([self.module(part) for part in x.tensor_split(n)])
+        return self.chunker(self.module, self.module, x)
 
 
 def teacher_rows(teacher: Row, args) -> List[Row]:
@@ -362,13 +357,8 @@ def summarise(setting: Setting, rows: List[Row], batch: int, check: dict) -> dic
         projector = by_role["unmerged"].module
         ratios[label] = {
             "base_input": [3, *projector.inputs.size],
-            "merged/bare": ratio(by_role["merged"], by_role["bare"], batch),
-            "unmerged/bare": ratio(by_role["unmerged"], by_role["bare"], batch),
-            "fast/bare": ratio(by_role["fast"], by_role["bare"], batch),
-            "fast_alt/bare": ratio(by_role["fast_alt"], by_role["bare"], batch),
-            **{f"{role}/bare": ratio(row, by_role["bare"], batch) for role, row in teacher.items()},
-            **({"fast_whole/bare": ratio(by_role["fast_whole"], by_role["bare"], batch)}
-               if "fast_whole" in by_role else {}),
+            **{f"{role}/bare": ratio(row, by_role["bare"], batch)  # merged, unmerged, fast..., teacher... / bare
+               for role, row in {**teacher, **by_role}.items() if role != "bare"},
             "cost_x_teacher": {role: {"best_layout": ratio(best, by_role[role], batch),
                                       "contiguous": ratio(teacher["teacher"], by_role[role], batch)}
                                for role in fast_roles},

@@ -7,8 +7,9 @@ the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights),
 inside the convolution instead of on a padded copy of its input (:class:`SamePaddedConv`), CLIP ResNets' attention
 pooling for the one token it returns (:class:`FirstTokenAttentionPool`), residual sums added into the convolution
 output again after tracing made them out of place (:func:`add_in_place`), ``channels_last`` for
-convolutional bases, CPU batches split so that no tensor a chunk makes outgrows :data:`CHUNK_BYTES`, the head's
-scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
+convolutional bases, CPU batches split so that no tensor a chunk makes outgrows :data:`CHUNK_BYTES`
+(:class:`Chunker`), the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
+call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
 CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
 
 Outputs equal the unfused float32 path up to float rounding: on the CPU at float32, logits within
@@ -303,6 +304,29 @@ def chunk_count(batch: int, image_bytes: int, limit: int) -> int:
     return -(-batch // per_chunk)
 
 
+class Chunker:
+    """Runs a module on CPU batches in :func:`chunk_count` chunks for ``limit`` bytes (0: whole batches), the
+    module's largest output per image measured once per input shape, dtype and ``key`` (:func:`largest_output_bytes`).
+    Batches on other devices run whole."""
+
+    def __init__(self, limit: int):
+        self.limit, self.image_bytes = limit, {}
+
+    def count(self, module: nn.Module, batch: int, x: torch.Tensor, key=None) -> int:
+        """How many chunks a batch of ``batch`` images shaped like ``x`` runs in (1: whole)."""
+        if x.device.type != "cpu" or self.limit <= 0 or batch <= 1:
+            return 1
+        shape = (tuple(x.shape[1:]), x.dtype, key)
+        if shape not in self.image_bytes:
+            self.image_bytes[shape] = largest_output_bytes(module, x[:1])
+        return chunk_count(batch, self.image_bytes[shape], self.limit)
+
+    def __call__(self, run, module: nn.Module, x: torch.Tensor, key=None) -> torch.Tensor:
+        """``run(x)`` (``module`` itself, or a compiled or wrapped copy), chunk by chunk where :meth:`count` says."""
+        n = self.count(module, x.shape[0], x, key)
+        return run(x) if n == 1 else torch.cat([run(part) for part in x.tensor_split(n)])
+
+
 def is_convolutional(encoder: nn.Module) -> bool:
     """More than one convolution (a ViT has one, its patch embedding): the base runs faster in ``channels_last``."""
     return sum(isinstance(m, nn.Conv2d) for m in encoder.modules()) > 1
@@ -366,7 +390,8 @@ class FastProjector(nn.Module):
         super().__init__()
         options = options or FastOptions()
         autocast_dtype(options.autocast, torch.device("cpu"))  # an unknown dtype fails now, not at the first call
-        if isinstance(options.chunk_bytes, bool) or not isinstance(options.chunk_bytes, int) or options.chunk_bytes < 0:
+        chunk_bytes = options.chunk_bytes
+        if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 0:
             raise HelloLabelsError(f"fast_options.chunk_bytes must be a whole number of bytes >= 0 (0: whole "
                                    f"batches), got {options.chunk_bytes!r}")
         self.config = projector.config
@@ -386,8 +411,7 @@ class FastProjector(nn.Module):
                           self.channels_last)
         self.autocast = options.autocast
         self.compiled = bool(options.compile)
-        self.chunk_bytes = options.chunk_bytes
-        self.image_bytes = {}  # (input shape without batch, dtype, autocast) -> largest tensor per image
+        self.chunker = Chunker(0 if options.compile else chunk_bytes)  # a compiled body runs whole: one graph
         self.__dict__["_run"] = self.body
         if options.compile:
             kwargs = options.compile if isinstance(options.compile, dict) else {}
@@ -422,19 +446,11 @@ class FastProjector(nn.Module):
             return x.new_zeros(0, self.num_classes)
         dtype = autocast_dtype(self.autocast, x.device)
         if dtype is None:
-            return self._chunked(x, dtype).float()
+            return self.chunker(self._run, self.body, x).float()
         with torch.autocast(x.device.type, dtype=dtype):
-            return self._chunked(x, dtype).float()
+            return self.chunker(self._run, self.body, x, key=dtype).float()
 
     def chunks(self, batch: int, x: torch.Tensor, dtype=None) -> int:
-        """How many chunks a CPU batch of ``batch`` images shaped like ``x`` runs in (1: whole)."""
-        if x.device.type != "cpu" or self.compiled or self.chunk_bytes <= 0 or batch <= 1:
-            return 1
-        key = (tuple(x.shape[1:]), x.dtype, dtype)
-        if key not in self.image_bytes:
-            self.image_bytes[key] = largest_output_bytes(self.body, x[:1])
-        return chunk_count(batch, self.image_bytes[key], self.chunk_bytes)
-
-    def _chunked(self, x: torch.Tensor, dtype) -> torch.Tensor:
-        n = self.chunks(x.shape[0], x, dtype)
-        return self._run(x) if n == 1 else torch.cat([self._run(part) for part in x.tensor_split(n)])
+        """How many chunks a batch of ``batch`` images shaped like ``x`` (base input) runs in under autocast to
+        ``dtype`` (None: none); 1: whole."""
+        return self.chunker.count(self.body, batch, x, key=dtype)
