@@ -35,7 +35,7 @@ from hello_labels.labels.classes import check_classes
 from hello_labels.labels.order import reshuffled
 from hello_labels.seeds import derive_seed
 
-from ._load import load_projector
+from ._load import load_projector, refuses_in_one_line
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,10 @@ def _flat(fields, mix_index, mix_lam, mix_bbox, soft_label, keep=4):
 LAYOUTS = {"sre2l": _nested, "gvbsm": _flat, "edc-imagenet": partial(_flat, keep=5)}
 
 
+@refuses_in_one_line
 def require(args, **settings) -> None:
     """Refuse settings a projector cannot serve: ``require(args, granularity="epoch")`` raises a one-line
-    HelloLabelsError when ``args.granularity`` is anything else."""
+    HelloLabelsError when ``args.granularity`` is anything else (uncaught, the script ends with that line)."""
     for name, wanted in settings.items():
         value = getattr(args, name, wanted)
         if value != wanted:
@@ -140,6 +141,7 @@ class ProjectorLabels:
     A loader with ``shuffle=False`` (it replayed the order stored with the label files) is rebuilt to draw a fresh
     random order per epoch, seeded, and a log line says so."""
 
+    @refuses_in_one_line
     def __init__(self, projector, args, loader, seed: int = 0, trust_remote_code: bool = False,
                  layout: str = "sre2l", device=None, per_slice: bool = False):
         if layout not in LAYOUTS:

@@ -536,6 +536,23 @@ def test_slice_labels_apply_the_loops_conversions_to_each_slice_and_refuse_other
             labels[index]
 
 
+@pytest.mark.parametrize("script, message", [
+    ("sre2l.require(SimpleNamespace(granularity='batch'), granularity='epoch')",
+     "--granularity batch needs the stored label files; with --projector only --granularity epoch is supported"),
+    ("rded.teacher(PROJECTOR, classes=range(4))",
+     "RDED's dataset has 4 classes but the projector has 5: give a class map (--projector-classes: ImageNet indices "
+     "or class names, one per RDED class) to say which of its classes they are")], ids=["lpld", "rded"])
+def test_a_refusal_ends_the_training_script_in_one_line(script, message, untrained_projector_dir, tmp_path):
+    """What a user running a patched script sees: the message alone on stderr (no traceback), status 1."""
+    import subprocess
+    import sys
+
+    (tmp_path / "train.py").write_text("from types import SimpleNamespace\nfrom hello_labels.adapters import rded, "
+                                       f"sre2l\nPROJECTOR = {str(untrained_projector_dir)!r}\n{script}\n")
+    done = subprocess.run([sys.executable, str(tmp_path / "train.py")], capture_output=True, text=True, timeout=600)
+    assert (done.returncode, done.stderr.splitlines()) == (1, [f"hello-labels: error: {message}"]), done.stderr
+
+
 def test_settings_a_projector_cannot_serve_are_refused_in_one_line(projector_dir):
     sre2l.require(SimpleNamespace(granularity="epoch"), granularity="epoch")
     sre2l.require(SimpleNamespace(), granularity="epoch")  # a script without the setting

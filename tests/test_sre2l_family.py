@@ -81,6 +81,9 @@ class _Null:
         return iter(())
 
 
+LOGGERS = ("wandb", "aim", "ema_pytorch", "plotly", "plotly.express", "matplotlib", "matplotlib.pyplot")  # stubbed
+
+
 def _stub(name, **attrs):
     module = types.ModuleType(name)
     module.__getattr__ = lambda attr: _Null()
@@ -111,7 +114,7 @@ def upstream(monkeypatch, tmp_path, projector_dir):
     is, without ``--projector``), import ``script`` and call ``entry(module)`` with ``sys.argv = [script, *argv]``;
     returns the run's :class:`Record` (``run.record``, filled as it goes: a forked process fills its own copy)."""
     modules = set(sys.modules)
-    for name in ("wandb", "aim", "ema_pytorch", "plotly", "plotly.express", "matplotlib", "matplotlib.pyplot"):
+    for name in LOGGERS:
         monkeypatch.setitem(sys.modules, name, _stub(name))
     monkeypatch.setitem(sys.modules, "prefetch_generator", _stub("prefetch_generator", BackgroundGenerator=iter))
     # CUDA on the CPU: calls become no-ops; the projector stays on the CPU
@@ -295,12 +298,43 @@ def test_lpld_pruning_settings_only_choose_the_epoch_numbers_seeding_the_mixes(u
 @needs("HELLO_LABELS_LPLD_CHECKOUT")
 @pytest.mark.parametrize("granularity", ["batch", "batch_to_epoch"])
 def test_lpld_refuses_batch_granularity_in_one_line(granularity, upstream, toy_folder, tmp_path):
+    """Called, ``main()`` raises a HelloLabelsError; run as ``python train_FKD_label_pruning_batch.py``, the script
+    ends with that one line on stderr (no traceback) and status 1."""
     root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
     argv = ["--train_dir", str(toy_folder), "--val_dir", str(toy_folder), "--output_dir", str(tmp_path / "out"),
-            "--granularity", granularity, "--workers", "0", "--model", "hl_probe"]
-    with pytest.raises(HelloLabelsError, match=f"^--granularity {granularity} needs the stored label files; with "
-                                               "--projector only --granularity epoch is supported$"):
-        upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
+            "--granularity", granularity, "--workers", "0", "--model", "hl_probe", "--use_aim"]  # (turns aim off)
+    message = (f"--granularity {granularity} needs the stored label files; with --projector only --granularity epoch "
+               f"is supported")
+    stderr = []
+
+    def main_and_as_a_script(module):
+        with pytest.raises(HelloLabelsError, match=f"^{message}$"):
+            module.main()
+        done = subprocess.run([sys.executable, "-c", AS_MAIN, ",".join(LOGGERS), *sys.argv], capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 1, done.stderr
+        stderr.append(done.stderr)
+
+    upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, main_and_as_a_script)
+    assert stderr[0].splitlines() == [f"hello-labels: error: {message}"], stderr[0]
+
+
+# `python -c AS_MAIN NAMES script.py ARGS`: `python script.py ARGS` with the modules NAMES (comma-separated) stubbed
+# and torch.cuda.is_available() true (the scripts' first check; the refusals come before any GPU work)
+AS_MAIN = """import os, runpy, sys, types
+import torch
+def stub(attr):
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return lambda *a, **k: None
+for name in sys.argv[1].split(","):
+    sys.modules[name] = types.ModuleType(name)
+    sys.modules[name].__getattr__ = stub
+torch.cuda.is_available = lambda: True
+sys.argv = sys.argv[2:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 # ----------------------------------------------------------------------------- G-VBSM and EDC
