@@ -1,14 +1,43 @@
-"""Shared by the shims: accept a projector object, a directory or a Hub id, without touching the caller's state.
+"""Shared by the shims: accept a projector object, a directory or a Hub id, without touching the caller's state;
+refuse in one line.
 
 The projector comes back merged, so it labels on its fast path (BatchNorm folded, channels_last, bf16 autocast on
 CUDA; see :mod:`hello_labels.model.fastpath`). ``HELLO_LABELS_COMPILE=1`` in the environment also compiles it with
-``torch.compile`` (the first batches then take longer)."""
+``torch.compile`` (the first batches then take longer).
+
+A shim's refusal (:class:`ScriptRefusal`) ends the training script it patches with one line, as argparse's errors
+do, where any other exception would print a traceback."""
 import copy
+import functools
 import os
 
 import torch
 
 from hello_labels.errors import HelloLabelsError
+
+
+class ScriptRefusal(HelloLabelsError, SystemExit):
+    """A HelloLabelsError (``except HelloLabelsError`` catches it) that, uncaught, ends the script as SystemExit
+    does: Python prints only ``hello-labels: error: <message>`` and exits with status 1, no traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = f"hello-labels: error: {message}"  # what Python prints for an uncaught SystemExit
+
+
+def refuses_in_one_line(function):
+    """``function``, its HelloLabelsErrors raised as :class:`ScriptRefusal` with the same message."""
+
+    @functools.wraps(function)
+    def refusing(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except ScriptRefusal:
+            raise
+        except HelloLabelsError as err:
+            raise ScriptRefusal(str(err)) from None  # under mp.spawn, one traceback, not two
+
+    return refusing
 
 
 def _looks_local(name: str) -> bool:

@@ -26,7 +26,7 @@ from torch import nn
 from hello_labels.errors import HelloLabelsError
 from hello_labels.labels.classes import subset_index
 
-from ._load import load_projector
+from ._load import load_projector, refuses_in_one_line
 
 # ImageNet indices of RDED's named subsets, in the order of their sorted WordNet-id folders (fast.ai's
 # Imagenette / Imagewoof), which RDED's folders 00000-00009 follow.
@@ -124,6 +124,7 @@ class ProjectorTeacher(nn.Module):
         return logits if self.rows is None else logits[:, self.rows]
 
 
+@refuses_in_one_line
 def teacher(projector, classes: Optional[Sequence[int]] = None, device=None, trust_remote_code: bool = False,
             class_map=None, subset: Optional[str] = None) -> ProjectorTeacher:
     """``teacher_model`` for RDED: a LabelProjector (left unchanged), directory or Hub id; ``classes``, ``subset``
@@ -137,6 +138,7 @@ def teacher(projector, classes: Optional[Sequence[int]] = None, device=None, tru
     return ProjectorTeacher(projector, rows, source).eval().requires_grad_(False)
 
 
+@refuses_in_one_line
 def skip_synthesis(args) -> bool:
     """For RDED's ``main.py``: True when ``args.projector`` is given, after checking that ``args.syn_data_path``
     holds the ``args.ipc`` images of each of the ``args.nclass`` classes validation reads (synthesis would first

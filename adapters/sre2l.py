@@ -17,6 +17,10 @@ SRe2L numbers classes by sorted folder name, so the dataset's folders must match
 that order (see :mod:`hello_labels.labels.classes`). Mixes (and a reshuffled order) are seeded by epoch
 (``dataset.set_epoch``, ``sampler.set_epoch``, ``args.start_epoch``), so a resumed run draws what an uninterrupted one
 would. The dataset's own ``set_epoch`` is not called: G-VBSM's reads label files there.
+
+DDP: G-VBSM's and EDC's ImageNet scripts load the whole batch on every process and train each on its own slices
+(``soft_label[start:end]``). With ``per_slice=True`` the yielded ``soft_label`` is a :class:`SliceLabels`: each slice
+is labelled when the loop takes it, so each process runs the projector on its own rows only.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from hello_labels.labels.classes import check_classes
 from hello_labels.labels.order import reshuffled
 from hello_labels.seeds import derive_seed
 
-from ._load import load_projector
+from ._load import load_projector, refuses_in_one_line
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +59,54 @@ def _flat(fields, mix_index, mix_lam, mix_bbox, soft_label, keep=4):
 LAYOUTS = {"sre2l": _nested, "gvbsm": _flat, "edc-imagenet": partial(_flat, keep=5)}
 
 
+@refuses_in_one_line
 def require(args, **settings) -> None:
     """Refuse settings a projector cannot serve: ``require(args, granularity="epoch")`` raises a one-line
-    HelloLabelsError when ``args.granularity`` is anything else."""
+    HelloLabelsError when ``args.granularity`` is anything else (uncaught, the script ends with that line)."""
     for name, wanted in settings.items():
         value = getattr(args, name, wanted)
         if value != wanted:
             raise HelloLabelsError(f"--{name} {value} needs the stored label files; with --projector only "
                                    f"--{name} {wanted} is supported")
+
+
+class SliceLabels:
+    """``soft_label`` labelled by the slice the loop takes: ``labels[start:end]`` is ``projector(mixed[start:end])``
+    in float32, computed then. ``.cuda()``, ``.to()`` and ``.float()`` return a SliceLabels that applies them to each
+    slice taken (the loop's ``soft_label.cuda().float()`` labels nothing); ``len`` and ``shape`` are the batch's."""
+
+    def __init__(self, projector, mixed: torch.Tensor, then=()):
+        self.projector, self.mixed, self._then = projector, mixed, tuple(then)
+
+    def __len__(self) -> int:
+        return self.mixed.shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), self.projector.num_classes))
+
+    def _and_then(self, method, *args, **kwargs) -> "SliceLabels":
+        return SliceLabels(self.projector, self.mixed, (*self._then, (method, args, kwargs)))
+
+    def cuda(self, *args, **kwargs) -> "SliceLabels":
+        return self._and_then("cuda", *args, **kwargs)
+
+    def to(self, *args, **kwargs) -> "SliceLabels":
+        return self._and_then("to", *args, **kwargs)
+
+    def float(self) -> "SliceLabels":
+        return self._and_then("float")
+
+    @torch.no_grad()
+    def __getitem__(self, rows) -> torch.Tensor:
+        if not isinstance(rows, slice):
+            raise HelloLabelsError(f"soft_label labels the rows the loop takes as a slice (soft_label[start:end]), "
+                                   f"got an index of type {type(rows).__name__}; without per_slice=True the shim "
+                                   f"yields the whole batch's labels")
+        labels = self.projector(self.mixed[rows]).float()
+        for method, args, kwargs in self._then:
+            labels = getattr(labels, method)(*args, **kwargs)
+        return labels
 
 
 class _Epochs:
@@ -91,16 +135,19 @@ class ProjectorLabels:
     or a Hub id; ``args`` supplies ``mix_type`` (None/'cutmix'/'mixup'), optionally ``cutmix``/``mixup`` alphas and
     ``start_epoch``; ``loader`` yields ``(images, target, flip_status, coords_status, *extra)`` batches; ``layout``
     names how the loop unpacks a batch (:data:`LAYOUTS`); ``device``: where labels are computed (default CUDA if
-    available; a DDP worker passes its own GPU); ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained`.
+    available; a DDP worker passes its own GPU); ``per_slice``: ``soft_label`` is a :class:`SliceLabels`, for a
+    loop that trains each process on slices of the batch; ``trust_remote_code`` as
+    :meth:`LabelProjector.from_pretrained`.
     A loader with ``shuffle=False`` (it replayed the order stored with the label files) is rebuilt to draw a fresh
     random order per epoch, seeded, and a log line says so."""
 
+    @refuses_in_one_line
     def __init__(self, projector, args, loader, seed: int = 0, trust_remote_code: bool = False,
-                 layout: str = "sre2l", device=None):
+                 layout: str = "sre2l", device=None, per_slice: bool = False):
         if layout not in LAYOUTS:
             raise HelloLabelsError(f"unknown batch layout {layout!r}; expected one of {sorted(LAYOUTS)}")
         self.projector = load_projector(projector, device=device, trust_remote_code=trust_remote_code)
-        self._pack = LAYOUTS[layout]
+        self._pack, self.per_slice = LAYOUTS[layout], per_slice
         self.mix_type = getattr(args, "mix_type", None)
         self.cutmix_alpha = getattr(args, "cutmix", 1.0)
         self.mixup_alpha = getattr(args, "mixup", 0.8)
@@ -146,6 +193,7 @@ class ProjectorLabels:
             # no-ops (no second upload of the batch, no round trip of the labels through the host).
             images = images.to(device, non_blocking=True)
             mixed = apply_mix(images, self.mix_type, mix_index, mix_lam, mix_bbox)
-            soft_label = self.projector(mixed).float()
+            # per slice: `mixed` is a copy (or, unmixed, the images), so the loop's in-place mix_aug leaves it alone
+            soft_label = SliceLabels(self.projector, mixed) if self.per_slice else self.projector(mixed).float()
             yield self._pack([images, *fields], mix_index, mix_lam, mix_bbox, soft_label)
         self._epoch = epoch + 1

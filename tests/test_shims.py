@@ -1,9 +1,11 @@
 """The SRe2L and RDED shims, inside loops written after those codebases' conventions."""
+import math
 import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import ddp_ranks
 import numpy as np
 import pytest
 import sre2l_reference as ref
@@ -22,6 +24,14 @@ SIZE = 32
 def projector_dir(distilled_projector):
     """A projector distilled (briefly) from the toy teacher."""
     return distilled_projector
+
+
+@pytest.fixture(scope="module")
+def untrained_projector_dir(tiny_projector, toy_folder, tmp_path_factory):
+    """An untrained tiny-ViT projector over the toy folder's 5 classes (its labels still depend on the image)."""
+    out = tmp_path_factory.mktemp("untrained") / "projector"
+    tiny_projector(toy_folder)[0].save_pretrained(out)
+    return out
 
 
 def student():
@@ -441,6 +451,106 @@ def test_extra_fields_pass_through_and_the_sampler_takes_the_epoch(projector_dir
     by_sampler = mixes()
     shim.dataset.set_epoch(3)
     assert mixes() == by_sampler and len(shim.sampler) == len(sampler)
+
+
+# ----------------------------------------------------------------------------- DDP: each process labels its rows
+def parallel_train(args, model, gpu, ngpus_per_node, labelled):
+    """G-VBSM's and EDC's ``train_FKD_parallel.train()``, condensed (one pass, KL loss): every process loads the
+    whole batch, mixes it in place with ``mix_aug`` and trains on its slices. Returns what it took and fed, as
+    :func:`ddp_ranks.check_labels_only_its_rows` reads it (``labelled``: the projector's batch sizes so far)."""
+    run = {"mixed": [], "taken": [], "fed": []}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    kl = nn.KLDivLoss(reduction="batchmean")
+    for batch_idx, batch_data in enumerate(args.train_loader):
+        images, target, flip_status, coords_status = batch_data[:4]
+        mix_index, mix_lam, mix_bbox, soft_label = batch_data[4:]
+        images = images.cuda()
+        soft_label = soft_label.cuda().float()
+        mix_bbox = [mix_bbox[0][0], mix_bbox[1][0], mix_bbox[2][0], mix_bbox[3][0]]
+        images, _, _, _ = ref.mix_aug(images, args.mix_type, "fkd_load", mix_index, mix_lam, mix_bbox)
+        run["mixed"].append(images.clone())
+        optimizer.zero_grad()
+        small_bs = args.batch_size // (args.gradient_accumulation_steps * ngpus_per_node)
+        last_batch = batch_idx == len(args.train_loader) - 1
+        accum_step = math.ceil(images.shape[0] / small_bs / ngpus_per_node) if last_batch else \
+            args.gradient_accumulation_steps
+        for accum_id in range(0, accum_step * ngpus_per_node, ngpus_per_node):
+            if accum_id == accum_step * ngpus_per_node - ngpus_per_node and last_batch:
+                last_number = (images.shape[0] - small_bs * (accum_step * ngpus_per_node - ngpus_per_node)) // \
+                    ngpus_per_node
+                start, stop = accum_id * small_bs + last_number * gpu, accum_id * small_bs + last_number * (gpu + 1)
+            else:
+                start, stop = (accum_id + gpu) * small_bs, (accum_id + gpu + 1) * small_bs
+            before = len(labelled)
+            partial_soft_label = soft_label[start:stop]
+            run["taken"].append((batch_idx, (start, stop), partial_soft_label, labelled[before:]))
+            run["fed"].append(images[start:stop])
+            output = F.log_softmax(model(images[start:stop]) / 4.0, dim=1)
+            loss = kl(output, F.softmax(partial_soft_label / 4.0, dim=1)) / args.gradient_accumulation_steps
+            loss.backward()
+        optimizer.step()
+    return run
+
+
+@pytest.mark.parametrize("accumulation, full", [(1, [[(0, 6)], [(6, 12)]]), (2, [[(0, 3), (6, 9)], [(3, 6), (9, 12)]])])
+def test_each_ddp_process_labels_only_the_rows_it_trains_on(accumulation, full, untrained_projector_dir, toy_folder,
+                                                            tmp_path, monkeypatch):
+    """Two gloo processes (the student in DDP), batch size 12 (40 images: batches of 12, 12, 12, 4): each runs the
+    projector on its own half of each batch only, and trains on projector(its rows of the mixed batch)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)  # the loop's .cuda() on the CPU
+
+    def process(gpu):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=gpu, world_size=2)
+        try:
+            args = SimpleNamespace(mix_type="cutmix", batch_size=12, gradient_accumulation_steps=accumulation)
+            loader = torch.utils.data.DataLoader(_family_dataset(toy_folder), batch_size=12, shuffle=False)
+            args.train_loader = sre2l.ProjectorLabels(str(untrained_projector_dir), args, loader, layout="gvbsm",
+                                                      device="cpu", per_slice=True)
+            projector, labelled = args.train_loader.projector, []
+            projector.register_forward_pre_hook(lambda module, inputs: labelled.append(inputs[0].shape[0]))
+            run = parallel_train(args, DistributedDataParallel(student()), gpu, 2, labelled)
+            return ddp_ranks.with_reference(run, projector, labelled)
+        finally:
+            dist.destroy_process_group()
+
+    runs = ddp_ranks.in_processes(process, 2, tmp_path)
+    last = [[(0, 2)], [(2, 4)]]  # the short last batch, split evenly
+    for gpu, run in enumerate(runs):
+        ddp_ranks.check_labels_only_its_rows(run, [full[gpu]] * 3 + [last[gpu]])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0]["mixed"], runs[1]["mixed"], strict=True))  # one batch
+
+
+def test_slice_labels_apply_the_loops_conversions_to_each_slice_and_refuse_other_indices(untrained_projector_dir):
+    from hello_labels.adapters._load import load_projector
+
+    projector, x = load_projector(str(untrained_projector_dir), device="cpu"), torch.randn(6, 3, SIZE, SIZE)
+    labels = sre2l.SliceLabels(projector, x).to(torch.float64)
+    assert len(labels) == 6 and labels.shape == (6, 5)
+    with torch.no_grad():
+        assert torch.equal(labels[2:5], projector(x[2:5]).double())
+    for index in (0, [0, 1], torch.arange(2)):
+        with pytest.raises(HelloLabelsError, match=r"^soft_label labels the rows the loop takes as a slice"):
+            labels[index]
+
+
+@pytest.mark.parametrize("script, message", [
+    ("sre2l.require(SimpleNamespace(granularity='batch'), granularity='epoch')",
+     "--granularity batch needs the stored label files; with --projector only --granularity epoch is supported"),
+    ("rded.teacher(PROJECTOR, classes=range(4))",
+     "RDED's dataset has 4 classes but the projector has 5: give a class map (--projector-classes: ImageNet indices "
+     "or class names, one per RDED class) to say which of its classes they are")], ids=["lpld", "rded"])
+def test_a_refusal_ends_the_training_script_in_one_line(script, message, untrained_projector_dir, tmp_path):
+    """What a user running a patched script sees: the message alone on stderr (no traceback), status 1."""
+    import subprocess
+    import sys
+
+    (tmp_path / "train.py").write_text("from types import SimpleNamespace\nfrom hello_labels.adapters import rded, "
+                                       f"sre2l\nPROJECTOR = {str(untrained_projector_dir)!r}\n{script}\n")
+    done = subprocess.run([sys.executable, str(tmp_path / "train.py")], capture_output=True, text=True, timeout=600)
+    assert (done.returncode, done.stderr.splitlines()) == (1, [f"hello-labels: error: {message}"]), done.stderr
 
 
 def test_settings_a_projector_cannot_serve_are_refused_in_one_line(projector_dir):

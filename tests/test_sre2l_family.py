@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import sys
 import types
-from functools import partial
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import ddp_ranks
 import pytest
 import torch
 import torchvision
@@ -80,6 +81,9 @@ class _Null:
         return iter(())
 
 
+LOGGERS = ("wandb", "aim", "ema_pytorch", "plotly", "plotly.express", "matplotlib", "matplotlib.pyplot")  # stubbed
+
+
 def _stub(name, **attrs):
     module = types.ModuleType(name)
     module.__getattr__ = lambda attr: _Null()
@@ -87,14 +91,30 @@ def _stub(name, **attrs):
     return module
 
 
+@dataclass
+class Record:
+    """What an upstream run did: the batches the shim yielded, the images the loop's own ``mix_aug`` returned, what
+    the student was fed, the shims; for per-slice labels each slice the loop took ``(batch number, rows, labels,
+    the projector's batch sizes while labelling it)``; and the batch size of every projector call."""
+    batches: list = field(default_factory=list)
+    mixed: list = field(default_factory=list)
+    seen: list = field(default_factory=list)
+    shims: list = field(default_factory=list)
+    taken: list = field(default_factory=list)
+    labelled: list = field(default_factory=list)
+
+    @property
+    def shim(self):
+        return self.shims[0] if self.shims else None
+
+
 @pytest.fixture
 def upstream(monkeypatch, tmp_path, projector_dir):
     """``run(root, folder, diff, script, argv, entry)``: copy ``root/folder``, apply ``diff`` (None: the script as it
-    is, without ``--projector``), import ``script`` and
-    call ``entry(module)`` with ``sys.argv = [script, *argv]``; returns ``(batches, mixed, seen, shim)``: what the
-    shim yielded, what the loop's own ``mix_aug`` returned, what the probe student was fed, and the shim."""
+    is, without ``--projector``), import ``script`` and call ``entry(module)`` with ``sys.argv = [script, *argv]``;
+    returns the run's :class:`Record` (``run.record``, filled as it goes: a forked process fills its own copy)."""
     modules = set(sys.modules)
-    for name in ("wandb", "aim", "ema_pytorch", "plotly", "plotly.express", "matplotlib", "matplotlib.pyplot"):
+    for name in LOGGERS:
         monkeypatch.setitem(sys.modules, name, _stub(name))
     monkeypatch.setitem(sys.modules, "prefetch_generator", _stub("prefetch_generator", BackgroundGenerator=iter))
     # CUDA on the CPU: calls become no-ops; the projector stays on the CPU
@@ -107,20 +127,33 @@ def upstream(monkeypatch, tmp_path, projector_dir):
     monkeypatch.setattr(torch.cuda, "set_device", lambda *a: None)
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
     monkeypatch.setattr(nn.Module, "cuda", lambda self, *a, **k: self)
-    monkeypatch.setattr(sre2l, "load_projector",
-                        lambda p, device=None, **kw: _load.load_projector(p, device="cpu", **kw))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    batches, mixed, seen, shims = [], [], [], []
-    real_iter = sre2l.ProjectorLabels.__iter__
+    record = Record()
+
+    def load_on_cpu(projector, device=None, **kwargs):
+        projector = _load.load_projector(projector, device="cpu", **kwargs)
+        projector.register_forward_pre_hook(lambda module, args: record.labelled.append(args[0].shape[0]))
+        return projector
+
+    monkeypatch.setattr(sre2l, "load_projector", load_on_cpu)
+    real_iter, real_take = sre2l.ProjectorLabels.__iter__, sre2l.SliceLabels.__getitem__
 
     def recording(self):
-        shims.append(self)
+        record.shims.append(self)
         for batch in real_iter(self):
-            batches.append(batch)
+            record.batches.append(batch)
             yield batch
 
+    def take(self, rows):
+        before = len(record.labelled)
+        labels = real_take(self, rows)
+        number = next(k for k, batch in enumerate(record.batches) if batch[-1].mixed is self.mixed)
+        record.taken.append((number, rows, labels, record.labelled[before:]))
+        return labels
+
     monkeypatch.setattr(sre2l.ProjectorLabels, "__iter__", recording)
-    monkeypatch.setitem(torchvision.models.__dict__, "hl_probe", lambda *a, **k: Probe(seen))
+    monkeypatch.setattr(sre2l.SliceLabels, "__getitem__", take)
+    monkeypatch.setitem(torchvision.models.__dict__, "hl_probe", lambda *a, **k: Probe(record.seen))
 
     def run(root, folder, diff, script, argv, entry):
         shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("*.png", "*.jpg", "*.pth"))
@@ -142,13 +175,14 @@ def upstream(monkeypatch, tmp_path, projector_dir):
 
         def recording_mix_aug(*args, **kwargs):  # the loop's own mix_aug, its output recorded
             result = own_mix_aug(*args, **kwargs)
-            mixed.append(result[0].detach().clone())
+            record.mixed.append(result[0].detach().clone())
             return result
 
         module.mix_aug = recording_mix_aug
         entry(module)
-        return batches, mixed, seen, shims[0] if shims else None
+        return record
 
+    run.record = record
     yield run
     for name in set(sys.modules) - modules:  # upstream's 'utils', 'relabel', ... must not leak into other tests
         module = sys.modules[name]
@@ -157,15 +191,14 @@ def upstream(monkeypatch, tmp_path, projector_dir):
             del sys.modules[name]
 
 
-def check_labels_are_the_projectors_on_the_loops_mixed_images(run, target_at, mix_type, epochs=2, per_epoch=5):
-    batches, mixed, seen, shim = run
-    projector = shim.projector
+def check_labels_are_the_projectors_on_the_loops_mixed_images(record, target_at, mix_type, epochs=2, per_epoch=5):
+    batches, mixed, seen, projector = record.batches, record.mixed, record.seen, record.shim.projector
     assert len(batches) == len(mixed) == len(seen) == per_epoch * epochs  # toy folder: 40 images, batch size 8
     for batch, images, fed in zip(batches, mixed, seen):
         soft_label, target = batch[-1], target_at(batch)
         with torch.no_grad():
             assert torch.equal(projector(images), soft_label)
-        assert torch.equal(fed, images[:len(fed)])  # the student trains on those images (G-VBSM's DDP loop: a part)
+        assert torch.equal(fed, images)  # the student trains on those images
         assert len(set(target.tolist())) > 1, "a batch held one class"
         mix_index, mix_lam = batch[-4], batch[-3]
         assert mix_index is not None and 0 <= mix_lam <= 1
@@ -201,7 +234,7 @@ def test_lpld_main_trains_on_projector_labels(mix_type, upstream, toy_folder, tm
             "hl_probe", "--val_interval", "1"]
     run = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
     # LPLD's dataset yields a 5th field, the index, which its loop unpacks from batch_data[0]
-    assert all(len(b[0]) == 5 and b[0][4].dtype == torch.int64 for b in run[0])
+    assert all(len(b[0]) == 5 and b[0][4].dtype == torch.int64 for b in run.batches)
     check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], mix_type)
 
 
@@ -236,13 +269,12 @@ def test_lpld_tiny_imagenet_main_trains_on_projector_labels(mix_type, upstream, 
     argv = ["--dataset", "tiny", "--train_dir", str(train), "--val_dir", str(val), "--output_dir",
             str(tmp_path / "out"), "--batch_size", "50", "--epochs", "1", "--mix_type", mix_type, "--prune_metric",
             "order", "--prune_ratio", "0", "--workers", "0", "--model", "hl_probe", "--projector", str(projector)]
+    seen = upstream.record.seen
     monkeypatch.setitem(torchvision.models.__dict__, "hl_probe", lambda *a, **k: Probe(seen, classes=200))
-    seen = []
-    batches, mixed, _, shim = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv,
-                                       lambda m: m.main())
-    check_labels_are_the_projectors_on_the_loops_mixed_images((batches, mixed, seen, shim), lambda b: b[0][1],
-                                                              mix_type, epochs=1, per_epoch=4)
-    assert batches[0][-1].shape == (50, 200) and mixed[0].shape[-1] == 64
+    run = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
+    check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], mix_type, epochs=1,
+                                                              per_epoch=4)
+    assert run.batches[0][-1].shape == (50, 200) and run.mixed[0].shape[-1] == 64
 
 
 @needs("HELLO_LABELS_LPLD_CHECKOUT")
@@ -256,7 +288,7 @@ def test_lpld_pruning_settings_only_choose_the_epoch_numbers_seeding_the_mixes(u
             "--val_interval", "4"]
     run = upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
     check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[0][1], "cutmix", epochs=4)
-    passes = [run[0][k:k + 5] for k in range(0, 20, 5)]
+    passes = [run.batches[k:k + 5] for k in range(0, 20, 5)]
     mixes = [[(b[1].tolist(), b[2], [int(v) for v in b[3]]) for b in p] for p in passes]
     assert len({repr(m) for m in mixes}) <= 2  # two epoch numbers in the pool
     repeated = [(a, b) for a in range(4) for b in range(a + 1, 4) if mixes[a] == mixes[b]]
@@ -266,12 +298,43 @@ def test_lpld_pruning_settings_only_choose_the_epoch_numbers_seeding_the_mixes(u
 @needs("HELLO_LABELS_LPLD_CHECKOUT")
 @pytest.mark.parametrize("granularity", ["batch", "batch_to_epoch"])
 def test_lpld_refuses_batch_granularity_in_one_line(granularity, upstream, toy_folder, tmp_path):
+    """Called, ``main()`` raises a HelloLabelsError; run as ``python train_FKD_label_pruning_batch.py``, the script
+    ends with that one line on stderr (no traceback) and status 1."""
     root = checkout("HELLO_LABELS_LPLD_CHECKOUT")
     argv = ["--train_dir", str(toy_folder), "--val_dir", str(toy_folder), "--output_dir", str(tmp_path / "out"),
-            "--granularity", granularity, "--workers", "0", "--model", "hl_probe"]
-    with pytest.raises(HelloLabelsError, match=f"^--granularity {granularity} needs the stored label files; with "
-                                               "--projector only --granularity epoch is supported$"):
-        upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, lambda m: m.main())
+            "--granularity", granularity, "--workers", "0", "--model", "hl_probe", "--use_aim"]  # (turns aim off)
+    message = (f"--granularity {granularity} needs the stored label files; with --projector only --granularity epoch "
+               f"is supported")
+    stderr = []
+
+    def main_and_as_a_script(module):
+        with pytest.raises(HelloLabelsError, match=f"^{message}$"):
+            module.main()
+        done = subprocess.run([sys.executable, "-c", AS_MAIN, ",".join(LOGGERS), *sys.argv], capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 1, done.stderr
+        stderr.append(done.stderr)
+
+    upstream(root, "relabel_and_validate", LPLD, "train_FKD_label_pruning_batch.py", argv, main_and_as_a_script)
+    assert stderr[0].splitlines() == [f"hello-labels: error: {message}"], stderr[0]
+
+
+# `python -c AS_MAIN NAMES script.py ARGS`: `python script.py ARGS` with the modules NAMES (comma-separated) stubbed
+# and torch.cuda.is_available() true (the scripts' first check; the refusals come before any GPU work)
+AS_MAIN = """import os, runpy, sys, types
+import torch
+def stub(attr):
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return lambda *a, **k: None
+for name in sys.argv[1].split(","):
+    sys.modules[name] = types.ModuleType(name)
+    sys.modules[name].__getattr__ = stub
+torch.cuda.is_available = lambda: True
+sys.argv = sys.argv[2:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 # ----------------------------------------------------------------------------- G-VBSM and EDC
@@ -285,6 +348,7 @@ def run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_pat
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", toy_val(toy_folder))
 
     # G-VBSM's student networks (baseline.py, which needs kornia and scipy): the probe instead
+    seen = upstream.record.seen
     monkeypatch.setitem(sys.modules, "baseline", _stub("baseline", get_network=lambda *a, **k: Probe(seen)))
 
     def main(module):
@@ -294,13 +358,12 @@ def run_small_branch(root, branch, diff, mix_type, upstream, toy_folder, tmp_pat
             module.get_tinyimagenet_dataloaders = lambda **k: (None, val)
         module.main()
 
-    seen = []
     argv = ["--train-dir", str(toy_folder), "--val-dir", str(tmp_path / "val"), "--output-dir", str(tmp_path / "out"),
             "--batch-size", "8", "--epochs", "2", "--mix-type", mix_type, "--workers", str(workers), "--model",
             "ConvNetProbe"]
-    batches, mixed, _, shim = upstream(root, branch, diff, "train/train_FKD.py", argv, main)
-    check_labels_are_the_projectors_on_the_loops_mixed_images((batches, mixed, seen, shim), lambda b: b[1], mix_type)
-    return shim
+    run = upstream(root, branch, diff, "train/train_FKD.py", argv, main)
+    check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[1], mix_type)
+    return run.shim
 
 
 @needs("HELLO_LABELS_GVBSM_CHECKOUT")
@@ -354,12 +417,12 @@ def test_gvbsm_reads_export_fkd_files_as_its_own(variable, upstream, projector_d
 
     monkeypatch.setattr(torch.utils.data, "DataLoader", RecordingLoader)
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", toy_val(toy_folder))
-    seen = []
+    seen = upstream.record.seen
     monkeypatch.setitem(sys.modules, "baseline", _stub("baseline", get_network=lambda *a, **k: Probe(seen)))
     argv = ["--train-dir", str(toy_folder), "--val-dir", str(tmp_path / "val"), "--output-dir", str(tmp_path / "out"),
             "--batch-size", "8", "--epochs", "2", "--mix-type", "cutmix", "--workers", "0", "--model", "ConvNetProbe",
             "--fkd-path", str(fkd)]
-    _, mixed, _, _ = upstream(root, "Branch_CIFAR_10", None, "train/train_FKD.py", argv, lambda m: m.main())
+    mixed = upstream(root, "Branch_CIFAR_10", None, "train/train_FKD.py", argv, lambda m: m.main()).mixed
     training = [b for b in consumed if len(b) == 8]  # G-VBSM's 8 fields; validation batches have 2
     assert len(training) == len(mixed) == len(seen) == 10
     targets = torchvision.datasets.ImageFolder(str(toy_folder)).targets
@@ -370,18 +433,32 @@ def test_gvbsm_reads_export_fkd_files_as_its_own(variable, upstream, projector_d
         assert len(set(batch[1].tolist())) > 1
 
 
-def run_ddp_worker(module, tmp_path):
-    """``main()`` spawns one ``main_worker`` per GPU; here one worker, rank 0 of 1, on gloo."""
+def rank_run(record):
+    """A DDP worker's :class:`Record`, as :func:`ddp_ranks.check_labels_only_its_rows` reads it."""
+    taken = [(k, (rows.start, rows.stop), labels, calls) for k, rows, labels, calls in record.taken]
+    run = {"mixed": record.mixed, "fed": record.seen, "taken": taken}
+    return ddp_ranks.with_reference(run, record.shim.projector, record.labelled)
+
+
+def run_ddp_workers(module, tmp_path, record, world):
+    """``main()`` spawns one ``main_worker`` per GPU; here ``world`` workers on gloo (one: in this process, more:
+    forked), the student in CPU DDP; returns each worker's :func:`rank_run`."""
     import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
 
     args = module.get_args()
-    args.dist_url, args.world_size, args.distributed = f"file://{tmp_path / 'rendezvous'}", 1, True
-    module.DDP = lambda model, *a, **k: model
-    try:
-        module.main_worker(0, 1, args)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    args.dist_url, args.world_size, args.distributed = f"file://{tmp_path / 'rendezvous'}", world, True
+    module.DDP = lambda model, *a, **k: DistributedDataParallel(model)  # no device_ids on the CPU
+
+    def worker(rank):
+        try:
+            module.main_worker(rank, world, args)
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+        return rank_run(record)
+
+    return [worker(0)] if world == 1 else ddp_ranks.in_processes(worker, world, tmp_path)
 
 
 DDP_SCRIPTS = [("HELLO_LABELS_GVBSM_CHECKOUT", "Branch_full_ImageNet_1k", "gvbsm_imagenet1k_train_FKD_parallel.diff",
@@ -390,14 +467,39 @@ DDP_SCRIPTS = [("HELLO_LABELS_GVBSM_CHECKOUT", "Branch_full_ImageNet_1k", "gvbsm
                ("HELLO_LABELS_EDC_CHECKOUT", "Branch_ImageNet_10", "edc_imagenet10_train_FKD_parallel.diff", 5)]
 
 
+def ddp_argv(toy_folder, tmp_path, *extra):
+    return ["--train-dir", str(toy_folder), "--val-dir", str(toy_folder), "--output-dir", str(tmp_path / "out"),
+            "--epochs", "2", "--workers", "0", "--model", "hl_probe", "--dist-backend", "gloo", "--gpu-id", "", *extra]
+
+
 @pytest.mark.parametrize("mix_type", ["cutmix", "mixup"])
 @pytest.mark.parametrize("variable, branch, diff, fields", [pytest.param(*p, marks=needs(p[0])) for p in DDP_SCRIPTS])
 def test_ddp_script_worker_trains_on_projector_labels(variable, branch, diff, fields, mix_type, upstream, toy_folder,
                                                       tmp_path):
     root = checkout(variable)
-    argv = ["--train-dir", str(toy_folder), "--val-dir", str(toy_folder), "--output-dir", str(tmp_path / "out"),
-            "--batch-size", "8", "--epochs", "2", "--mix-type", mix_type, "--workers", "0", "--model", "hl_probe",
-            "--dist-backend", "gloo", "--gpu-id", ""]
-    run = upstream(root, branch, diff, "train/train_FKD_parallel.py", argv, partial(run_ddp_worker, tmp_path=tmp_path))
-    assert all(len(b) == fields + 4 for b in run[0])  # batch_data[:fields], batch_data[fields:]
-    check_labels_are_the_projectors_on_the_loops_mixed_images(run, lambda b: b[1], mix_type)
+    argv = ddp_argv(toy_folder, tmp_path, "--batch-size", "8", "--mix-type", mix_type)
+    runs = []
+    record = upstream(root, branch, diff, "train/train_FKD_parallel.py", argv,
+                      lambda m: runs.extend(run_ddp_workers(m, tmp_path, upstream.record, world=1)))
+    assert all(len(b) == fields + 4 for b in record.batches)  # batch_data[:fields], batch_data[fields:]
+    assert all(len(set(b[1].tolist())) > 1 for b in record.batches), "a batch held one class"
+    last = (0, 4) if diff.startswith("gvbsm") else (0, 8)  # G-VBSM trains on half a last batch: its `// 2`
+    ddp_ranks.check_labels_only_its_rows(runs[0], ([[(0, 8)]] * 4 + [[last]]) * 2)  # each slice taken, labelled
+
+
+@pytest.mark.parametrize("variable, branch, diff, fields", [pytest.param(*p, marks=needs(p[0])) for p in DDP_SCRIPTS])
+def test_each_ddp_rank_labels_only_the_rows_it_trains_on(variable, branch, diff, fields, upstream, toy_folder,
+                                                         tmp_path):
+    """Two gloo processes, batch size 12, two accumulation steps (40 images: batches of 12, 12, 12, 4): each process
+    runs the projector on its half of each batch only, in the loop's own slices, and trains on projector(its rows
+    of the mixed batch)."""
+    root = checkout(variable)
+    argv = ddp_argv(toy_folder, tmp_path, "--batch-size", "12", "--gradient-accumulation-steps", "2", "--mix-type",
+                    "cutmix")
+    runs = []
+    upstream(root, branch, diff, "train/train_FKD_parallel.py", argv,
+             lambda m: runs.extend(run_ddp_workers(m, tmp_path, upstream.record, world=2)))
+    full, last = [[(0, 3), (6, 9)], [(3, 6), (9, 12)]], [[(0, 2)], [(2, 4)]]  # small_bs 3; the last batch split
+    for rank, run in enumerate(runs):
+        ddp_ranks.check_labels_only_its_rows(run, ([full[rank]] * 3 + [last[rank]]) * 2)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0]["mixed"], runs[1]["mixed"], strict=True))  # one batch
