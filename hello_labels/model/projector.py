@@ -295,7 +295,8 @@ class LabelProjector(nn.Module):
             tensors, metadata = quantize_adapter(adapter, dtype)
         else:
             tensors, metadata = {k: v.to(DTYPES[dtype]) for k, v in adapter.items()}, {}
-        return directory.adapter_blob(tensors, metadata={"format": "pt", **metadata})
+        bound = {directory.CLASSES_KEY: directory.class_order_digest(self.config.class_names)}
+        return directory.adapter_blob(tensors, metadata={"format": "pt", **bound, **metadata})
 
     def adapter_file_bytes(self, dtype: Optional[str] = None) -> int:
         """Size of ``adapter.safetensors`` saved at ``dtype``: the adapter's bytes wherever a size is shown
@@ -310,7 +311,8 @@ class LabelProjector(nn.Module):
                             dtype=dtype, head_rank=self.adapter.head_rank, image_size=self.inputs.size)
 
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
-        """Copy adapter tensors in, after checking names and shapes against this base and class list."""
+        """Copy adapter tensors in, after checking names, shapes (against this base and class list) and float
+        dtypes."""
         expected = self.adapter_state_dict()
         bias = tensors.get("head.bias")
         if bias is not None and bias.shape != expected["head.bias"].shape:
@@ -327,6 +329,9 @@ class LabelProjector(nn.Module):
             if tensors[name].shape != target.shape:
                 raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
                                        f"expects {list(target.shape)}")
+            if not tensors[name].is_floating_point():  # copied in, an integer tensor would become whole numbers
+                raise CorruptFileError(f"{source}: tensor '{name}' holds {tensors[name].dtype} values where floats "
+                                       f"are expected")
         was_merged = self.merged
         self.unmerge()  # merged, some tensors are copies (a stored head weight): copy into the live ones
         with torch.no_grad():
@@ -488,7 +493,7 @@ class LabelProjector(nn.Module):
         sha256 = config.adapter_sha256  # the adapter file this config.json was committed with
         tensors, adapter_path = directory.read_adapter(model_id, sha256, lambda name: hub.resolve_file(
             model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token))
+            local_files_only=local_files_only, token=token), class_names=config.class_names)
         projector = cls(config, base_module=base_module, trust_remote_code=trust_remote_code, check_base=check_base)
         if unpinned:  # 0.x files, or a pin removed: nothing to check the base against; never silently
             projector.base_unpinned = True

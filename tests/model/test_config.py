@@ -190,3 +190,85 @@ def test_a_config_without_a_base_pin_loads_loudly_as_unpinned(saved, tmp_path, c
         warnings.simplefilter("error")
         assert not LabelProjector.from_pretrained(saved[1]).base_unpinned  # a pinned file loads quietly
         assert not LabelProjector.from_pretrained(tmp_path / "resaved").base_unpinned
+
+
+def _rewrite_adapter(path, change):
+    """Replace ``path``'s adapter by ``change(tensors, metadata)`` and point config.json at it, as a consistent
+    pair of files would be (the adapter_sha256 check is not what is tested)."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    with safe_open(str(path / "adapter.safetensors"), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    change(tensors, metadata)
+    blob = save(tensors, metadata=metadata)
+    (path / "adapter.safetensors").write_bytes(blob)
+    config = json.loads((path / "config.json").read_text())
+    config["adapter_sha256"] = hashlib.sha256(blob).hexdigest()
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_integer_adapter_tensors_are_refused(saved, tmp_path, dtype, capsys):
+    """Before: an int64 ``head.bias`` loaded as whole numbers (``.to(float)``, or ``.float()`` in a quantized file)
+    and changed every logit. A quantized file's own integer codes still load."""
+    from hello_labels.errors import CorruptFileError
+
+    saved[0].save_pretrained(tmp_path / "p", dtype=dtype)
+    LabelProjector.from_pretrained(tmp_path / "p")  # int8 codes + float16 scales: fine
+
+    def integer_bias(tensors, metadata):
+        tensors["head.bias"] = torch.tensor([3, -2, 0], dtype=torch.int64)
+
+    path = _rewrite_adapter(tmp_path / "p", integer_bias)
+    with pytest.raises(CorruptFileError, match=r"tensor 'head.bias' holds torch.int64 values where floats are "
+                                               r"expected") as err:
+        LabelProjector.from_pretrained(path)
+    assert "\n" not in str(err.value)
+    assert main(["info", str(path)]) == 2 and "head.bias" in capsys.readouterr().err
+    tensors = dict(saved[0].adapter_state_dict(), **{"head.bias": torch.tensor([1, 0, 0])})
+    with pytest.raises(CorruptFileError, match=r"tensor 'head.bias' holds torch.int64 values where floats"):
+        saved[0].load_adapter_state_dict(tensors)  # e.g. a train_state.pt
+
+
+def test_class_names_reordered_in_config_json_are_refused(saved, tmp_path, capsys):
+    """Before: class_names reversed by hand in config.json loaded, and every label came out permuted. The adapter
+    file records the order it was fitted with; config.json, the file people edit, cannot re-order it."""
+    from hello_labels.errors import CorruptFileError
+    from hello_labels.model.publish import push_directory
+
+    for name, edit in [("reversed", lambda c: c["class_names"].reverse()),
+                       ("renamed", lambda c: c["class_names"].__setitem__(0, "kitten"))]:
+        (tmp_path / name).mkdir()
+        path = _with(saved, tmp_path / name, edit)
+        with pytest.raises(CorruptFileError, match=r"was fitted for other class names or another class order than "
+                                                   r"config.json's 3 class_names") as err:
+            LabelProjector.from_pretrained(path)
+        assert "\n" not in str(err.value)
+        assert main(["info", str(path)]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+        with pytest.raises(CorruptFileError, match="another class order"):
+            push_directory(path, "someone/projector")  # refused before anything is uploaded
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert LabelProjector.from_pretrained(saved[1]).config.class_names == ["cat", "dog", "car"]
+
+
+def test_an_adapter_saved_before_the_class_binding_loads_with_a_warning(saved, tmp_path):
+    """Files without the class-order digest (every file saved before it existed) still load, loudly; saving again
+    binds them."""
+    from hello_labels.model.directory import CLASSES_KEY, UnboundClassesWarning
+
+    path = _rewrite_adapter(_with(saved, tmp_path), lambda tensors, metadata: metadata.pop(CLASSES_KEY))
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.warns(UnboundClassesWarning, match="does not record the class order it was fitted with"):
+        q = LabelProjector.from_pretrained(path)
+    with torch.no_grad():
+        assert torch.equal(q((x - 0.5) / 0.25), saved[0]((x - 0.5) / 0.25))
+    q.save_pretrained(tmp_path / "resaved")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LabelProjector.from_pretrained(tmp_path / "resaved")
+    assert _digests(tmp_path / "resaved")["adapter.safetensors"] == _digests(saved[1])["adapter.safetensors"]
+
