@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, TrustRefusedError
 from ..fingerprint import file_sha256
 from . import efficientnet_lite
+from .inputs import MAX_IMAGE_SIZE, STD_MIN, plausible_mean, plausible_side, plausible_std
 
 
 def _pair(size) -> Tuple[int, int]:
@@ -274,13 +275,12 @@ def _str_or_none(v) -> bool:
     return v is None or isinstance(v, str)
 
 
-def _numbers(n: int, positive: bool = False) -> Callable[[Any], bool]:
-    return lambda v: (isinstance(v, list) and len(v) == n and all(is_number(x) and (x > 0 or not positive) for x in v))
+def _numbers(n: int, plausible: Callable[[float], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and len(v) == n and all(is_number(x) and plausible(x) for x in v)
 
 
 def _size(v) -> bool:
-    return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
-                                                       for x in v)
+    return isinstance(v, list) and len(v) == 2 and all(plausible_side(x) for x in v)
 
 
 def short(value) -> str:
@@ -535,9 +535,9 @@ def _module(spec: dict, seed: int, module) -> Base:
 register_base_kind(BaseKind(
     "module", schema={"factory": (_str_or_none, "'pkg.mod:fn' or null"),
                       "kwargs": (lambda v: isinstance(v, dict), "an object"),
-                      "mean": (_numbers(3), "3 finite numbers"), "std": (_numbers(3, positive=True),
-                                                                         "3 positive finite numbers"),
-                      "image_size": (_size, "[H, W]")},
+                      "mean": (_numbers(3, plausible_mean), "3 numbers in [0, 1] (pixels in [0, 1])"),
+                      "std": (_numbers(3, plausible_std), f"3 numbers in [{STD_MIN:g}, 1] (pixels in [0, 1])"),
+                      "image_size": (_size, f"[H, W] of 1 to {MAX_IMAGE_SIZE} pixels")},
     build=_module, weights=lambda spec: f"a custom module ({spec.get('factory') or 'handed in as base_module'})",
     spec=lambda base, pretrained: {"kind": "module", "factory": base[len("module:"):], "kwargs": {}},
     prefixes=("module:",), code=lambda spec: spec["factory"]))

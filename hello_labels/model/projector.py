@@ -30,11 +30,10 @@ from . import directory, hub
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, base_pin, build_base, default_head, module_spec, parse_base, pin_mismatch
 from .card import AdapterFacts, fidelity_plot, model_card
-from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
+from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .fastpath import FastOptions, FastProjector
 from .heads import (
-    HEAD_INITS,
     ClassifierHead,
     prototype_weights,
     random_weights,
@@ -79,14 +78,11 @@ class LabelProjector(nn.Module):
         if isinstance(config, dict):
             config = ProjectorConfig.from_dict(config)
         self.config = config
-        if config.head_init not in HEAD_INITS:
-            raise BadInputError(f"unknown head_init '{config.head_init}'; expected one of {list(HEAD_INITS)}")
-        if config.adapter_dtype not in ADAPTER_DTYPES:
-            raise BadInputError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of "
-                                f"{list(ADAPTER_DTYPES)}")
         config.class_names = resolve_class_names(config.class_names)
         if config.head_init == "text":
             config.templates = resolve_templates(config.templates)
+        # what a config.json is checked for (a loaded one was already), before the base is built
+        check_config(asdict(config), "projector settings", error=BadInputError)
 
         self.base: Base = build_base(config.base, seed=config.seed, module=base_module,
                                      trust_remote_code=trust_remote_code)
@@ -100,6 +96,7 @@ class LabelProjector(nn.Module):
 
         if not config.lora:
             config.lora = [dict(t, rank=lora_rank or t["rank"]) for t in default_lora_targets(self.base.encoder)]
+            check_lora(config.lora, "projector settings (lora_rank)", error=BadInputError)
         targets = [LoRATarget.parse(t) for t in config.lora]
         config.lora = [t.to_dict() for t in targets]
         with torch.random.fork_rng(devices=[]):
