@@ -152,7 +152,8 @@ _opt = lambda check: (lambda v: v is None or check(v))  # noqa: E731
 # field -> (test, what the error says it must be, required)
 _FIELDS = {
     "base": (lambda v: isinstance(v, dict), "an object", True),
-    "class_names": (lambda v: _list_of(_str)(v) and len(v) > 0, "a non-empty list of strings", True),  # + problem
+    # class_names: then class_names_problem (count, empty and repeated names)
+    "class_names": (lambda v: _list_of(_str)(v) and len(v) > 0, "a non-empty list of strings", True),
     "head_init": (lambda v: v in HEAD_INITS, f"one of {list(HEAD_INITS)}", True),
     "templates": (_opt(_list_of(is_template)), "a list of strings that format one class name with '{}'", False),
     "head_rank": (_in(0, MAX_RANK), f"an integer from 0 to {MAX_RANK}", True),

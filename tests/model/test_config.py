@@ -149,8 +149,8 @@ def test_the_same_projector_saves_byte_identical_files(saved, tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda c: c.update(input_mean=[float("nan"), 0.5, 0.5]), r"'input_mean' must be a list of 1 or 3 numbers in \[0, 1\] \(pixels in \[0, 1\]\), got \[NaN"),
-    (lambda c: c.update(input_std=[0.25, float("inf"), 0.25]), r"'input_std' must be a list of 1 or 3 numbers in \[0.001, 1\]"),
+    (lambda c: c.update(input_mean=[float("nan"), 0.5, 0.5]), r"'input_mean' must be a list of 1 or 3 .*got \[NaN"),
+    (lambda c: c.update(input_std=[0.25, float("inf"), 0.25]), r"'input_std' must be a list of 1 or 3 numbers in"),
     (lambda c: c.update(input_mean=[0.5, float("-inf"), 0.5]), r"'input_mean' must be"),
     # an integer no float can hold (JSON has them): before, a raw OverflowError from the finiteness test
     (lambda c: c.update(input_mean=[10 ** 400, 0.5, 0.5]), r"'input_mean' must be"),
