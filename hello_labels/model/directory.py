@@ -18,6 +18,12 @@ else ``adapter.safetensors``, and checks its sha256. Before step 4 it gets the o
 one; a folder that mixes two saves is an error, never a silent mix. The model card is not read back: a kill
 between steps 4 and 6 leaves the previous card beside the new projector until the next save.
 
+The adapter file is bound to the class order it was fitted with: its safetensors metadata holds
+``class_names_sha256`` (:func:`class_order_digest` of the ordered names), and a reader given ``config.json``'s
+``class_names`` refuses a mismatch (a hand-edited config.json that re-orders or renames classes would permute or
+mislabel every output). Files saved before that key existed load with an :class:`UnboundClassesWarning`. Adapter
+values are floats: an integer tensor is refused, except a quantized file's codes (:mod:`.quantize`).
+
 Run files: ``metrics.json`` and ``train_state.pt`` (written by ``distill`` beside its projector) describe the run
 whose adapter ``train_state.pt`` holds. A save keeps them only when ``train_state.pt`` holds exactly the adapter
 being saved (``distill``'s own final save, or a re-save of it); otherwise it removes them before its commit, so
@@ -29,15 +35,16 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..errors import CorruptFileError
 from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256
 from ..runs import WRITE_CHECK, RunLock
-from .quantize import dequantize_adapter
+from .quantize import dequantize_adapter, quantizable
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "config.json"
@@ -45,6 +52,7 @@ CARD_FILE = "README.md"
 PLOT_FILE = "fidelity.png"  # the card's per-class fidelity plot
 PUBLISHED = (CONFIG_FILE, ADAPTER_FILE, CARD_FILE, PLOT_FILE)  # what a push uploads: run files stay local
 SHA_KEY = "adapter_sha256"  # in config.json: the sha256 of the adapter file it was committed with
+CLASSES_KEY = "class_names_sha256"  # in the adapter's metadata: the class order it was fitted with
 RUN_FILES = ("metrics.json", "train_state.pt")  # distill's; they describe the adapter in train_state.pt
 _LEFTOVERS = (".adapter-*.safetensors", "..adapter-*.safetensors.*.tmp", f".{CONFIG_FILE}.*.tmp",
               f".{CARD_FILE}.*.tmp", f".{ADAPTER_FILE}.*.tmp",
@@ -57,6 +65,16 @@ def staged_name(sha256: str) -> str:
     if not is_sha256(sha256):
         raise CorruptFileError(f"{CONFIG_FILE}: '{SHA_KEY}' must be 64 hex digits, got {str(sha256)[:80]!r}")
     return f".adapter-{sha256}.safetensors"
+
+
+class UnboundClassesWarning(UserWarning):
+    """An adapter file saved before its class order was recorded was loaded: that order could not be checked."""
+
+
+def class_order_digest(class_names: Sequence[str]) -> str:
+    """sha256 of the ordered class names (JSON, UTF-8): what an adapter file records as ``class_names_sha256``."""
+    text = json.dumps(list(class_names), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def adapter_blob(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> bytes:
@@ -103,10 +121,11 @@ def _save_locked(folder: Path, config: dict, blob: bytes, card: str, adapter, pl
                 os.unlink(path)
 
 
-def read_adapter(model_id: str, sha256: Optional[str],
-                 resolve: Callable[[str], str]) -> Tuple[Dict[str, torch.Tensor], str]:
+def read_adapter(model_id: str, sha256: Optional[str], resolve: Callable[[str], str],
+                 class_names: Optional[Sequence[str]] = None) -> Tuple[Dict[str, torch.Tensor], str]:
     """``(tensors, path)`` of the adapter that a ``config.json`` with ``adapter_sha256 = sha256`` was committed
     with. ``resolve(name)`` gives the local path of a file of ``model_id`` (a folder or a downloaded Hub file).
+    ``class_names``: the config's, checked against the class order the file records (module docstring).
 
     The file is read once, so a save finishing meanwhile cannot swap it between the check and the parse."""
     data = path = None
@@ -118,11 +137,13 @@ def read_adapter(model_id: str, sha256: Optional[str],
         data = _read(path)
         if data is None:
             raise CorruptFileError(f"adapter file missing: {path}")
-    tensors = _parse(data, path)
+    tensors, metadata = _parse(data, path)
     if sha256 and hashlib.sha256(data).hexdigest() != sha256:
         raise CorruptFileError(f"adapter file {path} is not the one {CONFIG_FILE} was saved with (sha256 "
                                f"{hashlib.sha256(data).hexdigest()[:12]}…, config says {sha256[:12]}…): save the "
                                f"projector again, or copy both files from one save")
+    if class_names is not None:
+        _check_class_order(metadata.get(CLASSES_KEY), class_names, path)
     return tensors, path
 
 
@@ -174,7 +195,22 @@ def _read(path) -> Optional[bytes]:
         return None
 
 
-def _parse(data: bytes, path: str) -> Dict[str, torch.Tensor]:
+def _check_class_order(recorded, class_names: Sequence[str], path: str) -> None:
+    if recorded is None:
+        warnings.warn(f"adapter file {path} does not record the class order it was fitted with (saved before "
+                      f"hello-labels recorded it), so {CONFIG_FILE}'s class_names could not be checked against it; "
+                      f"saving the projector again records it", UnboundClassesWarning, stacklevel=5)
+        return
+    digest = class_order_digest(class_names)
+    if recorded != digest:
+        raise CorruptFileError(f"adapter file {path} was fitted for other class names or another class order than "
+                               f"{CONFIG_FILE}'s {len(class_names)} class_names (sha256 of the ordered names "
+                               f"{str(recorded)[:12]}… in the adapter, {digest[:12]}… in {CONFIG_FILE}): restore "
+                               f"class_names as saved; a re-ordered list would permute every label")
+
+
+def _parse(data: bytes, path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """The adapter tensors (quantized files dequantized) and the file's metadata."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -183,8 +219,14 @@ def _parse(data: bytes, path: str) -> Dict[str, torch.Tensor]:
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CorruptFileError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
-    tensors = dequantize_adapter(tensors, header.get("__metadata__") or {})  # int8 / 4-bit files: float32 again
+    metadata = header.get("__metadata__") or {}
+    quantized = bool(metadata.get("quantization"))
+    ints = sorted(n for n, t in tensors.items() if not t.is_floating_point() and not (quantized and quantizable(n)))
+    if ints:  # an integer bias or scale would load as whole numbers, silently changing every label
+        raise CorruptFileError(f"adapter file {path}: tensor '{ints[0]}' holds {tensors[ints[0]].dtype} values where "
+                               f"floats are expected (integers only as a quantized file's LoRA codes)")
+    tensors = dequantize_adapter(tensors, metadata)  # int8 / 4-bit files: float32 again
     bad = sorted(name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all())
     if bad:  # a NaN or inf weight would make every label NaN (or silently saturate a softmax)
         raise CorruptFileError(f"adapter file {path}: tensors {bad[:3]} hold NaN or infinite values")
-    return tensors
+    return tensors, metadata

@@ -30,6 +30,23 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 PIXEL_MARGIN = 1.0  # in 0-1 pixel units: 0-255 input is > 100x outside, bicubic overshoot well inside
 CHECK_FIRST = 16  # on accelerators: calls checked before sampling starts
 CHECK_EVERY = 256  # on accelerators: then every CHECK_EVERY-th call
+# What a config may state (read once, when it is loaded or built; see docs/safety.md): means and stds are of pixels
+# in [0, 1], so a mean lies in [0, 1] and a std, at most 0.5 for such pixels, in [STD_MIN, 1] (1: no scaling);
+# a side above MAX_IMAGE_SIZE (a 4096x4096 image is 201 MB of float32 per image) no encoder wants.
+STD_MIN = 1e-3
+MAX_IMAGE_SIZE = 4096
+
+
+def plausible_mean(value) -> bool:
+    return 0 <= value <= 1
+
+
+def plausible_std(value) -> bool:
+    return STD_MIN <= value <= 1
+
+
+def plausible_side(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_IMAGE_SIZE
 
 
 def _compiling() -> bool:

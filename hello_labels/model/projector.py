@@ -30,11 +30,10 @@ from . import directory, hub
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, base_pin, build_base, default_head, module_spec, parse_base, pin_mismatch
 from .card import AdapterFacts, fidelity_plot, model_card
-from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
+from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .fastpath import FastOptions, FastProjector
 from .heads import (
-    HEAD_INITS,
     ClassifierHead,
     prototype_weights,
     random_weights,
@@ -79,14 +78,11 @@ class LabelProjector(nn.Module):
         if isinstance(config, dict):
             config = ProjectorConfig.from_dict(config)
         self.config = config
-        if config.head_init not in HEAD_INITS:
-            raise BadInputError(f"unknown head_init '{config.head_init}'; expected one of {list(HEAD_INITS)}")
-        if config.adapter_dtype not in ADAPTER_DTYPES:
-            raise BadInputError(f"unknown adapter_dtype '{config.adapter_dtype}'; expected one of "
-                                f"{list(ADAPTER_DTYPES)}")
         config.class_names = resolve_class_names(config.class_names)
         if config.head_init == "text":
             config.templates = resolve_templates(config.templates)
+        # what a config.json is checked for (a loaded one was already), before the base is built
+        check_config(asdict(config), "projector settings", error=BadInputError)
 
         self.base: Base = build_base(config.base, seed=config.seed, module=base_module,
                                      trust_remote_code=trust_remote_code)
@@ -100,6 +96,7 @@ class LabelProjector(nn.Module):
 
         if not config.lora:
             config.lora = [dict(t, rank=lora_rank or t["rank"]) for t in default_lora_targets(self.base.encoder)]
+            check_lora(config.lora, "projector settings (lora_rank)", error=BadInputError)
         targets = [LoRATarget.parse(t) for t in config.lora]
         config.lora = [t.to_dict() for t in targets]
         with torch.random.fork_rng(devices=[]):
@@ -295,7 +292,8 @@ class LabelProjector(nn.Module):
             tensors, metadata = quantize_adapter(adapter, dtype)
         else:
             tensors, metadata = {k: v.to(DTYPES[dtype]) for k, v in adapter.items()}, {}
-        return directory.adapter_blob(tensors, metadata={"format": "pt", **metadata})
+        bound = {directory.CLASSES_KEY: directory.class_order_digest(self.config.class_names)}
+        return directory.adapter_blob(tensors, metadata={"format": "pt", **bound, **metadata})
 
     def adapter_file_bytes(self, dtype: Optional[str] = None) -> int:
         """Size of ``adapter.safetensors`` saved at ``dtype``: the adapter's bytes wherever a size is shown
@@ -310,7 +308,8 @@ class LabelProjector(nn.Module):
                             dtype=dtype, head_rank=self.adapter.head_rank, image_size=self.inputs.size)
 
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
-        """Copy adapter tensors in, after checking names and shapes against this base and class list."""
+        """Copy adapter tensors in, after checking names, shapes (against this base and class list) and float
+        dtypes."""
         expected = self.adapter_state_dict()
         bias = tensors.get("head.bias")
         if bias is not None and bias.shape != expected["head.bias"].shape:
@@ -327,6 +326,9 @@ class LabelProjector(nn.Module):
             if tensors[name].shape != target.shape:
                 raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
                                        f"expects {list(target.shape)}")
+            if not tensors[name].is_floating_point():  # copied in, an integer tensor would become whole numbers
+                raise CorruptFileError(f"{source}: tensor '{name}' holds {tensors[name].dtype} values where floats "
+                                       f"are expected")
         was_merged = self.merged
         self.unmerge()  # merged, some tensors are copies (a stored head weight): copy into the live ones
         with torch.no_grad():
@@ -488,7 +490,7 @@ class LabelProjector(nn.Module):
         sha256 = config.adapter_sha256  # the adapter file this config.json was committed with
         tensors, adapter_path = directory.read_adapter(model_id, sha256, lambda name: hub.resolve_file(
             model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token))
+            local_files_only=local_files_only, token=token), class_names=config.class_names)
         projector = cls(config, base_module=base_module, trust_remote_code=trust_remote_code, check_base=check_base)
         if unpinned:  # 0.x files, or a pin removed: nothing to check the base against; never silently
             projector.base_unpinned = True

@@ -127,10 +127,10 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
     """Upload the projector in ``folder`` to ``repo_id`` (created if missing; ``private`` for a new repo) on
     branch ``revision`` (created from ``main`` if missing; default ``main``) in one commit: config.json, the
     adapter, README.md and fidelity.png when present, as :func:`published_files` reads them. Checks first: those
-    are regular files of the folder, the config is valid, the adapter is the one it was saved with, no file
-    names this machine; the bytes checked are the bytes uploaded. The card (in ``folder`` too) then names
-    ``repo_id`` in its usage snippets and ``license`` (if given) in its metadata. Returns huggingface_hub's
-    ``CommitInfo`` (``.oid``)."""
+    are regular files of the folder, the config is valid, the adapter is the one it was saved with and fitted for
+    the config's class order, no file names this machine; the bytes checked are the bytes uploaded. The card (in
+    ``folder`` too) then names ``repo_id`` in its usage snippets and ``license`` (if given) in its metadata.
+    Returns huggingface_hub's ``CommitInfo`` (``.oid``)."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(folder)
@@ -139,7 +139,8 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
     check_repo_id(repo_id)
     files = published_files(folder)
     config = parse_config(files[directory.CONFIG_FILE], str(folder / directory.CONFIG_FILE))
-    _, path = directory.read_adapter(str(folder), config.adapter_sha256, lambda name: str(folder / name))
+    _, path = directory.read_adapter(str(folder), config.adapter_sha256, lambda name: str(folder / name),
+                                     class_names=config.class_names)
     adapter = files.get(directory.ADAPTER_FILE, b"")
     if Path(path) != folder / directory.ADAPTER_FILE or (
             config.adapter_sha256 and hashlib.sha256(adapter).hexdigest() != config.adapter_sha256):

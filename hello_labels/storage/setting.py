@@ -13,6 +13,7 @@ import torch
 
 from ..errors import BadInputError
 from ..labels.augment import MIX_TYPES
+from ..model.config import MAX_CLASSES
 from ..model.projector import DTYPES
 
 TOPK_INT16_MAX_CLASSES = 32767  # class indices 0..32766 fit int16
@@ -72,6 +73,9 @@ class LabelSetting:
     def __post_init__(self):
         for name in ("classes", "images", "epochs", "batch_size"):
             positive_int(name.replace("_", " "), getattr(self, name))
+        if self.classes > MAX_CLASSES:  # before any name list, tensor or model of that many classes is built
+            raise BadInputError(f"classes must be at most {MAX_CLASSES:,} (what a projector config may state), got "
+                                f"{self.classes:,}")
         if self.dtype not in DTYPES:
             raise BadInputError(f"label dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
         if self.mix == NO_MIX:  # the user's spelling; inside, no mix is None as everywhere in the library

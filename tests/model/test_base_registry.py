@@ -139,3 +139,41 @@ def test_a_timm_checkpoint_is_named_by_its_file(tmp_path):
     p = LabelProjector.from_base("timm:test_resnet", str(tmp_path / "mine.pth"), class_names=["a", "b"],
                                  head_init="random")
     assert card_facts(p.config, p.adapter_facts())["base weights"].startswith("pretrained: checkpoint file mine.pth; file mine.pth sha256 ")
+
+
+def test_weights_given_to_a_base_that_brings_its_own_are_refused(tmp_path, capsys):
+    """Before: ``pretrained`` set to a file on the shipped ``hello-labels:tiny-clip-vit`` (a ``local-dir:`` name,
+    for which open_clip ignores ``pretrained``) loaded the random-init config, and ``info`` and the card called
+    the ignored file the weights ("pretrained: weights file passwd": the open_clip weights line did not know
+    shipped names and printed the tag's file name, never the path, as for any weights file). From --pretrained the
+    file was dropped without a word; on hello-labels:efficientnet-lite0 it was refused only once the base was
+    built."""
+    from hello_labels.errors import BadInputError, CorruptFileError
+    from hello_labels.model.config import ProjectorConfig
+
+    weights = tmp_path / "passwd"
+    weights.write_text("root:x:0:0\n")
+    for name in ("hello-labels:tiny-clip-vit", "hello-labels:efficientnet-lite0", "local-dir:/some/dir",
+                 "hf-hub:org/model"):
+        with pytest.raises(BadInputError, match=rf"base '{name}' brings its own weights.*drop the pretrained "
+                                                rf"argument \(CLI: --pretrained\)"):
+            parse_base(name, str(weights))
+    assert parse_base("hello-labels:tiny-clip-vit", True)["pretrained"] is None  # "its own weights": as before
+
+    p = LabelProjector.from_base("hello-labels:tiny-clip-vit", class_names=["a", "b"], head_init="random",
+                                 head_rank=2)
+    p.save_pretrained(tmp_path / "p")
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    config["base"]["pretrained"] = str(weights)
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
+    assert main(["info", str(tmp_path / "p")]) == 2
+    out = capsys.readouterr()
+    assert "passwd" not in out.out and out.err.count("\n") == 1
+    assert "base 'hello-labels:tiny-clip-vit' brings its own weights (or none), so open_clip would ignore " \
+           "'pretrained'" in out.err and "it must be null" in out.err
+
+    lite = dict(config, base={"kind": "timm", "name": "hello-labels:efficientnet-lite0", "pretrained": True,
+                              "checkpoint": str(weights)})
+    with pytest.raises(CorruptFileError, match=r"config.json: base 'hello-labels:efficientnet-lite0' brings its "
+                                               r"own weights: its 'checkpoint' must be null"):
+        ProjectorConfig.from_dict(lite, source="config.json")  # when config.json is read, before any build

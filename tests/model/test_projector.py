@@ -256,12 +256,16 @@ def test_missing_truncated_and_mismatched_adapters(tiny_rn_dir, tiny_vit_dir, cl
         LabelProjector.from_pretrained(tmp_path / "ok")
     adapter.write_bytes(blob)
 
-    # class-count mismatch: the config lists more names than the adapter was trained for
+    # class-count mismatch: the config lists more names than the adapter was trained for (the adapter file records
+    # the class names it was fitted for: refused by that first; tensors from elsewhere by their count)
     config = json.loads((tmp_path / "ok" / "config.json").read_text())
     config["class_names"] = class_names + ["extra"]
     (tmp_path / "ok" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(HelloLabelsError, match="trained for 5 classes but this projector has 6"):
+    with pytest.raises(HelloLabelsError, match="fitted for other class names or another class order than "
+                                               "config.json's 6 class_names"):
         LabelProjector.from_pretrained(tmp_path / "ok")
+    with pytest.raises(HelloLabelsError, match="trained for 5 classes but this projector has 6"):
+        tiny(tiny_rn_dir, class_names + ["extra"]).load_adapter_state_dict(p.adapter_state_dict())
 
     # shapes that do not match the base: same names, other LoRA rank
     config["class_names"] = class_names
