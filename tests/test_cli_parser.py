@@ -115,7 +115,7 @@ def test_a_hub_id_offline_or_a_file_path_fails_before_torch_is_imported(tmp_path
 
 
 def test_every_verb_that_loads_a_projector_takes_the_trust_and_mismatch_flags():
-    """README (Command line): the verbs that load a saved projector take ``--trust-remote-code`` and, but
+    """docs/cli.md (Trust flags): the verbs that load a saved projector take ``--trust-remote-code`` and, but
     ``storage`` (which reads files without building the base), ``--ignore-base-mismatch``; the others take neither."""
     def flags(verb):
         return {o for a in _verbs(build_parser())[verb]._actions for o in a.option_strings} & {

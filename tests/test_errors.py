@@ -1,5 +1,5 @@
 """Errors a program can catch (issue 21, item 6): each documented subclass of HelloLabelsError is what the library
-raises where the README and RELIABILITY.md say it is, and the CLI still prints one line with exit status 2."""
+raises where docs/safety.md and RELIABILITY.md say it is, and the CLI still prints one line with exit status 2."""
 import json
 import threading
 

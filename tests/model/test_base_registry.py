@@ -2,6 +2,7 @@
 (a timm base gets the weights its name implies unless the call says ``pretrained=False``)."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,9 +72,9 @@ def test_only_the_module_kind_names_code():
 
 
 def test_a_timm_base_means_the_weights_its_name_implies():
-    readme = open("README.md", encoding="utf-8").read()
-    example = re.search(r'from_base\("(timm:[^"]+)"', readme).group(1)
-    assert parse_base(example)["pretrained"] is True  # README's DINOv2 example gets DINOv2's weights
+    usage = (Path(__file__).resolve().parents[2] / "docs" / "usage.md").read_text(encoding="utf-8")
+    example = re.search(r'from_base\("(timm:[^"]+)"', usage).group(1)
+    assert parse_base(example)["pretrained"] is True  # docs/usage.md's DINOv2 example gets DINOv2's weights
     assert parse_base("timm:resnet50") == {"kind": "timm", "name": "resnet50", "pretrained": True, "checkpoint": None}
     assert parse_base("resnet50", False)["pretrained"] is False
     assert parse_base("timm:resnet50", "ckpt.pth") == {"kind": "timm", "name": "resnet50", "pretrained": True,

@@ -1,5 +1,5 @@
 """The card's ``fidelity.png`` is written only where matplotlib is installed: the ``plot`` extra brings it, the
-``demo`` extra does not (README, "Share a projector")."""
+``demo`` extra does not (docs/files.md, "Share a projector")."""
 import importlib.metadata
 import importlib.util
 
