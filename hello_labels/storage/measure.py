@@ -78,11 +78,12 @@ def scan_label_dir(path) -> Tuple[LabelSetting, DiskUsage]:
         raise BadInputError(f"label directory {path}: logits of dtype {info.dtype} are not supported")
     setting = LabelSetting(classes=info.num_classes, images=info.num_images, epochs=info.epochs,
                            batch_size=info.batch_size, dtype=dtype, mix=mix, gvbsm_index=first.index is not None)
-    files = [info.path / f"epoch_{e}" / name for e in range(info.epochs)
-             for name in os.listdir(info.path / f"epoch_{e}")]
-    stats = [f.stat() for f in files if f.is_file()]
-    allocated = sum(st.st_blocks * 512 if hasattr(st, "st_blocks") else allocated_bytes(st.st_size) for st in stats)
-    return setting, DiskUsage(sum(st.st_size for st in stats), allocated)
+    sizes = info.file_sizes()  # each file stat-ed once, by the scan
+    allocated = sizes.allocated
+    if allocated is None:  # no st_blocks (Windows): each file rounded up to whole blocks
+        allocated = sum(allocated_bytes(batch_path(info.path, e, b).stat().st_size) for e in range(info.epochs)
+                        for b in range(info.batches_per_epoch))
+    return setting, DiskUsage(sizes.bytes, allocated)
 
 
 @dataclass
