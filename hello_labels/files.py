@@ -95,13 +95,13 @@ def changed_settings(saved: dict, current: dict, prefix: str = "") -> List[str]:
             if saved.get(k) != current.get(k)]
 
 
-def atomic_write_text(path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_text(path, text: str, tmp_dir=None) -> None:
+    with atomic_path(path, tmp_dir=tmp_dir) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def atomic_write_json(path, obj, tmp_dir=None) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", tmp_dir=tmp_dir)
 
 
 def atomic_save_safetensors(tensors: Dict[str, torch.Tensor], path, metadata: Optional[Dict[str, str]] = None):

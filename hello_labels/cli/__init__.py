@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from ..errors import HelloLabelsError
 from ..version import __version__
@@ -45,12 +46,19 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
-    try:
-        args.func(args)
-    except HelloLabelsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        try:
+            args.func(args)
+        except HelloLabelsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     return 0
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning: ...`` line, as errors are one ``error: ...`` line (no source location)."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 __all__ = ["main", "build_parser"]

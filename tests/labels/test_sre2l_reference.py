@@ -1,11 +1,14 @@
 """Self-checks of the independent SRe2L reference (``tests/sre2l_reference.py``): writer and reader agree."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sre2l_reference as ref
 import torch
 from PIL import Image
+
+from hello_labels.labels.fkd import load_batch
 
 N_CLASSES, PER_CLASS, IMG_W, IMG_H = 3, 4, 40, 48
 N_IMG, BS, EPOCHS, SIZE = N_CLASSES * PER_CLASS, 5, 2, 16
@@ -102,6 +105,7 @@ def test_layout_and_element_types(cutmix_run):
             assert all(isinstance(v, np.integer) for v in bbox)
             assert 0 <= bbox[0] <= bbox[2] <= SIZE and 0 <= bbox[1] <= bbox[3] <= SIZE
             assert soft.dtype == torch.float16 and soft.shape == (bsz, N_CLASSES)
+            load_batch(os.path.join(fkd, f"epoch_{e}", f"batch_{b}.tar"))  # SRe2L's files pass our checks
 
 
 def test_get_fkd_info(cutmix_run):
@@ -125,6 +129,8 @@ def test_mixup_and_plain_replay(image_dir, tmp_path, mix_type):
     else:
         assert cfg[2].dtype == torch.int64 and type(cfg[3]) is float
     _replay_and_check(image_dir, fkd, teacher, mix_type, atol=1e-6)
+    for path in sorted(Path(fkd).rglob("batch_*.tar")):
+        load_batch(path)  # SRe2L's files pass our checks
 
 
 def test_gvbsm_index_matches_batch_map(image_dir, tmp_path):
