@@ -1,0 +1,132 @@
+"""Output folders that hold what they should not (issue 39): a lock path that is a link, a pipe or a folder; a folder
+where a projector file should be; a disk that fills up during a save or an export. Each stops in one line naming the
+path, nothing is written through a link, and nothing already in the folder is lost or left half-written."""
+import errno
+import os
+import pathlib
+
+import pytest
+import torch
+
+from hello_labels import LabelProjector
+from hello_labels.cli import main
+from hello_labels.errors import DiskFullError
+from hello_labels.labels.export import run_folder
+from hello_labels.runs import LOCK_FILE
+
+SIZE = 32
+X = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+
+
+def encoder():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def projector(seed=0):
+    """A projector on a three-layer base, built in milliseconds; its outputs depend on ``seed``."""
+    return LabelProjector.from_base(encoder(), base_mean=[0.5] * 3, base_std=[0.5] * 3, base_image_size=8,
+                                    class_names=["a", "b", "c"], head_init="random", seed=seed,
+                                    lora_targets=["0.weight"], base_factory="test_output_folders:encoder")
+
+
+def outputs(folder):
+    with torch.no_grad():
+        return LabelProjector.from_pretrained(folder, trust_remote_code=True)(X)
+
+
+def outputs_of(p):
+    with torch.no_grad():
+        return p(X)
+
+
+def files(folder):
+    """Every regular file under ``folder`` (hidden ones too) and its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in pathlib.Path(folder).rglob("*") if p.is_file()}
+
+
+def one_line(err, *parts):
+    text = str(err.value if hasattr(err, "value") else err)
+    assert "\n" not in text and all(str(part) in text for part in parts), text
+    return text
+
+
+def cli_error(capsys, argv, *parts):
+    """``hello-labels ARGV`` exits 2 with one ``error:`` line containing ``parts``."""
+    assert main([str(a) for a in argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return one_line(lines[0], *parts)
+
+
+def full(*_, **__):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# -- a full disk --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("writer", ["write_bytes", "write_text"])  # the staged adapter; config.json, the commit
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_projector(tmp_path, monkeypatch, writer):
+    """Before: a raw OSError (the data was safe already)."""
+    folder = tmp_path / "p"
+    projector(0).save_pretrained(folder)
+    before = files(folder)
+    real = getattr(pathlib.Path, writer)
+
+    def half_then_full(self, data, *args, **kwargs):
+        real(self, data[:len(data) // 2], *args, **kwargs)
+        full()
+
+    with monkeypatch.context() as m:
+        m.setattr(pathlib.Path, writer, half_then_full)
+        with pytest.raises(DiskFullError) as err:
+            projector(1).save_pretrained(folder)
+    one_line(err, "no space left", folder)
+    after = files(folder)
+    assert {k: v for k, v in after.items() if k in before} == before  # a staged adapter may wait for the next save
+    assert not [p for p in after if p.name.endswith(".tmp")] and not (folder / LOCK_FILE).exists()
+    assert torch.equal(outputs(folder), outputs_of(projector(0)))
+    projector(1).save_pretrained(folder)
+    assert torch.equal(outputs(folder), outputs_of(projector(1)))
+
+
+@pytest.mark.parametrize("error", ["OSError", "torch"])
+def test_a_full_disk_during_export_fkd_is_one_line_and_keeps_the_files(tiny_projector, toy_folder, tmp_path,
+                                                                        monkeypatch, capsys, error):
+    """``torch.save`` on a full disk raises a RuntimeError without errno ("unexpected pos"), told apart by a probe
+    write. Before: a raw OSError or RuntimeError traceback."""
+    tiny_projector(toy_folder)[0].save_pretrained(tmp_path / "p")
+    out = tmp_path / "fkd"
+    argv = ["export-fkd", tmp_path / "p", "--data", toy_folder, "--out", out, "--batch-size", 16, "--input-size",
+            SIZE, "--quiet"]
+    assert main([str(a) for a in argv + ["--epochs", 1]]) == 0
+    before = files(out)
+    real = torch.save
+
+    with monkeypatch.context() as m:
+        def half_then_full(obj, path, *args, **kwargs):
+            real(obj, path, *args, **kwargs)
+            os.truncate(path, os.path.getsize(path) // 2)
+            m.setattr(os, "write", full)  # the disk is full from now on
+            if error == "OSError":
+                full()
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+        m.setattr(torch, "save", half_then_full)
+        cli_error(capsys, argv + ["--epochs", 2], "no space left", out)
+    assert files(out) == before and not [p for p in files(run_folder(out)) if p.name.endswith(".tmp")]
+    assert main([str(a) for a in argv + ["--epochs", 2]]) == 0
+    assert {k: v for k, v in files(out).items() if k in before} == before and len(files(out)) == 2 * len(before)
+
+
+def test_only_a_full_disk_reads_as_one(tmp_path, monkeypatch):
+    """A writer's RuntimeError with space left is not called a full disk (it stays the writer's own error)."""
+    from hello_labels.files import out_of_space
+
+    unexpected = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    assert not out_of_space(unexpected, tmp_path) and not out_of_space(OSError(errno.EIO, "I/O error"), tmp_path)
+    assert out_of_space(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+                        tmp_path)
+    monkeypatch.setattr(os, "write", full)  # a full disk: the 1 MiB probe is refused
+    assert out_of_space(unexpected, tmp_path) and not out_of_space(OSError(errno.EIO, "I/O error"), tmp_path)
+    assert not list(tmp_path.iterdir())  # the probe file is removed again
