@@ -1,18 +1,20 @@
 """Output folders that hold what they should not (issue 39): a lock path that is a link, a pipe or a folder; a folder
 where a projector file should be; a disk that fills up during a save or an export. Each stops in one line naming the
 path, nothing is written through a link, and nothing already in the folder is lost or left half-written."""
+import contextlib
 import errno
 import os
 import pathlib
+import signal
 
 import pytest
 import torch
 
 from hello_labels import LabelProjector
 from hello_labels.cli import main
-from hello_labels.errors import DiskFullError
+from hello_labels.errors import BadInputError, DiskFullError
 from hello_labels.labels.export import run_folder
-from hello_labels.runs import LOCK_FILE
+from hello_labels.runs import LOCK_FILE, RunLock
 
 SIZE = 32
 X = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(0))
@@ -61,6 +63,109 @@ def cli_error(capsys, argv, *parts):
 
 def full(*_, **__):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# -- the lock -----------------------------------------------------------------------------------------------------
+
+class Hung(Exception):
+    """Raised by :func:`deadline`: the call blocked (opening a named pipe waits for a writer forever)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds=30):
+    def expire(*_):
+        raise Hung(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", ["symbolic link", "named pipe", "folder"])
+def test_a_lock_path_that_is_not_a_regular_file_is_refused_in_one_line(tmp_path, kind):
+    """Before: a symlink's target (any file of the user's) was truncated and got the pid; a pipe or a folder
+    gave a raw OSError."""
+    outside = tmp_path / "notes.txt"
+    outside.write_text("my notes\n")
+    folder = tmp_path / "p"
+    folder.mkdir()
+    lock = folder / LOCK_FILE
+    {"symbolic link": lambda: lock.symlink_to(outside), "named pipe": lambda: os.mkfifo(lock),
+     "folder": lock.mkdir}[kind]()
+    with deadline(), pytest.raises(BadInputError) as err:
+        projector().save_pretrained(folder)
+    one_line(err, lock, kind, "not a regular file")
+    with deadline(), pytest.raises(BadInputError):
+        RunLock(folder).acquire()
+    assert outside.read_text() == "my notes\n" and os.listdir(folder) == [LOCK_FILE]
+
+
+def test_a_lock_file_hard_linked_elsewhere_is_replaced_never_written(tmp_path):
+    """A lock file left in the folder may be anyone's file (here a hard link to one outside): it is unlinked and a
+    new one made, never truncated. Before: the outside file was truncated and held the pid."""
+    outside = tmp_path / "notes.txt"
+    outside.write_text("my notes\n")
+    folder = tmp_path / "p"
+    folder.mkdir()
+    os.link(outside, folder / LOCK_FILE)
+    with RunLock(folder):
+        assert (folder / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        assert not os.path.samefile(folder / LOCK_FILE, outside)
+    projector().save_pretrained(folder)
+    assert outside.read_text() == "my notes\n" and not (folder / LOCK_FILE).exists()
+
+
+def test_export_fkd_refuses_a_symlinked_lock_in_one_line(tiny_projector, toy_folder, tmp_path, capsys):
+    """Before: export-fkd wrote its pid into the link's target and ran."""
+    tiny_projector(toy_folder)[0].save_pretrained(tmp_path / "p")
+    outside = tmp_path / "notes.txt"
+    outside.write_text("my notes\n")
+    out = tmp_path / "fkd"
+    run_folder(out).mkdir()
+    (run_folder(out) / LOCK_FILE).symlink_to(outside)
+    cli_error(capsys, ["export-fkd", tmp_path / "p", "--data", toy_folder, "--out", out, "--epochs", 1,
+                       "--batch-size", 16, "--input-size", SIZE, "--quiet"], run_folder(out) / LOCK_FILE,
+              "is a symbolic link")
+    assert outside.read_text() == "my notes\n" and not list(out.glob("epoch_*/*"))
+
+
+def test_a_full_disk_while_writing_the_pid_leaves_no_lock_held(tmp_path, monkeypatch):
+    """Before: a raw OSError, and the lock stayed held by this process: the next save into the folder failed
+    "being written by another run (pid ?)"."""
+    folder = tmp_path / "p"
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", full)
+        with pytest.raises(DiskFullError) as err:
+            projector().save_pretrained(folder)
+    one_line(err, "no space left", folder)
+    assert not (folder / LOCK_FILE).exists()
+    projector().save_pretrained(folder)
+    assert torch.equal(outputs(folder), outputs_of(projector()))
+
+
+def test_a_disk_without_room_for_a_new_file_is_one_line(tmp_path, monkeypatch):
+    """A file system out of inodes refuses even an empty file: the writability probe said "cannot write to output
+    folder" as if the folder were read-only. Before: that BadInputError, without "no space left"."""
+    folder = tmp_path / "p"
+    real = os.open
+
+    def no_new_file(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            full()
+        return real(path, flags, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "open", no_new_file)
+        with pytest.raises(DiskFullError) as err:
+            projector().save_pretrained(folder)
+    one_line(err, "no space left", folder)
+    assert os.listdir(folder) == []
+    projector().save_pretrained(folder)
+    assert torch.equal(outputs(folder), outputs_of(projector()))
 
 
 # -- a full disk --------------------------------------------------------------------------------------------------
