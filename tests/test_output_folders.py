@@ -12,7 +12,7 @@ import torch
 
 from hello_labels import LabelProjector
 from hello_labels.cli import main
-from hello_labels.errors import BadInputError, DiskFullError
+from hello_labels.errors import BadInputError, CorruptFileError, DiskFullError
 from hello_labels.labels.export import run_folder
 from hello_labels.runs import LOCK_FILE, RunLock
 
@@ -166,6 +166,31 @@ def test_a_disk_without_room_for_a_new_file_is_one_line(tmp_path, monkeypatch):
     assert os.listdir(folder) == []
     projector().save_pretrained(folder)
     assert torch.equal(outputs(folder), outputs_of(projector()))
+
+
+# -- a folder where a file should be ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["adapter.safetensors", "config.json", "README.md"])
+def test_a_folder_where_a_projector_file_should_be_is_one_line(tmp_path, name):
+    """Before: a raw IsADirectoryError after the commit (adapter), or an error after the run files were removed
+    (config.json, README.md); loading said the file was missing, or that the folder had no config.json."""
+    folder = tmp_path / "p"
+    projector(0).save_pretrained(folder)
+    (folder / "metrics.json").write_text("{}\n")  # a run file: a save removes it before its commit
+    (folder / name).unlink()
+    (folder / name).mkdir()
+    (folder / name / "kept.txt").write_text("x")
+    before = files(folder)
+    with pytest.raises(BadInputError) as err:
+        projector(1).save_pretrained(folder)
+    one_line(err, folder / name, "is a folder")
+    assert files(folder) == before
+    if name == "README.md":  # the card is not read back
+        assert torch.equal(outputs(folder), outputs_of(projector(0)))
+    else:
+        with pytest.raises(CorruptFileError) as err:
+            outputs(folder)
+        one_line(err, folder / name, "is a folder, not a file")
 
 
 # -- a full disk --------------------------------------------------------------------------------------------------
