@@ -170,10 +170,11 @@ def test_a_disk_without_room_for_a_new_file_is_one_line(tmp_path, monkeypatch):
 
 # -- a folder where a file should be ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["adapter.safetensors", "config.json", "README.md"])
+@pytest.mark.parametrize("name", ["adapter.safetensors", "config.json", "README.md", "metrics.json"])
 def test_a_folder_where_a_projector_file_should_be_is_one_line(tmp_path, name):
-    """Before: a raw IsADirectoryError after the commit (adapter), or an error after the run files were removed
-    (config.json, README.md); loading said the file was missing, or that the folder had no config.json."""
+    """Before: a raw IsADirectoryError after the commit (adapter) or removing a run file (metrics.json); refused
+    only after the run files were removed (config.json) or after the commit (README.md). Loading said the file was
+    missing, or that the folder had no config.json."""
     folder = tmp_path / "p"
     projector(0).save_pretrained(folder)
     (folder / "metrics.json").write_text("{}\n")  # a run file: a save removes it before its commit
@@ -185,7 +186,7 @@ def test_a_folder_where_a_projector_file_should_be_is_one_line(tmp_path, name):
         projector(1).save_pretrained(folder)
     one_line(err, folder / name, "is a folder")
     assert files(folder) == before
-    if name == "README.md":  # the card is not read back
+    if name in ("README.md", "metrics.json"):  # neither is read back
         assert torch.equal(outputs(folder), outputs_of(projector(0)))
     else:
         with pytest.raises(CorruptFileError) as err:
