@@ -2,8 +2,8 @@
 
 ``HelloLabelsError`` is the base (a ``ValueError``, so older ``except ValueError`` callers keep working). Its
 subclasses are for what a caller handles differently: retry later (:class:`FolderBusyError`,
-:class:`HubUnreachableError`), ask the user (:class:`TrustRefusedError`), replace the file
-(:class:`CorruptFileError`), fix the call (:class:`BadInputError`).
+:class:`HubUnreachableError`), free disk space (:class:`DiskFullError`), ask the user (:class:`TrustRefusedError`),
+replace the file (:class:`CorruptFileError`), fix the call (:class:`BadInputError`).
 """
 
 
@@ -25,6 +25,10 @@ class TrustRefusedError(HelloLabelsError):
 
 class FolderBusyError(HelloLabelsError):
     """Another process holds the folder's lock (a save, distill or export in progress): retry later."""
+
+
+class DiskFullError(HelloLabelsError):
+    """The disk ran out of space mid-write; the write was undone: free some space and run again."""
 
 
 class HubUnreachableError(HelloLabelsError):

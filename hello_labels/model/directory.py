@@ -41,8 +41,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import CorruptFileError
-from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256
+from ..errors import BadInputError, CorruptFileError
+from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256, not_a_file
 from ..runs import WRITE_CHECK, RunLock
 from .quantize import dequantize_adapter, quantizable
 
@@ -95,6 +95,11 @@ def save_projector(directory, config: dict, blob: bytes, card: str,
 
 
 def _save_locked(folder: Path, config: dict, blob: bytes, card: str, adapter, plot) -> None:
+    for name in PUBLISHED + RUN_FILES:  # else a raw error after the commit (os.replace), or with run files gone
+        kind = not_a_file(folder / name)
+        if kind:
+            raise BadInputError(f"cannot save into projector folder {folder}: {folder / name} is {kind}, not a file "
+                                f"(move it away)")
     _finish_committed(folder)
     sha256 = hashlib.sha256(blob).hexdigest()
     staged = folder / staged_name(sha256)

@@ -18,7 +18,8 @@ from huggingface_hub import constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download
 
-from ..errors import BadInputError, HelloLabelsError, HubUnreachableError, first_line
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, HubUnreachableError, first_line
+from ..files import not_a_file
 
 if TYPE_CHECKING:
     import torch
@@ -88,6 +89,9 @@ def resolve_file(model_id: str, filename: str, **download_kwargs) -> str:
     cache alone when the Hub is unreachable (:func:`hub_unreachable`)."""
     if os.path.isdir(model_id):
         path = os.path.join(model_id, filename)
+        kind = not_a_file(path)
+        if kind:
+            raise CorruptFileError(f"{path} is {kind}, not a file: not a usable projector folder")
         if filename == "config.json" and not os.path.isfile(path):
             raise HelloLabelsError(f"'{model_id}' has no config.json: not a hello-labels projector")
         if not os.path.isfile(path):
