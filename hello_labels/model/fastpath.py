@@ -12,6 +12,12 @@ convolutional bases, CPU batches split so that no tensor a chunk makes outgrows 
 call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
 CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
 
+Each rewrite applies only where the torch.fx graph shows that it changes nothing else: a BatchNorm folds into a
+convolution with torch's forward and no hook, reached once in the graph, its output read by that norm alone; a module
+is replaced only where the graph does nothing but call it; a sum goes in place only into a convolution output nothing
+else reads; batches split only where no norm of the images uses batch statistics and one image alone gives what it
+gives beside another (:func:`mixes_images`). Code torch.fx cannot trace gets none of these; tracing keeps ``+=``.
+
 Outputs equal the unfused float32 path up to float rounding: on the CPU at float32, logits within
 :data:`TOLERANCE` relative to their largest magnitude (tested); under autocast on CUDA, to bfloat16 precision
 (about 3 significant digits; not verified here). The copy costs the base's weights once more in memory. Under
@@ -23,6 +29,7 @@ import copy
 import logging
 import operator
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
@@ -39,7 +46,10 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # float32 CPU: |fast - unfused| <= TOLERANCE * max |unfused logit| (rounding of the folds only)
 _METADATA = ("ndim", "shape", "dtype", "device")  # reading these from a conv output does not use its values
-_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+# the batch-norm functions a traced graph may call -> the names of their positional arguments
+_NORM_FUNCTIONS = {
+    F.batch_norm: ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+    torch.batch_norm: ("input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps")}
 # glibc's malloc serves a block larger than this (its largest mmap threshold on 64-bit) with fresh pages from the
 # kernel, zeroed on first touch, on every call: RN50 at 224 px, batch 32, labels in 0.88x the time in chunks that
 # stay below it (BENCHMARKS.md, fast path round 3)
@@ -76,9 +86,25 @@ def merged_copy(encoder: nn.Module) -> nn.Module:
     return clone.requires_grad_(False)
 
 
+# the augmented assignments a traced graph keeps in place: torch.fx writes ``operator.iadd`` back as ``a += b``
+AUGMENTED = tuple(getattr(operator, f"i{name}") for name in (
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift"))
+
+
+class _AugmentedProxy(fx.Proxy):
+    """Records ``a += b`` (and the other augmented assignments) as Python runs it on a tensor, in place, where a
+    plain proxy records ``a = a + b``: code that still reads ``a``'s tensor under another name sees the sum, as
+    in the module itself."""
+
+
+for _function in AUGMENTED:
+    setattr(_AugmentedProxy, f"__{_function.__name__}__", lambda self, other, _function=_function:
+            self.tracer.create_proxy("call_function", _function, (self, other), {}))
+
+
 class _ConvLeaves(fx.Tracer):
     """Keeps convolutions (torch's and subclasses such as timm's same-padding conv) and the modules the fast path
-    replaces whole in the graph."""
+    replaces whole in the graph, and augmented assignments in place (:class:`_AugmentedProxy`)."""
 
     def __init__(self):
         super().__init__()
@@ -87,27 +113,92 @@ class _ConvLeaves(fx.Tracer):
     def is_leaf_module(self, module: nn.Module, name: str) -> bool:
         return isinstance(module, nn.Conv2d) or type(module) in self.replaced or super().is_leaf_module(module, name)
 
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _AugmentedProxy(node, self)
+
+
+def trace(encoder: nn.Module) -> Optional[fx.GraphModule]:
+    """``encoder`` as a ``torch.fx.GraphModule`` (:class:`_ConvLeaves`; itself if it is one), or None where
+    torch.fx cannot trace it (data-dependent control flow etc.)."""
+    if isinstance(encoder, fx.GraphModule):
+        return encoder
+    try:
+        return fx.GraphModule(encoder, _ConvLeaves().trace(encoder))
+    except Exception as err:
+        log.info("fast path: %s cannot be traced (%s): no rewrite that needs its graph", type(encoder).__name__, err)
+        return None
+
+
+def _attr(gm: fx.GraphModule, target: str):
+    """What the dotted ``target`` of a ``get_attr`` node names in ``gm``, and the module that holds it."""
+    owner, _, name = target.rpartition(".")
+    holder = gm.get_submodule(owner)
+    return getattr(holder, name), holder
+
+
+def reached(gm: fx.GraphModule) -> Tuple[Counter, Counter]:
+    """``(uses, calls)`` by module ``id``: how often ``gm``'s graph reaches each module (called, itself or inside a
+    called module, or an attribute of it read), and how often it calls the module itself."""
+    uses, calls = Counter(), Counter()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            calls[id(module)] += 1
+            uses.update(id(m) for _, m in module.named_modules(remove_duplicate=False))
+        elif node.op == "get_attr":
+            value, holder = _attr(gm, node.target)
+            if isinstance(value, nn.Module):
+                uses.update(id(m) for _, m in value.named_modules(remove_duplicate=False))
+            else:
+                uses[id(holder)] += 1
+    return uses, calls
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _plain_conv(module: nn.Module) -> bool:
+    """A convolution running torch's forward (or timm's same-padding one, or :class:`SamePaddedConv`'s), no hook:
+    its output is a new tensor, linear in its weight and bias."""
+    cls = type(module)
+    if cls.forward is nn.Conv2d.forward:
+        return cls._conv_forward is nn.Conv2d._conv_forward and not _hooked(module)
+    same = [c.forward for c in _replacements() if issubclass(c, nn.Conv2d)] + [SamePaddedConv.forward]
+    return cls.forward in same and not _hooked(module)
+
+
+def _batch_statistics(module: nn.Module) -> bool:
+    """A batch norm module that normalises with the batch's statistics (training mode, or no running statistics)."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+        module.training or module.running_mean is None or module.running_var is None)
+
+
+def _norm_args(node: fx.Node) -> Optional[dict]:
+    """The arguments by name of a call to a batch-norm function (:data:`_NORM_FUNCTIONS`), else None."""
+    names = _NORM_FUNCTIONS.get(node.target) if node.op == "call_function" else None
+    return None if names is None else dict(zip(names, node.args), **node.kwargs)
+
 
 def _batch_norm(gm: fx.GraphModule, node: fx.Node):
-    """``(input node, running mean, running var, eps, weight, bias)`` if ``node`` is an eval-mode 2-D batch norm:
-    a ``BatchNorm2d`` module, or ``F.batch_norm`` on module buffers (timm's norm-act layers); else None."""
+    """``(input node, running mean, running var, eps, weight, bias)`` if ``node`` is an eval-mode 2-D batch norm
+    with running statistics: a ``BatchNorm2d`` module (torch's forward, no hook), or ``F.batch_norm`` on module
+    tensors (timm's norm-act layers); else None."""
     if node.op == "call_module":
         bn = gm.get_submodule(node.target)
-        if isinstance(bn, nn.BatchNorm2d) and not bn.training and bn.running_mean is not None:
+        if isinstance(bn, nn.BatchNorm2d) and type(bn).forward is nn.BatchNorm2d.forward and \
+                not _batch_statistics(bn) and not _hooked(bn):
             return node.args[0], bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
         return None
-    if node.op != "call_function" or node.target is not F.batch_norm:
-        return None
-    args = dict(zip(_BN_ARGS, node.args), **node.kwargs)
-    if args.get("training", False) is not False:
+    args = _norm_args(node)
+    if args is None or args.get("training", False) is not False:
         return None
     tensors = []
     for key in ("running_mean", "running_var", "weight", "bias"):
         arg = args.get(key)
         if arg is not None and not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
             return None
-        tensors.append(None if arg is None else gm.get_parameter(arg.target) if key in ("weight", "bias")
-                       else gm.get_buffer(arg.target))
+        tensors.append(None if arg is None else _attr(gm, arg.target)[0])
     if tensors[0] is None or tensors[1] is None:
         return None
     mean, var, weight, bias = tensors
@@ -120,36 +211,52 @@ def _only_user(source: fx.Node, node: fx.Node) -> bool:
                for user in source.users)
 
 
+def _conv_called(gm: fx.GraphModule, node) -> Optional[nn.Conv2d]:
+    """The ``Conv2d`` that ``node`` calls, else None."""
+    module = gm.get_submodule(node.target) if isinstance(node, fx.Node) and node.op == "call_module" else None
+    return module if isinstance(module, nn.Conv2d) else None
+
+
+def _foldable(conv: nn.Conv2d, uses: Counter, call: fx.Node, norm: fx.Node) -> bool:
+    """Whether the batch norm ``norm`` of ``conv``'s output (node ``call``) can fold into ``conv`` and change
+    nothing else: a plain convolution (:func:`_plain_conv`) that the graph reaches only in ``call``, whose output
+    ``norm`` alone reads."""
+    return _plain_conv(conv) and uses[id(conv)] == 1 and _only_user(call, norm)
+
+
 def fold_batchnorm(encoder: nn.Module) -> Tuple[nn.Module, int]:
-    """Fold each eval-mode BatchNorm2d that alone consumes a convolution's output into that convolution.
+    """Fold each eval-mode BatchNorm2d that alone reads a convolution's output into that convolution, where the
+    convolution is called once and nothing else reads it (:func:`_foldable`).
 
     Works on ``encoder`` in place (pass a copy) and returns the module to run (a ``torch.fx.GraphModule`` when
     something was folded) and the number folded. An encoder without BatchNorm, or one torch.fx cannot trace, is
     returned as it is."""
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in encoder.modules()):
         return encoder, 0
-    try:
-        graph = _ConvLeaves().trace(encoder)
-    except Exception as err:  # data-dependent control flow etc.: run unfolded
-        log.info("fast path: BatchNorm not folded (%s cannot be traced: %s)", type(encoder).__name__, err)
+    gm = trace(encoder)
+    if gm is None:
         return encoder, 0
-    gm = fx.GraphModule(encoder, graph)
-    folded = 0
+    uses, _ = reached(gm)
+    folded = refused = 0
     for node in list(gm.graph.nodes):
         found = _batch_norm(gm, node)
         if found is None:
             continue
         source, mean, var, eps, weight, bias = found
-        if not (isinstance(source, fx.Node) and source.op == "call_module" and _only_user(source, node)):
+        conv = _conv_called(gm, source)
+        if conv is None:
             continue
-        conv = gm.get_submodule(source.target)
-        if not isinstance(conv, nn.Conv2d):
+        if not _foldable(conv, uses, source, node):
+            refused += 1
             continue
         conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, mean, var, eps, weight, bias)
         conv.requires_grad_(False)
         node.replace_all_uses_with(source)
         gm.graph.erase_node(node)
         folded += 1
+    if refused:
+        log.info("fast path: %d BatchNorm(s) after a convolution left unfolded (the convolution is called or read "
+                 "elsewhere, has hooks or its own forward, or its output has other readers)", refused)
     if not folded:
         return encoder, 0
     gm.graph.eliminate_dead_code()
@@ -221,16 +328,30 @@ def _replacements() -> dict:
             if path in sys.modules and hasattr(sys.modules[path], name)}
 
 
+def _replaceable(module: nn.Module, uses: Counter, calls: Counter) -> bool:
+    """Whether swapping ``module`` for its fast equivalent changes nothing: the graph only calls it (never reads
+    its tensors or calls it inside another module), no hook, and no dilation (timm's ``Conv2dSame``)."""
+    return uses[id(module)] == calls[id(module)] and not _hooked(module) and \
+        getattr(module, "dilation", (1, 1)) == (1, 1)
+
+
 def replace_slow_modules(encoder: nn.Module) -> dict:
-    """Replace (in place) each module of ``encoder`` that has a faster equivalent (:func:`_replacements`; timm's
-    ``Conv2dSame`` only without dilation); ``{class name: number replaced}``."""
+    """Replace (in place) each module of ``encoder`` that has a faster equivalent (:func:`_replacements`) where
+    its graph shows that safe (:func:`_replaceable`; none where torch.fx cannot trace ``encoder``);
+    ``{class name: number replaced}``."""
     table, counts = _replacements(), {}
-    for name, module in list(encoder.named_modules()):
-        make = table.get(type(module))
-        if make is None or getattr(module, "dilation", (1, 1)) != (1, 1):
+    found = [(name, module) for name, module in encoder.named_modules() if type(module) in table]
+    gm = trace(encoder) if found else None
+    if gm is None:
+        return counts
+    uses, calls = reached(gm)
+    for name, module in found:
+        if not _replaceable(module, uses, calls):
+            log.info("fast path: %s (%s) kept (read other than by a call, hooked or dilated)", name,
+                     type(module).__name__)
             continue
         parent, _, child = name.rpartition(".")
-        setattr(encoder.get_submodule(parent), child, make(module))
+        setattr(encoder.get_submodule(parent), child, table[type(module)](module))
         counts[type(module).__name__] = counts.get(type(module).__name__, 0) + 1
     return counts
 
@@ -242,37 +363,83 @@ def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a + b
 
 
+def _sole_conv_output(gm: fx.GraphModule, node, reader: fx.Node) -> bool:
+    """Whether ``node`` is the output of a plain convolution (:func:`_plain_conv`), through ``nn.Identity`` modules
+    (timm's norm-act layers keep them), that ``reader`` alone reads: writing into it changes nothing else (and a
+    convolution's backward does not need its output)."""
+    def called(n, kind) -> bool:
+        return isinstance(n, fx.Node) and n.op == "call_module" and kind(gm.get_submodule(n.target))
+
+    def identity(module) -> bool:
+        return type(module).forward is nn.Identity.forward and not _hooked(module)
+
+    while called(node, identity) and _only_user(node, reader):
+        node, reader = node.args[0], node
+    return called(node, _plain_conv) and _only_user(node, reader)
+
+
 def add_in_place(encoder: nn.Module) -> int:
     """In a traced ``encoder`` (a ``torch.fx.GraphModule``), make each ``x + y`` whose ``x`` (or ``y``) is a
-    convolution's output used by nothing else add into that output (:func:`add_into`), as ``out += identity`` did
-    in the module's own code before tracing turned it into ``out + identity`` (a new activation-sized tensor per
-    residual block); the number changed. No one else reads the output, and a convolution's backward does not need
-    it, so gradients are unaffected."""
+    convolution output nothing else reads (:func:`_sole_conv_output`) add into that output (:func:`add_into`), as
+    ``out += identity`` does, instead of making a new activation-sized tensor per residual block. Returns the
+    number of sums that add into a convolution output: those changed, and the module's own ``out += identity``
+    (kept in place by the trace)."""
     if not isinstance(encoder, fx.GraphModule):
         return 0
-    convolutions = (nn.Conv2d, SamePaddedConv)
-
-    def sole_conv_output(node, consumer) -> bool:  # through Identity modules (timm's norm-act layers keep them)
-        while isinstance(node, fx.Node) and _only_user(node, consumer) and node.op == "call_module" and \
-                isinstance(encoder.get_submodule(node.target), nn.Identity):
-            node, consumer = node.args[0], node
-        return (isinstance(node, fx.Node) and _only_user(node, consumer) and node.op == "call_module" and
-                isinstance(encoder.get_submodule(node.target), convolutions))
-
-    changed = 0
+    changed = in_place = 0
     for node in encoder.graph.nodes:
-        if node.op != "call_function" or node.target not in (operator.add, operator.iadd, torch.add) or \
-                len(node.args) != 2 or node.kwargs or not all(isinstance(a, fx.Node) for a in node.args):
+        if node.op != "call_function" or len(node.args) != 2 or node.kwargs or \
+                not all(isinstance(a, fx.Node) for a in node.args):
             continue
         first, second = node.args
-        if sole_conv_output(second, node) and not sole_conv_output(first, node):
+        if node.target is operator.iadd:
+            in_place += _sole_conv_output(encoder, first, node)
+            continue
+        if node.target not in (operator.add, torch.add):
+            continue
+        if _sole_conv_output(encoder, second, node) and not _sole_conv_output(encoder, first, node):
             first, second = second, first  # float addition is commutative: the same bits either way round
-        if sole_conv_output(first, node):
+        if _sole_conv_output(encoder, first, node):
             node.target, node.args = add_into, (first, second)
             changed += 1
     if changed:
         encoder.recompile()
-    return changed
+    return changed + in_place
+
+
+def batch_statistics(encoder: nn.Module) -> Optional[str]:
+    """Why ``encoder``'s output for one image may depend on the other images of its batch, as its graph shows: a
+    batch norm of the images that normalises with the batch's statistics (a BatchNorm without running statistics
+    or in training mode, ``F.batch_norm(training=True)``), or no graph (code torch.fx cannot trace). None where
+    the graph shows neither; what it cannot name (a mean over the batch) is :func:`mixes_images`'s to find."""
+    gm = trace(encoder)
+    if gm is None:
+        return "torch.fx cannot trace it"
+    images = set()  # the nodes whose values depend on the images
+    for node in gm.graph.nodes:
+        if node.op != "placeholder" and not any(n in images for n in node.all_input_nodes):
+            continue
+        images.add(node)
+        if node.op == "call_module":
+            for name, module in gm.get_submodule(node.target).named_modules(prefix=node.target):
+                if _batch_statistics(module):
+                    return f"{name} ({type(module).__name__}) normalises with the batch's statistics"
+        args = _norm_args(node)
+        if args is not None and (args.get("training", False) is not False or args.get("running_mean") is None or
+                                 args.get("running_var") is None):
+            return f"{node.name} ({node.target.__name__}) normalises with the batch's statistics"
+    return None
+
+
+def mixes_images(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module``'s output for the first image of ``x`` changes, beyond :data:`TOLERANCE` of its largest
+    magnitude, when a second (random) image shares its batch: what running a batch in chunks would change. Runs
+    in float32 without autocast and without gradients."""
+    one = x[:1]
+    other = torch.randn(one.shape, generator=torch.Generator().manual_seed(0)).to(one)
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        alone, beside = module(one), module(torch.cat([one, other]))[:1]
+    return not bool((beside - alone).abs().max() <= TOLERANCE * alone.abs().max())
 
 
 def largest_output_bytes(module: nn.Module, x: torch.Tensor) -> int:
@@ -307,7 +474,8 @@ def chunk_count(batch: int, image_bytes: int, limit: int) -> int:
 class Chunker:
     """Runs a module on CPU batches in :func:`chunk_count` chunks for ``limit`` bytes (0: whole batches), the
     module's largest output per image measured once per input shape, dtype and ``key`` (:func:`largest_output_bytes`).
-    Batches on other devices run whole."""
+    Batches on other devices run whole, and so do those of a module that :func:`mixes_images` (probed with the
+    measurement)."""
 
     def __init__(self, limit: int):
         self.limit, self.image_bytes = limit, {}
@@ -317,9 +485,14 @@ class Chunker:
         if x.device.type != "cpu" or self.limit <= 0 or batch <= 1:
             return 1
         shape = (tuple(x.shape[1:]), x.dtype, key)
-        if shape not in self.image_bytes:
-            self.image_bytes[shape] = largest_output_bytes(module, x[:1])
-        return chunk_count(batch, self.image_bytes[shape], self.limit)
+        if shape not in self.image_bytes:  # None: the module mixes images, its batches run whole
+            mixes = mixes_images(module, x)
+            if mixes:
+                log.info("fast path: batches of %s run whole (an image's output depends on its batch)",
+                         type(module).__name__)
+            self.image_bytes[shape] = None if mixes else largest_output_bytes(module, x[:1])
+        image_bytes = self.image_bytes[shape]
+        return 1 if image_bytes is None else chunk_count(batch, image_bytes, self.limit)
 
     def __call__(self, run, module: nn.Module, x: torch.Tensor, key=None) -> torch.Tensor:
         """``run(x)`` (``module`` itself, or a compiled or wrapped copy), chunk by chunk where :meth:`count` says."""
@@ -402,6 +575,9 @@ class FastProjector(nn.Module):
         self.channels_last = is_convolutional(encoder) if options.channels_last is None else options.channels_last
         self.replaced = replace_slow_modules(encoder)
         self.added_in_place = add_in_place(encoder)
+        self.whole_batches = batch_statistics(encoder)  # why batches never run in chunks (None: no reason found)
+        if self.whole_batches:
+            log.info("fast path: batches run whole (%s)", self.whole_batches)
         if self.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
         head = projector.head
@@ -411,7 +587,8 @@ class FastProjector(nn.Module):
                           self.channels_last)
         self.autocast = options.autocast
         self.compiled = bool(options.compile)
-        self.chunker = Chunker(0 if options.compile else chunk_bytes)  # a compiled body runs whole: one graph
+        # a compiled body runs whole (one graph), and so does a base whose images share batch statistics
+        self.chunker = Chunker(0 if options.compile or self.whole_batches else chunk_bytes)
         self.__dict__["_run"] = self.body
         if options.compile:
             kwargs = options.compile if isinstance(options.compile, dict) else {}

@@ -402,3 +402,206 @@ def test_the_demos_projector_labels_its_batches_whole():
     full = LabelProjector.from_base(DEFAULT_BASE, class_names=list("abcd"), head_init="random", head_rank=2)
     big = full.fast_path()  # the base's own 224 px
     assert big.chunks(32, big.inputs(torch.zeros(1, 3, 224, 224))) > 1
+
+
+# ----------------------------------------------------------------------------- a zoo of awkward bases
+class _Zoo(nn.Module):
+    """A small base, ``[B, 3, H, W] -> [B, D]``: a conv + BatchNorm stem (always safe to fold), then ``body``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return F.relu(self.body(F.relu(self.bn(self.stem(x))))).mean((2, 3))
+
+
+class Plain(_Zoo):
+    def body(self, h):
+        return self.bn2(self.conv(h)) + h  # a residual sum into the folded conv's output
+
+
+class SharedConv(_Zoo):
+    def body(self, h):
+        return self.conv(F.relu(self.bn2(self.conv(h))))  # one Conv2d, called twice, a BatchNorm after one call
+
+
+class PairCalledTwice(_Zoo):
+    def __init__(self):
+        super().__init__()
+        self.pair = nn.Sequential(self.conv, self.bn2)
+
+    def body(self, h):
+        return self.pair(F.relu(self.pair(h)))
+
+
+class BatchStatistics(_Zoo):
+    def __init__(self):
+        super().__init__()
+        self.bn2 = nn.BatchNorm2d(8, track_running_stats=False)  # normalises with the batch's statistics in eval
+
+    def body(self, h):
+        return self.bn2(self.conv(h))
+
+
+class FunctionalBatchNorm(_Zoo):
+    def __init__(self, training=False):
+        super().__init__()
+        self.training_stats = training
+        for name in ("mean", "var", "scale", "shift"):
+            self.register_buffer(name, torch.rand(8) + 0.5)
+
+    def body(self, h):
+        if self.training_stats:
+            return F.batch_norm(self.conv(h), None, None, self.scale, self.shift, training=True)
+        return F.batch_norm(self.conv(h), self.mean, self.var, self.scale, self.shift, training=False)
+
+
+class GroupsAndDilation(_Zoo):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4, bias=False)
+
+    def body(self, h):
+        return self.bn2(self.conv(h))
+
+
+class InstanceNorm(_Zoo):
+    def __init__(self):
+        super().__init__()
+        self.bn2 = nn.InstanceNorm2d(8, affine=True)  # each image's own statistics: chunks change nothing
+
+    def body(self, h):
+        return self.bn2(self.conv(h))
+
+
+class NormNotAfterConv(_Zoo):
+    def body(self, h):
+        return self.bn2(F.relu(self.conv(h)))
+
+
+class ConvWeightRead(_Zoo):
+    def body(self, h):
+        return self.bn2(self.conv(h)) + F.conv2d(h, self.conv.weight, padding=1)  # the unfolded weight read again
+
+
+class StandardisedConv(_Zoo):
+    def __init__(self):
+        from timm.layers import StdConv2d
+
+        super().__init__()
+        self.conv = StdConv2d(8, 8, 3, padding=1)  # standardises its weight in forward: a folded scale is undone
+
+    def body(self, h):
+        return self.bn2(self.conv(h))
+
+
+def _doubled(_module, _args, out):
+    return 2 * out
+
+
+class HookedConv(_Zoo):
+    def __init__(self):
+        super().__init__()
+        self.conv.register_forward_hook(_doubled)  # sees (and changes) the convolution's own output
+
+    def body(self, h):
+        return self.bn2(self.conv(h))
+
+
+class ResidualReadTwice(_Zoo):
+    def body(self, h):
+        y = self.bn2(self.conv(h))
+        return torch.cat([y + h, y], 1)  # y is read again after the sum: the sum must not write into it
+
+
+class AugmentedSumOnAnAlias(_Zoo):
+    def body(self, h):
+        y = self.bn2(self.conv(h))
+        skip = y
+        y += h  # in place: skip sees the sum too
+        return y + skip
+
+
+class BatchMean(_Zoo):
+    def body(self, h):
+        h = self.bn2(self.conv(h))
+        return h - h.mean(0, keepdim=True)  # every image's output depends on the others'
+
+
+class SamePaddingCalledTwice(_Zoo):
+    def __init__(self):
+        from timm.layers import Conv2dSame
+
+        super().__init__()
+        self.same = Conv2dSame(8, 8, 3, stride=2)
+
+    def body(self, h):
+        return self.same(F.relu(self.same(h)))  # replacing it changes no call: the same function
+
+
+class SamePaddingWeightRead(SamePaddingCalledTwice):
+    def body(self, h):
+        return self.same(h) + F.conv2d(h, self.same.weight, stride=2, padding=1)  # its weight read as it is
+
+
+class Opaque(_Zoo):
+    def body(self, h):
+        return -h if h.mean() > 10 else self.bn2(self.conv(h))  # data-dependent: torch.fx cannot trace it
+
+
+def _plain(name, folded, added=0, replaced=None, chunked=True):
+    applied = {"folded": folded, "replaced": replaced or {}, "added_in_place": added, "chunked": chunked}
+    return pytest.param(name, applied, id=name)
+
+
+# base -> what the fast path applies to it (everything else is refused as unsafe there)
+ZOO = [_plain("rn", 19, 4, {"AttentionPool2d": 1}), _plain("lite0", 49, 9, {"Conv2dSame": 5}),
+       _plain("Plain", 2, 1), _plain("SharedConv", 1), _plain("PairCalledTwice", 1),
+       _plain("BatchStatistics", 1, chunked=False), _plain("FunctionalBatchNorm", 2),
+       _plain("FunctionalBatchStatistics", 1, chunked=False), _plain("GroupsAndDilation", 2),
+       _plain("InstanceNorm", 1), _plain("NormNotAfterConv", 1), _plain("ConvWeightRead", 1),
+       _plain("StandardisedConv", 1), _plain("HookedConv", 1),
+       _plain("ResidualReadTwice", 2), _plain("AugmentedSumOnAnAlias", 2), _plain("BatchMean", 2, chunked=False),
+       _plain("SamePaddingCalledTwice", 1, replaced={"Conv2dSame": 1}), _plain("SamePaddingWeightRead", 1, 1),
+       _plain("Opaque", 0, chunked=False)]
+
+
+def _zoo_projector(name):
+    """A projector around the zoo base ``name`` (16 px) with random norm statistics and adapter."""
+    torch.manual_seed(0)
+    encoder = FunctionalBatchNorm(training=True) if name == "FunctionalBatchStatistics" else globals()[name]()
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, nn.BatchNorm2d) and module.running_mean is not None:
+                module.running_mean.normal_(0, 0.5), module.running_var.uniform_(0.5, 2)
+            if isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)):
+                module.weight.uniform_(0.5, 1.5), module.bias.normal_(0, 0.5)
+    return _perturbed(LabelProjector.from_base(encoder, base_mean=[0.5] * 3, base_std=[0.5] * 3, base_image_size=16,
+                                               class_names=list("abcd"), head_init="random", head_rank=2))
+
+
+@pytest.mark.parametrize("name, applied", ZOO)
+def test_the_fast_path_equals_the_modules_on_awkward_bases_or_leaves_them(name, applied, request):
+    """For every base: the fast-path logits equal the unfused modules' within TOLERANCE at any batch size, input
+    size and image content, with one image per CPU chunk where chunking is allowed; and each rewrite applies
+    exactly where it is safe (a safe one that stops applying fails here too)."""
+    from hypothesis import Phase, given, settings
+    from hypothesis import strategies as st
+
+    projector = request.getfixturevalue(name) if name in ("rn", "lite0") else _zoo_projector(name)
+    fast = fastpath.FastProjector(projector, fastpath.FastOptions(chunk_bytes=1))  # one image a chunk if allowed
+
+    @settings(max_examples=5, deadline=None, derandomize=True, database=None, phases=[Phase.generate])
+    @given(batch=st.integers(2, 5), size=st.sampled_from([13, 16, 32]), seed=st.integers(0, 2 ** 16))
+    def same_logits(batch, size, seed):
+        x = images(batch, size, seed)
+        with torch.no_grad():
+            out, slow = fast(x), unfused(projector, x)
+        assert close(out, slow), (out - slow).abs().max() / slow.abs().max()
+
+    same_logits()
+    x = fast.inputs(images(1))
+    assert {"folded": fast.folded, "replaced": fast.replaced, "added_in_place": fast.added_in_place,
+            "chunked": fast.chunks(4, x) == 4} == applied
