@@ -1,0 +1,105 @@
+"""Text and files written by others (config.json, a Hub card, export.json, a folder name) reach the terminal and the
+parsers: a wrong type, a control character, deep nesting or a YAML tag or alias is one line, never a traceback, a
+rewritten screen or a push of the file as it is."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hub_server import hub  # noqa: F401  (fixture)
+
+from hello_labels import HelloLabelsError, LabelProjector
+from hello_labels.cli import main
+from hello_labels.errors import BadInputError, CorruptFileError
+
+BASE = "hello-labels:tiny-clip-vit"
+HOSTILE = ["\x1b]0;owned\x07", "\x1b[2J", "cat\nfidelity:       99.9%", "\u202egnp.exe", "\x9b31m"]
+RAW = ("\x1b", "\x07", "\r", "\x9b", "\u202e")  # none of these may reach the terminal from a file
+DEEP = "[" * 200_000 + "]" * 200_000
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("others") / "p"
+    LabelProjector.from_base(BASE, class_names=["cat", "dog", "car"], templates="simple", head_rank=4,
+                             metadata={"dataset": "toy"}).save_pretrained(path)
+    return path
+
+
+def _copy(saved, tmp_path, edit=None, text=None, name="copy"):
+    out = tmp_path / name
+    out.mkdir()
+    for file in ("adapter.safetensors", "README.md"):
+        (out / file).write_bytes((saved / file).read_bytes())
+    config = json.loads((saved / "config.json").read_text())
+    if edit:
+        edit(config)
+    (out / "config.json").write_text(text if text is not None else json.dumps(config))
+    return out
+
+
+def _fail(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and not any(c in err for c in RAW)
+    return err
+
+
+# ----------------------------------------------------------------------------- control characters
+def test_escape_makes_terminal_controls_visible_and_leaves_text_alone():
+    from hello_labels.errors import escape
+
+    assert escape("a\x1b[2J\r\n\t\x07\x7f\x9b\u202e\u2066\u2028\udcff") == \
+        r"a\x1b[2J\r\n\t\x07\x7f\x9b\u202e\u2066\u2028\udcff"
+    assert escape("Grüße, 猫, Ελληνικά, 🐈 \\x1b") == "Grüße, 猫, Ελληνικά, 🐈 \\x1b"
+    assert escape(escape("\x1b\n")) == escape("\x1b\n")
+    assert str(HelloLabelsError("base 'x\ny' unknown")) == r"base 'x\ny' unknown"  # one line, whatever it quotes
+
+
+def test_info_and_errors_show_names_from_files_escaped(saved, tmp_path, capsys):
+    """Before: class names from config.json went to the terminal raw (a title change, a cleared screen, a forged
+    ``fidelity`` line, reversed text), and so did a base name in an error message (two lines)."""
+    path = tmp_path / "classes"
+    LabelProjector.from_base(BASE, class_names=HOSTILE, templates="simple", head_rank=4).save_pretrained(path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in RAW)
+    assert r"\x1b]0;owned\x07" in out and r"cat\nfidelity:       99.9%" in out and r"\u202egnp.exe" in out
+    assert not any(line.startswith("fidelity:       99.9%") for line in out.splitlines())
+    bad = _copy(saved, tmp_path, lambda c: c["base"].update(name="nope\x1b[2J\nerror: all is well"), name="base")
+    assert r"nope\x1b[2J\nerror: all is well" in _fail(["info", str(bad)], capsys)
+
+
+def test_eval_table_escapes_class_names():
+    from hello_labels.train.evaluate import FidelityReport
+
+    report = FidelityReport(0.5, 0.1, 1.0, 4, per_class={n: 0.5 for n in HOSTILE},
+                            per_class_views={n: 1 for n in HOSTILE})
+    lines = report.table().splitlines()
+    assert len(lines) == 2 + len(HOSTILE) and not any(c in report.table() for c in RAW)
+
+
+def _cli(*argv):
+    return subprocess.run([sys.executable, "-m", "hello_labels", *argv], capture_output=True, text=True,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+
+
+def test_log_lines_are_one_escaped_line():
+    """Before: library log lines (open_clip quotes paths and Hub ids from config.json) went to stderr raw."""
+    import logging
+
+    from hello_labels.cli import _EscapedFormatter
+
+    record = logging.makeLogRecord({"msg": "no weights in %s", "args": ("x\x1b[2J\nerror: fine",)})
+    assert _EscapedFormatter("%(message)s").format(record) == r"no weights in x\x1b[2J\nerror: fine"
+
+
+def test_warnings_are_one_escaped_line(saved, tmp_path):
+    """Before: a warning came as Python's two lines with the folder name raw. Run as a user runs it (pytest catches
+    warnings and log records itself)."""
+    folder = _copy(saved, tmp_path, lambda c: c.pop("base_pin"), name="unpacked\x1b]0;owned\x07")
+    run = _cli("info", str(folder))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith("warning: ") and run.stderr.count("\n") == 1 and r"\x1b]0;owned\x07" in run.stderr
+    assert not any(c in run.stderr + run.stdout for c in RAW)
