@@ -103,3 +103,43 @@ def test_warnings_are_one_escaped_line(saved, tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stderr.startswith("warning: ") and run.stderr.count("\n") == 1 and r"\x1b]0;owned\x07" in run.stderr
     assert not any(c in run.stderr + run.stdout for c in RAW)
+
+
+# ----------------------------------------------------------------------------- deep nesting
+def test_a_deeply_nested_config_is_one_line_on_load_info_and_save(saved, tmp_path, capsys):
+    """Before: a raw RecursionError from json.loads on load and ``info``, and on a save into that folder."""
+    text = (saved / "config.json").read_text().replace('"metadata": {', f'"metadata": {{"deep": {DEEP}, ', 1)
+    path = _copy(saved, tmp_path, text=text)
+    with pytest.raises(CorruptFileError, match=r"config.json: JSON nested 200002 levels deep; at most 100"):
+        LabelProjector.from_pretrained(path)
+    _fail(["info", str(path)], capsys)
+    LabelProjector.from_pretrained(saved).save_pretrained(path)  # replaces it
+    assert LabelProjector.from_pretrained(path).num_classes == 3
+
+
+def test_json_depth_counts_brackets_outside_strings_only():
+    from hello_labels.files import json_depth
+
+    assert json_depth('{"a": [1, {"b": "]]]}}[[[\\"["}]}') == 3 and json_depth("7") == 0 and json_depth(DEEP) == 200_000
+
+
+def test_deep_json_from_others_is_refused_in_one_line(tmp_path):
+    """Before: a raw RecursionError from each of these readers."""
+    from hello_labels.labels.classes import _load_map
+    from hello_labels.labels.export import _record
+    from hello_labels.labels.recorded import record_path, recorded_settings
+    from hello_labels.train.refine import load_patches
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    record_path(labels).parent.mkdir()
+    record_path(labels).write_text(DEEP)  # export.json, beside label files from someone else
+    with pytest.raises(CorruptFileError, match="export.json is unreadable .*nested 200000 levels deep; at most 100"):
+        recorded_settings(labels)  # convert and eval read it
+    with pytest.raises(CorruptFileError, match="export.json is damaged .*nested 200000 levels deep"):
+        _record(record_path(labels), labels, {}, 1)  # export-fkd into that folder
+    (tmp_path / "map.json").write_text(DEEP)
+    with pytest.raises(CorruptFileError, match="class map .* nested 200000 levels deep"):
+        _load_map(tmp_path / "map.json")
+    with pytest.raises(CorruptFileError, match="patch map .* nested 200000 levels deep"):
+        load_patches(tmp_path / "map.json", tmp_path)

@@ -9,11 +9,11 @@ defaults. The mix needs no record: each file says whether it was mixed (its box 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 from ..errors import BadInputError, CorruptFileError, first_line
+from ..files import loads_json
 from .export import RECORD_FILE, run_folder
 from .fkd import FKD_SEED
 
@@ -35,7 +35,7 @@ def recorded_settings(labels) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        settings = json.loads(path.read_text()).get("settings")
+        settings = loads_json(path.read_bytes()).get("settings")
     except (OSError, ValueError, AttributeError) as err:
         raise CorruptFileError(f"settings record {path} is unreadable ({first_line(err)}): pass the export's "
                                f"settings yourself after removing it") from err

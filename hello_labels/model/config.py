@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..errors import CorruptFileError
-from ..files import is_sha256
+from ..files import is_sha256, loads_json
 from ..version import __version__
 from .bases import check_spec, is_number, short
 from .heads import HEAD_INITS, is_template
@@ -77,7 +77,9 @@ def read_config(path: str) -> ProjectorConfig:
 def parse_config(raw: bytes, source: str) -> ProjectorConfig:
     """Parse and validate ``config.json``'s bytes (``source`` names them in errors)."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads_json(raw)
+    except CorruptFileError as err:
+        raise CorruptFileError(f"{source}: {err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         detail = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
         raise CorruptFileError(f"{source} is not valid JSON ({detail})") from err

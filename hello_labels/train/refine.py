@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from ..distributed import DistEnv, gather, on_main
 from ..errors import BadInputError, CorruptFileError, escape, first_line
-from ..files import atomic_path, atomic_write_json, remove_stale_temps
+from ..files import atomic_path, atomic_write_json, loads_json, remove_stale_temps
 from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.classes import check_classes, output_classes
@@ -205,7 +205,7 @@ def load_patches(patches, data) -> Dict[str, List[Tuple[Tuple[int, int, int, int
     if isinstance(patches, (str, Path)):
         path = Path(patches)
         try:
-            patches, base = json.loads(path.read_text()), path.parent
+            patches, base = loads_json(path.read_bytes()), path.parent
         except (OSError, ValueError) as err:
             raise CorruptFileError(f"cannot read patch map {path} ({first_line(err)})") from err
     if not isinstance(patches, dict):
@@ -324,7 +324,7 @@ def _start(out: Path, settings: dict) -> None:
     record = out / REPORT_FILE
     if record.is_file():
         try:
-            saved = json.loads(record.read_text()).get("settings", {})
+            saved = loads_json(record.read_bytes()).get("settings", {})
         except (ValueError, AttributeError) as err:
             raise CorruptFileError(f"{record} is damaged ({first_line(err)}): choose a new output folder") from err
         check_settings(saved, settings, f"{out} holds images refined with other settings",
