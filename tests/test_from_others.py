@@ -46,6 +46,54 @@ def _fail(argv, capsys):
     return err
 
 
+# ----------------------------------------------------------------------------- metadata of the wrong types
+FIDELITY = {"agreement": 0.5, "kl": 0.1, "temperature": 1.0, "views": 8}
+
+
+@pytest.mark.parametrize("metadata, field", [
+    ({"fidelity": {}}, r"'metadata.fidelity' lacks \['agreement', 'kl', 'temperature', 'views'\]"),
+    ({"fidelity": dict(FIDELITY, agreement="high")}, r"'metadata.fidelity.agreement' must be a number, got \"high\""),
+    ({"fidelity": FIDELITY, "fidelity_mixed": dict(FIDELITY, views=-1)}, r"'metadata.fidelity_mixed.views' must be"),
+    ({"teacher": [{"spec": "timm:resnet18", "weight": "half"}]}, r"'metadata.teacher' must be a list of teachers"),
+    ({"teacher": {"source": "label_dir", "name": "labels"}}, r"'metadata.teacher' must be"),  # lacks its counts
+    ({"dataset": ["toy"]}, r"'metadata.dataset' must be a string or an object"),
+    ({"datasets": 5}, r"'metadata.datasets' must be a list of Hub dataset ids"),
+    ({"labels_trained": {"first_file": "x", "epochs": "3"}}, r"'metadata.labels_trained.epochs' must be"),
+    ({"license": ["mit"]}, r"'metadata.license' must be a string"),
+])
+def test_info_names_the_metadata_field_of_the_wrong_type(saved, tmp_path, capsys, metadata, field):
+    """Before: ``info`` (and the next save's card) died in a raw KeyError/ValueError/TypeError, or the projector
+    loaded with metadata that broke its card on the next save."""
+    path = _copy(saved, tmp_path, lambda c: c["metadata"].update(metadata))
+    assert "config.json" in _fail(["info", str(path)], capsys)
+    with pytest.raises(CorruptFileError, match=field):
+        LabelProjector.from_pretrained(path)
+    with pytest.raises(BadInputError, match=field):  # from Python too, before any save writes a card of it
+        LabelProjector.from_base(BASE, class_names=["cat"], templates="simple", metadata=metadata)
+
+
+def test_one_hostile_card_on_the_hub_is_skipped_with_a_warning(hub, saved, tmp_path, capsys):
+    """Before: one card with ``agreement: high`` made ``hello-labels list`` fail for every user (raw ValueError);
+    a base name from a card went to the terminal raw."""
+    hub.add_repo("lab/good", saved)
+    card = (saved / "README.md").read_text().replace("hello_labels:\n", "hello_labels:\n  fidelity: {agreement: high, "
+                                                     "kl: 0.1, temperature: 1.0, views: 8}\n", 1)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "README.md").write_text(card)
+    hub.add_repo("lab/bad", tmp_path / "bad")
+    (tmp_path / "spoof").mkdir()  # a base name that would clear the screen
+    (tmp_path / "spoof" / "README.md").write_text(card.replace("agreement: high", "agreement: 0.5").replace(
+        f"name: {BASE}", 'name: "\\e[2Jx\\nlab/fake"'))
+    hub.add_repo("lab/spoof", tmp_path / "spoof")
+    with pytest.warns(UserWarning, match=r"^skipped lab/bad: its card: 'hello_labels.fidelity.agreement' must be a "
+                                         r"number, got \"high\"$") as warned:
+        assert main(["list"]) == 0
+    assert [w.category.__name__ for w in warned] == ["UnreadableCardWarning"]
+    out = capsys.readouterr().out
+    assert "lab/good" in out and "lab/bad" not in out and "lab/spoof" in out
+    assert r"\x1b[2Jx\nlab/fake" in out and not any(c in out for c in RAW) and "\nlab/fake" not in out
+
+
 # ----------------------------------------------------------------------------- control characters
 def test_escape_makes_terminal_controls_visible_and_leaves_text_alone():
     from hello_labels.errors import escape

@@ -19,12 +19,17 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..version import __version__
 from .bases import hub_model, weights_source
+from .config import COUNT, FIDELITY, TEXT, check_fields
 from .directory import PLOT_FILE
 
 TAGS = ["hello-labels", "dataset-distillation", "soft-labels", "label-projector"]
 CODE_URL = "https://pypi.org/project/hello-labels/"  # the package: its README, install line and code
 PAPER_URL = "https://arxiv.org/abs/2408.08201"
 REPO_PLACEHOLDER = "<this repo or directory>"  # the usage snippet's id until a push names the repo
+# what `list` reads of a card's `hello_labels` metadata, each with its shape (config.check_fields); the rest is free
+CARD_FACTS = {"base": ({"kind": (*TEXT, True), "name": (*TEXT, False), "factory": (*TEXT, False)}, "an object", False),
+              "num_classes": (*COUNT, False), "fidelity": (FIDELITY, "an object", False),
+              "adapter_bytes": (*COUNT, False), "adapter_dtype": (*TEXT, False)}
 
 
 @dataclass(frozen=True)
@@ -290,6 +295,15 @@ in hello-labels' `examples/`.
 Written by hello-labels {__version__}.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def read_card_facts(card: dict, source: str) -> dict:
+    """The ``hello_labels`` facts of a card's metadata (``card``: as parsed; ``{}`` without them), checked against
+    :data:`CARD_FACTS`: a wrong type raises a one-line :class:`~hello_labels.errors.CorruptFileError` naming
+    ``source`` and the field."""
+    facts = card.get("hello_labels", {})
+    check_fields(facts, CARD_FACTS, "hello_labels", source)
+    return facts
 
 
 def card_for_repo(text: str, repo_id: str, license: Optional[str] = None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from typing import TYPE_CHECKING, Dict, List, Optional
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from huggingface_hub import constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import hf_hub_download
 
-from ..errors import BadInputError, HelloLabelsError, HubUnreachableError, first_line
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, HubUnreachableError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -148,6 +149,10 @@ def read_safetensors(path: str) -> Dict[str, "torch.Tensor"]:
         raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
 
 
+class UnreadableCardWarning(UserWarning):
+    """A Hub repo tagged ``hello-labels`` whose card facts cannot be read: :func:`find_projectors` skips it."""
+
+
 def _matches_base(wanted: str, spec: dict) -> bool:
     """``wanted`` as a user names a base (``RN50``, ``open_clip:RN50``, ``timm:resnet50``, ``hello-labels:...``)."""
     name = str(spec.get("name") or spec.get("factory") or "")
@@ -159,10 +164,12 @@ def find_projectors(base: Optional[str] = None, classes: Optional[int] = None, s
     """Projectors on the Hub: model repos tagged ``hello-labels`` (huggingface_hub ``list_models``) whose card says
     they are on ``base`` (as ``--base`` names it) with ``classes`` classes, and whose id contains ``search``; at
     most ``limit``. Each row: ``id``, ``base`` (``kind:name``), ``classes``, ``agreement`` (end of training, or
-    None), ``adapter_bytes``, ``adapter_dtype``, ``downloads``."""
+    None), ``adapter_bytes``, ``adapter_dtype``, ``downloads``. A repo whose card facts have the wrong types
+    (:func:`~hello_labels.model.card.read_card_facts`) is skipped with an :class:`UnreadableCardWarning` naming it
+    and the field, so one stranger's card cannot break the list for everyone."""
     from huggingface_hub import HfApi
 
-    from .card import TAGS
+    from .card import TAGS, read_card_facts
 
     why = hub_unreachable()
     if why:
@@ -170,14 +177,17 @@ def find_projectors(base: Optional[str] = None, classes: Optional[int] = None, s
     rows = []
     with translate_errors("the Hub's model list"):
         for model in HfApi(token=token).list_models(filter=TAGS[0], search=search, cardData=True):
-            card = model.card_data.to_dict() if model.card_data is not None else {}
-            facts = card.get("hello_labels") if isinstance(card.get("hello_labels"), dict) else {}
-            spec = facts.get("base") if isinstance(facts.get("base"), dict) else {}
+            try:
+                facts = read_card_facts(model.card_data.to_dict() if model.card_data else {}, "its card")
+            except CorruptFileError as err:  # one stranger's card must not hide everyone else's projectors
+                warnings.warn(f"skipped {model.id}: {err}", UnreadableCardWarning, stacklevel=2)
+                continue
+            spec = facts.get("base", {})
             if base and not _matches_base(base, spec):
                 continue
             if classes is not None and facts.get("num_classes") != classes:
                 continue
-            fidelity = facts.get("fidelity") if isinstance(facts.get("fidelity"), dict) else {}
+            fidelity = facts.get("fidelity", {})
             rows.append({"id": model.id, "base": f"{spec.get('kind')}:{spec.get('name') or spec.get('factory')}"
                          if spec else None, "classes": facts.get("num_classes"),
                          "agreement": fidelity.get("agreement"), "adapter_bytes": facts.get("adapter_bytes"),

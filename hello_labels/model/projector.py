@@ -30,7 +30,7 @@ from . import directory, hub
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, base_pin, build_base, default_head, module_spec, parse_base, pin_mismatch
 from .card import AdapterFacts, fidelity_plot, model_card
-from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, read_config
+from .config import ADAPTER_DTYPES, DTYPES, METADATA, ProjectorConfig, check_fields, read_config
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .fastpath import FastOptions, FastProjector
 from .heads import (
@@ -154,6 +154,7 @@ class LabelProjector(nn.Module):
             ([image_size, image_size] if image_size else None),
             interpolation=interpolation, normalize_features=normalize_features, seed=seed,
             metadata=dict(metadata or {}))
+        check_fields(config.metadata, METADATA, "metadata", "from_base", BadInputError)  # as a load would check it
         # a name or factory the caller wrote in code is trusted; a spec dict is data
         return cls(config, base_module=module, prototype_images=prototype_images,
                    prototype_labels=prototype_labels, lora_rank=lora_rank, progress=progress,
