@@ -191,3 +191,36 @@ def test_deep_json_from_others_is_refused_in_one_line(tmp_path):
         _load_map(tmp_path / "map.json")
     with pytest.raises(CorruptFileError, match="patch map .* nested 200000 levels deep"):
         load_patches(tmp_path / "map.json", tmp_path)
+
+
+# ----------------------------------------------------------------------------- YAML in the card
+BOMB = "lol0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+
+
+@pytest.mark.parametrize("metadata, message", [
+    ("exploit: !!python/object/apply:os.system [echo owned]\n", "holds the YAML tag '!!python/object/apply:os.system'"),
+    (BOMB, "holds the YAML anchor or alias &a0"),
+    (f"deep: {DEEP}\n", "nests deeper than 100 levels"),
+    ("key: [unclosed\n", "is not valid YAML"),
+])
+def test_push_refuses_a_card_whose_yaml_is_not_plain_data(hub, saved, tmp_path, capsys, metadata, message):
+    """Before: a ``!!python`` tag or a deep card was a raw ConstructorError/RecursionError, an alias bomb was
+    pushed as it was (to expand in whatever reads it next)."""
+    folder = _copy(saved, tmp_path)
+    card = (folder / "README.md").read_text()
+    (folder / "README.md").write_text(card.replace("---\n", "---\n" + metadata, 1))
+    err = _fail(["push", str(folder), "lab/x"], capsys)
+    assert "README.md: its metadata" in err and message in err
+    with pytest.raises(CorruptFileError, match="README.md: its metadata"):
+        from hello_labels.model.publish import push_directory
+
+        push_directory(folder, "lab/x")
+    assert not any("/commit/" in path or path == "/api/repos/create" for _, path in hub.requests)
+    assert (folder / "README.md").read_text() == card.replace("---\n", "---\n" + metadata, 1)  # left as it was
+
+
+def test_our_own_cards_are_plain_data(saved):
+    from hello_labels.model.card import read_card
+
+    assert read_card((saved / "README.md").read_bytes(), "README.md").startswith("---\n")
