@@ -153,6 +153,15 @@ def test_warnings_are_one_escaped_line(saved, tmp_path):
     assert not any(c in run.stderr + run.stdout for c in RAW)
 
 
+def test_an_unknown_pretrained_tag_is_one_escaped_line(saved, tmp_path):
+    """Before: open_clip's own log line (the tag raw, then the known tags) came before our error, two lines."""
+    base = {"kind": "open_clip", "name": "RN50", "pretrained": "openai\x1b[2J\rall is well"}
+    run = _cli("info", str(_copy(saved, tmp_path, lambda c: c.update(base=base), name="tag")))
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr  # not open_clip's log line too
+    assert r"has no pretrained tag 'openai\x1b[2J\rall is well'" in run.stderr
+    assert not any(c in run.stderr for c in RAW)
+
+
 # ----------------------------------------------------------------------------- deep nesting
 def test_a_deeply_nested_config_is_one_line_on_load_info_and_save(saved, tmp_path, capsys):
     """Before: a raw RecursionError from json.loads on load and ``info``, and on a save into that folder."""

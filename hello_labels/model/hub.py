@@ -5,7 +5,8 @@ Before asking the Hub, :func:`resolve_file` checks in well under a second what w
 timeouts and retries (25-47 s): a path of this machine that is not a projector folder (``DIR/config.json``) is
 refused as such, and with ``HF_HUB_OFFLINE`` set or the endpoint not accepting a connection it reads the local
 cache only, raising :class:`~hello_labels.errors.HubUnreachableError` when the file is not there.
-:func:`check_can_push` does the same for uploads, and checks the login, before any work."""
+:func:`check_can_push` does the same for uploads, and checks the login, before any work;
+:func:`offline_when_unreachable` does it for other libraries' downloads (open_clip's and timm's pretrained weights)."""
 from __future__ import annotations
 
 import contextlib
@@ -72,6 +73,24 @@ def hub_unreachable(timeout: float = CONNECT_TIMEOUT) -> Optional[str]:
     except OSError as err:
         return f"{host}:{port} does not answer ({err.strerror or type(err).__name__})"
     return None
+
+
+@contextlib.contextmanager
+def offline_when_unreachable():
+    """While inside, when the Hub is unreachable (:func:`hub_unreachable`), huggingface_hub's offline mode (what
+    ``HF_HUB_OFFLINE=1`` sets) is on in this process: downloads that other libraries make through it (open_clip's,
+    timm's pretrained weights) come from the local cache or fail at once, not after the client's retries (about
+    25 s a file). Yields why the Hub is unreachable, or None (then nothing changes)."""
+    why = hub_unreachable()
+    if why is None:
+        yield None
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield why
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _local_path_hint(model_id: str) -> Optional[str]:
