@@ -4,11 +4,19 @@
 subclasses are for what a caller handles differently: retry later (:class:`FolderBusyError`,
 :class:`HubUnreachableError`), free disk space (:class:`DiskFullError`), ask the user (:class:`TrustRefusedError`),
 replace the file (:class:`CorruptFileError`), fix the call (:class:`BadInputError`).
+
+Messages quote names read from files written by others, so ``str(err)`` shows their control characters as visible
+escapes (:func:`escape`): a class name cannot clear the screen, retitle the terminal or forge a second line.
 """
+import re
 
 
 class HelloLabelsError(ValueError):
-    """Bad input or an unusable file/repo. ``str(err)`` is one line, fit for a CLI ``error:`` message."""
+    """Bad input or an unusable file/repo. ``str(err)`` is one line, fit for a CLI ``error:`` message: control
+    characters a file put in it are escaped (:func:`escape`)."""
+
+    def __str__(self) -> str:
+        return escape(super().__str__())
 
 
 class BadInputError(HelloLabelsError):
@@ -51,3 +59,22 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     cut at a word boundary (:func:`clip`)."""
     line = clip(str(err), limit)
     return f"{type(err).__name__}: {line}" if line else type(err).__name__
+
+
+# C0 and C1 controls (ESC, CR, LF, BEL, DEL, CSI...), line/paragraph separators, bidi overrides and isolates (text
+# shown in another order than stored), lone surrogates (undecodable file names: printing them would fail)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(match: "re.Match") -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape(text) -> str:
+    """``text`` with every character that a terminal would act on, or that would reorder or break the line, shown
+    as a visible escape (``\\x1b``, ``\\n``, ``\\u202e``); everything else, other scripts included,
+    unchanged. Idempotent: an escaped text has nothing left to escape."""
+    return _UNSAFE.sub(_visible, str(text))

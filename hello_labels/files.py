@@ -3,11 +3,14 @@
 A crash leaves either the old file or the new one, never half of one; what a kill mid-write leaves behind is a
 hidden ``.<name>.<random>.tmp`` entry, which :func:`remove_stale_temps` clears when the next run starts. A write
 that finds the disk full removes its temporary and stops with one line naming the file (:func:`disk_full_as_one_line`).
+
+JSON that others may have written is read with :func:`loads_json`, which refuses deep nesting before parsing.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -15,9 +18,9 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Union
 
-from .errors import BadInputError, DiskFullError, HelloLabelsError
+from .errors import BadInputError, CorruptFileError, DiskFullError, HelloLabelsError
 
 if TYPE_CHECKING:  # torch is imported by the writers that need it: the CLI reads files before importing torch
     import torch
@@ -175,6 +178,31 @@ def changed_settings(saved: dict, current: dict, prefix: str = "") -> List[str]:
     """``key: old -> new`` for every setting that differs: what keeps a killed job from resuming."""
     return [f"{prefix}{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
             if saved.get(k) != current.get(k)]
+
+
+# hello-labels' own files nest a few levels; the parser recurses once per level (RecursionError near 1,000), and so
+# would a check, a copy or a dump of what it returned
+MAX_JSON_DEPTH = 100
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in the JSON ``text`` (brackets inside strings do not count), found by
+    linear scans of the text, without recursion."""
+    brackets = re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text))
+    return max(itertools.accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
+
+
+def loads_json(text: Union[str, bytes], max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for files from others: a text nested deeper than ``max_depth`` is refused first
+    (:class:`CorruptFileError`, a ``ValueError`` as the parser's own errors are), so no depth reaches a
+    ``RecursionError``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise CorruptFileError(f"JSON nested {depth} levels deep; at most {max_depth} are read")
+    return json.loads(text)
 
 
 def atomic_write_text(path, text: str, tmp_dir=None) -> None:

@@ -1,6 +1,9 @@
 """``hello-labels`` command line: one module per verb (or group of verbs), each parsing its flags and calling the
 library, nothing more; :mod:`.common` holds what several verbs share. Parsing imports no torch, so ``--help`` and
-``--version`` answer at once."""
+``--version`` answer at once.
+
+Text read from files reaches the terminal escaped (:func:`hello_labels.errors.escape`): results through
+:func:`.common.show`, errors by ``HelloLabelsError`` itself, and warning and log lines here, each as one line."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +11,7 @@ import logging
 import sys
 import warnings
 
-from ..errors import HelloLabelsError
+from ..errors import HelloLabelsError, escape
 from ..version import __version__
 from . import demo, evaluate, export, hub, refine, storage, train
 
@@ -45,20 +48,30 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
-    with warnings.catch_warnings():
-        warnings.showwarning = _warning_line
-        try:
-            args.func(args)
-        except HelloLabelsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+    handler = logging.StreamHandler()
+    handler.setFormatter(_EscapedFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, handlers=[handler])
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _format_warning
+    try:
+        args.func(args)
+    except HelloLabelsError as err:
+        print(f"error: {err}", file=sys.stderr)  # escaped by HelloLabelsError itself
+        return 2
+    finally:
+        warnings.formatwarning = formatwarning
     return 0
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one ``warning: ...`` line, as errors are one ``error: ...`` line (no source location)."""
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
+class _EscapedFormatter(logging.Formatter):
+    """Log lines as one line each, control characters escaped."""
+
+    def format(self, record) -> str:
+        return escape(super().format(record))
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one ``warning: ...`` line (not Python's two lines with the source), escaped."""
+    return f"warning: {escape(message)}\n"
 
 
 __all__ = ["main", "build_parser"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import escape
 
 # Spelled out here because the library's definitions import torch; tests/test_cli_parser.py checks they agree.
 ADAPTER_DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")  # hello_labels.model.config.ADAPTER_DTYPES
@@ -167,10 +168,18 @@ def command(args) -> str:
     return command_line(args.argv)
 
 
-def note(text: str) -> None:
-    """A line for the user that is not the verb's result (stderr, so results stay pipeable)."""
-    print(f"note: {text}", file=sys.stderr)
+def show(*lines) -> None:
+    """Print a verb's result, each argument one line: text from files (class names, card facts, Hub ids) cannot
+    act on the terminal or forge a line, since its control characters, line breaks included, are escaped
+    (:func:`hello_labels.errors.escape`)."""
+    for line in lines:
+        print(escape(line))
 
+
+def note(text: str) -> None:
+    """A line for the user that is not the verb's result (stderr, so results stay pipeable), escaped as
+    :func:`show`'s."""
+    print(f"note: {escape(text)}", file=sys.stderr)
 
 
 def is_rank0() -> bool:
@@ -185,4 +194,4 @@ def push(directory, repo_id: str, args, **kwargs) -> None:
     from ..model.publish import push_directory
 
     info = push_directory(directory, repo_id, revision=args.revision, private=args.private or None, **kwargs)
-    print(f"pushed {directory} to {repo_id} ({info.commit_url})")
+    show(f"pushed {directory} to {repo_id} ({info.commit_url})")

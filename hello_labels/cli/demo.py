@@ -32,4 +32,5 @@ def _demo(args) -> None:
         "ipc": args.ipc, "label_epochs": args.epochs, "seeds": args.seeds, "input_size": args.input_size,
         "mean": tuple(args.mean) if args.mean else None, "std": tuple(args.std) if args.std else None,
         "teacher_steps": args.teacher_steps, "distill_steps": args.distill_steps}.items() if v is not None})
-    run_demo(args.out, args.data, args.teacher, args.base, args.pretrained, settings, progress=not args.quiet)
+    run_demo(args.out, args.data, args.teacher, args.base, args.pretrained, settings, progress=not args.quiet,
+             echo=lambda text: common.show(*text.splitlines()))

@@ -39,7 +39,7 @@ def _eval(args) -> None:
                       temperature=args.temperature, input_size=args.input_size, min_scale=args.min_scale,
                       max_scale=args.max_scale, seed=args.seed, epochs=args.epochs, fkd_seed=args.fkd_seed,
                       class_map=args.class_map, mix_type=common.mix(args.mix_type))
-    print(report.table())
+    common.show(*report.table().splitlines())
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     if args.plot:

@@ -33,5 +33,5 @@ def _export_fkd(args) -> None:
                       args.fp16, args.input_size, args.min_scale, args.max_scale, args.fkd_seed, args.seed,
                       gvbsm_index=args.gvbsm_index, num_workers=args.workers, progress=not args.quiet,
                       class_map=args.class_map)
-    print(f"wrote {info.epochs} epochs x {info.batches_per_epoch} batches of {info.num_images} images, "
-          f"{info.num_classes} classes, {info.dtype} to {info.path} ({info.total_bytes():,} bytes)")
+    common.show(f"wrote {info.epochs} epochs x {info.batches_per_epoch} batches of {info.num_images} images, "
+                f"{info.num_classes} classes, {info.dtype} to {info.path} ({info.total_bytes():,} bytes)")

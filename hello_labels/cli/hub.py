@@ -40,20 +40,20 @@ def _info(args) -> None:
     projector = common.load(args, args.projector)
     from ..model.card import card_facts
 
-    print(projector)
+    common.show(projector)
     for key, value in card_facts(projector.config, projector.adapter_facts(), projector.base_unpinned).items():
-        print(f"{key + ':':<16}{value}")
+        common.show(f"{key + ':':<16}{value}")
     rows = projector.adapter.summary()
-    print(f"{'adapter tensors':<48} {'layers':<12} {'rank':>4} {'weights':>7} {'parameters':>11}")
+    common.show(f"{'adapter tensors':<48} {'layers':<12} {'rank':>4} {'weights':>7} {'parameters':>11}")
     for r in rows:
-        print(f"{r['pattern'][:48]:<48} {','.join(r['layers'])[:12] or '-':<12} {r['rank']:>4} {r['weights']:>7} "
-              f"{r['parameters']:>11,}")
+        common.show(f"{r['pattern'][:48]:<48} {','.join(r['layers'])[:12] or '-':<12} {r['rank']:>4} "
+                    f"{r['weights']:>7} {r['parameters']:>11,}")
     total = projector.num_adapter_parameters()
     head = "head bias, logit scale" + (", prototype weights" if projector.adapter.store_head_weight else "")
-    print(f"{head:<48} {'-':<12} {'':>4} {'':>7} {total - sum(r['parameters'] for r in rows):>11,}")
-    print(f"{'total':<48} {'':<12} {'':>4} {sum(r['weights'] for r in rows):>7} {total:>11,}")
+    common.show(f"{head:<48} {'-':<12} {'':>4} {'':>7} {total - sum(r['parameters'] for r in rows):>11,}",
+                f"{'total':<48} {'':<12} {'':>4} {sum(r['weights'] for r in rows):>7} {total:>11,}")
     if args.json:
-        print(json.dumps(projector.config_dict(), indent=2))
+        print(json.dumps(projector.config_dict(), indent=2))  # JSON escapes control characters itself
 
 
 def _push(args) -> None:
@@ -69,10 +69,11 @@ def _list(args) -> None:
         print(json.dumps(rows, indent=2))
         return
     if not rows:
-        print("no projectors found")
+        common.show("no projectors found")
         return
-    print(f"{'repo':<40} {'base':<36} {'classes':>7} {'agreement':>9} {'adapter':>12}")
+    common.show(f"{'repo':<40} {'base':<36} {'classes':>7} {'agreement':>9} {'adapter':>12}")
     for r in rows:
         agreement = f"{r['agreement']:.1%}" if r["agreement"] is not None else "-"
         size = f"{r['adapter_bytes']:,}" if r["adapter_bytes"] is not None else "-"
-        print(f"{r['id'][:40]:<40} {(r['base'] or '-')[:36]:<36} {r['classes'] or '-':>7} {agreement:>9} {size:>12}")
+        common.show(f"{r['id'][:40]:<40} {(r['base'] or '-')[:36]:<36} {r['classes'] or '-':>7} {agreement:>9} "
+                    f"{size:>12}")

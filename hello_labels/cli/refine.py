@@ -48,4 +48,4 @@ def _refine(args) -> None:
                           jpeg_quality=args.jpeg_quality, seed=args.seed, eval_views=args.eval_views)
     report = refine(projector, args.teacher, args.data, args.out, config, teacher_weights=args.teacher_weights,
                     patches=args.patches, progress=not args.quiet, device=args.device, class_map=args.class_map)
-    print(report_table(report))
+    common.show(*report_table(report).splitlines())

@@ -75,7 +75,7 @@ def _storage(args) -> None:
                             bases=bases, projectors=args.projector or [],
                             class_names=args.class_names, adapter_dtype=args.adapter_dtype, lora_rank=args.lora_rank,
                             head_rank=args.head_rank, trust_remote_code=args.trust_remote_code)
-    print(report.table())
+    common.show(*report.table().splitlines())
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     if args.plot:

@@ -198,5 +198,5 @@ def _report(out, summary) -> None:
             f"; in-sample agreement {final['agreement']:.2%}" if final else "")
     if mixed := summary.get("fidelity_mixed"):
         held += f"; on {mixed['mix_type']}-mixed held-out views {mixed['agreement']:.2%}, KL {mixed['kl']:.4f}"
-    print(f"saved projector to {out} ({summary['steps']} steps, {summary['seconds']:.1f}s, "
-          f"final loss {summary['final_loss']:.4f}, running agreement {agree:.2%}{held})")
+    common.show(f"saved projector to {out} ({summary['steps']} steps, {summary['seconds']:.1f}s, "
+                f"final loss {summary['final_loss']:.4f}, running agreement {agree:.2%}{held})")

@@ -10,7 +10,6 @@ Anything else is refused in one line.
 """
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import BadInputError, CorruptFileError
+from ..files import loads_json
 
 ClassMap = Union[None, str, Path, Dict[str, Union[str, int]]]
 _NUMBERED = re.compile(r"^\D*?(\d+)$")
@@ -30,7 +30,7 @@ def _load_map(class_map: ClassMap) -> Optional[dict]:
         return class_map
     path = Path(class_map)
     try:
-        loaded = json.loads(path.read_text())
+        loaded = loads_json(path.read_bytes())
     except (OSError, ValueError) as err:
         raise CorruptFileError(f"cannot read class map {path}: {str(err).splitlines()[0][:200]}") from err
     if not isinstance(loaded, dict):

@@ -9,7 +9,6 @@ resumes (existing files are complete: they were written atomically) and yields t
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -17,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import BadInputError, CorruptFileError, first_line
-from ..files import atomic_write_json, remove_stale_temps
+from ..files import atomic_write_json, loads_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
 from ..model.fastpath import label_dtype
 from ..distributed import DistEnv, all_ok, on_main
@@ -126,7 +125,7 @@ def _record(path: Path, out: Path, settings: dict, epochs: int) -> None:
     start one; label files without a record are of unknown origin and never mixed with ours."""
     if path.is_file():
         try:
-            saved = json.loads(path.read_text())
+            saved = loads_json(path.read_bytes())
         except ValueError as err:
             raise CorruptFileError(f"settings record {path} is damaged ({first_line(err)}): export into a new "
                                    f"folder") from err

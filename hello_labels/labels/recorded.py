@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from ..errors import BadInputError, CorruptFileError, first_line
-from ..files import atomic_write_json
+from ..files import atomic_write_json, loads_json
 from .fkd import FKD_SEED
 
 RECORD_FILE = "export.json"  # in the run folder beside the label directory
@@ -67,7 +67,7 @@ def _records(labels) -> list:
 def read_record(path) -> dict:
     """The settings of one record file, each of :data:`SETTINGS` it holds checked to be an integer in range."""
     try:
-        settings = json.loads(Path(path).read_text()).get("settings")
+        settings = loads_json(Path(path).read_bytes()).get("settings")
     except (OSError, ValueError, AttributeError) as err:
         raise CorruptFileError(f"settings record {path} is unreadable ({first_line(err)}): pass the export's "
                                f"settings yourself after removing it") from err

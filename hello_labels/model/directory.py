@@ -42,7 +42,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 
 from ..errors import BadInputError, CorruptFileError
-from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256, not_a_file
+from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256, loads_json, not_a_file
 from ..runs import WRITE_CHECK, RunLock
 from .quantize import dequantize_adapter, quantizable
 
@@ -157,7 +157,7 @@ def read_adapter(model_id: str, sha256: Optional[str], resolve: Callable[[str], 
 def _finish_committed(folder: Path) -> None:
     """Step 5 of a save that was killed after its commit: its staged adapter is the one config.json names."""
     try:
-        sha256 = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get(SHA_KEY)
+        sha256 = loads_json((folder / CONFIG_FILE).read_bytes()).get(SHA_KEY)
     except (OSError, ValueError, AttributeError):
         return
     staged = folder / staged_name(sha256) if is_sha256(sha256) else None  # a bad name is the load's to report

@@ -5,12 +5,14 @@ Before asking the Hub, :func:`resolve_file` checks in well under a second what w
 timeouts and retries (25-47 s): a path of this machine that is not a projector folder (``DIR/config.json``) is
 refused as such, and with ``HF_HUB_OFFLINE`` set or the endpoint not accepting a connection it reads the local
 cache only, raising :class:`~hello_labels.errors.HubUnreachableError` when the file is not there.
-:func:`check_can_push` does the same for uploads, and checks the login, before any work."""
+:func:`check_can_push` does the same for uploads, and checks the login, before any work;
+:func:`offline_when_unreachable` does it for other libraries' downloads (open_clip's and timm's pretrained weights)."""
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import warnings
 from typing import TYPE_CHECKING, Dict, List, Optional
 from urllib.parse import urlsplit
 
@@ -72,6 +74,24 @@ def hub_unreachable(timeout: float = CONNECT_TIMEOUT) -> Optional[str]:
     except OSError as err:
         return f"{host}:{port} does not answer ({err.strerror or type(err).__name__})"
     return None
+
+
+@contextlib.contextmanager
+def offline_when_unreachable():
+    """While inside, when the Hub is unreachable (:func:`hub_unreachable`), huggingface_hub's offline mode (what
+    ``HF_HUB_OFFLINE=1`` sets) is on in this process: downloads that other libraries make through it (open_clip's,
+    timm's pretrained weights) come from the local cache or fail at once, not after the client's retries (about
+    25 s a file). Yields why the Hub is unreachable, or None (then nothing changes)."""
+    why = hub_unreachable()
+    if why is None:
+        yield None
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield why
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _local_path_hint(model_id: str) -> Optional[str]:
@@ -152,6 +172,10 @@ def read_safetensors(path: str) -> Dict[str, "torch.Tensor"]:
         raise HelloLabelsError(f"adapter file {path} is truncated or corrupt ({str(err).splitlines()[0]})") from err
 
 
+class UnreadableCardWarning(UserWarning):
+    """A Hub repo tagged ``hello-labels`` whose card facts cannot be read: :func:`find_projectors` skips it."""
+
+
 def _matches_base(wanted: str, spec: dict) -> bool:
     """``wanted`` as a user names a base (``RN50``, ``open_clip:RN50``, ``timm:resnet50``, ``hello-labels:...``)."""
     name = str(spec.get("name") or spec.get("factory") or "")
@@ -163,10 +187,12 @@ def find_projectors(base: Optional[str] = None, classes: Optional[int] = None, s
     """Projectors on the Hub: model repos tagged ``hello-labels`` (huggingface_hub ``list_models``) whose card says
     they are on ``base`` (as ``--base`` names it) with ``classes`` classes, and whose id contains ``search``; at
     most ``limit``. Each row: ``id``, ``base`` (``kind:name``), ``classes``, ``agreement`` (end of training, or
-    None), ``adapter_bytes``, ``adapter_dtype``, ``downloads``."""
+    None), ``adapter_bytes``, ``adapter_dtype``, ``downloads``. A repo whose card facts have the wrong types
+    (:func:`~hello_labels.model.card.read_card_facts`) is skipped with an :class:`UnreadableCardWarning` naming it
+    and the field, so one stranger's card cannot break the list for everyone."""
     from huggingface_hub import HfApi
 
-    from .card import TAGS
+    from .card import TAGS, read_card_facts
 
     why = hub_unreachable()
     if why:
@@ -174,14 +200,17 @@ def find_projectors(base: Optional[str] = None, classes: Optional[int] = None, s
     rows = []
     with translate_errors("the Hub's model list"):
         for model in HfApi(token=token).list_models(filter=TAGS[0], search=search, cardData=True):
-            card = model.card_data.to_dict() if model.card_data is not None else {}
-            facts = card.get("hello_labels") if isinstance(card.get("hello_labels"), dict) else {}
-            spec = facts.get("base") if isinstance(facts.get("base"), dict) else {}
+            try:
+                facts = read_card_facts(model.card_data.to_dict() if model.card_data else {}, "its card")
+            except CorruptFileError as err:  # one stranger's card must not hide everyone else's projectors
+                warnings.warn(f"skipped {model.id}: {err}", UnreadableCardWarning, stacklevel=2)
+                continue
+            spec = facts.get("base", {})
             if base and not _matches_base(base, spec):
                 continue
             if classes is not None and facts.get("num_classes") != classes:
                 continue
-            fidelity = facts.get("fidelity") if isinstance(facts.get("fidelity"), dict) else {}
+            fidelity = facts.get("fidelity", {})
             rows.append({"id": model.id, "base": f"{spec.get('kind')}:{spec.get('name') or spec.get('factory')}"
                          if spec else None, "classes": facts.get("num_classes"),
                          "agreement": fidelity.get("agreement"), "adapter_bytes": facts.get("adapter_bytes"),

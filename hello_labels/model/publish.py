@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..errors import BadInputError, HelloLabelsError, first_line
+from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from . import directory
 from .bases import local_source
 from .config import ProjectorConfig, parse_config
@@ -128,9 +128,10 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
     branch ``revision`` (created from ``main`` if missing; default ``main``) in one commit: config.json, the
     adapter, README.md and fidelity.png when present, as :func:`published_files` reads them. Checks first: those
     are regular files of the folder, the config is valid, the adapter is the one it was saved with and fitted for
-    the config's class order, no file names this machine; the bytes checked are the bytes uploaded. The card (in
-    ``folder`` too) then names ``repo_id`` in its usage snippets and ``license`` (if given) in its metadata.
-    Returns huggingface_hub's ``CommitInfo`` (``.oid``)."""
+    the config's class order, no file names this machine, the card's metadata is plain YAML data
+    (:func:`~hello_labels.model.card.read_card`); the bytes checked are the bytes uploaded. The card (in ``folder``
+    too) then names ``repo_id`` in its usage snippets and ``license`` (if given) in its metadata. Returns
+    huggingface_hub's ``CommitInfo`` (``.oid``)."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     folder = Path(folder)
@@ -161,10 +162,14 @@ def push_directory(folder, repo_id: str, *, revision: Optional[str] = None, priv
 def _name_repo_in_card(folder: Path, card: bytes, repo_id: str, license: Optional[str]) -> bytes:
     """The card naming ``repo_id`` (and ``license``), written back to ``folder`` so the folder and the Hub agree."""
     from ..files import atomic_write_text
-    from .card import card_for_repo
+    from .card import card_for_repo, read_card
 
-    text = card.decode("utf-8")
-    new = card_for_repo(text, repo_id, license)
+    path = folder / directory.CARD_FILE
+    text = read_card(card, str(path))  # plain data before huggingface_hub parses it
+    try:
+        new = card_for_repo(text, repo_id, license)
+    except ValueError as err:  # huggingface_hub's: metadata that is not a mapping, a malformed model-index
+        raise CorruptFileError(f"{path}: its metadata is not a model card's ({first_line(err)})") from None
     if new != text:
         atomic_write_text(folder / directory.CARD_FILE, new)
     return new.encode("utf-8")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BadInputError, CorruptFileError
+from ..files import loads_json
 
 # name -> (bits, values per scale group)
 QUANTIZED = {"int8": (8, 128), "int4": (4, 64)}
@@ -83,7 +84,7 @@ def _shapes(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str], bits: in
     if bits == 8:
         return {n: list(t.shape) for n, t in tensors.items() if quantizable(n)}
     try:
-        shapes = json.loads(metadata["shapes"])
+        shapes = loads_json(metadata["shapes"])
     except (KeyError, ValueError) as err:
         raise CorruptFileError("4-bit adapter file lacks the shapes of its tensors") from err
     if not (isinstance(shapes, dict) and all(

@@ -5,7 +5,8 @@ loaded for model ...") whenever it builds a model without weights. For the confi
 ``hello_labels/model/configs`` (random init by design, e.g. ``hello-labels:tiny-clip-vit``) that is noise on every
 load, so :func:`install` drops exactly those records, naming a shipped config, and lets every other record through;
 :func:`random_init_expected` drops them for any model while inside (storage accounting builds bases without
-weights on purpose). Nothing else about logging changes: no logger is disabled.
+weights on purpose); :func:`dropping` drops other open_clip records hello-labels reports itself, in its own words,
+while inside. Nothing else about logging changes: no logger is disabled.
 """
 from __future__ import annotations
 
@@ -17,16 +18,23 @@ _MESSAGES = ("no CLIP weights found", "No pretrained weights loaded")
 SHIPPED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
-class RandomInitWarnings(logging.Filter):
-    """Drops open_clip's no-weights warnings about models whose message contains ``where`` (any model: "")."""
+class Dropped(logging.Filter):
+    """Drops records whose message contains one of ``messages`` and ``where`` (anywhere: "")."""
 
-    def __init__(self, where: str = ""):
+    def __init__(self, messages, where: str = ""):
         super().__init__()
-        self.where = where
+        self.messages, self.where = tuple(messages), where
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (self.where in message and any(m in message for m in _MESSAGES))
+        return not (self.where in message and any(m in message for m in self.messages))
+
+
+class RandomInitWarnings(Dropped):
+    """Drops open_clip's no-weights warnings about models whose message contains ``where`` (any model: "")."""
+
+    def __init__(self, where: str = ""):
+        super().__init__(_MESSAGES, where)
 
 
 def install() -> None:
@@ -37,11 +45,16 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def random_init_expected():
-    """Inside: open_clip's no-weights warnings are dropped for every model; other records pass."""
-    root, quiet = logging.getLogger(), RandomInitWarnings()
+def dropping(*messages: str):
+    """Inside: root-logger records (open_clip logs there) containing one of ``messages`` are dropped; others pass."""
+    root, quiet = logging.getLogger(), Dropped(messages)
     root.addFilter(quiet)
     try:
         yield
     finally:
         root.removeFilter(quiet)
+
+
+def random_init_expected():
+    """Inside: open_clip's no-weights warnings are dropped for every model; other records pass."""
+    return dropping(*_MESSAGES)

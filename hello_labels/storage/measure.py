@@ -4,7 +4,6 @@ random init, or read from their files) to count their bytes.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -15,14 +14,15 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import BadInputError, CorruptFileError
+from ..errors import BadInputError
 from ..labels.fkd import LabelDir, batch_path, load_batch
 from ..labels.teachers import build_teacher, load_state_dict
 from ..labels.views import class_names_for
 from ..model import hub
 from ..model.bases import build_base, default_head, parse_base, weightless_spec
+from ..model.config import read_config
 from ..model.heads import resolve_class_names
-from ..model.projector import ADAPTER_DTYPES, ADAPTER_FILE, CONFIG_FILE, DTYPES, LabelProjector, ProjectorConfig
+from ..model.projector import ADAPTER_DTYPES, ADAPTER_FILE, CONFIG_FILE, DTYPES, LabelProjector
 from ..model.quiet import random_init_expected
 from .setting import (
     DiskUsage,
@@ -249,10 +249,7 @@ def saved_adapter_size(path: str, revision: Optional[str] = None) -> Tuple[Adapt
         raise BadInputError(f"projector directory not found: {path}")
     config_path = hub.resolve_file(path, CONFIG_FILE, revision=revision)
     adapter_path = hub.resolve_file(path, ADAPTER_FILE, revision=revision)
-    try:
-        config = ProjectorConfig.from_dict(json.loads(Path(config_path).read_text(encoding="utf-8")))
-    except json.JSONDecodeError as err:
-        raise CorruptFileError(f"{config_path} is not valid JSON ({err.msg})") from err
+    config = read_config(config_path)
     tensors = hub.read_safetensors(adapter_path)
     files = {ADAPTER_FILE: os.path.getsize(adapter_path), CONFIG_FILE: os.path.getsize(config_path)}
     size = _adapter_size(config.base, tensors, sum(v.numel() * v.element_size() for v in tensors.values()),

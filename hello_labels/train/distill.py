@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..distributed import DistEnv, on_main
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
-from ..files import atomic_torch_save, atomic_write_json, remove_stale_temps
+from ..files import atomic_torch_save, atomic_write_json, loads_json, remove_stale_temps
 from ..fingerprint import source_fingerprint, tensor_digest
 from ..identity import data_identity
 from ..labels.augment import apply_mix, mixed_cross_entropy
@@ -206,7 +206,7 @@ def _distill(projector, targets, out: Path, cfg: DistillConfig, resume: bool, pr
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"])
-            history = json.loads(state["history"])
+            history = loads_json(state["history"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise CorruptFileError(f"checkpoint {state_path} does not fit this run ({first_line(err)}): delete it "
                                    f"to start over") from err

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from ..errors import escape
 from ..labels.augment import apply_mix
 from ..labels.targets import Targets
 from ..labels.views import BatchPlan, loader
@@ -46,11 +47,12 @@ class FidelityReport:
         return asdict(self)
 
     def table(self) -> str:
+        """The report as aligned lines; class names escaped (:func:`hello_labels.errors.escape`), one line each."""
         kind = "in-sample (trained-on) views" if self.in_sample else "held-out views"
         lines = [f"{kind} {self.views}   agreement {self.agreement:.2%}   KL@T={self.temperature:g} {self.kl:.4f}",
                  f"{'class':<24} {'views':>6} {'agreement':>10}"]
         for name, value in self.per_class.items():
-            lines.append(f"{name[:24]:<24} {self.per_class_views[name]:>6} {value:>10.2%}")
+            lines.append(f"{escape(name)[:24]:<24} {self.per_class_views[name]:>6} {value:>10.2%}")
         return "\n".join(lines)
 
 

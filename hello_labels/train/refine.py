@@ -33,8 +33,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..distributed import DistEnv, gather, on_main
-from ..errors import BadInputError, CorruptFileError, first_line
-from ..files import atomic_path, atomic_write_json, remove_stale_temps
+from ..errors import BadInputError, CorruptFileError, escape, first_line
+from ..files import atomic_path, atomic_write_json, loads_json, remove_stale_temps
 from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.classes import check_classes, output_classes
@@ -205,7 +205,7 @@ def load_patches(patches, data) -> Dict[str, List[Tuple[Tuple[int, int, int, int
     if isinstance(patches, (str, Path)):
         path = Path(patches)
         try:
-            patches, base = json.loads(path.read_text()), path.parent
+            patches, base = loads_json(path.read_bytes()), path.parent
         except (OSError, ValueError) as err:
             raise CorruptFileError(f"cannot read patch map {path} ({first_line(err)})") from err
     if not isinstance(patches, dict):
@@ -281,7 +281,8 @@ def teacher_fidelity(projector, teacher, data, cfg: RefineConfig, class_map=None
 
 
 def report_table(report: dict) -> str:
-    """A :func:`refine` report as text: overall and per-class agreement and KL before -> after, pixel change."""
+    """A :func:`refine` report as text: overall and per-class agreement and KL before -> after, pixel change; class
+    names escaped (:func:`hello_labels.errors.escape`)."""
     b, a, px = report["before"], report["after"], report["pixel_change"]
     psnr = "inf" if px["psnr_db"] is None else f"{px['psnr_db']:.1f}"
     lines = [f"{report['images']} images ({report['refined_this_run']} refined now, {report['kept_from_earlier_run']} "
@@ -295,8 +296,8 @@ def report_table(report: dict) -> str:
     lines.append(f"{'class':<24} {'views':>6} {'agreement':>17} {'KL':>17}")
     for name, before in b["per_class"].items():
         after = a["per_class"].get(name, {"agreement": float("nan"), "kl": float("nan")})
-        lines.append(f"{name[:24]:<24} {before['views']:>6} {before['agreement']:>7.1%} -> {after['agreement']:>6.1%} "
-                     f"{before['kl']:>7.4f} -> {after['kl']:.4f}")
+        lines.append(f"{escape(name)[:24]:<24} {before['views']:>6} {before['agreement']:>7.1%} -> "
+                     f"{after['agreement']:>6.1%} {before['kl']:>7.4f} -> {after['kl']:.4f}")
     return "\n".join(lines)
 
 
@@ -323,7 +324,7 @@ def _start(out: Path, settings: dict) -> None:
     record = out / REPORT_FILE
     if record.is_file():
         try:
-            saved = json.loads(record.read_text()).get("settings", {})
+            saved = loads_json(record.read_bytes()).get("settings", {})
         except (ValueError, AttributeError) as err:
             raise CorruptFileError(f"{record} is damaged ({first_line(err)}): choose a new output folder") from err
         check_settings(saved, settings, f"{out} holds images refined with other settings",

@@ -93,7 +93,7 @@ def test_offline_a_pretrained_timm_base_fails_in_one_line(monkeypatch, tmp_path)
     set_offline(monkeypatch)
     with pytest.raises(HelloLabelsError) as err:
         LabelProjector.from_base("timm:test_resnet", class_names=["a", "b"], head_init="random")
-    assert "could not build timm base 'test_resnet' with its pretrained weights" in str(err.value)
+    assert "cannot build timm base 'test_resnet': its weights are not in the local cache" in str(err.value)
     assert "pretrained=False" in str(err.value) and "\n" not in str(err.value)
     p = LabelProjector.from_base("timm:test_resnet", False, class_names=["a", "b"], head_init="random")
     assert card_facts(p.config, p.adapter_facts())["base weights"].startswith("random init (pretrained=False")
