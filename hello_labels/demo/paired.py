@@ -35,6 +35,12 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, flo
     return mean, mean - half, mean + half
 
 
+def sample_std(values: Sequence[float]) -> float:
+    """The sample standard deviation (dividing by n - 1) of ``values``; 0 for a single value."""
+    values = np.asarray(values, dtype=float)
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
 def ordering(low: float, high: float) -> str:
     """What an interval of ``a - b`` supports: ``"above"`` (all > 0), ``"below"`` (all < 0) or ``"unresolved"``."""
     return "above" if low > 0 else "below" if high < 0 else "unresolved"

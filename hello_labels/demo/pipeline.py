@@ -36,7 +36,7 @@ from ..train.distill import DistillConfig
 from ..train.jobs import convert_labels, distill_from_teachers, evaluate, make_projector
 from ..train.students import accuracy, conv_net, most_confident, train_student
 from ..version import __version__
-from .paired import describe, paired_differences
+from .paired import describe, paired_differences, sample_std
 
 SUBSET = files("hello_labels") / "demo" / "data" / "fashion_mnist_subset.npz"
 FMNIST_MEAN, FMNIST_STD = (0.2860,) * 3, (0.3530,) * 3
@@ -266,7 +266,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
             accs.append(accuracy(student, test, test_labels, s.mean, s.std, s.input_size))
             bar.update()
         rows.append({"labels": name, "label_bytes": nbytes, "agreement": agreement, "student_accs": accs,
-                     "student_acc_mean": float(np.mean(accs)), "student_acc_std": float(np.std(accs)),
+                     "student_acc_mean": float(np.mean(accs)), "student_acc_std": sample_std(accs),
                      "label_seconds": t_make, "student_seconds": t_student / s.seeds})
     bar.close()
     paired = paired_differences({r["labels"]: r["student_accs"] for r in rows}, PAIRS)
@@ -305,7 +305,7 @@ def _stack(dataset, size):
 
 def _table(rows: List[dict], s: DemoSettings, test_images: int) -> str:
     lines = [f"students: ConvNet, {s.label_epochs} epochs on {s.ipc} images/class, tested on {test_images:,} "
-             f"images; mean ± std over {s.seeds} seeds",
+             f"images; mean ± sample std (n−1) over {s.seeds} seeds",
              f"{'label source':<24} {'label bytes':>12} {'vs stored':>9} {'agreement':>10} {'student acc':>14} "
              f"{'label time':>11} {'student time':>13}"]
     stored = rows[0]["label_bytes"]
