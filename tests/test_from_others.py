@@ -85,11 +85,16 @@ def test_one_hostile_card_on_the_hub_is_skipped_with_a_warning(hub, saved, tmp_p
     (tmp_path / "spoof" / "README.md").write_text(card.replace("agreement: high", "agreement: 0.5").replace(
         f"name: {BASE}", 'name: "\\e[2Jx\\nlab/fake"'))
     hub.add_repo("lab/spoof", tmp_path / "spoof")
+    from hello_labels.model.hub import find_projectors
+
     with pytest.warns(UserWarning, match=r"^skipped lab/bad: its card: 'hello_labels.fidelity.agreement' must be a "
                                          r"number, got \"high\"$") as warned:
-        assert main(["list"]) == 0
+        find_projectors()
     assert [w.category.__name__ for w in warned] == ["UnreadableCardWarning"]
-    out = capsys.readouterr().out
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ["warning: skipped lab/bad: its card: 'hello_labels.fidelity.agreement' must be a "
+                                "number, got \"high\""]
     assert "lab/good" in out and "lab/bad" not in out and "lab/spoof" in out
     assert r"\x1b[2Jx\nlab/fake" in out and not any(c in out for c in RAW) and "\nlab/fake" not in out
 

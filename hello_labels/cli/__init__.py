@@ -51,14 +51,13 @@ def main(argv=None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(_EscapedFormatter("%(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, handlers=[handler])
-    formatwarning, warnings.formatwarning = warnings.formatwarning, _format_warning
-    try:
-        args.func(args)
-    except HelloLabelsError as err:
-        print(f"error: {err}", file=sys.stderr)  # escaped by HelloLabelsError itself
-        return 2
-    finally:
-        warnings.formatwarning = formatwarning
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        try:
+            args.func(args)
+        except HelloLabelsError as err:
+            print(f"error: {err}", file=sys.stderr)  # escaped by HelloLabelsError itself
+            return 2
     return 0
 
 
@@ -69,9 +68,9 @@ class _EscapedFormatter(logging.Formatter):
         return escape(super().format(record))
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as one ``warning: ...`` line (not Python's two lines with the source), escaped."""
-    return f"warning: {escape(message)}\n"
+    print(f"warning: {escape(str(message))}", file=sys.stderr if file is None else file)
 
 
 __all__ = ["main", "build_parser"]
