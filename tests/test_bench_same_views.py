@@ -3,7 +3,7 @@ up to float16), and the summary pairs each source with the stored labels stream 
 import torch
 from torch import nn
 
-from benchmarks.fashion_mnist_bench import PrunedTargets
+from benchmarks.label_sources import PrunedTargets
 from benchmarks.same_views import STORED, OnStoredViews, fit, keep_at_bytes, summary
 from hello_labels.labels.augment import apply_mix
 from hello_labels.labels.export import export_fkd
@@ -82,3 +82,12 @@ def test_the_summary_pairs_stream_by_stream_and_skips_streams_one_source_lacks()
     assert len(lines) == 1 and lines[0].startswith("pipeline 0, streams [0, 2]: projector on the stored views − "
                                                    f"{STORED}: -1.00 points, 95% CI [-1.00, -1.00] over 2 seeds")
     assert lines[0].endswith("(per stream -1.00, -1.00)")
+
+
+def test_the_summary_pools_every_pipeline_and_stream_pair_after_the_pipelines():
+    rows = (_rows(STORED, {0: 0.78, 1: 0.77}) + _rows("teacher online, fresh crops", {0: 0.76, 1: 0.78})
+            + _rows(STORED, {0: 0.70, 1: 0.72}, pipeline=1) + _rows("teacher online, fresh crops", {1: 0.71}, pipeline=1))
+    lines = summary(rows).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["pipeline 0, streams [0, 1]", "pipeline 1, streams [1]",
+                                                      "pipelines [0, 1], 3 (pipeline, stream) pairs"]
+    assert lines[2].endswith("(per pair -2.00, +1.00, -1.00)")
