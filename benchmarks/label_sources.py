@@ -7,23 +7,22 @@
     python -m benchmarks.datasets show PATH                       # what --dataset PATH reads (benchmarks/datasets.py)
 
 ``--dataset`` names the data (``fashion-mnist``, ``mnist`` or a path: benchmarks/datasets.py), ``--classes``,
-``--mean``, ``--std`` replace its own; a dataset other than Fashion-MNIST has its pipelines in ``--work/<name>``
-and its name and content digests in every stage record. Each pipeline seed (``--pipeline-seeds``) draws the whole
-pipeline anew: a ResNet-20 teacher trained on the training images; the synthetic set (the teacher's ``--ipc``
-most confident training images per class); SRe2L-format stored labels for every student epoch; projectors distilled from the teacher on the synthetic set
-(by default EfficientNet-Lite0, ImageNet pretrained, at 32 px, prototype head, at rank 8 and a small variant, MSE
-on logits, each also saved at int8 and 4-bit; ``--projectors`` adds the random-init tiny open_clip ViT, KL
-ablations and the base at fixed resolutions; ``--convert`` projectors fitted to the stored labels alone,
-``--refine`` students on images refined by a projector);
-then ConvNet students, each trained identically (same steps, crops, CutMix, seeds) from one label source and tested
-on the test images. Every stage is cached in ``--work/pipeline-<seed>`` with a record of the code version and
-settings that made it (benchmarks/stages.py): an interrupted run resumes, a stale cache is recomputed; the teacher
-is shared by every ``--ipc``, the rest lives in ``pipeline-<seed>/ipc<N>``. A stage repeats bit for bit only
-under the same seed, code and machine fields (torch build, CPU capability and model, ``--threads``, kernel
-variables: benchmarks/machine.py), which every record and result holds; ``--check`` says which differ, and where
-one does, whether this machine's check figure falls within the recorded spread. Each pipeline seed can run in its
-own process (one thread each on a 2-core machine); a last call with all the seeds then only reports. Results:
-BENCHMARKS.md.
+``--mean``, ``--std`` replace its own; a dataset other than Fashion-MNIST has its pipelines in ``--work/<name>`` and
+its name and content digests in every stage record. Each pipeline seed (``--pipeline-seeds``) draws the whole
+pipeline anew: a ResNet-20 teacher trained on the training images; the synthetic set (the teacher's ``--ipc`` most
+confident training images per class); SRe2L-format stored labels for every student epoch; projectors distilled from
+the teacher on the synthetic set (by default EfficientNet-Lite0, ImageNet pretrained, at 32 px, prototype head, at
+rank 8 and a small variant, MSE on logits, each also saved at int8 and 4-bit; ``--projectors`` adds the random-init
+tiny open_clip ViT, KL ablations and the base at fixed resolutions; ``--convert`` projectors fitted to the stored
+labels alone, ``--refine`` students on images refined by a projector); then ConvNet students, each trained
+identically (same steps, crops, CutMix, seeds) from one label source and tested on the test images. Every stage is
+cached in ``--work/pipeline-<seed>`` with a record of the code version and settings that made it
+(benchmarks/stages.py): an interrupted run resumes, a stale cache is recomputed; the teacher is shared by every
+``--ipc``, the rest lives in ``pipeline-<seed>/ipc<N>``. A stage repeats bit for bit only under the same seed, code
+and machine fields (torch build, CPU capability and model, ``--threads``, kernel variables: benchmarks/machine.py),
+which every record and result holds; ``--check`` says which differ, and where one does, whether this machine's check
+figure falls within the recorded spread. Each pipeline seed can run in its own process (one thread each on a 2-core
+machine); a last call with all the seeds then only reports. Results: BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -129,6 +128,10 @@ def parse(argv=None):
     p.add_argument("--adapter-dtypes", nargs="*", default=["int8", "int4"],
                    help="also train students from each projector saved in these dtypes")
     p.add_argument("--temperature", type=float, default=4.0, help="students' KL temperature")
+    p.add_argument("--online-views", choices=["fresh", "stored"], default="fresh",
+                   help="what the online sources (teacher, projectors) label: fresh crops, flips and CutMix drawn "
+                        "from the student seed, as RDED draws them; or the stored labels' own views, so that their "
+                        "students and the stored labels' differ by the labels alone (docs/online-labels.md)")
     p.add_argument("--only", nargs="+", help="label sources to run (default: all)")
     p.add_argument("--convert", nargs="*", default=[], metavar="FRACTION",
                    help="also convert the stored labels into an effnet projector (`hello-labels convert`'s job, the "
@@ -409,7 +412,29 @@ def refine_stage(work: Path, args, name, projector, teacher, synthetic, env: dic
     return TensorImages(torch.load(path, weights_only=True)["images"], synthetic.labels, args.data.class_names)
 
 
-# ----------------------------------------------------------------------------------------------- codecs
+# ----------------------------------------------------------------------------------------------- sources
+def online_targets(model, images, label_dir: LabelDir, args, student_seed: int):
+    """``model`` run online for one student, as the benchmark runs the teacher (RDED) and the projectors: on fresh
+    crops, flips and CutMix drawn from the student seed (seed 0: the stream every student of an online source drew
+    before, whatever its seed), or with ``--online-views stored`` on the stored labels' own views, so that it and
+    the stored labels differ by their labels alone (:class:`OnStoredViews`)."""
+    if args.online_views == "stored":
+        return OnStoredViews(images, label_dir, model)
+    return TeacherTargets(images, model, seed=student_seed)
+
+
+class OnStoredViews(StoredTargets):
+    """``model`` run online on a label directory's own views (its crops, flips and mixes), not its stored logits."""
+
+    def __init__(self, images, labels: LabelDir, model):
+        super().__init__(images, labels)
+        self.model = model
+
+    @torch.no_grad()
+    def __call__(self, plan, mixed):
+        return self.model(mixed).float()
+
+
 class TopKTargets(StoredTargets):
     """FKD / LPQLD-style stored labels: the top-k probabilities (at the students' T) and their class indices per
     crop; the remaining mass is spread evenly over the other classes (SRe2L's ``keep_top_k`` smoothing)."""
@@ -495,40 +520,44 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     full_bytes = storage.row("full stored labels (SRe2L)").bytes
     teacher_bytes = sum(t.numel() * t.element_size() for t in teacher.state_dict().values())
     steps = args.student_epochs * label_dir.batches_per_epoch
+    # each source: (its targets for a student seed, its bytes[, the images its students train on])
     sources = {
-        "full stored labels": (lambda: StoredTargets(images, label_dir), full_bytes),
-        "hard labels": (lambda: None, 0),
-        "teacher online (RDED)": (lambda: TeacherTargets(images, teacher), teacher_bytes),
+        "full stored labels": (lambda s: StoredTargets(images, label_dir), full_bytes),
+        "hard labels": (lambda s: None, 0),
+        "teacher online (RDED)": (lambda s: online_targets(teacher, images, label_dir, args, s), teacher_bytes),
     }
     for name, projector in projectors.items():
-        sources[name] = (lambda p=projector: TeacherTargets(images, p), adapter_bytes[name])
+        sources[name] = (lambda s, p=projector: online_targets(p, images, label_dir, args, s), adapter_bytes[name])
     for fraction in (f for f in map(float, args.convert) if first_epochs(label_dir, f) < label_dir.epochs):
         epochs = first_epochs(label_dir, fraction)
         kb = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=fraction, teacher=None)
         sources[f"stored labels, first {epochs} epochs"] = (
-            lambda f=fraction: PrunedTargets(images, label_dir, f, first=True),
+            lambda s, f=fraction: PrunedTargets(images, label_dir, f, first=True),
             kb.row(f"pruned labels (LPLD, keep {fraction:.4g})").bytes)
     refined = {}
     for name in args.refine:
         label = f"projector {name}"
         refined[label] = refine_stage(work, args, name, projectors[label], teacher, synthetic, env)
-        on = student_views(refined[label], args)
-        sources[f"{label}, refined images"] = (lambda p=projectors[label], on=on: TeacherTargets(on, p),
+        on = student_views(refined[label], args)  # other images: fresh views whatever --online-views
+        sources[f"{label}, refined images"] = (lambda s, p=projectors[label], on=on: TeacherTargets(on, p, seed=s),
                                                adapter_bytes[label], on)
     for k in args.top_k:
         kb = storage_report(labels=str(label_dir.path), top_k=k, keep_ratio=1.0, teacher=None)
-        sources[f"top-{k} stored labels"] = (lambda k=k: TopKTargets(images, label_dir, k),
+        sources[f"top-{k} stored labels"] = (lambda s, k=k: TopKTargets(images, label_dir, k),
                                              kb.row(f"top-k labels (FKD/LPQLD, k={k})").bytes)
     for keep in args.keep:
         pb = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=keep, teacher=None)
-        sources[f"pruned stored labels {keep:g}"] = (lambda keep=keep: PrunedTargets(images, label_dir, keep, seed),
-                                                     pb.row(f"pruned labels (LPLD, keep {keep:.4g})").bytes)
+        sources[f"pruned stored labels {keep:g}"] = (
+            lambda s, keep=keep: PrunedTargets(images, label_dir, keep, seed),
+            pb.row(f"pruned labels (LPLD, keep {keep:.4g})").bytes)
 
     # one record for all students: their settings and the teacher and labels upstream; each projector's student
     # holds that projector's digest, so adding or re-distilling one projector leaves the other students cached
     upstream = {"teacher": module_digest(teacher), "labels": label_dir.fingerprint()}
     digests = source_digests(projectors, refined)
     settings = {k: getattr(args, k) for k in ("student_epochs", "student_batch", "temperature", "min_scale")}
+    if args.online_views != "fresh":  # the default's records keep the keys they had before the option
+        settings["online_views"] = args.online_views
     cache_path = work / "students.json"
     stage = Stage(work, "students", {**settings, "upstream": upstream}, [cache_path], env, log)
     cache = json.loads(cache_path.read_text()) if stage.fresh() else {}
@@ -544,8 +573,9 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             key = f"{name}|{student_seed}"
             if key in cache:
                 continue
-            cache[key] = train_one_student(on[0] if on else images, make, steps, student_seed, args, test) | {
-                "steps": steps, "bytes": nbytes, "projector": digests.get(name)}
+            student = train_one_student(on[0] if on else images, lambda: make(student_seed), steps, student_seed,
+                                        args, test)
+            cache[key] = student | {"steps": steps, "bytes": nbytes, "projector": digests.get(name)}
             atomic_write_json(cache_path, cache)
             log(f"pipeline {seed}, {name}, student seed {student_seed}: {cache[key]['accuracy']:.2%} "
                 f"({cache[key]['seconds']:.0f}s)")
@@ -833,7 +863,8 @@ def plot(rows, path, teacher_acc, args, pipelines):
     spread = (f"mean ± std over {pipelines} pipeline seeds" if pipelines > 1 else
               "mean ± std over student seeds" if seeds > 1 else "one pipeline, one student seed: no error bars")
     ax.set_title(f"{args.data.title or args.data.name}, {args.ipc} img/class, {args.student_epochs} epochs of labels, "
-                 f"ResNet-20 teacher ({teacher_acc:.1%}), ConvNet students\n{spread}; x: where pruning matches the projector",
+                 f"ResNet-20 teacher ({teacher_acc:.1%}), ConvNet students\n{spread}; x: where pruning matches the "
+                 "projector",
                  fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3, which="both")

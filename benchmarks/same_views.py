@@ -5,9 +5,10 @@ flips and CutMix boxes online, so that two students of one stream differ by thei
         --json benchmarks/results/same-views-ipc50.json
     python -m benchmarks.same_views --summary benchmarks/results/same-views-ipc50.json
 
-In the benchmark the online sources (teacher online, projectors) draw one fresh crop stream (seed 0) for every
-student seed while the stored labels replay theirs, so a projector-minus-stored difference holds one draw of two
-crop streams, which no number of student seeds averages out. Here stream ``s`` is a label directory exported from
+In the benchmark the online sources (teacher online, projectors) draw fresh crops (stream ``s`` for student seed
+``s``; before, stream 0 for every seed) while the stored labels replay the one stream of their files, so a
+projector-minus-stored difference holds a draw of two crop streams, which student seeds average out only on the
+online side (``--online-views stored`` removes it there). Here stream ``s`` is a label directory exported from
 the pipeline's teacher with crop seed ``s`` (stream 0: the pipeline's own ``labels``), and every source replays
 it: the stored logits, the teacher run again on those views (the control: it differs from the stored labels by
 their float16 rounding only) and each projector (``--projectors``: folders of the pipeline). The students of
@@ -26,7 +27,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 
 from hello_labels.demo.paired import describe, paired_differences
 from hello_labels.files import atomic_write_json
@@ -37,21 +37,10 @@ from hello_labels.storage import storage_report
 from hello_labels.train.evaluate import collect, kl_at
 
 from . import label_sources as bench
+from .label_sources import OnStoredViews
 
 STORED = "full stored labels"
 FRESH = "online, fresh crops"
-
-
-class OnStoredViews(StoredTargets):
-    """``model`` run online on a label directory's own views (its crops, flips and mixes), not its stored logits."""
-
-    def __init__(self, images, labels: LabelDir, model):
-        super().__init__(images, labels)
-        self.model = model
-
-    @torch.no_grad()
-    def __call__(self, plan, mixed):
-        return self.model(mixed).float()
 
 
 def stream_labels(work: Path, args, teacher, synthetic, stream: int) -> LabelDir:
