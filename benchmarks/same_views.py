@@ -87,7 +87,7 @@ def main(argv=None) -> None:
                    help="also students of LPLD-pruned stored labels (a random share of the stream's batch files, "
                    "cycled) holding as many bytes as each of these projector folders' adapter")
     p.add_argument("--fresh", action="store_true", help="also each model online on fresh crops seeded by the "
-                   "stream number, as the benchmark's online sources (which draw stream 0 for every student)")
+                   "stream number, as the benchmark's online sources draw them (stream s for student seed s)")
     p.add_argument("--fit", type=int, default=0, metavar="FILES", help="instead of students: each projector's fit to "
                    "the stored logits on this many batch files of each stream")
     cli = p.parse_args(argv)
