@@ -32,6 +32,7 @@ import json
 import math
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -573,7 +574,7 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
             key = f"{name}|{student_seed}"
             if key in cache:
                 continue
-            student = train_one_student(on[0] if on else images, lambda: make(student_seed), steps, student_seed,
+            student = train_one_student(on[0] if on else images, partial(make, student_seed), steps, student_seed,
                                         args, test)
             cache[key] = student | {"steps": steps, "bytes": nbytes, "projector": digests.get(name)}
             atomic_write_json(cache_path, cache)

@@ -27,7 +27,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from hello_labels.demo.paired import describe, paired_differences
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir

@@ -1,9 +1,9 @@
 """benchmarks.same_views: a model labels a label directory's own views (the stored logits are its outputs on them,
 up to float16), and the summary pairs each source with the stored labels stream by stream."""
+from argparse import Namespace
+
 import torch
 from torch import nn
-
-from argparse import Namespace
 
 from benchmarks.label_sources import OnStoredViews, PrunedTargets, online_targets
 from benchmarks.same_views import STORED, fit, keep_at_bytes, summary
