@@ -43,7 +43,7 @@ from hello_labels.seeds import derive_seed
 from hello_labels.train.distill import METRICS_FILE, distill
 from hello_labels.train.evaluate import collect, kl_at
 
-from . import fashion_mnist_bench as bench
+from . import label_sources as bench
 from .paired import paired as paired_diffs
 
 

@@ -36,15 +36,15 @@ from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets
 from hello_labels.model.projector import LabelProjector
 
-from . import fashion_mnist_bench as bench
-from .fashion_mnist import load
+from . import label_sources as bench
+from .datasets import open_dataset
 from .stages import code_version, deterministic
 
 DTYPES = ("int8", "int4")
 
 
 def students(projector, images, test, steps, seeds, args) -> list:
-    """The benchmark's students (:func:`benchmarks.fashion_mnist_bench.train_one_student`) on ``projector``."""
+    """The benchmark's students (:func:`benchmarks.label_sources.train_one_student`) on ``projector``."""
     out = []
     for seed in seeds:
         result = bench.train_one_student(images, lambda: TeacherTargets(images, projector), steps, seed, args, test)
@@ -76,12 +76,13 @@ def main(argv=None) -> None:
     if len(args.seeds) == 1:
         args.seeds = args.seeds * len(args.pipeline_seeds)
     env = deterministic(args.threads)
-    train, test = load(True), load(False)
     result = {"ipc": args.ipc, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "env": env, "code": code_version(), "pipelines": {}}
+    args.data = open_dataset("fashion-mnist")
+    test = args.data.test
     for pipeline, n_seeds in zip(args.pipeline_seeds, args.seeds):
         work = args.work / f"pipeline-{pipeline}" / f"ipc{args.ipc}"
-        images = bench.student_views(bench.load_synthetic(work / f"synthetic_ipc{args.ipc}.pt", train), args)
+        images = bench.student_views(bench.load_synthetic(work / f"synthetic_ipc{args.ipc}.pt", args.data), args)
         steps = args.student_epochs * LabelDir.scan(work / "labels").batches_per_epoch
         cached = json.loads((work / "students.json").read_text())
         seeds, rows = range(n_seeds), {}
@@ -133,8 +134,7 @@ def amend(results_path: Path, quantized_paths, work: Path) -> None:
     names = sorted({n for rows in measured.values() for n in rows if n.endswith(DTYPES)})
     if not set(measured) <= set(results["runs"]):
         raise SystemExit(f"pipelines {sorted(measured)} measured, {sorted(results['runs'])} in {results_path}")
-    settings = SimpleNamespace(**results["settings"])
-    train = load(True)
+    settings = SimpleNamespace(**results["settings"], data=open_dataset("fashion-mnist"))
     replaced = {}
     for pipeline, run in results["runs"].items():  # a pipeline not re-measured loses its quantized rows
         for name in {n for part in ("accuracy", "fidelity") for n in run[part] if n.endswith(DTYPES)}:
@@ -143,8 +143,8 @@ def amend(results_path: Path, quantized_paths, work: Path) -> None:
     for pipeline, rows in measured.items():
         run = results["runs"][pipeline]
         ipc_dir = work / f"pipeline-{pipeline}" / f"ipc{results['ipc']}"
-        teacher = bench.load_teacher(ipc_dir.parent / "teacher.safetensors")
-        synthetic = bench.load_synthetic(ipc_dir / f"synthetic_ipc{results['ipc']}.pt", train)
+        teacher = bench.load_teacher(ipc_dir.parent / "teacher.safetensors", settings.data)
+        synthetic = bench.load_synthetic(ipc_dir / f"synthetic_ipc{results['ipc']}.pt", settings.data)
         float16 = {}  # each float16 projector loaded once (building its base), saved in every dtype
         for name in names:
             projector, dtype = name.removeprefix("projector ").rsplit(" ", 1)

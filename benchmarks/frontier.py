@@ -26,7 +26,7 @@ TEACHER = "teacher online (RDED)"
 
 def sizes(results: dict) -> dict:
     """``{source name: base resolution}`` of the effnet projectors in a results file."""
-    from .fashion_mnist_bench import PROJECTORS
+    from .label_sources import PROJECTORS
 
     default = results["settings"]["effnet_size"]
     found = {}

@@ -1,4 +1,4 @@
-"""The Fashion-MNIST teacher: a CIFAR-style ResNet-20 (3 stages of 3 basic blocks, 16/32/64 channels)."""
+"""The label-source benchmark's teacher: a CIFAR-style ResNet-20 (3 stages of 3 basic blocks, 16/32/64 channels)."""
 import torch.nn.functional as F
 from torch import nn
 
@@ -36,5 +36,10 @@ class ResNet20(nn.Module):
         return self.fc(self.layers(self.stem(x)).mean((2, 3)))
 
 
-def resnet20(num_classes: int = 10) -> nn.Module:
-    return ResNet20(num_classes)
+def resnet20(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    return ResNet20(num_classes, in_channels)
+
+
+def resnet20_rgb(num_classes: int = 10) -> nn.Module:
+    """The teacher of three-channel data (the factory a teacher spec names)."""
+    return ResNet20(num_classes, in_channels=3)

@@ -17,7 +17,7 @@ from pathlib import Path
 def paired(runs: dict, a: str, b: str) -> dict:
     """``{"per_pipeline": {seed: mean(a) - mean(b)}, "mean", "std" (across pipelines; None for one),
     "student_std": {source: mean over pipelines of the std across student seeds, None without two}}``. Stds are
-    population stds, as in the report's tables (:func:`benchmarks.fashion_mnist_bench.report_rows`)."""
+    population stds, as in the report's tables (:func:`benchmarks.label_sources.report_rows`)."""
     diffs = {seed: statistics.mean(run["accuracy"][a]) - statistics.mean(run["accuracy"][b])
              for seed, run in runs.items() if a in run["accuracy"] and b in run["accuracy"]}
     values = list(diffs.values())

@@ -26,7 +26,7 @@ from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets
 from hello_labels.train.jobs import convert_labels
 
-from . import fashion_mnist_bench as bench
+from . import label_sources as bench
 
 
 def main(argv=None) -> None:

@@ -5,16 +5,20 @@ flips and CutMix boxes online, so that two students of one stream differ by thei
         --json benchmarks/results/same-views-ipc50.json
     python -m benchmarks.same_views --summary benchmarks/results/same-views-ipc50.json
 
-In the benchmark the online sources (teacher online, projectors) draw one fresh crop stream (seed 0) for every
-student seed while the stored labels replay theirs, so a projector-minus-stored difference holds one draw of two
-crop streams, which no number of student seeds averages out. Here stream ``s`` is a label directory exported from
+In the benchmark the online sources (teacher online, projectors) draw fresh crops (stream ``s`` for student seed
+``s``; before, stream 0 for every seed) while the stored labels replay the one stream of their files, so a
+projector-minus-stored difference holds a draw of two crop streams, which student seeds average out only on the
+online side (``--online-views stored`` removes it there). Here stream ``s`` is a label directory exported from
 the pipeline's teacher with crop seed ``s`` (stream 0: the pipeline's own ``labels``), and every source replays
 it: the stored logits, the teacher run again on those views (the control: it differs from the stored labels by
 their float16 rounding only) and each projector (``--projectors``: folders of the pipeline). The students of
 stream ``s`` start from seed ``s``; the student is the benchmark's. ``--pruned-like P`` adds LPLD pruning of the
 stream's files at the bytes of projector ``P``'s adapter (:func:`keep_at_bytes`). Reads the pipeline's cached files
 only, like :mod:`benchmarks.reconvert`; appends each student to ``--json`` as it finishes (a rerun trains only what is
-missing). ``--fit N`` records instead how each projector's logits match the stored ones on the first N batch files
+missing). ``--fresh`` adds each model run online as the benchmark runs it, on fresh crops, flips and CutMix drawn
+from seed ``s`` (stream 0: the benchmark's own online stream): paired with the same model on the stored views it
+isolates what fresh views do, paired with the stored labels it is the benchmark's comparison, crop-stream draw
+included. ``--fit N`` records instead how each projector's logits match the stored ones on the first N batch files
 of each stream (mixed views, as the students see them): :func:`fit`. Not a test: nothing is asserted.
 """
 from __future__ import annotations
@@ -23,36 +27,24 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from hello_labels.demo.paired import describe, paired_differences
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
-from hello_labels.labels.targets import StoredTargets
+from hello_labels.labels.targets import StoredTargets, TeacherTargets
 from hello_labels.model.directory import ADAPTER_FILE
 from hello_labels.storage import storage_report
 from hello_labels.train.evaluate import collect, kl_at
 
-from . import fashion_mnist_bench as bench
+from . import label_sources as bench
+from .label_sources import OnStoredViews
 
 STORED = "full stored labels"
-
-
-class OnStoredViews(StoredTargets):
-    """``model`` run online on a label directory's own views (its crops, flips and mixes), not its stored logits."""
-
-    def __init__(self, images, labels: LabelDir, model):
-        super().__init__(images, labels)
-        self.model = model
-
-    @torch.no_grad()
-    def __call__(self, plan, mixed):
-        return self.model(mixed).float()
+FRESH = "online, fresh crops"
 
 
 def stream_labels(work: Path, args, teacher, synthetic, stream: int) -> LabelDir:
     """Stream ``stream``'s label directory: the pipeline's own for 0, else exported as the benchmark exports its
-    labels (:func:`benchmarks.fashion_mnist_bench.export_labels`) with crop seed ``stream``."""
+    labels (:func:`benchmarks.label_sources.export_labels`) with crop seed ``stream``."""
     if stream == 0:
         return LabelDir.scan(work / "labels")
     return bench.export_labels(teacher, synthetic, work / f"labels-stream-{stream}", args, stream)
@@ -93,6 +85,8 @@ def main(argv=None) -> None:
     p.add_argument("--pruned-like", nargs="*", default=[], metavar="PROJECTOR",
                    help="also students of LPLD-pruned stored labels (a random share of the stream's batch files, "
                    "cycled) holding as many bytes as each of these projector folders' adapter")
+    p.add_argument("--fresh", action="store_true", help="also each model online on fresh crops seeded by the "
+                   "stream number, as the benchmark's online sources draw them (stream s for student seed s)")
     p.add_argument("--fit", type=int, default=0, metavar="FILES", help="instead of students: each projector's fit to "
                    "the stored logits on this many batch files of each stream")
     cli = p.parse_args(argv)
@@ -118,6 +112,9 @@ def main(argv=None) -> None:
             sources = {STORED: lambda: StoredTargets(images, labels)}
             sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, m))
                         for name, model in models.items()}
+            if cli.fresh:
+                sources |= {f"{name} {FRESH}": (lambda m=model, s=stream: TeacherTargets(images, m, seed=s))
+                            for name, model in models.items()}
             for name in cli.pruned_like:
                 keep = keep_at_bytes(labels, adapter_bytes[name])
                 source = f"pruned stored labels at the bytes of {name}"
@@ -142,22 +139,26 @@ def main(argv=None) -> None:
 
 def summary(rows, baseline: str = STORED) -> str:
     """Per pipeline, each source minus ``baseline`` (the stored labels) over the streams both have (paired: same
-    views, same initial student), with the 95% t-interval over streams."""
+    views, same initial student), with the 95% t-interval over streams; with several pipelines, then each source
+    over every (pipeline, stream) pair both have."""
+    acc = {}
+    for r in rows:
+        if "accuracy" in r:  # students (not --fit rows)
+            acc.setdefault(r["source"], {})[(r["pipeline"], r["stream"])] = r["accuracy"]
+    pipelines = sorted({p for by_key in acc.values() for p, _ in by_key})
     lines = []
-    for pipeline in sorted({r["pipeline"] for r in rows}):
-        acc = {}
-        for r in rows:
-            if r["pipeline"] == pipeline and "accuracy" in r:  # students (not --fit rows)
-                acc.setdefault(r["source"], {})[r["stream"]] = r["accuracy"]
+    for group in [[p] for p in pipelines] + ([pipelines] if len(pipelines) > 1 else []):
         for source in sorted(set(acc) - {baseline}):
-            streams = sorted(set(acc[source]) & set(acc.get(baseline, {})))
-            if not streams:
+            keys = sorted(k for k in set(acc[source]) & set(acc.get(baseline, {})) if k[0] in group)
+            if not keys or (len(group) > 1 and len({p for p, _ in keys}) < 2):  # pooled: two pipelines at least
                 continue
-            d = paired_differences({"a": [acc[source][s] for s in streams],
-                                    "b": [acc[baseline][s] for s in streams]}, [("a", "b")])[0]
+            d = paired_differences({"a": [acc[source][k] for k in keys], "b": [acc[baseline][k] for k in keys]},
+                                   [("a", "b")])[0]
             per = ", ".join(f"{100 * x:+.2f}" for x in d["per_seed"])
             described = describe(d | {"a": source, "b": baseline}, digits=2)
-            lines.append(f"pipeline {pipeline}, streams {streams}: {described} (per stream {per})")
+            where = (f"pipeline {group[0]}, streams {[s for _, s in keys]}" if len(group) == 1 else
+                     f"pipelines {group}, {len(keys)} (pipeline, stream) pairs")
+            lines.append(f"{where}: {described} (per {'stream' if len(group) == 1 else 'pair'} {per})")
     return "\n".join(lines)
 
 

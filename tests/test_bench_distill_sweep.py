@@ -24,7 +24,7 @@ def test_recipes_parse_and_bad_ones_are_refused_naming_the_recipe():
 def test_capacity_options_reach_the_projector_the_sweep_builds(monkeypatch):
     """rankR / headH / pxP build the projector with that LoRA rank, head rank and base resolution; without them
     the benchmark's effnet projector (rank 8, head rank 8, --effnet-size)."""
-    from benchmarks.fashion_mnist_bench import parse
+    from benchmarks.label_sources import parse
 
     tiny = lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # noqa: E731
     monkeypatch.setattr(sweep.bench.effnet, "efficientnet_lite0", tiny)
@@ -85,9 +85,7 @@ def _committed_run(full, pruned, hard):
             "seconds_per_step": {}, "fidelity": {}}
 
 
-def test_the_report_adds_each_recipes_students_to_their_pipeline_and_pairs_them(tmp_path, monkeypatch, capsys):
-
-    monkeypatch.setattr("benchmarks.fashion_mnist_bench.CLASSES", [])
+def test_the_report_adds_each_recipes_students_to_their_pipeline_and_pairs_them(tmp_path, capsys):
     committed = tmp_path / "committed.json"
     committed.write_text(json.dumps({"ipc": 50, "runs": {"0": _committed_run(0.80, 0.70, 0.6),
                                                          "1": _committed_run(0.78, 0.72, 0.6)}}))
@@ -125,7 +123,7 @@ def test_a_student_seed_the_committed_run_lacks_is_paired_with_nothing_rather_th
 
 
 def test_the_benchmark_distils_the_recipe_the_sweep_chose_above_ipc_10_unless_told_otherwise():
-    from benchmarks.fashion_mnist_bench import parse
+    from benchmarks.label_sources import parse
 
     assert parse([]).distill_steps == 600
     assert parse(["--ipc", "50"]).distill_steps == 9600
@@ -149,7 +147,7 @@ def test_a_resumed_distillation_records_the_seconds_of_every_call_not_only_the_l
     checkpoint carries the seconds before the stop), not the seconds of the call that finished it."""
     from types import SimpleNamespace
 
-    from benchmarks.fashion_mnist_bench import parse
+    from benchmarks.label_sources import parse
 
     (tmp_path / "train_state.pt").write_bytes(b"")
     monkeypatch.setattr(sweep.bench, "student_views", lambda synthetic, args: synthetic)
@@ -166,7 +164,7 @@ def test_a_resumed_distillation_records_the_seconds_of_every_call_not_only_the_l
 
 def test_each_image_scores_the_kl_of_its_own_views_so_recipes_pair_image_by_image(monkeypatch):
     """Constant images look the same in every crop: an image's unmixed KL is then the KL of its one view."""
-    from benchmarks.fashion_mnist_bench import SIZE, parse
+    from benchmarks.label_sources import parse
     from hello_labels.train.evaluate import kl_at
 
     monkeypatch.setattr(sweep.bench.effnet, "efficientnet_lite0", lambda: torch.nn.Sequential(
@@ -177,7 +175,7 @@ def test_each_image_scores_the_kl_of_its_own_views_so_recipes_pair_image_by_imag
                              [f"c{i}" for i in range(10)])
     args = parse(["--ipc", "50"])
     projector, _ = sweep.bench.new_projector(args, "effnet", sweep.bench.student_views(synthetic, args))
-    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(SIZE * SIZE, 10)).eval()
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(args.data.size ** 2, 10)).eval()
     out = sweep.scores(projector, synthetic, teacher, args, seed=0, views=400)
     views = torch.stack([sweep.bench.student_views(synthetic, args)[(i, None)][0] for i in range(len(labels))])
     with torch.no_grad():
@@ -202,7 +200,7 @@ def test_a_recipe_pairs_with_the_winner_image_by_image_and_rows_without_per_imag
 def test_scoring_a_finished_recipe_again_keeps_its_distillation_time_and_ranks_with_paired_intervals(
         tmp_path, monkeypatch, capsys):
 
-    from benchmarks.fashion_mnist_bench import parse
+    from benchmarks.label_sources import parse
 
     synthetic, args = _synthetic(per_class=4, classes=3), parse(["--ipc", "50"])
     monkeypatch.setattr(sweep.bench, "cached_pipeline", lambda *a: (args, tmp_path, 0, synthetic, None, None))

@@ -5,8 +5,9 @@ from argparse import Namespace
 
 import pytest
 
-from benchmarks import fashion_mnist_bench as bench
-from benchmarks.fashion_mnist import CLASSES
+from benchmarks import label_sources as bench
+from benchmarks.datasets import FASHION_MNIST_CLASSES as CLASSES
+from benchmarks.datasets import from_tensors, open_dataset
 
 # pruning keeps 1%, 10% and everything (full labels): accuracy rises with bytes
 CURVE = [(1_000, 0.60), (10_000, 0.66), (100_000, 0.70)]
@@ -44,7 +45,7 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
                "pruned stored labels 0.01": 0.05, "projector effnet": 0.10}
     shifted = {n: a + 0.02 for n, a in acc.items()}
     runs = {0: _run(acc, seconds, seeds=2), 1: _run(shifted, seconds, seeds=1)}
-    args = Namespace(ipc=10, student_epochs=300)
+    args = Namespace(ipc=10, student_epochs=300, data=open_dataset("fashion-mnist"))
     bench.report(args, tmp_path, runs, {"torch": "x", "threads": 1})
 
     out = json.loads((tmp_path / "fashion_mnist_ipc10.json").read_text())
@@ -88,9 +89,9 @@ def test_one_student_trains_as_the_benchmark_trains_them():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8, generator=g)
     labels = torch.arange(20) % 10
-    train = AugmentedImages(TensorImages(images, labels, CLASSES), bench.SIZE, bench.MEAN, bench.STD,
-                            scale=(0.5, 1.0))
-    args = Namespace(student_batch=10, temperature=4.0)
+    data = from_tensors("tiny", (images, labels), (images, labels), CLASSES)
+    train = AugmentedImages(TensorImages(images, labels, CLASSES), data.size, data.mean, data.std, scale=(0.5, 1.0))
+    args = Namespace(student_batch=10, temperature=4.0, data=data)
     made = []
     first = bench.train_one_student(train, lambda: made.append(1), 3, 0, args, (images, labels))
     again = bench.train_one_student(train, lambda: None, 3, 0, args, (images, labels))

@@ -6,9 +6,10 @@ from argparse import Namespace
 import pytest
 import torch
 
-from benchmarks import fashion_mnist_bench as bench
+from benchmarks import label_sources as bench
 from benchmarks import stages
-from benchmarks.fashion_mnist import CLASSES
+from benchmarks.datasets import FASHION_MNIST_CLASSES as CLASSES
+from benchmarks.datasets import open_dataset
 from benchmarks.machine import ENV_VARS, cpu_model, machine, machine_difference
 from benchmarks.reproduce import spread, verdict
 
@@ -28,7 +29,7 @@ def data():
 def runs(data):
     """Check runs of seeds 0 and 1 on this machine, seed 0 twice."""
     train, test = data
-    return [bench.check_run(train, test, STEPS, seed) for seed in (0, 1, 0)]
+    return [bench.check_run(train, test, STEPS, seed, open_dataset("fashion-mnist")) for seed in (0, 1, 0)]
 
 
 def _here(run, env=None, code="c0de"):
@@ -124,7 +125,7 @@ def test_an_old_record_says_machine_not_recorded(runs):
 def test_record_then_check_from_the_command_path(data, tmp_path, capsys):
     train, test = data
     path, env = tmp_path / "check.json", machine(torch.get_num_threads())
-    args = Namespace(record_check=True, check_seeds=[0, 1], check_steps=STEPS)
+    args = Namespace(record_check=True, check_seeds=[0, 1], check_steps=STEPS, data=open_dataset("fashion-mnist"))
     bench.check(args, path, train, test, env)
     record = json.loads(path.read_text())
     assert set(record["seeds"]) == {"0", "1"} and record["env"] == json.loads(json.dumps(env))

@@ -1,13 +1,15 @@
 """benchmarks.same_views: a model labels a label directory's own views (the stored logits are its outputs on them,
 up to float16), and the summary pairs each source with the stored labels stream by stream."""
+from argparse import Namespace
+
 import torch
 from torch import nn
 
-from benchmarks.fashion_mnist_bench import PrunedTargets
-from benchmarks.same_views import STORED, OnStoredViews, fit, keep_at_bytes, summary
+from benchmarks.label_sources import OnStoredViews, PrunedTargets, online_targets
+from benchmarks.same_views import STORED, fit, keep_at_bytes, summary
 from hello_labels.labels.augment import apply_mix
 from hello_labels.labels.export import export_fkd
-from hello_labels.labels.targets import StoredTargets
+from hello_labels.labels.targets import StoredTargets, TeacherTargets
 from hello_labels.labels.views import AugmentedImages, TensorImages, loader
 from hello_labels.storage import storage_report
 
@@ -82,3 +84,28 @@ def test_the_summary_pairs_stream_by_stream_and_skips_streams_one_source_lacks()
     assert len(lines) == 1 and lines[0].startswith("pipeline 0, streams [0, 2]: projector on the stored views − "
                                                    f"{STORED}: -1.00 points, 95% CI [-1.00, -1.00] over 2 seeds")
     assert lines[0].endswith("(per stream -1.00, -1.00)")
+
+
+def test_the_summary_pools_every_pipeline_and_stream_pair_after_the_pipelines():
+    rows = (_rows(STORED, {0: 0.78, 1: 0.77}) + _rows("teacher online, fresh crops", {0: 0.76, 1: 0.78})
+            + _rows(STORED, {0: 0.70, 1: 0.72}, pipeline=1) + _rows("teacher online, fresh crops", {1: 0.71}, pipeline=1))
+    lines = summary(rows).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["pipeline 0, streams [0, 1]", "pipeline 1, streams [1]",
+                                                      "pipelines [0, 1], 3 (pipeline, stream) pairs"]
+    assert lines[2].endswith("(per pair -2.00, +1.00, -1.00)")
+
+
+def _keys(targets, steps=3):
+    return [repr((p.keys, p.mix)) for p in targets.plans(0, steps, batch_size=4)]
+
+
+def test_each_student_seed_of_an_online_source_draws_its_own_views_and_seed_0_the_old_stream(tmp_path):
+    """The benchmark's online sources drew one crop stream (seed 0) for every student seed, so their seeds varied
+    only the initial weights; now seed s draws stream s (seed 0 unchanged), or with --online-views stored every
+    seed replays the stored labels' own views."""
+    teacher, labels, images = _stored(tmp_path)
+    fresh = Namespace(online_views="fresh")
+    first, second = (online_targets(teacher, images, labels, fresh, s) for s in (0, 1))
+    assert _keys(first) == _keys(TeacherTargets(images, teacher)) and _keys(first) != _keys(second)
+    stored = online_targets(teacher, images, labels, Namespace(online_views="stored"), 1)
+    assert isinstance(stored, OnStoredViews) and _keys(stored) == _keys(StoredTargets(images, labels))

@@ -2,7 +2,7 @@
 was re-made, and kept when this run merely leaves its source out."""
 import torch
 
-from benchmarks.fashion_mnist_bench import source_digests, stale_students
+from benchmarks.label_sources import source_digests, stale_students
 from hello_labels.labels.views import TensorImages
 
 
