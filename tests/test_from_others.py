@@ -189,17 +189,22 @@ def test_deep_json_from_others_is_refused_in_one_line(tmp_path):
     """Before: a raw RecursionError from each of these readers."""
     from hello_labels.labels.classes import _load_map
     from hello_labels.labels.export import _record
-    from hello_labels.labels.recorded import record_path, recorded_settings
+    from hello_labels.labels.recorded import LABEL_RECORD, RECORD_FILE, recorded_settings, run_folder
     from hello_labels.train.refine import load_patches
 
     labels = tmp_path / "labels"
     labels.mkdir()
-    record_path(labels).parent.mkdir()
-    record_path(labels).write_text(DEEP)  # export.json, beside label files from someone else
+    record_path = run_folder(labels) / RECORD_FILE
+    record_path.parent.mkdir()
+    record_path.write_text(DEEP)  # export.json, beside label files from someone else
     with pytest.raises(CorruptFileError, match="export.json is unreadable .*nested 200000 levels deep; at most 100"):
         recorded_settings(labels)  # convert and eval read it
     with pytest.raises(CorruptFileError, match="export.json is damaged .*nested 200000 levels deep"):
-        _record(record_path(labels), labels, {}, 1)  # export-fkd into that folder
+        _record(record_path, labels, {}, 1)  # export-fkd into that folder
+    record_path.unlink()
+    (labels / LABEL_RECORD).write_text(DEEP)  # the record inside a copied label directory
+    with pytest.raises(CorruptFileError, match="hello-labels.json is unreadable .*nested 200000 levels deep"):
+        recorded_settings(labels)
     (tmp_path / "map.json").write_text(DEEP)
     with pytest.raises(CorruptFileError, match="class map .* nested 200000 levels deep"):
         _load_map(tmp_path / "map.json")
