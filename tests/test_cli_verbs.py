@@ -57,7 +57,7 @@ def test_storage_on_fewer_than_ten_classes_clamps_top_k(tmp_path, capsys):
     for epoch in range(2):  # an SRe2L label directory of 4 classes, 6 images in files of 4
         for number, n in enumerate((4, 2)):
             save_batch(batch_path(tmp_path / "labels", epoch, number),
-                       FKDBatch(torch.rand(n, 4), torch.zeros(n, dtype=torch.bool), None, None, None,
+                       FKDBatch(torch.rand(n, 4) / 2, torch.zeros(n, dtype=torch.bool), None, None, None,
                                 torch.randn(n, 4)))
     assert main(["storage", "--labels", str(tmp_path / "labels"), "--teacher", "none", "--base", BASE]) == 0
     assert "top-k labels (FKD/LPQLD, k=4)" in capsys.readouterr().out
