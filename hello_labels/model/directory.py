@@ -172,6 +172,30 @@ def read_adapter(model_id: str, sha256: Optional[str], resolve: Callable[[str], 
     return tensors, path
 
 
+def check_adapter_tensors(tensors: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], source: str,
+                          base: str) -> None:
+    """Refuse (:class:`CorruptFileError`) adapter ``tensors`` (from ``source``) that do not fit the projector
+    whose adapter is ``expected`` (on base ``base``): class count, names, shapes, float dtypes."""
+    bias = tensors.get("head.bias")
+    if bias is not None and bias.shape != expected["head.bias"].shape:
+        raise CorruptFileError(
+            f"{source} was trained for {bias.shape[0] if bias.ndim else 0} classes but this projector has "
+            f"{expected['head.bias'].shape[0]} class names")
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CorruptFileError(f"{source} does not match base '{base}' and LoRA targets: {detail} "
+                               f"({len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, target in expected.items():
+        if tensors[name].shape != target.shape:
+            raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
+                                   f"expects {list(target.shape)}")
+        if not tensors[name].is_floating_point():  # copied in, an integer tensor would become whole numbers
+            raise CorruptFileError(f"{source}: tensor '{name}' holds {tensors[name].dtype} values where floats "
+                                   f"are expected")
+
+
 # -- internals -------------------------------------------------------------------------------------------------
 
 def _finish_committed(folder: Path) -> None:

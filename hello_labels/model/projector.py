@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BadInputError, CorruptFileError
+from ..errors import BadInputError
 from . import directory, persistence
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, build_base, default_head, module_spec, parse_base
@@ -249,25 +249,8 @@ class LabelProjector(nn.Module):
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy adapter tensors in, after checking names, shapes (against this base and class list) and float
         dtypes."""
-        expected = self.adapter_state_dict()
-        bias = tensors.get("head.bias")
-        if bias is not None and bias.shape != expected["head.bias"].shape:
-            raise CorruptFileError(
-                f"{source} was trained for {bias.shape[0] if bias.ndim else 0} classes but this projector has "
-                f"{self.num_classes} class names")
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-            raise CorruptFileError(f"{source} does not match base '{self.config.base.get('name', 'module')}' "
-                                   f"and LoRA targets: {detail} ({len(missing)} missing, {len(unexpected)} unexpected)")
-        for name, target in expected.items():
-            if tensors[name].shape != target.shape:
-                raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
-                                       f"expects {list(target.shape)}")
-            if not tensors[name].is_floating_point():  # copied in, an integer tensor would become whole numbers
-                raise CorruptFileError(f"{source}: tensor '{name}' holds {tensors[name].dtype} values where floats "
-                                       f"are expected")
+        directory.check_adapter_tensors(tensors, self.adapter_state_dict(), source,
+                                        base=self.config.base.get("name", "module"))
         was_merged = self.merged
         self.unmerge()  # merged, some tensors are copies (a stored head weight): copy into the live ones
         with torch.no_grad():
