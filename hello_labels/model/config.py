@@ -30,11 +30,12 @@ from typing import Any, Dict, List, Optional, Type
 
 import torch
 
+from ..constants import ADAPTER_DTYPES, FLOAT_DTYPES, HEAD_INITS, QUANTIZED_DTYPES
 from ..errors import CorruptFileError, HelloLabelsError
 from ..files import is_sha256, loads_json
 from ..version import __version__
 from .bases import check_spec, is_number, short
-from .heads import HEAD_INITS, is_template
+from .heads import is_template
 from .inputs import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,8 +49,8 @@ from .inputs import (
 from .quantize import QUANTIZED
 
 FORMAT_VERSION = 1
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ADAPTER_DTYPES = (*DTYPES, *QUANTIZED)  # how adapter tensors may be stored: floats, or int8 / 4-bit (quantize.py)
+DTYPES = {name: getattr(torch, name) for name in FLOAT_DTYPES}  # ADAPTER_DTYPES (constants.py) stored as floats
+assert tuple(QUANTIZED) == QUANTIZED_DTYPES  # and those quantize.py stores
 # Bounds of what a config may state (module docstring). 10^6 classes is 46x ImageNet-21K's 21,841 and above the
 # largest public label sets; a larger rank only ever clamps (LoRA ranks clamp to the weight's shape); alpha / rank
 # scales a delta, so a huge alpha overflows the logits and 0 silences the adapter; seeds are 63-bit (seeds.py).

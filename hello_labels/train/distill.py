@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..constants import LOSSES
 from ..distributed import DistEnv, on_main
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from ..files import atomic_torch_save, atomic_write_json, loads_json, remove_stale_temps
@@ -32,7 +33,6 @@ from .settings import DistillConfig  # noqa: F401  (defined torch-free for the C
 
 STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.json"
-LOSSES = ("mse", "kl")
 LOG_EVERY = 10  # steps between reads of the running loss/agreement (history, progress bar)
 # config.json metadata that describes one run: replaced as a whole by each run (a projector trained from another
 # one, --init, keeps none of its predecessor's, license included)
