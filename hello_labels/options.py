@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Optional
 
 NONE = "none"  # how a flag spells a setting's None
 
@@ -28,13 +28,12 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from None
 
 
-def add_options(group, cls, skip: Iterable[str] = (), helps: Optional[Dict[str, str]] = None,
-                defaults: Optional[Dict[str, Any]] = None) -> None:
-    """Add the flags of the dataclass ``cls``'s fields to ``group`` (a parser or argument group), in field order,
-    but those in ``skip``; ``helps`` / ``defaults`` replace a field's help text / default for this verb."""
+def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Optional[Dict[str, Any]] = None) -> None:
+    """Add the flags of the dataclass ``cls``'s fields to ``group`` (a parser or argument group), in field order;
+    ``helps`` / ``defaults`` replace a field's help text / default for this verb."""
     helps, defaults, fallback = helps or {}, defaults or {}, cls()
     for f in dataclasses.fields(cls):
-        if f.name in skip or "help" not in f.metadata:
+        if "help" not in f.metadata:
             continue
         meta = f.metadata
         own = getattr(fallback, f.name)
@@ -55,11 +54,11 @@ def add_options(group, cls, skip: Iterable[str] = (), helps: Optional[Dict[str, 
 
 
 def options_from(cls, args: argparse.Namespace, **changes):
-    """An instance of ``cls`` from parsed flags (fields without a flag, or a switch left alone, keep their
-    defaults), with ``changes``."""
+    """An instance of ``cls`` from the flags :func:`add_options` made, parsed (fields without a flag, or a switch
+    left alone, keep their defaults), with ``changes``."""
     values = {}
     for f in dataclasses.fields(cls):
-        if f.name in changes or not hasattr(args, f.name):
+        if f.name in changes or "help" not in f.metadata or not hasattr(args, f.name):
             continue
         value = getattr(args, f.name)
         values[f.name] = None if value == NONE and NONE in f.metadata.get("choices", ()) else value
