@@ -1,6 +1,6 @@
 """What the package writes and the labels its shims yield, for fixed inputs: the fixture that keeps refactors honest.
 
-``python tests/golden_outputs.py`` (from the repository root) records them in ``tests/golden/``: the sha256 of every
+``python tests/golden_outputs.py [FOLDER]`` (from the repository root) records them in ``tests/golden/`` (or FOLDER): the sha256 of every
 file a save (four dtypes) and an FKD export write, and the labels of both shims, with the machine that made them.
 ``tests/test_golden_outputs.py`` recomputes them: files byte-identical everywhere where their bytes do not depend on
 float rounding (configs, adapters, cards), labels bit-identical on the recording machine and within the fast path's
@@ -111,19 +111,19 @@ def outputs(work: Path):
     return files, labels
 
 
-def record() -> None:
-    """Write ``tests/golden/record.json`` and ``tests/golden/labels.safetensors``."""
+def record(folder: Path = GOLDEN) -> None:
+    """Write ``record.json`` and ``labels.safetensors`` into ``folder`` (default: ``tests/golden/``)."""
     import tempfile
 
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as tmp:
         files, labels = outputs(Path(tmp))
-    GOLDEN.mkdir(exist_ok=True)
-    save_file({k: v.contiguous() for k, v in labels.items()}, str(GOLDEN / "labels.safetensors"))
-    (GOLDEN / "record.json").write_text(json.dumps({"machine": machine(), "files": files}, indent=1) + "\n")
-    print(f"recorded {len(files)} files and {len(labels)} label tensors in {GOLDEN}")
+    folder.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in labels.items()}, str(folder / "labels.safetensors"))
+    (folder / "record.json").write_text(json.dumps({"machine": machine(), "files": files}, indent=1) + "\n")
+    print(f"recorded {len(files)} files and {len(labels)} label tensors in {folder}")
 
 
 if __name__ == "__main__":
-    record()
+    record(Path(sys.argv[1]) if len(sys.argv) > 1 else GOLDEN)
