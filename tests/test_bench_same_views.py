@@ -3,11 +3,10 @@ up to float16), and the summary pairs each source with the stored labels stream 
 import torch
 from torch import nn
 
-from benchmarks.fashion_mnist_bench import PrunedTargets
 from benchmarks.same_views import STORED, OnStoredViews, fit, keep_at_bytes, summary
 from hello_labels.labels.augment import apply_mix
 from hello_labels.labels.export import export_fkd
-from hello_labels.labels.targets import StoredTargets
+from hello_labels.labels.targets import PrunedTargets, StoredTargets
 from hello_labels.labels.views import AugmentedImages, TensorImages, loader
 from hello_labels.storage import storage_report
 
