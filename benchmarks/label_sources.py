@@ -42,7 +42,7 @@ from hello_labels.errors import HelloLabelsError
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.export import export_fkd
 from hello_labels.labels.fkd import LabelDir
-from hello_labels.labels.targets import StoredTargets, TeacherTargets
+from hello_labels.labels.targets import PrunedTargets, StoredTargets, TeacherTargets
 from hello_labels.labels.views import AugmentedImages, TensorImages
 from hello_labels.model.projector import LabelProjector
 from hello_labels.storage import storage_report
@@ -450,22 +450,6 @@ class TopKTargets(StoredTargets):
         values = values.half().float()  # stored as fp16
         rest = (1 - values.sum(-1, keepdim=True)).clamp_min(0) / (p.shape[-1] - self.k)
         return rest.expand_as(p).scatter(-1, indices, values)
-
-
-class PrunedTargets(StoredTargets):
-    """LPLD-style pruned labels: a random ``keep`` fraction of the batch files is kept and cycled through
-    (``first=True``: the files of the first epochs instead, as a user who stored fewer epochs has)."""
-
-    def __init__(self, images, labels, keep, seed=0, first=False):
-        super().__init__(images, labels)
-        kept = max(1, int(keep * self.total_files + 0.5))
-        order = torch.arange(self.total_files) if first else \
-            torch.randperm(self.total_files, generator=torch.Generator().manual_seed(seed))
-        self.kept = order[:kept].sort().values
-
-    def plans(self, start, steps, rank=0, world_size=1, batch_size=None):
-        for step in range(start, steps):
-            yield self._plan(step, int(self.kept[step % len(self.kept)]))
 
 
 # ----------------------------------------------------------------------------------------------- main

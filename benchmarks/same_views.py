@@ -30,7 +30,7 @@ from pathlib import Path
 from hello_labels.demo.paired import describe, paired_differences
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
-from hello_labels.labels.targets import StoredTargets, TeacherTargets
+from hello_labels.labels.targets import PrunedTargets, StoredTargets, TeacherTargets
 from hello_labels.model.directory import ADAPTER_FILE
 from hello_labels.storage import storage_report
 from hello_labels.train.evaluate import collect, kl_at
@@ -118,7 +118,7 @@ def main(argv=None) -> None:
             for name in cli.pruned_like:
                 keep = keep_at_bytes(labels, adapter_bytes[name])
                 source = f"pruned stored labels at the bytes of {name}"
-                sources[source] = lambda k=keep: bench.PrunedTargets(images, labels, k, seed=stream)
+                sources[source] = lambda k=keep: PrunedTargets(images, labels, k, seed=stream)
                 keeps[source] = keep
         for source, make in sources.items():
             if (seed, stream, source, bool(cli.fit)) in done:

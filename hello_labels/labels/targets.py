@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, first_line
 from ..fingerprint import module_digest, tensor_digest
 from ..seeds import derive_seed
-from .fkd import LabelDir, check_finite
+from .fkd import LabelDir, batch_path, check_finite
 from .views import AugmentedImages, BatchPlan, stream_plans
 
 
@@ -162,6 +162,42 @@ class StoredTargets(Targets):
                 "images": self.labels.num_images, "batch_size": self.fixed_batch_size, "size": self.images.size,
                 "mix": self.mix_type, "files": self.labels.fingerprint()}
 
+
+
+class PrunedTargets(StoredTargets):
+    """LPLD-style pruned labels: a random ``keep`` fraction of the batch files (at least one), kept whole and
+    cycled through (``first=True``: the files of the first epochs instead, as a user who stored fewer epochs has).
+    :meth:`at_bytes` keeps as many files as a byte budget holds."""
+
+    def __init__(self, images: AugmentedImages, labels: LabelDir, keep: float, seed: int = 0, first: bool = False):
+        super().__init__(images, labels)
+        if not 0 < keep <= 1:
+            raise BadInputError(f"the kept fraction of label files must be in (0, 1], got {keep!r}")
+        kept = max(1, int(keep * self.total_files + 0.5))
+        order = torch.arange(self.total_files) if first else \
+            torch.randperm(self.total_files, generator=torch.Generator().manual_seed(seed))
+        self.kept, self.seed, self.first = order[:kept].sort().values, seed, first
+
+    @classmethod
+    def at_bytes(cls, images: AugmentedImages, labels: LabelDir, nbytes: int, seed: int = 0) -> "PrunedTargets":
+        """The files of ``labels`` nearest in number to ``nbytes`` at their mean file size (at least one)."""
+        files = min(labels.total_files, max(1, round(nbytes * labels.total_files / labels.total_bytes())))
+        return cls(images, labels, files / labels.total_files, seed)
+
+    def kept_bytes(self) -> int:
+        """Bytes of the kept batch files on disk."""
+        return sum(batch_path(self.labels.path, *divmod(int(f), self.labels.batches_per_epoch)).stat().st_size
+                   for f in self.kept)
+
+    def plans(self, start: int, steps: int, rank: int = 0, world_size: int = 1,
+              batch_size: Optional[int] = None) -> Iterator[BatchPlan]:
+        """Step ``s`` of rank ``r`` replays kept file number ``s * world_size + r`` (cycling)."""
+        for step in range(start, steps):
+            yield self._plan(step, int(self.kept[(step * world_size + rank) % len(self.kept)]))
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "source": "pruned_label_dir", "kept": self.kept.tolist(), "seed": self.seed,
+                "first": self.first}
 
 # SRe2L's rand_bbox clips CutMix boxes to the image, so in most batch files a box touches the border: the largest
 # box coordinate is the input size the labels were made at. A given size that no box comes within this fraction

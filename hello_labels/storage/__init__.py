@@ -7,6 +7,7 @@ from .measure import (
     AdapterSize,
     BaseSize,
     TeacherSize,
+    adapter_size_at,
     base_size,
     computed_adapter_size,
     measure_framing,
@@ -25,6 +26,7 @@ from .report import (
     full_label_rows,
     human_bytes,
     label_rows,
+    labels_and_adapter_at,
     pruned_row,
     storage_report,
     teacher_row,
@@ -47,11 +49,11 @@ from .setting import (
 )
 
 __all__ = [
-    "AdapterSize", "BaseSize", "TeacherSize", "base_size", "computed_adapter_size", "measure_framing",
-    "named_classes", "saved_adapter_size", "scan_label_dir", "teacher_size",
+    "AdapterSize", "BaseSize", "TeacherSize", "adapter_size_at", "base_size", "computed_adapter_size",
+    "measure_framing", "named_classes", "saved_adapter_size", "scan_label_dir", "teacher_size",
     "Series", "StorageSeries", "plot_storage", "storage_series",
     "REFERENCE", "StorageReport", "StorageRow", "adapter_rows", "base_rows", "full_label_rows", "human_bytes",
-    "label_rows", "pruned_row", "storage_report", "teacher_row", "topk_rows",
+    "label_rows", "labels_and_adapter_at", "pruned_row", "storage_report", "teacher_row", "topk_rows",
     "BLOCK", "TOPK_INT16_MAX_CLASSES", "DiskUsage", "FileGroup", "LabelSetting", "allocated_bytes",
     "crop_metadata_bytes", "file_payload_bytes", "logits_bytes", "metadata_bytes", "topk_index_bytes",
     "topk_index_dtype", "topk_value_bytes",

@@ -240,6 +240,22 @@ def computed_adapter_size(base: str, class_names, dtype: str = "float32", lora_r
     return size, spec, head
 
 
+def adapter_size_at(path, class_names) -> AdapterSize:
+    """The adapter a saved projector's settings (its ``config.json``: base, LoRA targets, ranks, head, storage
+    dtype) give at another class list ``class_names``: built with those classes, adapter at zero (sizes depend on
+    shapes only), saved to a temporary directory and its two files measured."""
+    config = read_config(Path(path) / CONFIG_FILE)
+    config.class_names = list(class_names)
+    with random_init_expected():
+        projector = LabelProjector(config)  # a prototype head keeps zero weights, as when loading
+    with tempfile.TemporaryDirectory(prefix="hello-labels-storage-") as tmp:
+        projector.save_pretrained(tmp)
+        files = {f: (Path(tmp) / f).stat().st_size for f in (ADAPTER_FILE, CONFIG_FILE)}
+    return _adapter_size(config.base, projector.adapter_state_dict(), projector.num_adapter_bytes(),
+                         config.adapter_dtype, projector.num_classes, files,
+                         f"the settings of {path} at {projector.num_classes:,} classes, computed from shapes")
+
+
 def saved_adapter_size(path: str, revision: Optional[str] = None) -> Tuple[AdapterSize, dict, str]:
     """Adapter of a saved projector (directory or Hub id ``org/name``), read from its two files without building
     the base; ``tensor_bytes`` equals ``LabelProjector.from_pretrained(path).num_adapter_bytes()``.

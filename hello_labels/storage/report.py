@@ -26,6 +26,7 @@ from .measure import (
     AdapterSize,
     BaseSize,
     TeacherSize,
+    adapter_size_at,
     base_size,
     computed_adapter_size,
     measure_framing,
@@ -283,6 +284,15 @@ def label_rows(s: LabelSetting, top_k: int, keep_ratio: float, disk: Optional[Di
     rows = full_label_rows(s, [] if disk else measure_framing(s, "full"), disk)
     pruned = pruned_row(rows[0].bytes, s.files, keep_ratio)  # checks the keep ratio before writing top-k files
     return rows + topk_rows(s, top_k, measure_framing(s, "topk", top_k)) + [pruned]
+
+
+def labels_and_adapter_at(setting: LabelSetting, projector, class_names=None) -> List[StorageRow]:
+    """Two lines: the full stored labels of ``setting`` (framing measured) and the adapter that the saved
+    ``projector``'s settings give at its classes (``class_names`` as :func:`named_classes` takes them): what a
+    recipe fitted on a small label set costs at another scale."""
+    stored = full_label_rows(setting, measure_framing(setting, "full"))[0]
+    adapter = adapter_rows(adapter_size_at(projector, named_classes(class_names, setting.classes)))[0]
+    return [stored, adapter]
 
 
 def storage_report(setting: Optional[LabelSetting] = None, labels: Optional[str] = None, *, top_k: Optional[int] = None,

@@ -77,3 +77,23 @@ def test_the_interface_is_enforced(images):
     assert isinstance(Structural(), Targets)
     del Structural.fingerprint
     assert not isinstance(Structural(), Targets)
+
+
+def test_pruned_labels_at_a_byte_budget_keep_and_replay_whole_files_only(images, tmp_path):
+    from hello_labels.errors import BadInputError
+    from hello_labels.labels.targets import PrunedTargets
+
+    labels = _label_dir(tmp_path / "fkd")  # 2 epochs of 2 batch files
+    mean = labels.total_bytes() / labels.total_files
+    assert [len(PrunedTargets.at_bytes(images, labels, round(n * mean)).kept) for n in (0, 1, 1.4, 2.6, 9)] == \
+        [1, 1, 1, 3, 4]
+    pruned = PrunedTargets.at_bytes(images, labels, round(2.6 * mean), seed=1)
+    kept = [divmod(int(f), labels.batches_per_epoch) for f in pruned.kept]
+    assert pruned.kept_bytes() == sum(batch_path(labels.path, e, b).stat().st_size for e, b in kept)
+    replayed = [p.info["file"] for p in pruned.plans(0, 7)]
+    assert replayed == [kept[s % 3] for s in range(7)]  # only the kept files, cycled, stored logits as saved
+    plan = next(iter(pruned.plans(1, 2)))
+    assert torch.equal(pruned(plan, torch.zeros(1)), labels.load(*kept[1]).soft_label.float())
+    assert pruned.fingerprint()["kept"] == pruned.kept.tolist()
+    with pytest.raises(BadInputError, match="kept fraction"):
+        PrunedTargets(images, labels, 0.0)

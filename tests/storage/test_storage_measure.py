@@ -132,3 +132,29 @@ def test_teacher_by_architecture_and_by_checkpoint(tmp_path):
         v.numel() for k, v in torch.load(path).items() if "running" in k)
     with pytest.raises(HelloLabelsError, match="expected timm:NAME"):
         teacher_size("resnet18", 1000)
+
+
+def test_a_saved_projectors_settings_at_more_classes_measure_as_that_projector_saved(tmp_path, tiny_rn_dir):
+    from hello_labels.storage import adapter_size_at, labels_and_adapter_at
+
+    def saved(classes, folder):  # a prototype head (its weights ship), custom LoRA targets, int8 as the demo's
+        names = [f"c{i}" for i in range(classes)]
+        projector = LabelProjector.from_base(f"local-dir:{tiny_rn_dir}", class_names=names, head_init="prototype",
+                                             prototype_images=torch.rand(classes, 3, 16, 16),
+                                             prototype_labels=torch.arange(classes), head_rank=2,
+                                             lora_targets=[{"pattern": "*conv1.weight", "rank": 2}])
+        projector.save_pretrained(folder, dtype="int8")
+        return names, {f: (folder / f).stat().st_size for f in ("adapter.safetensors", "config.json")}
+
+    names, files = saved(5, tmp_path / "five")
+    wide_names, wide_files = saved(37, tmp_path / "wide")
+    for at, expected in ((names, files), (wide_names, wide_files)):
+        size = adapter_size_at(tmp_path / "five", at)
+        assert (size.safetensors_bytes, size.config_bytes) == (expected["adapter.safetensors"],
+                                                               expected["config.json"])
+        assert size.dtype == "int8" and size.classes == len(at) and size.lora_ranks and set(size.lora_ranks) == {2}
+    assert wide_files["adapter.safetensors"] > files["adapter.safetensors"]  # the head grows with the classes
+    setting = LabelSetting.from_ipc(37, 2, epochs=3, batch_size=8, dtype="float16")
+    stored, adapter = labels_and_adapter_at(setting, tmp_path / "five", wide_names)
+    assert stored.bytes == full_label_rows(setting, measure_framing(setting, "full"))[0].bytes
+    assert adapter.bytes == sum(wide_files.values())

@@ -1,0 +1,136 @@
+"""Choosing the demo's recipe on a validation split, never on the demo's test images.
+
+    python -m benchmarks.demo_recipe --seeds 4 --json benchmarks/results/demo-recipe-xeon.json           # screen
+    python -m benchmarks.demo_recipe --seeds 8 --candidates "int4, rank 4, 600 steps" --json ...        # the pick
+
+The bundled training images (100 per class) are split per class, seeded: ``--validation`` images of each class are
+held out as the validation set, the rest are the demo's training images (teacher, synthetic set). Each candidate
+(``CANDIDATES``: a projector :class:`~hello_labels.demo.pipeline.Recipe` and demo settings) runs the whole demo
+(:func:`hello_labels.demo.run_demo`) on that split with one teacher shared by all candidates, and its students are
+tested on the validation images. Each candidate's rows, paired differences, adapter bytes and seconds are appended
+to ``--json`` as it finishes (a rerun skips candidates already there at the same seeds). Not a test: nothing is
+asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hello_labels.demo.pipeline import (
+    CONVERTED,
+    DEFAULT_BASE,
+    DISTILLED,
+    HARD,
+    PRUNED,
+    RECIPES,
+    STORED,
+    DemoSettings,
+    load_bundled,
+    run_demo,
+    teacher_spec,
+)
+from hello_labels.files import atomic_write_json
+
+from .machine import machine
+
+DEFAULT = RECIPES[DEFAULT_BASE]
+_R4 = ({"pattern": "*conv_pwl.weight", "rank": 4},)
+# name -> (projector recipe, demo settings other than the defaults)
+CANDIDATES = {
+    "int8, rank 2, 300 steps (0.1.0 default)": (DEFAULT, {}),
+    "int8, rank 2, 600 steps": (replace(DEFAULT, steps=600), {}),
+    "int4, rank 4, 600 steps": (replace(DEFAULT, lora=_R4, head_rank=4, adapter_dtype="int4", steps=600), {}),
+    "int4, rank 4, 600 steps, 20 label epochs": (replace(DEFAULT, lora=_R4, head_rank=4, adapter_dtype="int4",
+                                                         steps=600), {"label_epochs": 20}),
+}
+# what the targets of issue 41 ask of the demo (a minus b, points): mean at least, interval high end at least
+TARGETS = {(DISTILLED, STORED): "mean >= -0.5 and high >= 0", (CONVERTED, HARD): "low > 0",
+           (CONVERTED, STORED): "mean >= -1.0", (DISTILLED, PRUNED): "low > 0"}
+
+
+def write_split(root: Path, per_class: int, seed: int = 0) -> list:
+    """The bundled training images as an ImageFolder ``root/train`` and ``root/test`` (the validation images:
+    ``per_class`` of each class, drawn with ``seed``); returns the validation indices."""
+    from PIL import Image
+
+    train, labels, _, _, classes = load_bundled()
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for c in range(len(classes)):
+        members = (labels == c).nonzero().flatten()
+        held += members[torch.randperm(len(members), generator=generator)[:per_class]].tolist()
+    held_set = set(held)
+    for i in range(len(labels)):
+        folder = root / ("test" if i in held_set else "train") / f"{int(labels[i]):02d}-{_slug(classes[labels[i]])}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(train[i, 0].numpy()).save(folder / f"{i:04d}.png")
+    return sorted(held)
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--candidates", nargs="*", default=list(CANDIDATES), help="names in CANDIDATES (default: all)")
+    p.add_argument("--seeds", type=int, default=4, help="student seeds per candidate (default: 4)")
+    p.add_argument("--validation", type=int, default=30, help="validation images held out per class (default: 30)")
+    p.add_argument("--work", type=Path, default=Path("benchmarks/work/demo-recipe"))
+    p.add_argument("--json", type=Path, default=Path("benchmarks/results/demo-recipe-xeon.json"))
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    unknown = [c for c in args.candidates if c not in CANDIDATES]
+    if unknown:
+        p.error(f"unknown candidates {unknown}: choose from {list(CANDIDATES)}")
+    torch.set_num_threads(args.threads)  # as the demo runs: no deterministic-kernel switch
+    env = machine(args.threads)
+    data = args.work / "split"
+    if not (data / "test").is_dir():
+        write_split(data, args.validation)
+    results = json.loads(args.json.read_text()) if args.json.is_file() else []
+    done = {(r["candidate"], r["seeds"]) for r in results}
+    teacher = None  # trained by the first candidate run, shared by the others
+    first = args.work / "teacher"
+    if (first / "teacher.safetensors").is_file():
+        teacher = teacher_spec(first)
+    for name in args.candidates:
+        if (name, args.seeds) in done:
+            continue
+        recipe, overrides = CANDIDATES[name]
+        out = first if teacher is None else args.work / _slug(name)
+        t0 = time.perf_counter()
+        result = run_demo(str(out), str(data), teacher, settings=DemoSettings(seeds=args.seeds, **overrides),
+                          recipe=recipe, progress=False)
+        teacher = teacher or teacher_spec(first)
+        results.append({"candidate": name, "seeds": args.seeds, "recipe": asdict(recipe), "overrides": overrides,
+                        "validation_per_class": args.validation, "validation_images": result["test_images"],
+                        "teacher_accuracy": result["teacher_accuracy"],
+                        "rows": [{k: r[k] for k in ("labels", "label_bytes", "student_accs", "student_acc_mean",
+                                                    "label_seconds", "student_seconds")} for r in result["rows"]],
+                        "paired": result["paired"], "seconds": time.perf_counter() - t0, "environment": env})
+        atomic_write_json(args.json, results)
+        print(summary(results[-1]), flush=True)
+
+
+def summary(r: dict) -> str:
+    """One candidate: adapter share of the stored bytes and the targeted paired differences in points."""
+    rows = {x["labels"]: x for x in r["rows"]}
+    share = rows[DISTILLED]["label_bytes"] / rows[STORED]["label_bytes"]
+    lines = [f"{r['candidate']} ({r['seeds']} seeds, {r['seconds']:.0f}s): adapter {share:.1%} of stored labels"]
+    for d in r["paired"]:
+        if (d["a"], d["b"]) in TARGETS:
+            low, high = d["interval"] or (np.nan, np.nan)
+            lines.append(f"  {d['a']} - {d['b']}: {100 * d['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]  "
+                         f"(target: {TARGETS[d['a'], d['b']]})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
