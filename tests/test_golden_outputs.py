@@ -18,8 +18,8 @@ SAME_MACHINE = RECORD["machine"] == machine()
 
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory):
-    """The outputs, made in a fresh interpreter as a user's script makes them (inside pytest's process the same
-    kernels can round the last bit differently)."""
+    """The outputs, made in a fresh interpreter importing this tree, as a user's script makes them (nothing an
+    earlier test set up in this process can change them)."""
     folder, root = tmp_path_factory.mktemp("golden"), Path(__file__).parent.parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     subprocess.run([sys.executable, str(Path(__file__).with_name("golden_outputs.py")), str(folder)], check=True,
