@@ -66,7 +66,10 @@ def test_info_on_a_projector_with_such_a_base_says_so(no_hub, tmp_path, capsys):
               "interpolation": "bilinear", "normalize_features": True, "seed": 0, "format_version": 1}
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "config.json").write_text(json.dumps(config))
-    save_file({"head.bias": torch.zeros(1)}, str(tmp_path / "p" / "adapter.safetensors"))
+    from hello_labels.model.directory import CLASSES_KEY, class_order_digest
+
+    save_file({"head.bias": torch.zeros(1)}, str(tmp_path / "p" / "adapter.safetensors"),
+              metadata={CLASSES_KEY: class_order_digest(["cat"])})  # as a save binds it to its class order
     assert main(["info", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Hugging Face Hub is unreachable" in err and "hf download" in err
