@@ -37,13 +37,14 @@ def test_export_fkd_under_torchrun_writes_the_one_process_files(projector_dir, t
     assert main([str(a) for a in args + [tmp_path / "one"]]) == 0
     torchrun(*args, tmp_path / "two")
     one, two = files(tmp_path / "one"), files(tmp_path / "two")
-    assert len(one) == 2 * 5 and one == two  # byte for byte
+    assert len(one) == 2 * 5 + 1 and "hello-labels.json" in one and one == two  # byte for byte (+ the record)
     record = json.loads((tmp_path / "two.hello-labels" / "export.json").read_text())
     assert record == json.loads((tmp_path / "one.hello-labels" / "export.json").read_text())
 
     # files lost as a killed process would have left them missing: the rerun writes those alone, the same bytes
     lost = ["epoch_0/batch_1.tar", "epoch_1/batch_2.tar", "epoch_1/batch_3.tar"]
-    kept = {rel: (tmp_path / "two" / rel).stat().st_mtime_ns for rel in two if rel not in lost}
+    kept = {rel: (tmp_path / "two" / rel).stat().st_mtime_ns for rel in two
+            if rel not in lost and rel != "hello-labels.json"}  # the record: written again, same bytes, at the end
     for rel in lost:
         (tmp_path / "two" / rel).unlink()
     torchrun(*args, tmp_path / "two")
