@@ -31,7 +31,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, flo
     if values.size < 2:
         raise ValueError("a t-interval needs at least 2 values")
     mean = float(values.mean())
-    half = t_quantile(0.5 + level / 2, values.size - 1) * float(values.std(ddof=1)) / values.size ** 0.5
+    half = t_quantile(0.5 + level / 2, values.size - 1) * sample_std(values) / values.size ** 0.5
     return mean, mean - half, mean + half
 
 
