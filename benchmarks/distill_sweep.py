@@ -5,8 +5,10 @@ whole set and train the benchmark's students on it, paired with the pipeline's s
     python -m benchmarks.distill_sweep select benchmarks/work/pipeline-0 --ipc 50 --json sweep.json \\
         --recipes 600 1200 2400 1200,kl4 1200,kl1 1200,mix0.5
     python -m benchmarks.distill_sweep students benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 \\
-        --recipes 600 2400 --results benchmarks/results/fashion_mnist_ipc50.json --json tuned-0.json
-    python -m benchmarks.distill_sweep report --results benchmarks/results/fashion_mnist_ipc50.json \\
+        --recipes 600 2400 --results \\
+            benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc50.json --json tuned-0.json
+    python -m benchmarks.distill_sweep report --results \\
+        benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc50.json \\
         --students tuned-0.json tuned-1.json tuned-2.json --json benchmarks/results/fashion_mnist_ipc50_tuned.json
 
 A recipe is ``STEPS[,klT][,mixS][,rankR][,headH][,pxP]``: steps of 64 views, the loss (default: the library's MSE

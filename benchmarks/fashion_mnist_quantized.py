@@ -14,7 +14,7 @@ the benchmark's cache, and ``--float16`` on one pipeline checks that they reprod
 student seed the accuracies and the paired difference from float16.
 
     python -m benchmarks.fashion_mnist_quantized --work benchmarks/work --amend \
-        benchmarks/results/fashion_mnist_ipc10.json /tmp/q-p1.json /tmp/q-p02.json
+        benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc10.json /tmp/q-p1.json /tmp/q-p02.json
 
 replaces the quantized rows of the benchmark's results file with these students (pipelines not re-measured
 lose theirs) (and the copies' agreement and

@@ -3,8 +3,9 @@ its students' accuracy, beside the teacher online.
 
     python -m benchmarks.fashion_mnist_bench ... --projectors effnet effnet@48px effnet@32px --name NAME
     python -m benchmarks.throughput --setting fashion-mnist --effnet-size 32 48 64 --batch-size 50 --threads 1 \\
-        --json benchmarks/results/throughput-cpu-frontier.json
-    python -m benchmarks.frontier benchmarks/results/NAME.json benchmarks/results/throughput-cpu-frontier.json \\
+        --json benchmarks/results/throughput-epyc-torch2.14.1-fashion-mnist.json
+    python -m benchmarks.frontier \\
+        benchmarks/results/NAME.json benchmarks/results/throughput-epyc-torch2.14.1-fashion-mnist.json \\
         --png benchmarks/results/frontier.png
 
 Per resolution: the label cost of one student batch (the throughput run: the fast path's median ms per batch and

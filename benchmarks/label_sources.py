@@ -59,6 +59,8 @@ from .models import resnet20
 from .reproduce import recorded_seeds, verdict
 from .stages import Stage, code_version, deterministic
 
+# The committed --check record of the Fashion-MNIST teacher (benchmarks/results/).
+FASHION_MNIST_CHECK = "reproduce-epyc-torch2.14.1-fashion-mnist-check.json"
 
 
 def dataset_args(p) -> None:
@@ -106,7 +108,7 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=2, help="CPU threads (results depend on it; recorded)")
     p.add_argument("--check", action="store_true",
                    help="re-run the first --check-steps steps of the teacher stage (first of --check-seeds) and "
-                        "compare with the committed record (results/fashion_mnist_check.json; another dataset: "
+                        f"compare with the committed record (results/{FASHION_MNIST_CHECK}; another dataset: "
                         "<name>_check.json): bit for bit where "
                         "the machine fields match, else within the recorded seeds' spread of test accuracy")
     p.add_argument("--record-check", action="store_true", help="write that record, one run per --check-seeds")
@@ -463,8 +465,7 @@ def main():
     results.mkdir(parents=True, exist_ok=True)
     train, test = open_split(args.data, True), open_split(args.data, False)
     if args.check or args.record_check:
-        name = "fashion_mnist" if not args.data.recorded else args.data.slug
-        return check(args, results / f"{name}_check.json", train, test, env)
+        return check(args, check_record(results, args.data), train, test, env)
     runs = {seed: pipeline(work / f"pipeline-{seed}", args, seed, train, test, env) for seed in args.pipeline_seeds}
     report(args, results, runs, env)
 
@@ -685,6 +686,11 @@ def report(args, results, runs: dict, env: dict):
     atomic_write_json(results / f"{stem}.json", out)
     plot(rows, results / f"{stem}.png", statistics.mean(teacher), args, len(runs))
     print(table(rows))
+
+
+def check_record(results: Path, data: BenchData) -> Path:
+    """The ``--check`` record of ``data`` under ``results``: the committed one for Fashion-MNIST."""
+    return results / (FASHION_MNIST_CHECK if not data.recorded else f"{data.slug}_check.json")
 
 
 def results_stem(args) -> str:

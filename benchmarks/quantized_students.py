@@ -1,7 +1,8 @@
 """Students from a projector saved at float16, int8 and 4-bit, in the demo's setting (bundled Fashion-MNIST subset).
 
     hello-labels demo --out /tmp/demo
-    python -m benchmarks.quantized_students /tmp/demo --seeds 5 --json benchmarks/results/quantized-students.json
+    python -m benchmarks.quantized_students /tmp/demo --seeds 5 --json \\
+        benchmarks/results/quantized-students-unrecorded-torch2.14.1-demo.json
 
 Distils a projector with the demo's recipe (``RECIPES`` in hello_labels/demo/pipeline.py) from the demo's teacher
 on its synthetic set, saved at float16 (the demo itself saves at the recipe's format), then saves it in each dtype,

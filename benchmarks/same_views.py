@@ -2,8 +2,8 @@
 flips and CutMix boxes online, so that two students of one stream differ by their labels alone.
 
     python -m benchmarks.same_views benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 --streams 0 1 2 3 \\
-        --json benchmarks/results/same-views-ipc50.json
-    python -m benchmarks.same_views --summary benchmarks/results/same-views-ipc50.json
+        --json benchmarks/results/same-views-xeon-torch2.14.1-fashion-mnist-ipc50.json
+    python -m benchmarks.same_views --summary benchmarks/results/same-views-xeon-torch2.14.1-fashion-mnist-ipc50.json
 
 In the benchmark the online sources (teacher online, projectors) draw fresh crops (stream ``s`` for student seed
 ``s``; before, stream 0 for every seed) while the stored labels replay the one stream of their files, so a
