@@ -21,6 +21,7 @@ from hello_labels.errors import CorruptFileError
 
 from .label_sources import FASHION_MNIST_CHECK as CHECK
 from .label_sources import report_rows
+from .run import shown
 from .scale import table as scale_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,10 +130,7 @@ def label_sources(results: Path) -> list[str]:
         "Label sources side by side (Fashion-MNIST, IPC 10 and 50)",
         "how good are a projector's labels against stored labels, the teacher online, hard labels, top-k and LPLD "
         "pruning, and at what bytes?",
-        "python -m benchmarks.fashion_mnist_bench --effnet-size 64 --threads 1 --pipeline-seeds 0 1 2 --seeds 1\n"
-        "python -m benchmarks.fashion_mnist_bench --effnet-size 64 --threads 1 --pipeline-seeds 0 1 2 --seeds 1 "
-        "--ipc 50 --student-epochs 100 --distill-steps 600\n"
-        "python -m benchmarks.fashion_mnist_quantized --amend <results.json> <students.json>   # the int8/int4 rows\n"
+        shown("label-sources", "fashion-mnist-ipc10", "fashion-mnist-ipc50") + "\n"
         "python -m benchmarks.paired <results.json> \"projector effnet\" \"full stored labels\"",
         "2 CPU cores (AMD EPYC), torch 2.14.1+cu130, 1 thread per process, two processes side by side, commit "
         "`5b7074b` (2026-11-30). These files predate the machine fields of `benchmarks/machine.py`: CPU model and "
@@ -290,10 +288,7 @@ def throughput(results: Path) -> list[str]:
         "Label generation throughput (CPU)",
         "what does a projector cost per batch against the teacher it replaces, and does LoRA cost anything once "
         "merged?",
-        "python -m benchmarks.throughput --setting imagenet --batch-size 32 --threads 2 --warmup 2 --repeats 10 \\\n"
-        f"    --json benchmarks/results/{THROUGHPUT_IMAGENET}\n"
-        "python -m benchmarks.throughput --setting fashion-mnist --effnet-size 32 48 64 --batch-size 50 \\\n"
-        f"    --threads 1 --warmup 3 --repeats 30 --json benchmarks/results/{THROUGHPUT_FASHION}",
+        shown("throughput", "imagenet", "fashion-mnist"),
         machine,
         [("Fast path: `projector(images)` after `merge()` (BatchNorm folded, head as one matmul, `channels_last` for "
          "convolutional bases, CPU batches in chunks of at most 32 MiB per tensor; [fast-path.md](docs/fast-path.md)). "
@@ -323,10 +318,7 @@ def storage(results: Path) -> list[str]:
     return section(
         "Storage at ImageNet-1K scale",
         "how many bytes does each way of supplying soft labels take, against images per class and epochs?",
-        "hello-labels storage --classes 1000 --ipc 10 --epochs 300 --batch-size 1024 --fp16 --base RN50 \\\n"
-        "    --class-names imagenet --teacher torchvision:resnet18 --json "
-        f"benchmarks/results/{small.name} \\\n    --plot benchmarks/results/{STORAGE_PLOT} --plot-epochs 100,300\n"
-        "python -m benchmarks.adapter_sizes",
+        shown("storage", "imagenet1k-ipc10", "imagenet1k-ipc200", "imagenet1k"),
         f"bytes only, no training: the same on any machine (the files record torch {small.get('torch_version')}, "
         "not the machine; the adapter sizes record neither, torch 2.14.1 being the repository's then).",
         [(f"SRe2L's relabelling of ImageNet-1K: {s['classes']:,} classes, batch {s['batch_size']:,}, {s['dtype']} "
@@ -367,8 +359,7 @@ def reproduce(results: Path) -> list[str]:
     return section(
         "Reproducing the Fashion-MNIST figures",
         "does this machine reproduce the recorded figures, bit for bit or within their spread?",
-        "python -m benchmarks.fashion_mnist_bench --check          # one check run (seed 0), minutes\n"
-        "python -m benchmarks.fashion_mnist_bench --record-check   # on the reference machine: writes the record",
+        shown("reproduce", "check", "record-check"),
         f"{m['cpu']}, {m['cpu_capability']}, {m['threads']} threads, torch {m['torch']}, code version "
         f"`{r.get('code')}` ({link(r.name)}).",
         [(f"`--check` trains the teacher of pipeline seed 0 for {r.get('steps')} steps and compares it with the "

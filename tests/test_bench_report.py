@@ -48,7 +48,7 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
     args = Namespace(ipc=10, student_epochs=300, data=open_dataset("fashion-mnist"))
     bench.report(args, tmp_path, runs, {"torch": "x", "threads": 1})
 
-    out = json.loads((tmp_path / "fashion_mnist_ipc10.json").read_text())
+    out = json.loads((tmp_path / f"{bench.results_stem(args)}.json").read_text())
     rows = {r["source"]: r for r in out["rows"]}
     projector = rows["projector effnet"]
     # pipeline 0's student mean is 0.635 (seeds 0.63, 0.64), pipeline 1's 0.65: mean 0.6425, std 0.0075
@@ -61,7 +61,7 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
     # paired: pipeline 0's projector (0.635) against its own pruning at 5 KB (0.605 + 0.06 * log10(5) = 0.6469)
     gaps = projector["gap_to_pruning_per_pipeline"]
     assert gaps["0"] == pytest.approx(0.635 - 0.6469, abs=1e-4) and gaps["1"] == pytest.approx(gaps["0"])
-    assert (tmp_path / "fashion_mnist_ipc10.png").stat().st_size > 0
+    assert (tmp_path / f"{bench.results_stem(args)}.png").stat().st_size > 0
 
 
 def test_a_source_timed_elsewhere_has_no_label_cost():
