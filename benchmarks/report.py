@@ -397,7 +397,7 @@ def demo_recipe(results: Path) -> list[str]:
         "Demo recipe (validation split)",
         "which projector recipe should the demo ship, chosen on held-out training images, never on its test "
         "images?",
-        "python -m benchmarks.demo_recipe --seeds 4 --json benchmarks/results/demo-recipe-xeon.json",
+        "python -m benchmarks.demo_recipe --seeds 4   # writes results/demo-recipe-<machine>-torch<version>.json",
         "; ".join(dict.fromkeys(machines)) + f" ({', '.join(link(p.name) for p in files)}).",
         [("Each candidate runs the whole demo on the split, students tested on the validation images; paired per "
          "student seed, 95% t-interval over seeds (sample std, n−1), in points."), "",
