@@ -22,7 +22,7 @@ held-out images, as students see them, and on unmixed ones; the lowest mixed-vie
 wins, and every other recipe is printed with its paired difference from the winner (same images, same views: the
 95% t-interval over the held-out images), so a lead inside that spread reads as none. ``students`` distills
 recipes on the whole synthetic set, saves each again at 4-bit, and trains one student (``--seed``) on each, exactly
-as the benchmark does. Like :mod:`benchmarks.reconvert` it reads the pipeline's cached
+as the benchmark does. It reads the pipeline's cached
 files only (teacher, synthetic set indices), not their stage records. Not a test: nothing is asserted.
 """
 from __future__ import annotations

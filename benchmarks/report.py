@@ -148,7 +148,8 @@ def label_sources(results: Path) -> list[str]:
          "([online-labels.md](docs/online-labels.md)), so that student seeds average the crop stream out; the "
          "paired comparison free of crop streams is the [same-views](#label-sources-on-the-same-views-ipc-50-three-"
          "pipelines) table. The int8/int4 rows were re-measured after the save fix of `e26abe7` (the JSON keeps "
-         "the superseded figures under `amended`)."), ""] + body[:-1],
+         "the superseded figures under `amended`; `benchmarks/fashion_mnist_quantized.py`, which re-measured "
+         "them, is in git at `2400c98`)."), ""] + body[:-1],
         "at IPC 10 the rank-8 projectors (float16, int8, 4-bit) are level with the stored labels at a fraction of "
         "their bytes; at IPC 50 the 600-step projector of these runs is below them in every pipeline, which the "
         "9,600-step default closes (same-views table).")
@@ -409,24 +410,28 @@ def demo_recipe(results: Path) -> list[str]:
 
 HISTORY = """## How the defaults were chosen
 
-Each study below served one decision and left the tree once it was made; its script, results and the run-by-run
-narrative are in git at the commit named (`git show <commit>:<path>`). The whole former page: `git show
-7f40ce5:BENCHMARKS.md`.
+Each study below served one decision; a script or result no longer in the tree is in git at the commit named
+beside it (`git show <commit>:<path>`). The whole former page: `git show 7f40ce5:BENCHMARKS.md`.
 
 - **Base at 32 px** (Fashion-MNIST benchmark, demo): at 32 px the projector costs what the teacher costs and its
-  students are level with the 64-px projector's (`benchmarks/frontier.py`, results
-  `fashion_mnist_ipc10_paths.json`, `throughput-cpu-frontier.json`; commit `7f40ce5`).
+  students are level with the 64-px projector's (`benchmarks/frontier.py` and `results/frontier.png` at `2400c98`;
+  results `fashion_mnist_ipc10_paths.json`, `throughput-cpu-frontier.json` at `7f40ce5`).
 - **Distillation steps at IPC 50: 600 → 2,400 → 4,800 → 9,600**, each chosen on a validation split of the
   synthetic set (5 of 50 images per class held out), never on the test set; twice the steps fitted better than
   twice the LoRA rank or four times the head's rank (`benchmarks/distill_sweep.py`, results
-  `distill-sweep-ipc50*.json`, `fashion_mnist_ipc50_tuned.json`; commit `7f40ce5`).
+  `distill-sweep-ipc50*.json`, `fashion_mnist_ipc50_tuned.json`: in the tree, the sweep being in use).
 - **`convert` steps**: at least one pass over every stored file and 300 views of each image, after one pass left
-  IPC-50 conversions a point below their labels (`benchmarks/reconvert.py`, `benchmarks/convert_overfit.py`,
-  results `reconvert-ipc50*.json`; commits `c53082f`, `7f40ce5`).
+  IPC-50 conversions a point below their labels (`benchmarks/reconvert.py` at `2d45c04`, results
+  `reconvert-ipc50*.json` at `7f40ce5`; in the demo's setting `benchmarks/convert_overfit.py` at `66d8472`).
 - **`refine` is not a default**: its students were not above the unrefined images' at IPC 10 or 50
-  (`fashion_mnist_ipc10_paths.json`, `fashion_mnist_ipc50_paths.json`; commit `7f40ce5`).
+  (`fashion_mnist_ipc10_paths.json`, `fashion_mnist_ipc50_paths.json` at `7f40ce5`).
 - **Quantized saves**: int8/4-bit copies first applied their head delta twice; fixed with a regression test in
-  `e26abe7`, the rows re-measured from the cached float16 projectors (`benchmarks/fashion_mnist_quantized.py`).
+  `e26abe7`, the rows re-measured from the cached float16 projectors (`benchmarks/fashion_mnist_quantized.py` at
+  `2400c98`); int8/4-bit students in the demo's setting: `benchmarks/quantized_students.py` at `2400c98` (its result
+  stays, [docs/storage.md](docs/storage.md)).
+- **One-off timings** with no table here: drawing a crop and SRe2L's sampler order at ImageNet scale
+  (`benchmarks/hot_paths.py` at `dce382b`); the SRe2L shim's per-batch overhead over a bare projector call
+  (`benchmarks/shim_overhead.py` at `17cbe08`).
 - **Fast path** (BatchNorm folded, "same" padding in the convolution, CLIP's attention pooling for one token,
   CPU batches in chunks that stay on malloc's heap): rounds measured on an Intel Xeon and an AMD EPYC, superseded
   by the table above (`throughput-cpu-imagenet-xeon*.json` in `1e8a7f9` and `6e9a3c2`,

@@ -65,7 +65,7 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
 
 
 def test_a_source_timed_elsewhere_has_no_label_cost():
-    """Rows re-measured in another process (benchmarks/fashion_mnist_quantized.py --amend) carry no seconds per
+    """Rows re-measured in another process (the committed files' ``amended`` int8/int4 rows) carry no seconds per
     step: the report leaves their label cost empty instead of failing or comparing times across processes."""
     acc = {"full stored labels": 0.70, "hard labels": 0.60, "pruned stored labels 0.1": 0.66,
            "pruned stored labels 0.01": 0.60, "projector effnet": 0.63}
@@ -80,7 +80,7 @@ def test_a_source_timed_elsewhere_has_no_label_cost():
 
 
 def test_one_student_trains_as_the_benchmark_trains_them():
-    """``train_one_student`` (the benchmark's students, and fashion_mnist_quantized's) trains (gradients on) and is
+    """``train_one_student`` (the benchmark's students) trains (gradients on) and is
     repeatable: same seed, same accuracies."""
     import torch
 
