@@ -311,7 +311,7 @@ def storage(results: Path) -> list[str]:
              f"{by_name[row['name']]['bytes']:,}" if row["name"] in by_name else "—"]
             for row in small.get("rows") if row.get("part_of") is None and row.get("counted", True)]
     sizes = Result(results, ADAPTER_SIZES)
-    formats = ["float16", "int8", "int4"]
+    formats = ["float32", "float16", "int8", "int4"]
     adapter = [[base, f"{sizes.get('parameters', data=b):,}",
                 *(f"{sizes.get('formats', f, 'adapter_file_bytes', data=b):,}" for f in formats)]
                for base, b in sizes.get("bases").items()]
@@ -327,7 +327,7 @@ def storage(results: Path) -> list[str]:
          f"({link(large.name)}). The teacher and RN50 have random weights (sizes do not depend on them)."), "",
          *table(["label source", "bytes, IPC 10", "IPC 10", "bytes, IPC 200"], "lrrr", rows), "",
          f"Adapter files at 1,000 classes ({link(sizes.name)}; config.json adds about 20 kB):", "",
-         *table(["base", "adapter parameters", *(f"{f} bytes" for f in formats)], "lrrrr", adapter), "",
+         *table(["base", "adapter parameters", *(f"{f} bytes" for f in formats)], "lrrrrr", adapter), "",
          f"![bytes against IPC](benchmarks/results/{STORAGE_PLOT})"],
         "stored labels, top-k and pruning grow with images and epochs; the teacher and an adapter do not.")
 
