@@ -1,6 +1,6 @@
 """Choosing the demo's recipe on a validation split, never on the demo's test images.
 
-    python -m benchmarks.demo_recipe --seeds 4 --json benchmarks/results/demo-recipe-xeon.json           # screen
+    python -m benchmarks.demo_recipe --seeds 4        # screen: benchmarks/results/demo-recipe-<machine>-torch<ver>.json
     python -m benchmarks.demo_recipe --seeds 8 --candidates "int4, rank 4, 600 steps" --json ...        # the pick
 
 The bundled training images (100 per class) are split per class, seeded: ``--validation`` images of each class are
@@ -37,7 +37,7 @@ from hello_labels.demo.pipeline import (
 )
 from hello_labels.files import atomic_write_json
 
-from .machine import machine
+from .machine import machine, result_name
 
 DEFAULT = RECIPES[DEFAULT_BASE]
 _R4 = ({"pattern": "*conv_pwl.weight", "rank": 4},)
@@ -83,9 +83,10 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=4, help="student seeds per candidate (default: 4)")
     p.add_argument("--validation", type=int, default=30, help="validation images held out per class (default: 30)")
     p.add_argument("--work", type=Path, default=Path("benchmarks/work/demo-recipe"))
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/demo-recipe-xeon.json"))
+    p.add_argument("--json", type=Path, help="default: benchmarks/results/demo-recipe-<machine>-torch<version>.json")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    args.json = args.json or Path(f"benchmarks/results/{result_name('demo-recipe')}.json")
     unknown = [c for c in args.candidates if c not in CANDIDATES]
     if unknown:
         p.error(f"unknown candidates {unknown}: choose from {list(CANDIDATES)}")

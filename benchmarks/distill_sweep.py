@@ -5,8 +5,10 @@ whole set and train the benchmark's students on it, paired with the pipeline's s
     python -m benchmarks.distill_sweep select benchmarks/work/pipeline-0 --ipc 50 --json sweep.json \\
         --recipes 600 1200 2400 1200,kl4 1200,kl1 1200,mix0.5
     python -m benchmarks.distill_sweep students benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 \\
-        --recipes 600 2400 --results benchmarks/results/fashion_mnist_ipc50.json --json tuned-0.json
-    python -m benchmarks.distill_sweep report --results benchmarks/results/fashion_mnist_ipc50.json \\
+        --recipes 600 2400 --results \\
+            benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc50.json --json tuned-0.json
+    python -m benchmarks.distill_sweep report --results \\
+        benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc50.json \\
         --students tuned-0.json tuned-1.json tuned-2.json --json benchmarks/results/fashion_mnist_ipc50_tuned.json
 
 A recipe is ``STEPS[,klT][,mixS][,rankR][,headH][,pxP]``: steps of 64 views, the loss (default: the library's MSE
@@ -20,7 +22,7 @@ held-out images, as students see them, and on unmixed ones; the lowest mixed-vie
 wins, and every other recipe is printed with its paired difference from the winner (same images, same views: the
 95% t-interval over the held-out images), so a lead inside that spread reads as none. ``students`` distills
 recipes on the whole synthetic set, saves each again at 4-bit, and trains one student (``--seed``) on each, exactly
-as the benchmark does. Like :mod:`benchmarks.reconvert` it reads the pipeline's cached
+as the benchmark does. It reads the pipeline's cached
 files only (teacher, synthetic set indices), not their stage records. Not a test: nothing is asserted.
 """
 from __future__ import annotations

@@ -55,10 +55,13 @@ from hello_labels.fingerprint import module_digest, tensor_digest
 
 from . import effnet
 from .datasets import BenchData, open_dataset
+from .machine import machine, result_name
 from .models import resnet20
 from .reproduce import recorded_seeds, verdict
 from .stages import Stage, code_version, deterministic
 
+# The committed --check record of the Fashion-MNIST teacher (benchmarks/results/).
+FASHION_MNIST_CHECK = "reproduce-epyc-torch2.14.1-fashion-mnist-check.json"
 
 
 def dataset_args(p) -> None:
@@ -106,10 +109,12 @@ def parse(argv=None):
     p.add_argument("--threads", type=int, default=2, help="CPU threads (results depend on it; recorded)")
     p.add_argument("--check", action="store_true",
                    help="re-run the first --check-steps steps of the teacher stage (first of --check-seeds) and "
-                        "compare with the committed record (results/fashion_mnist_check.json; another dataset: "
-                        "<name>_check.json): bit for bit where "
+                        f"compare with the committed record (results/{FASHION_MNIST_CHECK}; another dataset: its "
+                        "reproduce-*-<name>-check.json): bit for bit where "
                         "the machine fields match, else within the recorded seeds' spread of test accuracy")
-    p.add_argument("--record-check", action="store_true", help="write that record, one run per --check-seeds")
+    p.add_argument("--record-check", action="store_true",
+                   help="write that record, one run per --check-seeds: reproduce-<machine>-torch<version>-<name>-"
+                        "check.json")
     p.add_argument("--check-steps", type=int, default=100)
     p.add_argument("--check-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--min-scale", type=float, default=0.5)
@@ -141,8 +146,7 @@ def parse(argv=None):
     p.add_argument("--refine", nargs="*", default=[], metavar="PROJECTOR",
                    help="also refine the synthetic images with PROJECTOR and the teacher (HeLlO's image update, "
                         "`hello-labels refine`'s defaults at this input size) and train its students on them")
-    p.add_argument("--name", help="results file stem (default fashion_mnist_ipc<ipc>; another dataset: "
-                                  "label_sources_<name>_ipc<ipc>)")
+    p.add_argument("--name", help="results file stem (default label-sources-<machine>-torch<version>-<name>-ipc<ipc>)")
     args = p.parse_args(argv)
     args.data = open_data(args)
     if args.distill_steps is None:
@@ -453,8 +457,8 @@ class TopKTargets(StoredTargets):
 
 
 # ----------------------------------------------------------------------------------------------- main
-def main():
-    args = parse()
+def main(argv=None):
+    args = parse(argv)
     unknown = [n for n in args.projectors if n not in PROJECTORS]
     if unknown:
         raise SystemExit(f"unknown --projectors {unknown}: choose from {list(PROJECTORS)}")
@@ -463,8 +467,8 @@ def main():
     results.mkdir(parents=True, exist_ok=True)
     train, test = open_split(args.data, True), open_split(args.data, False)
     if args.check or args.record_check:
-        name = "fashion_mnist" if not args.data.recorded else args.data.slug
-        return check(args, results / f"{name}_check.json", train, test, env)
+        record = new_check_record(results, args.data, env) if args.record_check else check_record(results, args.data)
+        return check(args, record, train, test, env)
     runs = {seed: pipeline(work / f"pipeline-{seed}", args, seed, train, test, env) for seed in args.pipeline_seeds}
     report(args, results, runs, env)
 
@@ -687,10 +691,28 @@ def report(args, results, runs: dict, env: dict):
     print(table(rows))
 
 
+def check_record(results: Path, data: BenchData) -> Path:
+    """The record ``--check`` compares with: the committed one for Fashion-MNIST; for another dataset the one
+    ``--record-check`` wrote under ``results`` (``reproduce-<machine>-torch<version>-<dataset>-check.json``)."""
+    if not data.recorded:
+        return results / FASHION_MNIST_CHECK
+    found = sorted(results.glob(f"reproduce-*-{data.slug}-check.json"))
+    if len(found) > 1:
+        raise SystemExit(f"several check records of {data.name} in {results}: {', '.join(p.name for p in found)}; "
+                         "keep the one to compare with")
+    return found[0] if found else new_check_record(results, data, machine(torch.get_num_threads()))
+
+
+def new_check_record(results: Path, data: BenchData, env: dict) -> Path:
+    """Where ``--record-check`` writes: ``reproduce-<machine>-torch<version>-<dataset>-check.json``, named by the
+    machine record ``env`` so that it never replaces a record made elsewhere."""
+    return results / f"{result_name('reproduce', f'{data.slug}-check', env)}.json"
+
+
 def results_stem(args) -> str:
-    """The default results file stem: ``fashion_mnist_ipc<N>`` (the committed files), else
-    ``label_sources_<dataset>_ipc<N>``."""
-    return f"fashion_mnist_ipc{args.ipc}" if not args.data.recorded else f"label_sources_{args.data.slug}_ipc{args.ipc}"
+    """The default results file stem: ``label-sources-<machine>-torch<version>-<dataset>-ipc<N>``
+    (:func:`benchmarks.machine.result_name`), so a run elsewhere never replaces a committed file."""
+    return result_name("label-sources", f"{args.data.slug}-ipc{args.ipc}")
 
 
 def settings_record(args) -> dict:

@@ -9,6 +9,7 @@ names the ones that differ.
 from __future__ import annotations
 
 import os
+import re
 from typing import List, Optional
 
 import torch
@@ -33,6 +34,30 @@ def machine(threads: int) -> dict:
     return {"torch": torch.__version__, "torch_git": torch.version.git_version,
             "torch_cuda": torch.version.cuda or "cpu", "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu": cpu_model(), "threads": threads, "env_vars": env_vars()}
+
+
+# Words of a CPU model that name its maker or nothing, skipped when naming the machine of a result file.
+NOT_A_FAMILY = {"intel", "amd", "genuineintel", "authenticamd", "apple", "cpu", "processor", "unknown", "gen"}
+
+
+def machine_name(cpu: str) -> str:
+    """The CPU family a result file is named by: the first word of ``cpu`` (a record's ``cpu`` field) that is not
+    its maker's, a mark or the architecture ("Intel(R) Xeon(R) Processor (x86_64)" -> "xeon", "AMD EPYC 7B13 64-Core
+    Processor" -> "epyc"); "unrecorded" when none is left."""
+    words = re.findall(r"[a-z0-9]+", re.sub(r"\([^)]*\)", " ", cpu.lower()))
+    return next((w for w in words if w[0].isalpha() and w not in NOT_A_FAMILY), "unrecorded")
+
+
+def run_name(record: Optional[dict] = None) -> str:
+    """``<machine>-torch<version>`` of a machine record (default: this process's): the part of a result file's name
+    ``<benchmark>-<machine>-torch<version>[-<config>]`` that says where it ran."""
+    record = record or machine(torch.get_num_threads())
+    return f"{machine_name(record['cpu'])}-torch{record['torch'].split('+')[0]}"
+
+
+def result_name(benchmark: str, config: str = "", record: Optional[dict] = None) -> str:
+    """A result file's stem: ``<benchmark>-<machine>-torch<version>[-<config>]`` (see :func:`run_name`)."""
+    return "-".join(filter(None, (benchmark, run_name(record), config)))
 
 
 def machine_difference(recorded: dict, here: dict) -> Optional[List[str]]:

@@ -1,6 +1,8 @@
 """Paired differences between two label sources of a Fashion-MNIST results JSON, pipeline by pipeline.
 
-    python -m benchmarks.paired benchmarks/results/fashion_mnist_ipc10.json "projector effnet" "full stored labels"
+    python -m benchmarks.paired \\
+        benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc10.json \\
+        "projector effnet" "full stored labels"
 
 Each pipeline seed re-draws teacher, synthetic set, labels and projectors, so two sources compare fairly only within
 a pipeline: the difference of their student means there. An ordering holds where every pipeline's difference has

@@ -2,8 +2,8 @@
 flips and CutMix boxes online, so that two students of one stream differ by their labels alone.
 
     python -m benchmarks.same_views benchmarks/work/pipeline-0 --ipc 50 --student-epochs 100 --streams 0 1 2 3 \\
-        --json benchmarks/results/same-views-ipc50.json
-    python -m benchmarks.same_views --summary benchmarks/results/same-views-ipc50.json
+        --json benchmarks/results/same-views-xeon-torch2.14.1-fashion-mnist-ipc50.json
+    python -m benchmarks.same_views --summary benchmarks/results/same-views-xeon-torch2.14.1-fashion-mnist-ipc50.json
 
 In the benchmark the online sources (teacher online, projectors) draw fresh crops (stream ``s`` for student seed
 ``s``; before, stream 0 for every seed) while the stored labels replay the one stream of their files, so a
@@ -14,8 +14,7 @@ it: the stored logits, the teacher run again on those views (the control: it dif
 their float16 rounding only) and each projector (``--projectors``: folders of the pipeline). The students of
 stream ``s`` start from seed ``s``; the student is the benchmark's. ``--pruned-like P`` adds LPLD pruning of the
 stream's files at the bytes of projector ``P``'s adapter (:func:`keep_at_bytes`). Reads the pipeline's cached files
-only, like :mod:`benchmarks.reconvert`; appends each student to ``--json`` as it finishes (a rerun trains only what is
-missing). ``--fresh`` adds each model run online as the benchmark runs it, on fresh crops, flips and CutMix drawn
+only; appends each student to ``--json`` as it finishes (a rerun trains only what is missing). ``--fresh`` adds each model run online as the benchmark runs it, on fresh crops, flips and CutMix drawn
 from seed ``s`` (stream 0: the benchmark's own online stream): paired with the same model on the stored views it
 isolates what fresh views do, paired with the stored labels it is the benchmark's comparison, crop-stream draw
 included. ``--fit N`` records instead how each projector's logits match the stored ones on the first N batch files

@@ -124,9 +124,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bases", nargs="+", default=["hello-labels:efficientnet-lite0", "RN50"])
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--name", default="structure", help="results file: benchmarks/results/NAME.json")
+    parser.add_argument("--name", help="results file: benchmarks/results/NAME.json (default: "
+                                        "structure-<machine>-torch<version>)")
     args = parser.parse_args(argv)
-    from benchmarks.machine import machine
+    from benchmarks.machine import machine, result_name
+
+    args.name = args.name or result_name("structure")
 
     result = {"machine": machine(2), "frames": frames(), "sizes": sizes()}
     if not args.skip_memory:

@@ -48,7 +48,7 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
     args = Namespace(ipc=10, student_epochs=300, data=open_dataset("fashion-mnist"))
     bench.report(args, tmp_path, runs, {"torch": "x", "threads": 1})
 
-    out = json.loads((tmp_path / "fashion_mnist_ipc10.json").read_text())
+    out = json.loads((tmp_path / f"{bench.results_stem(args)}.json").read_text())
     rows = {r["source"]: r for r in out["rows"]}
     projector = rows["projector effnet"]
     # pipeline 0's student mean is 0.635 (seeds 0.63, 0.64), pipeline 1's 0.65: mean 0.6425, std 0.0075
@@ -61,11 +61,11 @@ def test_report_separates_pipeline_and_student_spreads_and_finds_the_crossing(tm
     # paired: pipeline 0's projector (0.635) against its own pruning at 5 KB (0.605 + 0.06 * log10(5) = 0.6469)
     gaps = projector["gap_to_pruning_per_pipeline"]
     assert gaps["0"] == pytest.approx(0.635 - 0.6469, abs=1e-4) and gaps["1"] == pytest.approx(gaps["0"])
-    assert (tmp_path / "fashion_mnist_ipc10.png").stat().st_size > 0
+    assert (tmp_path / f"{bench.results_stem(args)}.png").stat().st_size > 0
 
 
 def test_a_source_timed_elsewhere_has_no_label_cost():
-    """Rows re-measured in another process (benchmarks/fashion_mnist_quantized.py --amend) carry no seconds per
+    """Rows re-measured in another process (the committed files' ``amended`` int8/int4 rows) carry no seconds per
     step: the report leaves their label cost empty instead of failing or comparing times across processes."""
     acc = {"full stored labels": 0.70, "hard labels": 0.60, "pruned stored labels 0.1": 0.66,
            "pruned stored labels 0.01": 0.60, "projector effnet": 0.63}
@@ -80,7 +80,7 @@ def test_a_source_timed_elsewhere_has_no_label_cost():
 
 
 def test_one_student_trains_as_the_benchmark_trains_them():
-    """``train_one_student`` (the benchmark's students, and fashion_mnist_quantized's) trains (gradients on) and is
+    """``train_one_student`` (the benchmark's students) trains (gradients on) and is
     repeatable: same seed, same accuracies."""
     import torch
 

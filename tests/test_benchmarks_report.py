@@ -1,0 +1,63 @@
+"""BENCHMARKS.md is `python -m benchmarks report`'s output, so no figure on it can be typed by hand."""
+import json
+import shutil
+
+import pytest
+
+from benchmarks import report
+
+
+def test_the_committed_page_equals_the_report():
+    assert report.PAGE.read_text() == report.render(), "run `python -m benchmarks report --write`"
+
+
+def test_a_result_file_missing_a_field_stops_the_report_with_one_line_naming_the_file(tmp_path):
+    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
+    name = report.CHECK
+    data = json.loads((tmp_path / name).read_text())
+    del data["seeds"]
+    (tmp_path / name).write_text(json.dumps(data))
+    with pytest.raises(report.ResultFieldError) as e:
+        report.render(tmp_path)
+    assert str(e.value) == f"benchmarks/results/{name}: no field 'seeds'"
+
+
+def test_the_cli_prints_the_missing_field_as_one_error_line(tmp_path, capsys):
+    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
+    (tmp_path / report.SCALE).write_text(json.dumps({"machine": {}}))
+    with pytest.raises(SystemExit) as e:
+        report.main(["--results", str(tmp_path)])
+    assert str(e.value) == f"error: benchmarks/results/{report.SCALE}: no field 'labels'"
+
+
+def _candidate(name, a_minus_b):
+    rows = [{"labels": label, "label_bytes": nbytes, "student_accs": [0.6, 0.62], "student_acc_mean": 0.61,
+             "label_seconds": 1.0, "student_seconds": 2.0}
+            for label, nbytes in (("stored labels (SRe2L)", 100_000), ("projector, distilled", 4_321))]
+    paired = [{"a": "projector, distilled", "b": "stored labels (SRe2L)", "per_seed": [a_minus_b, a_minus_b + 0.01],
+               "mean": a_minus_b + 0.005, "interval": [a_minus_b - 0.01, a_minus_b + 0.02], "level": 0.95,
+               "ordering": "unresolved"}]
+    return {"candidate": name, "seeds": 2, "rows": rows, "paired": paired, "seconds": 12.0,
+            "environment": {"cpu": "Test CPU", "threads": 2, "torch": "2.14.1"}}
+
+
+def test_the_demo_recipe_table_appears_only_with_its_result_file(tmp_path):
+    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
+    for stale in tmp_path.glob(report.DEMO_RECIPE):
+        stale.unlink()
+    assert "Demo recipe" not in report.render(tmp_path)
+    (tmp_path / "demo-recipe-xeon.json").write_text(json.dumps([_candidate("int4, rank 4", -0.012),
+                                                                 _candidate("float16, rank 8", 0.003)]))
+    page = report.render(tmp_path)
+    assert "- [Demo recipe (validation split)](#demo-recipe-validation-split)" in page
+    assert "| int4, rank 4 | 2 | 4,321 | projector, distilled − stored labels (SRe2L) | -0.70 [-2.20, +0.80] |" in page
+    assert "| float16, rank 8 | 2 | 4,321 | projector, distilled − stored labels (SRe2L) | +0.80 [-0.70, +2.30] |" in page
+    assert "Test CPU, 2 threads, torch 2.14.1" in page
+
+
+def test_check_reads_the_committed_fashion_mnist_record_under_its_new_name():
+    from benchmarks.datasets import open_dataset
+    from benchmarks.label_sources import check_record
+
+    path = check_record(report.RESULTS, open_dataset("fashion-mnist"))
+    assert path.is_file() and json.loads(path.read_text())["stage"] == "teacher"
