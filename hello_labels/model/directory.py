@@ -18,11 +18,12 @@ else ``adapter.safetensors``, and checks its sha256. Before step 4 it gets the o
 one; a folder that mixes two saves is an error, never a silent mix. The model card is not read back: a kill
 between steps 4 and 6 leaves the previous card beside the new projector until the next save.
 
-The adapter file is bound to the class order it was fitted with: its safetensors metadata holds
-``class_names_sha256`` (:func:`class_order_digest` of the ordered names), and a reader given ``config.json``'s
-``class_names`` refuses a mismatch (a hand-edited config.json that re-orders or renames classes would permute or
-mislabel every output). Files saved before that key existed load with an :class:`UnboundClassesWarning`. Adapter
-values are floats: an integer tensor is refused, except a quantized file's codes (:mod:`.quantize`).
+The adapter file (:func:`adapter_file`: the tensors at the save's dtype, or quantized) is bound to the class
+order it was fitted with: its safetensors metadata holds ``class_names_sha256`` (:func:`class_order_digest` of the
+ordered names), and a reader given ``config.json``'s ``class_names`` refuses a mismatch (a hand-edited config.json
+that re-orders or renames classes would permute or mislabel every output). Files saved before that key existed load
+with an :class:`UnboundClassesWarning`. Adapter values are floats: an integer tensor is refused, except a quantized
+file's codes (:mod:`.quantize`).
 
 Run files: ``metrics.json`` and ``train_state.pt`` (written by ``distill`` beside its projector) describe the run
 whose adapter ``train_state.pt`` holds. A save keeps them only when ``train_state.pt`` holds exactly the adapter
@@ -44,7 +45,8 @@ import torch
 from ..errors import BadInputError, CorruptFileError
 from ..files import atomic_path, atomic_write_json, atomic_write_text, fsync_dir, is_sha256, loads_json, not_a_file
 from ..runs import WRITE_CHECK, RunLock
-from .quantize import dequantize_adapter, quantizable
+from .config import DTYPES
+from .quantize import QUANTIZED, dequantize_adapter, quantizable, quantize_adapter, quantized_bytes
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "config.json"
@@ -82,6 +84,24 @@ def adapter_blob(tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, 
     from safetensors.torch import save
 
     return _sorted_metadata(save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
+
+
+def adapter_file(tensors: Dict[str, torch.Tensor], class_names: Sequence[str], dtype: str) -> bytes:
+    """``adapter.safetensors`` as a save at ``dtype`` writes it: ``tensors`` cast to ``dtype`` (or quantized, see
+    :mod:`.quantize`), bound to the order of ``class_names`` (module docstring)."""
+    if dtype in QUANTIZED:
+        tensors, metadata = quantize_adapter(tensors, dtype)
+    else:
+        tensors, metadata = {k: v.to(DTYPES[dtype]) for k, v in tensors.items()}, {}
+    bound = {CLASSES_KEY: class_order_digest(class_names)}
+    return adapter_blob(tensors, metadata={"format": "pt", **bound, **metadata})
+
+
+def tensor_bytes(tensors: Dict[str, torch.Tensor], dtype: str) -> int:
+    """Bytes of the data of ``tensors`` in an adapter file at ``dtype``, without the file's header."""
+    if dtype in QUANTIZED:
+        return quantized_bytes(tensors, dtype)
+    return sum(t.numel() for t in tensors.values()) * torch.empty(0, dtype=DTYPES[dtype]).element_size()
 
 
 def save_projector(directory, config: dict, blob: bytes, card: str,
@@ -150,6 +170,30 @@ def read_adapter(model_id: str, sha256: Optional[str], resolve: Callable[[str], 
     if class_names is not None:
         _check_class_order(metadata.get(CLASSES_KEY), class_names, path)
     return tensors, path
+
+
+def check_adapter_tensors(tensors: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], source: str,
+                          base: str) -> None:
+    """Refuse (:class:`CorruptFileError`) adapter ``tensors`` (from ``source``) that do not fit the projector
+    whose adapter is ``expected`` (on base ``base``): class count, names, shapes, float dtypes."""
+    bias = tensors.get("head.bias")
+    if bias is not None and bias.shape != expected["head.bias"].shape:
+        raise CorruptFileError(
+            f"{source} was trained for {bias.shape[0] if bias.ndim else 0} classes but this projector has "
+            f"{expected['head.bias'].shape[0]} class names")
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CorruptFileError(f"{source} does not match base '{base}' and LoRA targets: {detail} "
+                               f"({len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, target in expected.items():
+        if tensors[name].shape != target.shape:
+            raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
+                                   f"expects {list(target.shape)}")
+        if not tensors[name].is_floating_point():  # copied in, an integer tensor would become whole numbers
+            raise CorruptFileError(f"{source}: tensor '{name}' holds {tensors[name].dtype} values where floats "
+                                   f"are expected")
 
 
 # -- internals -------------------------------------------------------------------------------------------------

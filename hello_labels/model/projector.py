@@ -1,36 +1,24 @@
 """``LabelProjector``: base encoder + LoRA + low-rank head, producing teacher-scale logits ``[B, C]`` online.
 
-On disk (and on the Hub) a projector is ``config.json`` + ``adapter.safetensors`` (adapter tensors only, never
-base weights) + a ``README.md`` model card; huggingface_hub provides download (local dir or Hub id, cache,
-revision, offline mode) and upload (``push_to_hub``, checked first by :mod:`.publish`: nothing published may
-name the author's machine). Loading reads
-``config.json`` strictly (:mod:`.config`), runs no factory it names unless trusted, and checks the base's pin.
-
-The public methods follow huggingface_hub's ``ModelHubMixin`` (``save_pretrained``, ``from_pretrained``,
-``push_to_hub`` with its arguments) without inheriting it: the mixin's save deletes ``config.json`` before writing
-(a kill then leaves no projector; ours is atomic), its load decodes ``config.json`` leniently into constructor
-arguments (ours refuses unknown keys and runs nothing a file names) and its push uploads the folder unchecked.
+The module holds the inputs, base, head and adapter, the two forward paths (modules, or the merged fast path of
+:mod:`.fastpath`) and merging. Its files and the Hub (``save_pretrained``, ``from_pretrained``, ``push_to_hub``,
+the card: huggingface_hub ``ModelHubMixin``'s names) are :mod:`.persistence`'s, the adapter file's bytes
+:mod:`.directory`'s; the methods of those names hand over to them.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
 from dataclasses import asdict
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BadInputError, CorruptFileError, HelloLabelsError
-from ..version import __version__
-from . import directory, hub
+from ..errors import BadInputError
+from . import directory, persistence
 from .adapter import Adapter, default_lora_targets
-from .bases import Base, base_pin, build_base, default_head, module_spec, parse_base, pin_mismatch
-from .card import AdapterFacts, fidelity_plot, model_card
-from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora, read_config
+from .bases import Base, build_base, default_head, module_spec, parse_base
+from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora  # noqa: F401  (also from here)
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .fastpath import FastOptions, FastProjector
 from .heads import (
@@ -43,18 +31,7 @@ from .heads import (
 )
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, InputAdapter
 from .lora import LoRATarget, isolate_parametrized_classes
-from .quantize import QUANTIZED, quantize_adapter, quantized_bytes
-
-log = logging.getLogger(__name__)
-
-
-class UnpinnedBaseWarning(UserWarning):
-    """A projector file without a base pin was loaded: its base weights could not be checked."""
-
-
-def pinned(pin) -> bool:
-    """Whether a ``base_pin`` fixes the weights (a sha256 of the weights file or of the tensors)."""
-    return isinstance(pin, dict) and bool(pin.get("weights_sha256") or pin.get("tensors_sha256"))
+from .persistence import UnpinnedBaseWarning, pinned  # noqa: F401  (also imported from here)
 
 
 class LabelProjector(nn.Module):
@@ -62,7 +39,7 @@ class LabelProjector(nn.Module):
 
     Build one with :meth:`from_base`, load one with :meth:`from_pretrained` (local folder or Hub id), save with
     :meth:`save_pretrained`, publish with :meth:`push_to_hub`: the names and arguments of huggingface_hub's
-    ``ModelHubMixin``, implemented here (see the module docstring for why it is not inherited). Only the LoRA
+    ``ModelHubMixin``, implemented in :mod:`.persistence` (which says why it is not inherited). Only the LoRA
     matrices, the head delta, bias and logit scale (and a prototype head's weights) train and are saved.
     """
 
@@ -86,7 +63,7 @@ class LabelProjector(nn.Module):
 
         self.base: Base = build_base(config.base, seed=config.seed, module=base_module,
                                      trust_remote_code=trust_remote_code)
-        self._pin_base(check_base)
+        persistence.pin_base(self, check_base)
         size = tuple(config.image_size) if config.image_size else self.base.image_size
         self.inputs = InputAdapter(config.input_mean, config.input_std, self.base.mean, self.base.std, size,
                                    in_channels=config.input_channels, interpolation=config.interpolation)
@@ -155,22 +132,6 @@ class LabelProjector(nn.Module):
         return cls(config, base_module=module, prototype_images=prototype_images,
                    prototype_labels=prototype_labels, lora_rank=lora_rank, progress=progress,
                    trust_remote_code=not isinstance(base, dict))
-
-    def _pin_base(self, check: bool) -> None:
-        """Record the base weights' fingerprint (new projector, 0.x file) or check it against the recorded one.
-        Runs before LoRA and merging touch the weights."""
-        recorded = self.config.base_pin
-        if not pinned(recorded):  # a new projector, or a file without a pin (see _from_pretrained's warning)
-            self.config.base_pin = base_pin(self.base)
-            return
-        differs = pin_mismatch(recorded, self.base)
-        if differs:
-            message = (f"base weights differ from those this adapter was trained on ({differs}): its labels would "
-                       f"change")
-            if check:
-                raise HelloLabelsError(f"{message}; use the same base weights, or pass check_base=False "
-                                       f"(CLI: --ignore-base-mismatch) to load it anyway")
-            log.warning("%s; loading anyway (check_base=False)", message)
 
     def _head_weight(self, images, labels, progress):
         cfg, base = self.config, self.base
@@ -278,57 +239,18 @@ class LabelProjector(nn.Module):
     def num_adapter_bytes(self, dtype: Optional[str] = None) -> int:
         """Bytes of adapter tensor data at ``dtype`` (default: the configured storage dtype), without the file's
         header: a part of :meth:`adapter_file_bytes`."""
-        dtype = dtype or self.config.adapter_dtype
-        if dtype in QUANTIZED:
-            return quantized_bytes(self.adapter_state_dict(), dtype)
-        itemsize = torch.empty(0, dtype=DTYPES[dtype]).element_size()
-        return self.num_adapter_parameters() * itemsize
-
-    def adapter_file(self, dtype: Optional[str] = None) -> bytes:
-        """``adapter.safetensors`` as a save at ``dtype`` (default: the configured one) writes it."""
-        dtype = dtype or self.config.adapter_dtype
-        adapter = self.adapter_state_dict()
-        if dtype in QUANTIZED:
-            tensors, metadata = quantize_adapter(adapter, dtype)
-        else:
-            tensors, metadata = {k: v.to(DTYPES[dtype]) for k, v in adapter.items()}, {}
-        bound = {directory.CLASSES_KEY: directory.class_order_digest(self.config.class_names)}
-        return directory.adapter_blob(tensors, metadata={"format": "pt", **bound, **metadata})
+        return directory.tensor_bytes(self.adapter_state_dict(), dtype or self.config.adapter_dtype)
 
     def adapter_file_bytes(self, dtype: Optional[str] = None) -> int:
         """Size of ``adapter.safetensors`` saved at ``dtype``: the adapter's bytes wherever a size is shown
         (``info``, the card, ``repr``, the demo's table)."""
-        return len(self.adapter_file(dtype))
-
-    def adapter_facts(self, dtype: Optional[str] = None, file_bytes: Optional[int] = None) -> AdapterFacts:
-        """What the card and ``info`` say about the adapter (parameters, file bytes, head rank as built)."""
-        dtype = dtype or self.config.adapter_dtype
-        return AdapterFacts(parameters=self.num_adapter_parameters(),
-                            file_bytes=self.adapter_file_bytes(dtype) if file_bytes is None else file_bytes,
-                            dtype=dtype, head_rank=self.adapter.head_rank, image_size=self.inputs.size)
+        return len(persistence.adapter_file(self, dtype))
 
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy adapter tensors in, after checking names, shapes (against this base and class list) and float
         dtypes."""
-        expected = self.adapter_state_dict()
-        bias = tensors.get("head.bias")
-        if bias is not None and bias.shape != expected["head.bias"].shape:
-            raise CorruptFileError(
-                f"{source} was trained for {bias.shape[0] if bias.ndim else 0} classes but this projector has "
-                f"{self.num_classes} class names")
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        if missing or unexpected:
-            detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-            raise CorruptFileError(f"{source} does not match base '{self.config.base.get('name', 'module')}' "
-                                   f"and LoRA targets: {detail} ({len(missing)} missing, {len(unexpected)} unexpected)")
-        for name, target in expected.items():
-            if tensors[name].shape != target.shape:
-                raise CorruptFileError(f"{source}: tensor '{name}' has shape {list(tensors[name].shape)} but the base "
-                                       f"expects {list(target.shape)}")
-            if not tensors[name].is_floating_point():  # copied in, an integer tensor would become whole numbers
-                raise CorruptFileError(f"{source}: tensor '{name}' holds {tensors[name].dtype} values where floats "
-                                       f"are expected")
+        directory.check_adapter_tensors(tensors, self.adapter_state_dict(), source,
+                                        base=self.config.base.get("name", "module"))
         was_merged = self.merged
         self.unmerge()  # merged, some tensors are copies (a stored head weight): copy into the live ones
         with torch.no_grad():
@@ -374,132 +296,13 @@ class LabelProjector(nn.Module):
         self._drop_fast_path()
         return self
 
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, save_directory, *, dtype: Optional[str] = None, config=None,
-                        repo_id: Optional[str] = None, push_to_hub: bool = False, model_card_kwargs=None,
-                        **push_to_hub_kwargs):
-        """Write ``config.json``, ``adapter.safetensors`` (``dtype``, this save only: ``float32``, ``float16``,
-        ``bfloat16``, or quantized ``int8`` / ``int4`` with group-wise float16 scales, see
-        :mod:`hello_labels.model.quantize`; default the configured ``adapter_dtype``) and a ``README.md`` card into
-        ``save_directory``, atomically as a whole: after a kill at any instant the folder holds the old projector
-        or the new one, complete and loadable (``config.json`` is the commit point; see
-        :mod:`hello_labels.model.directory`). Distill's ``metrics.json`` / ``train_state.pt`` stay only if
-        ``train_state.pt`` holds this very adapter; other files are left alone. ``push_to_hub=True`` then pushes
-        the folder to ``repo_id`` (default: the folder's name) as :meth:`push_to_hub` does (``branch=``,
-        ``private=``, ``token=``, ``commit_message=``); returns the ``CommitInfo`` then, else ``None``."""
-        if config is not None:
-            raise BadInputError("save_pretrained writes the projector's own config.json: config= is not accepted")
-        with self._saving_as(dtype):
-            self._save_pretrained(Path(save_directory))
-            if push_to_hub:
-                from .publish import push_directory
-
-                branch = push_to_hub_kwargs.pop("branch", None)
-                return push_directory(save_directory, repo_id or Path(save_directory).name, revision=branch,
-                                      **push_to_hub_kwargs)
-        return None
-
-    def push_to_hub(self, repo_id: str, *, dtype: Optional[str] = None, branch: Optional[str] = None,
-                    private: Optional[bool] = None, token=None, commit_message: Optional[str] = None,
-                    license: Optional[str] = None):
-        """Save this projector (``dtype`` as in :meth:`save_pretrained`) and upload it to ``repo_id`` (created if
-        needed) on ``branch`` in one commit, after the checks of :func:`hello_labels.model.publish.push_directory`
-        (no file may name this machine; the base must be one others can fetch); the card names ``repo_id`` and
-        ``license`` (if given). Returns the ``CommitInfo`` (``.oid`` is the commit sha)."""
-        import tempfile
-
-        from .publish import check_portable_config, check_repo_id, push_directory
-
-        check_repo_id(repo_id)
-        check_portable_config(self.config_dict(), "projector config")  # before any work
-        with tempfile.TemporaryDirectory(prefix="hello-labels-push-") as tmp:
-            self.save_pretrained(tmp, dtype=dtype)
-            return push_directory(tmp, repo_id, revision=branch, private=private, token=token,
-                                  commit_message=commit_message, license=license)
-
-    @contextlib.contextmanager
-    def _saving_as(self, dtype: Optional[str]):
-        """Save with ``dtype`` (default: the enclosing save's, else the configured one) while inside; the
-        projector's own ``adapter_dtype`` (its later saves) stays as it is."""
-        if dtype is not None and dtype not in ADAPTER_DTYPES:
-            raise BadInputError(f"unknown dtype '{dtype}'; expected one of {list(ADAPTER_DTYPES)}")
-        outer = self.__dict__.get("_save_dtype")
-        self.__dict__["_save_dtype"] = dtype or outer or self.config.adapter_dtype
-        try:
-            yield
-        finally:
-            if outer is None:
-                del self.__dict__["_save_dtype"]
-            else:
-                self.__dict__["_save_dtype"] = outer
-
-    def config_dict(self, adapter_dtype: Optional[str] = None) -> dict:
-        """``config.json``'s content; ``adapter_dtype`` overrides the stored dtype (for one save)."""
-        out = asdict(self.config)
-        out.pop("adapter_sha256")  # a property of one saved file, added by the save that writes it
-        out["adapter_dtype"] = adapter_dtype or self.config.adapter_dtype
-        out["library_version"] = __version__
-        return out
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        dtype_name = self.__dict__.get("_save_dtype", self.config.adapter_dtype)
-        blob = self.adapter_file(dtype_name)
-        plot = fidelity_plot(self.config)
-        card = model_card(self.config, self.adapter_facts(dtype_name, file_bytes=len(blob)), plot=plot is not None)
-        directory.save_projector(save_directory, self.config_dict(dtype_name), blob, str(card),
-                                 adapter=self.adapter_state_dict(), plot=plot)
-
-    def generate_model_card(self, dtype: Optional[str] = None, repo_id: Optional[str] = None):
-        """The ``README.md`` card a save at ``dtype`` writes (``repo_id``: the id its usage snippets name)."""
-        dtype = dtype or self.__dict__.get("_save_dtype") or self.config.adapter_dtype
-        return model_card(self.config, self.adapter_facts(dtype), plot=fidelity_plot(self.config) is not None,
-                          repo_id=repo_id)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: Optional[str] = None,
-                        cache_dir=None, force_download: bool = False, local_files_only: bool = False,
-                        token=None, trust_remote_code: bool = False, check_base: bool = True,
-                        check_inputs: bool = True, **model_kwargs) -> "LabelProjector":
-        """Load from a local directory or a Hub repo id (``revision`` pins a branch/tag/commit).
-
-        Loading runs no code the files name: a custom-module base is handed in as ``base_module=`` or, only with
-        ``trust_remote_code=True``, rebuilt by the factory its config names (nothing in the files can switch
-        that on). ``check_base=False`` loads even if the base weights differ from those pinned at training;
-        ``check_inputs=False`` skips the per-call input range check. ``map_location`` defaults to ``"cpu"``."""
-        model_id = str(pretrained_model_name_or_path)
-        # Read the config ourselves, strictly: the mixin would turn its keys into constructor arguments.
-        config_path = hub.resolve_file(model_id, CONFIG_FILE, revision=revision, cache_dir=cache_dir,
-                                       force_download=force_download, local_files_only=local_files_only, token=token)
-        config = read_config(config_path)
-        with hub.translate_errors(model_id, revision):
-            return cls._from_pretrained(model_id=model_id, revision=revision, cache_dir=cache_dir,
-                                        force_download=force_download, local_files_only=local_files_only,
-                                        token=token, config=config, trust_remote_code=trust_remote_code,
-                                        check_base=check_base, check_inputs=check_inputs, **model_kwargs)
-
-    @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
-                         config=None, base_module: Optional[nn.Module] = None, map_location="cpu",
-                         trust_remote_code: bool = False, check_base: bool = True, check_inputs: bool = True,
-                         **unused) -> "LabelProjector":
-        if config is None:
-            raise BadInputError(f"'{model_id}' has no {CONFIG_FILE}: not a hello-labels projector")
-        if not isinstance(config, ProjectorConfig):
-            config = ProjectorConfig.from_dict(config, source=f"{model_id}/{CONFIG_FILE}")
-        unpinned = not pinned(config.base_pin)
-        sha256 = config.adapter_sha256  # the adapter file this config.json was committed with
-        tensors, adapter_path = directory.read_adapter(model_id, sha256, lambda name: hub.resolve_file(
-            model_id, name, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token), class_names=config.class_names)
-        projector = cls(config, base_module=base_module, trust_remote_code=trust_remote_code, check_base=check_base)
-        if unpinned:  # 0.x files, or a pin removed: nothing to check the base against; never silently
-            projector.base_unpinned = True
-            warnings.warn(f"{model_id}: {CONFIG_FILE} has no base_pin, so the base weights were not checked against "
-                          f"those the adapter was trained on (unpinned; its labels are right only on the same "
-                          f"weights); saving it again pins the base it loaded with", UnpinnedBaseWarning, stacklevel=3)
-        projector.load_adapter_state_dict(tensors, source=f"adapter {adapter_path}")
-        projector.check_inputs = check_inputs
-        return projector.to(map_location)
+    # ------------------------------------------------------------------ files and the Hub (persistence.py)
+    save_pretrained = persistence.save_pretrained
+    push_to_hub = persistence.push_to_hub
+    from_pretrained = classmethod(persistence.from_pretrained)
+    generate_model_card = persistence.generate_model_card
+    config_dict = persistence.config_dict
+    adapter_facts = persistence.adapter_facts
 
     def __repr__(self) -> str:
         base = self.config.base
