@@ -443,7 +443,7 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         "teacher online (RDED)": (lambda: TeacherTargets(images, teacher), teacher_bytes),
     }
     for name, projector in projectors.items():
-        sources[name] = (lambda p=projector: TeacherTargets(images, p), adapter_bytes[name])
+        sources[name] = (lambda p=projector: TeacherTargets(images, p.for_labels()), adapter_bytes[name])
     for fraction in (f for f in map(float, args.convert) if first_epochs(label_dir, f) < label_dir.epochs):
         epochs = first_epochs(label_dir, fraction)
         kb = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=fraction, teacher=None)
@@ -455,7 +455,7 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         label = f"projector {name}"
         refined[label] = refine_stage(work, args, name, projectors[label], teacher, synthetic, env)
         on = student_views(refined[label], args)
-        sources[f"{label}, refined images"] = (lambda p=projectors[label], on=on: TeacherTargets(on, p),
+        sources[f"{label}, refined images"] = (lambda p=projectors[label], on=on: TeacherTargets(on, p.for_labels()),
                                                adapter_bytes[label], on)
     for k in args.top_k:
         kb = storage_report(labels=str(label_dir.path), top_k=k, keep_ratio=1.0, teacher=None)

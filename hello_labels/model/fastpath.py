@@ -64,9 +64,10 @@ CHUNK_BYTES = 32 * 2 ** 20
 
 @dataclass
 class FastOptions:
-    """How :meth:`LabelProjector.for_labels` builds the engine: ``compile`` (``torch.compile``: True or a dict of its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing,
-    on CUDA only; ``"bfloat16"``/``"float16"``: that dtype on any device; False: off), ``channels_last`` (None:
-    for convolutional bases, see :func:`is_convolutional`), ``chunk_bytes`` (on the CPU, not compiled: the batch
+    """How :meth:`LabelProjector.for_labels` builds the engine: ``compile`` (``torch.compile``: True or a dict of
+    its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing, on CUDA only; ``"bfloat16"`` /
+    ``"float16"``: that dtype on any device; False: off), ``channels_last`` (None: for convolutional bases, see
+    :func:`is_convolutional`), ``chunk_bytes`` (on the CPU, not compiled: the batch
     runs in as few near-equal chunks as keep every tensor the base's modules output at most this large, measured
     once per input shape on one image; 0: whole batches; the default :data:`CHUNK_BYTES` keeps them on malloc's
     heap)."""

@@ -432,8 +432,8 @@ def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
                                         class_map, before, patches_before, refined, first, last, t0))
 
 
-def _report(projector, labeller, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings, class_map,
-            before, patches_before, refined, first, last, t0) -> dict:
+def _report(projector, labeller, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings,
+            class_map, before, patches_before, refined, first, last, t0) -> dict:
     """Rank 0, once every image is written: score the refined folder and write ``OUT/refine.json``."""
     after = teacher_fidelity(projector, teacher, out, cfg, class_map)
     report = {"status": "done", "settings": settings, "input": str(data), "output": str(out),
