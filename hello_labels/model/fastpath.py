@@ -144,11 +144,14 @@ def trace(encoder: nn.Module) -> Optional[fx.GraphModule]:
     torch.fx cannot trace it (data-dependent control flow etc.)."""
     if isinstance(encoder, fx.GraphModule):
         return encoder
+    tracer = _ConvLeaves()
     try:
-        return fx.GraphModule(encoder, _ConvLeaves().trace(encoder))
+        return fx.GraphModule(encoder, tracer.trace(encoder))
     except Exception as err:
         log.info("fast path: %s cannot be traced (%s): no rewrite that needs its graph", type(encoder).__name__, err)
         return None
+    finally:  # torch.fx's tracer sits in a reference cycle: it would keep the encoder and its tensors (the ones a
+        tracer.__dict__.clear()  # pass replaces too) alive until the garbage collector runs
 
 
 def _attr(gm: fx.GraphModule, target: str):

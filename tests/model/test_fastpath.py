@@ -241,6 +241,23 @@ def test_an_engine_built_without_a_copy_consumes_the_projectors_encoder(name, re
     assert all(torch.equal(adapter[k], v) for k, v in projector.adapter_state_dict().items())
 
 
+def test_the_modules_a_consumed_encoder_loses_are_freed_at_once(rn):
+    """``copy=False`` holds the base once as soon as it returns, not once the garbage collector has run: nothing
+    (torch.fx's tracer sits in a reference cycle) keeps the replaced attention pool or the old encoder alive."""
+    import gc
+    import weakref
+
+    projector = copy.deepcopy(rn)
+    encoder, pool = weakref.ref(projector.base.encoder), weakref.ref(projector.base.encoder.attnpool)
+    gc.collect()
+    gc.disable()
+    try:
+        fast = projector.for_labels(copy=False)
+        assert fast.replaced == {"AttentionPool2d": 1} and pool() is None and encoder() is None
+    finally:
+        gc.enable()
+
+
 def test_shim_labels_are_bit_identical_to_projector_of_images_and_near_the_unfused_ones(tiny_rn_dir, toy_folder):
     """The SRe2L and RDED shims label with the projector's engine: the same bits as ``for_labels()``."""
     from types import SimpleNamespace
