@@ -230,8 +230,8 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     stage("fidelity")
 
     views = dict(views=500, batch_size=100, input_size=s.input_size, min_scale=s.min_scale)
-    projector = LabelProjector.from_pretrained(out / "projector").merge()
-    converted = LabelProjector.from_pretrained(out / "projector-from-labels").merge()
+    projector = LabelProjector.from_pretrained(out / "projector")
+    converted = LabelProjector.from_pretrained(out / "projector-from-labels")
     agree = evaluate(projector, synthetic, teachers=[teacher_model], **views).agreement
     agree_converted = evaluate(converted, synthetic, teachers=[teacher_model], **views).agreement
     bar.update()
@@ -240,6 +240,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"bytes {recipe.adapter_dtype}")
 
     steps = label_dir.total_files
+    projector, converted = projector.for_labels(copy=False), converted.for_labels(copy=False)  # the students' labels
     # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
     # same crops and mixes (stream seed k); stored labels replay their own
     sources = [
