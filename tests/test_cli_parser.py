@@ -48,19 +48,26 @@ def test_base_help_lists_the_shipped_bases():
         assert name in text
 
 
-def test_cli_choices_match_the_library():
+def test_the_cli_and_the_library_take_their_choices_from_one_module():
+    """hello_labels.constants is the one list of each (torch-free, for --help); the shipped bases are files too."""
     from importlib.resources import files
 
-    from hello_labels.labels.augment import MIX_TYPES
-    from hello_labels.model import efficientnet_lite
-    from hello_labels.model.bases import SHIPPED, SHIPPED_TIMM
-    from hello_labels.model.config import ADAPTER_DTYPES
+    from hello_labels import constants
+    from hello_labels.labels import augment
+    from hello_labels.model import config, efficientnet_lite, quantize
+    from hello_labels.model.bases import SHIPPED_TIMM, shipped_bases
     from hello_labels.storage.setting import mix_name
+    from hello_labels.train import distill, refine
 
-    assert common.ADAPTER_DTYPES == tuple(ADAPTER_DTYPES)
-    assert sorted(common.MIX_TYPES) == sorted(mix_name(m) for m in MIX_TYPES)
-    configs = [SHIPPED + p.name for p in (files("hello_labels") / "model" / "configs").iterdir() if p.is_dir()]
-    assert sorted(common.SHIPPED_BASES) == sorted(configs + list(SHIPPED_TIMM))
+    assert common.ADAPTER_DTYPES is constants.ADAPTER_DTYPES is config.ADAPTER_DTYPES
+    assert tuple(config.DTYPES) + tuple(quantize.QUANTIZED) == constants.ADAPTER_DTYPES
+    assert augment.MIX_TYPES is constants.MIX_TYPES and common.MIX_NAMES is constants.MIX_NAMES
+    assert sorted(common.MIX_NAMES) == sorted(mix_name(m) for m in constants.MIX_TYPES)
+    assert distill.LOSSES is refine.LOSSES is constants.LOSSES
+    assert config.HEAD_INITS is common.HEAD_INITS is constants.HEAD_INITS
+    configs = [constants.SHIPPED + p.name for p in (files("hello_labels") / "model" / "configs").iterdir()
+               if p.is_dir()]
+    assert sorted(common.SHIPPED_BASES) == sorted(configs + list(SHIPPED_TIMM)) == sorted(shipped_bases())
     assert efficientnet_lite.NAME in common.SHIPPED_BASES
 
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..constants import ADAPTER_DTYPES, HEAD_INITS, MIX_NAMES, SHIPPED_BASES  # noqa: F401  (choices of the verbs)
 from ..errors import escape
+from ..options import NONE
 
-# Spelled out here because the library's definitions import torch; tests/test_cli_parser.py checks they agree.
-ADAPTER_DTYPES = ("float32", "float16", "bfloat16", "int8", "int4")  # hello_labels.model.config.ADAPTER_DTYPES
-MIX_TYPES = ("cutmix", "mixup", "none")  # hello_labels.labels.augment.MIX_TYPES, None spelled "none"
-SHIPPED_BASES = ("hello-labels:efficientnet-lite0", "hello-labels:tiny-clip-vit")  # hello_labels.model.bases
 BASE_HELP = ("the base encoder: " + " or ".join(SHIPPED_BASES) + " (shipped with the package), an open_clip name "
              "(RN50, ViT-B-32; its weights via --pretrained TAG), timm:NAME (timm's weights: see --base-pretrained), "
              "local-dir:PATH or hf-hub:ORG/NAME (open_clip folders), or module:pkg.mod:fn (your encoder)")
@@ -65,18 +63,9 @@ def floats(text: str):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def fraction(text: str) -> float:
-    """``0.03`` or ``8/255``."""
-    top, _, bottom = text.partition("/")
-    try:
-        return float(top) / float(bottom) if bottom else float(top)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from None
-
-
 def mix(value: str):
     """The library's spelling of ``--mix-type``: None for ``none``."""
-    return None if value == "none" else value
+    return None if value == NONE else value
 
 
 # ----------------------------------------------------------------------------- flag groups
@@ -129,7 +118,7 @@ def load_args(p, pin: bool = True, revision: bool = True) -> None:
 
 
 def mix_arg(p, default: str, what: str) -> None:
-    p.add_argument("--mix-type", choices=MIX_TYPES, default=default, help=what)
+    p.add_argument("--mix-type", choices=MIX_NAMES, default=default, help=what)
 
 
 def quiet_arg(p) -> None:

@@ -15,7 +15,7 @@ def register(sub) -> None:
     g.add_argument("--epochs", type=int, help="relabelled epochs, one crop per image each (default: 300)")
     g.add_argument("--batch-size", type=int, help="images per label file (default: 1024)")
     g.add_argument("--fp16", action="store_true", help="logits stored as fp16 (SRe2L --use-fp16; default: fp32)")
-    g.add_argument("--mix-type", choices=common.MIX_TYPES, help="mix metadata stored (default: cutmix)")
+    g.add_argument("--mix-type", choices=common.MIX_NAMES, help="mix metadata stored (default: cutmix)")
     g = p.add_argument_group("alternatives")
     g.add_argument("--top-k", type=int, default=None,
                    help="k of the top-k stored labels (FKD/LPQLD; default: 10, or the class count if fewer)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import BadInputError
+from ..options import add_options, options_from
 from ..train.settings import DistillConfig
 from . import common
 
@@ -22,11 +23,11 @@ def register(sub) -> None:
     p = common.add_verb(sub, "convert", "fit a projector to stored labels (SRe2L label directory or [N, C] file)")
     common.data_args(p, labels="required")
     _projector_args(p)
-    _train_args(p, steps_help="optimiser steps, one stored batch file each (default: one pass over every stored "
-                              "file, at least 300 views of each image and 1000 steps; 1000 for a per-image label "
-                              "file)")
+    _train_args(p, helps={"steps": "optimiser steps, one stored batch file each (default: one pass over every "
+                                    "stored file, at least 300 views of each image and 1000 steps; 1000 for a "
+                                    "per-image label file)"}, defaults={"steps": None})
     _publish_args(p)
-    p.set_defaults(func=_convert, steps=None)
+    p.set_defaults(func=_convert)
 
 
 def _projector_args(p) -> None:
@@ -41,7 +42,7 @@ def _projector_args(p) -> None:
     g.add_argument("--class-names", help="'imagenet', or a text file with one name per line (default: folder names)")
     g.add_argument("--templates", default=None, help="prompt templates of a text head: openai (80) or simple (7) "
                                                      "(default: openai)")
-    g.add_argument("--head-init", choices=["text", "prototype", "random", "zero"],
+    g.add_argument("--head-init", choices=common.HEAD_INITS,
                    help="how the head starts (default: text for open_clip bases; prototype, from the synthetic "
                         "images, for bases without a text tower)")
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (default: 8)")
@@ -50,32 +51,12 @@ def _projector_args(p) -> None:
     common.load_args(g, revision=False)
 
 
-def _train_args(p, steps_help: str = "optimiser steps") -> None:
-    d = DistillConfig()
+def _train_args(p, **per_verb) -> None:
+    """The training flags: one per :class:`DistillConfig` field (``per_verb``: :func:`add_options`'s ``helps`` /
+    ``defaults``), and where the run goes."""
     g = p.add_argument_group("training")
     g.add_argument("--out", required=True, help="output directory: the projector, train_state.pt, metrics.json")
-    g.add_argument("--steps", type=int, default=d.steps, help=steps_help)
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes)")
-    g.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate (peak, after warmup)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup, then cosine decay")
-    g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="gradient norm clip (0: none)")
-    g.add_argument("--loss", choices=["mse", "kl"], default=d.loss, help="mse on logits (the paper's) or kl at -T")
-    g.add_argument("-T", "--temperature", type=float, default=d.temperature,
-                   help="temperature of the KL loss and of the reported KL")
-    g.add_argument("--ce-weight", type=float, default=d.ce_weight, help="λ of the paper's λ·CE(hard label) term")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision,
-                   help="autocast precision (auto: bf16 on GPUs that have it, else fp32)")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed of views, mixes and initialisation")
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="steps between resumable checkpoints (train_state.pt)")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between fidelity checks (0: none)")
-    g.add_argument("--eval-views", type=int, default=d.eval_views,
-                   help="held-out views scored at the end (0: skip the final fidelity check)")
-    g.add_argument("--workers", type=int, default=d.num_workers, help="DataLoader workers")
-    g.add_argument("--save-dtype", choices=common.ADAPTER_DTYPES, default=d.save_dtype,
-                   help="adapter file format: float32/float16/bfloat16, or int8/int4 (quantized)")
-    g.add_argument("--no-calibrate", action="store_true", help="skip fitting the head's scale/bias at step 0")
+    add_options(g, DistillConfig, **per_verb)
     g.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     common.quiet_arg(g)
 
@@ -90,21 +71,13 @@ def _publish_args(p) -> None:
     g.add_argument("--license", help="license id for the card's metadata (e.g. mit, apache-2.0; default: unset)")
 
 
-def _config(args):
-    return DistillConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                         warmup_steps=args.warmup_steps, grad_clip=args.grad_clip, loss=args.loss,
-                         temperature=args.temperature, ce_weight=args.ce_weight, precision=args.precision,
-                         seed=args.seed, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                         eval_views=args.eval_views, num_workers=args.workers, save_dtype=args.save_dtype,
-                         calibrate=not args.no_calibrate)
-
-
-def _images(args):
+def _images(args, input_size: int):
+    """The synthetic set, opened once: the projector is built from it and the job trains on it."""
     from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
     from ..train.jobs import augmented
 
-    return augmented(args.data, args.input_size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD,
-                     args.min_scale, args.max_scale)
+    return augmented(args.data, input_size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD, args.min_scale,
+                     args.max_scale)
 
 
 def _pretrained(args):
@@ -162,10 +135,10 @@ def _distill(args) -> None:
     from ..train.jobs import distill_from_teachers
 
     _before_work(args)
-    images = _images(args)
+    images = _images(args, args.input_size)
     projector = _projector(args, images)
     _check_portable(args, projector)
-    summary = distill_from_teachers(args.data, args.teacher, args.out, projector, _config(args),
+    summary = distill_from_teachers(args.data, args.teacher, args.out, projector, options_from(DistillConfig, args),
                                     teacher_weights=args.teacher_weights, mix_type=common.mix(args.mix_type),
                                     resume=args.resume, progress=not args.quiet, images=images,
                                     class_map=args.class_map, command=common.command(args), license=args.license)
@@ -178,14 +151,15 @@ def _convert(args) -> None:
     from ..train.jobs import convert_labels
 
     _before_work(args)
-    # the crop size and sampler seed the label files were written with, before the images are built at that size
-    args.__dict__.update(label_settings(args.labels, input_size=args.input_size, fkd_seed=args.fkd_seed))
-    images = _images(args)
+    # the crop size and sampler seed the label files were written with, before the images are opened at that size
+    settings = label_settings(args.labels, input_size=args.input_size, fkd_seed=args.fkd_seed)
+    images = _images(args, settings["input_size"])
     projector = _projector(args, images)
     _check_portable(args, projector)
-    summary = convert_labels(args.data, args.labels, args.out, projector, _config(args), args.input_size,
-                             args.epochs, args.fkd_seed, resume=args.resume, progress=not args.quiet, images=images,
-                             class_map=args.class_map, command=common.command(args), license=args.license)
+    summary = convert_labels(args.data, args.labels, args.out, projector, options_from(DistillConfig, args),
+                             settings["input_size"], args.epochs, settings["fkd_seed"], resume=args.resume,
+                             progress=not args.quiet, images=images, class_map=args.class_map,
+                             command=common.command(args), license=args.license)
     _report(args.out, summary)
     _push_run(args)
 

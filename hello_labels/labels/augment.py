@@ -17,9 +17,9 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from ..constants import MIX_TYPES
 from ..errors import BadInputError
 
-MIX_TYPES = (None, "cutmix", "mixup")
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
                   "nearest": InterpolationMode.NEAREST}
 

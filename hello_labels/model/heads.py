@@ -20,8 +20,6 @@ from ..errors import BadInputError
 from ..files import atomic_save_safetensors
 from .bases import Base
 
-HEAD_INITS = ("text", "prototype", "random", "zero")
-
 
 class ClassifierHead(nn.Module):
     """``features [B, D] -> logits [B, C]``; ``weight`` is frozen, ``bias`` and ``logit_scale`` train."""

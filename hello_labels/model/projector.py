@@ -1,12 +1,13 @@
 """``LabelProjector``: base encoder + LoRA + low-rank head, producing teacher-scale logits ``[B, C]`` online.
 
-The module holds the inputs, base, head and adapter, the two forward paths (modules, or the merged fast path of
-:mod:`.fastpath`) and merging. Its files and the Hub (``save_pretrained``, ``from_pretrained``, ``push_to_hub``,
+The module holds the inputs, base, head and adapter, its one forward path and merging;
+:meth:`LabelProjector.for_labels` builds the engine labels are made with (:mod:`.fastpath`). Its files and the Hub (``save_pretrained``, ``from_pretrained``, ``push_to_hub``,
 the card: huggingface_hub ``ModelHubMixin``'s names) are :mod:`.persistence`'s, the adapter file's bytes
 :mod:`.directory`'s; the methods of those names hand over to them.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -14,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, HelloLabelsError
 from . import directory, persistence
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, build_base, default_head, module_spec, parse_base
-from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora  # noqa: F401  (also from here)
+from .config import (ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora,  # noqa: F401  (also from here)
+                     fresh_config)
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .fastpath import CHUNK_BYTES, FastOptions, FastProjector
 from .heads import (
@@ -29,7 +31,7 @@ from .heads import (
     resolve_templates,
     text_weights,
 )
-from .inputs import IMAGENET_MEAN, IMAGENET_STD, InputAdapter
+from .inputs import InputAdapter
 from .lora import LoRATarget, isolate_parametrized_classes
 from .persistence import UnpinnedBaseWarning, pinned  # noqa: F401  (also imported from here)
 
@@ -95,15 +97,11 @@ class LabelProjector(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_base(cls, base: Union[str, dict, nn.Module], pretrained=None, *, class_names, templates=None,
-                  head_init: Optional[str] = None, head_rank: int = 64, head_alpha: Optional[float] = None,
-                  lora_rank: Optional[int] = None, lora_targets: Optional[Sequence] = None,
-                  input_mean: Sequence[float] = IMAGENET_MEAN, input_std: Sequence[float] = IMAGENET_STD,
-                  input_channels: int = 3, image_size=None, interpolation: str = "bilinear",
-                  prototype_images: Optional[torch.Tensor] = None, prototype_labels=None,
-                  base_mean=None, base_std=None, base_image_size=None, base_factory: Optional[str] = None,
-                  normalize_features: bool = True, seed: int = 0, metadata: Optional[dict] = None,
-                  progress: bool = False) -> "LabelProjector":
+    def from_base(cls, base: Union[str, dict, nn.Module], pretrained=None, *, class_names,
+                  config: Optional[ProjectorConfig] = None, prototype_images: Optional[torch.Tensor] = None,
+                  prototype_labels=None, base_mean=None, base_std=None, base_image_size=None,
+                  base_factory: Optional[str] = None, lora_rank: Optional[int] = None,
+                  lora_targets: Optional[Sequence] = None, progress: bool = False, **settings) -> "LabelProjector":
         """Build a fresh projector (adapter at zero) around a base.
 
         ``base``: an open_clip/timm name (``"RN50"``, ``"open_clip:ViT-B-32"``, ``"timm:resnet50"``,
@@ -111,33 +109,28 @@ class LabelProjector(nn.Module):
         unless ``pretrained=False``, or a checkpoint file); a base spec dict (data: a ``module`` spec's factory
         does not run from it); or an ``nn.Module`` encoder returning ``[B, D]`` (then give ``base_mean``/
         ``base_std``/``base_image_size``, and ``base_factory="pkg.mod:fn"`` so it can be rebuilt on load).
+        ``settings``: :class:`ProjectorConfig` fields (:data:`~hello_labels.model.config.SETTINGS`: ``head_init``,
+        ``templates``, ``head_rank``, ``head_alpha``, ``input_mean``, ``input_std``, ``input_channels``,
+        ``image_size``, ``interpolation``, ``normalize_features``, ``seed``, ``metadata``) over those of
+        ``config`` (another projector's, say, whose LoRA targets carry over too), else over the defaults.
         ``head_init``: ``text`` (default for bases with a text tower), ``prototype`` (needs
         ``prototype_images [N, C, H, W]`` normalised like the student's input and ``prototype_labels [N]``),
-        ``random`` or ``zero``. ``lora_rank`` sets the rank of the default LoRA targets (8).
+        ``random`` or ``zero``. ``lora_targets`` replace the default LoRA targets, whose rank ``lora_rank`` sets (8).
         """
         if isinstance(base, nn.Module):
-            spec = module_spec(base_mean, base_std, base_image_size, factory=base_factory)
-            module = base
+            spec, module = module_spec(base_mean, base_std, base_image_size, factory=base_factory), base
         else:
             spec, module = (dict(base) if isinstance(base, dict) else parse_base(base, pretrained)), None
-        if head_init is None:
-            head_init = default_head(spec) or ("prototype" if prototype_images is not None else None)
-            if head_init is None:
+        if settings.get("head_init", config.head_init if config else None) is None:
+            settings["head_init"] = default_head(spec) or ("prototype" if prototype_images is not None else None)
+            if settings["head_init"] is None:
                 raise BadInputError(
                     "this base has no text tower: pass prototype_images/prototype_labels or head_init='random'")
-        targets = [LoRATarget.parse(t).to_dict() for t in lora_targets] if lora_targets else []
-        config = ProjectorConfig(
-            base=spec, class_names=resolve_class_names(class_names), head_init=head_init,
-            templates=templates if head_init == "text" else None, head_rank=head_rank, head_alpha=head_alpha,
-            lora=targets, input_mean=list(input_mean), input_std=list(input_std), input_channels=input_channels,
-            image_size=list(image_size) if isinstance(image_size, (list, tuple)) else
-            ([image_size, image_size] if image_size else None),
-            interpolation=interpolation, normalize_features=normalize_features, seed=seed,
-            metadata=dict(metadata or {}))
+        targets = [LoRATarget.parse(t).to_dict() for t in lora_targets] if lora_targets else None
         # a name or factory the caller wrote in code is trusted; a spec dict is data
-        return cls(config, base_module=module, prototype_images=prototype_images,
-                   prototype_labels=prototype_labels, lora_rank=lora_rank, progress=progress,
-                   trust_remote_code=not isinstance(base, dict))
+        return cls(fresh_config(spec, class_names, targets, start=config, **settings), base_module=module,
+                   prototype_images=prototype_images, prototype_labels=prototype_labels, lora_rank=lora_rank,
+                   progress=progress, trust_remote_code=not isinstance(base, dict))
 
     def _head_weight(self, images, labels, progress):
         cfg, base = self.config, self.base

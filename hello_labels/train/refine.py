@@ -32,6 +32,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..constants import LOSSES
 from ..distributed import DistEnv, gather, on_main
 from ..errors import BadInputError, CorruptFileError, escape, first_line
 from ..files import atomic_path, atomic_write_json, loads_json, remove_stale_temps
@@ -46,7 +47,6 @@ from .evaluate import discrepancy, fidelity
 from .settings import RefineConfig  # noqa: F401  (defined torch-free for the CLI; imported from here)
 
 REPORT_FILE = "refine.json"
-LOSSES = ("kl", "mse")
 GREY_MODES = ("L",)  # kept greyscale; every other mode is handled (and saved) as RGB, as the loader sees it,
 # except for a one-channel projector, which sees (and refines, and saves) every image as its luma ("L")
 # How each format is written back: PNG (and other lossless formats) exactly; JPEG at high quality, no chroma

@@ -1,0 +1,65 @@
+"""Settings dataclasses as command-line flags: a field's ``metadata`` describes its flag, so a new setting is one
+field (the pattern of transformers' ``HfArgumentParser``). Torch-free: ``--help`` runs without torch.
+
+A field with ``help`` in its metadata gets a flag ``--field-name`` (``flag`` names another, ``aliases`` adds short
+ones such as ``-T``), typed as its default (or by ``type``), with its ``choices``; a bool field that defaults to True
+is switched off by its flag (``flag="--no-calibrate"``). Where the choices include ``"none"``, that spelling is the
+setting's None. Fields without ``help`` have no flag."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Dict, Optional
+
+NONE = "none"  # how a flag spells a setting's None
+
+
+def option(default: Any, help: str, **flag) -> Any:
+    """A dataclass field and its flag: ``flag``, ``aliases``, ``choices``, ``type`` (see the module docstring)."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
+def fraction(text: str) -> float:
+    """A flag type: ``0.03`` or ``8/255``."""
+    top, _, bottom = text.partition("/")
+    try:
+        return float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from None
+
+
+def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Optional[Dict[str, Any]] = None) -> None:
+    """Add the flags of the dataclass ``cls``'s fields to ``group`` (a parser or argument group), in field order;
+    ``helps`` / ``defaults`` replace a field's help text / default for this verb."""
+    helps, defaults, fallback = helps or {}, defaults or {}, cls()
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        meta = f.metadata
+        own = getattr(fallback, f.name)
+        default = defaults.get(f.name, own)
+        name = meta.get("flag", "--" + f.name.replace("_", "-"))
+        kwargs = {"dest": f.name, "help": helps.get(f.name, meta["help"])}
+        choices = meta.get("choices")
+        if isinstance(own, bool):  # a switch; one that turns a True default off shows no default (its help says)
+            kwargs["action"] = "store_false" if own else "store_true"
+            if own:
+                kwargs["default"] = argparse.SUPPRESS
+        elif choices:
+            kwargs.update(default=NONE if default is None and NONE in choices else default, choices=choices)
+        else:
+            kwargs.update(default=default, type=meta.get("type", str if own is None else type(own)),
+                          metavar=name.lstrip("-").replace("-", "_").upper())
+        group.add_argument(*meta.get("aliases", ()), name, **kwargs)
+
+
+def options_from(cls, args: argparse.Namespace, **changes):
+    """An instance of ``cls`` from the flags :func:`add_options` made, parsed (fields without a flag, or a switch
+    left alone, keep their defaults), with ``changes``."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in changes or "help" not in f.metadata or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        values[f.name] = None if value == NONE and NONE in f.metadata.get("choices", ()) else value
+    return cls(**values, **changes)
