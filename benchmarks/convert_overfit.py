@@ -37,7 +37,7 @@ def students(projector, images, test, test_labels, s: DemoSettings, steps: int, 
     for seed in seeds:
         torch.manual_seed(seed)
         student = conv_net(10, width=32)
-        train_student(student, images, TeacherTargets(images, projector, seed=seed), steps=steps,
+        train_student(student, images, TeacherTargets(images, projector.for_labels(), seed=seed), steps=steps,
                       batch_size=s.label_batch, lr=3e-3, seed=seed)
         accs.append(accuracy(student, test, test_labels, s.mean, s.std, s.input_size))
     return accs

@@ -47,7 +47,8 @@ def students(projector, images, test, steps, seeds, args) -> list:
     """The benchmark's students (:func:`benchmarks.label_sources.train_one_student`) on ``projector``."""
     out = []
     for seed in seeds:
-        result = bench.train_one_student(images, lambda: TeacherTargets(images, projector), steps, seed, args, test)
+        result = bench.train_one_student(images, lambda: TeacherTargets(images, projector.for_labels()), steps, seed,
+                                         args, test)
         out.append({"seed": seed, "accuracy": result["accuracy"], "per_class": result["per_class"]})
         print(f"  seed {seed}: {out[-1]['accuracy']:.2%}", flush=True)
     return out
@@ -95,8 +96,7 @@ def main(argv=None) -> None:
                                          "students": from_cache, "from": "benchmark cache"}
             if args.float16:
                 print(f"pipeline {pipeline}, projector {name} float16 (retrained)", flush=True)
-                fresh = students(source.merge().eval(), images, test, steps, seeds, args)
-                source.unmerge()
+                fresh = students(source, images, test, steps, seeds, args)
                 rows[f"projector {name}"] |= {"students": fresh, "from": "retrained",
                                               "cached_accuracy": [s["accuracy"] for s in from_cache]}
             with tempfile.TemporaryDirectory() as tmp:

@@ -65,7 +65,7 @@ def main(argv=None) -> None:
                               source, config, images=images, min_scale=s.min_scale, progress=False)
         for dtype in DTYPES:
             source.save_pretrained(Path(tmp) / dtype, dtype=dtype)
-            projector = LabelProjector.from_pretrained(Path(tmp) / dtype).merge().eval()
+            projector = LabelProjector.from_pretrained(Path(tmp) / dtype).for_labels(copy=False)
             logits = _logits(projector, images)
             reference = logits if reference is None else reference
             accs = []

@@ -66,8 +66,8 @@ def main(argv=None) -> None:
                                  resume=(out / "train_state.pt").exists())
         seconds = time.perf_counter() - t0
         converted = bench.load_projector(out)
-        student = bench.train_one_student(images, lambda: TeacherTargets(images, converted), args.student_epochs *
-                                          label_dir.batches_per_epoch, cli.seed, args, test)
+        student = bench.train_one_student(images, lambda: TeacherTargets(images, converted.for_labels()),
+                                          args.student_epochs * label_dir.batches_per_epoch, cli.seed, args, test)
         fid = bench.teacher_fidelity(converted, synthetic, teacher, args)
         source = "full stored labels" if epochs == label_dir.epochs else f"stored labels, first {epochs} epochs"
         row = {"pipeline": seed, "ipc": cli.ipc, "epochs": epochs, "seed": cli.seed, "steps": summary["steps"],

@@ -1,4 +1,5 @@
-"""Per-batch overhead of the SRe2L shim (``ProjectorLabels``) over a bare ``projector(images)`` call.
+"""Per-batch overhead of the SRe2L shim (``ProjectorLabels``) over a bare call of the projector's engine
+(``projector.for_labels()``, what the shim labels with).
 
     python -m benchmarks.shim_overhead                       # CPU, batch 64 at 32 px, the shipped tiny ViT base
     python -m benchmarks.shim_overhead --device cuda --batch-size 256 --size 224
@@ -47,7 +48,8 @@ def main(argv=None):
     device = torch.device(args.device)
 
     projector = LabelProjector.from_base("hello-labels:tiny-clip-vit", class_names=[f"class {i}" for i in range(args.classes)],
-                                         templates="simple").to(device).merge().eval().requires_grad_(False)
+                                         templates="simple").to(device)
+    engine = projector.for_labels()
     gen = torch.Generator().manual_seed(0)
     batch = (torch.randn(args.batch_size, 3, args.size, args.size, generator=gen),
              torch.randint(args.classes, (args.batch_size,), generator=gen),
@@ -57,7 +59,7 @@ def main(argv=None):
 
     def bare():
         with torch.no_grad():
-            projector(batch[0].to(device))
+            engine(batch[0].to(device))
         _sync(device)
 
     def shimmed():
@@ -76,7 +78,7 @@ def main(argv=None):
     diff = np.asarray(times["shim"]) - np.asarray(times["bare"])
     print(f"device {device}, batch {args.batch_size} x 3 x {args.size} x {args.size}, {args.mix_type}, "
           f"{args.rounds} rounds, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"bare projector(images)   {_stats(times['bare'])}")
+    print(f"bare engine(images)      {_stats(times['bare'])}")
     print(f"ProjectorLabels batch    {_stats(times['shim'])}")
     print(f"overhead (paired)        {_stats(diff)}")
     print(f"overhead / bare (median) {np.median(diff) / np.median(times['bare']):+.1%}")

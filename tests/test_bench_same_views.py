@@ -50,7 +50,7 @@ class Doubled:
     def __init__(self, teacher, offset):
         self.teacher, self.offset = teacher, offset
 
-    def fast_path(self, cache):
+    def for_labels(self):
         return lambda x: 2 * self.teacher(x) + self.offset
 
 

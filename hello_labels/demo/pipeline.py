@@ -239,8 +239,8 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     stage("fidelity")
 
     views = dict(views=500, batch_size=100, input_size=s.input_size, min_scale=s.min_scale)
-    projector = LabelProjector.from_pretrained(out / "projector").merge()
-    converted = LabelProjector.from_pretrained(out / "projector-from-labels").merge()
+    projector = LabelProjector.from_pretrained(out / "projector")
+    converted = LabelProjector.from_pretrained(out / "projector-from-labels")
     agree = evaluate(projector, synthetic, teachers=[teacher_model], **views).agreement
     agree_converted = evaluate(converted, synthetic, teachers=[teacher_model], **views).agreement
     bar.update()
@@ -250,6 +250,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
 
     steps = label_dir.total_files
     pruned = PrunedTargets.at_bytes(images, label_dir, _adapter_bytes(out / "projector"), seed=s.seed)
+    projector, converted = projector.for_labels(copy=False), converted.for_labels(copy=False)  # the students' labels
     # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
     # same crops and mixes (stream seed k); stored labels replay their own
     sources = [

@@ -9,6 +9,7 @@ resumes (existing files are complete: they were written atomically) and yields t
 from __future__ import annotations
 
 import contextlib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_write_json, loads_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
-from ..model.fastpath import label_dtype
+from ..model.fastpath import FastOptions, label_dtype
 from ..distributed import DistEnv, all_ok, on_main
 from ..runs import RunLock, check_settings, ensure_writable
 from ..seeds import derive_seed
@@ -45,7 +46,7 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                fp16: bool = False, input_size: int = 224, min_scale: float = 0.08, max_scale: float = 1.0,
                fkd_seed: int = FKD_SEED, seed: int = 0, cutmix_alpha: float = 1.0, mixup_alpha: float = 0.8,
                gvbsm_index: bool = False, num_workers: int = 0, progress: bool = True, mean=None,
-               std=None, class_map: ClassMap = None, device=None) -> LabelDir:
+               std=None, class_map: ClassMap = None, device=None, label_options: Optional[dict] = None) -> LabelDir:
     """Write ``out_dir/epoch_<e>/batch_<b>.tar`` for ``epochs`` epochs with the projector's logits as soft labels.
 
     ``data``: the synthetic ImageFolder (or tensors); images are normalised with the projector's input mean/std.
@@ -55,7 +56,8 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
     projector's class names must match the folder's classes by name (or ``class_map``) in sorted folder order,
     the order SRe2L's student numbers classes in; a plain model's class count must match the folder's.
 
-    A projector labels through its fast path (:meth:`LabelProjector.fast_path`; it is not merged by this). The
+    A projector labels through its engine (:meth:`LabelProjector.for_labels` with ``label_options``, built once
+    from a copy: the projector is left as it is). The
     model moves to ``device`` (default: CUDA when available, ``cuda:LOCAL_RANK`` under ``torchrun``). Under
     ``torchrun`` each process writes every ``world_size``-th missing batch file and rank 0 the settings record;
     ``out_dir`` must be one folder all processes see (a shared file system across machines). Every file is a
@@ -64,7 +66,8 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
     settings readers need (``fkd_seed``, ``input_size``) are recorded inside ``out_dir`` too, so that they travel
     with the labels (:mod:`hello_labels.labels.recorded`).
     """
-    is_projector = hasattr(projector, "merge")
+    is_projector = hasattr(projector, "for_labels")
+    options = FastOptions(**(label_options or {}))
     if is_projector:
         mean, std = projector.config.input_mean, projector.config.input_std
     elif mean is None or std is None:
@@ -83,14 +86,15 @@ def export_fkd(projector, data, out_dir, epochs: int, batch_size: int, mix_type:
                 "scale": [min_scale, max_scale], "mean": list(mean), "std": list(std), "fkd_seed": fkd_seed,
                 "seed": seed, "cutmix_alpha": cutmix_alpha, "mixup_alpha": mixup_alpha,
                 "gvbsm_index": gvbsm_index,
-                "label_dtype": label_dtype(projector.fast_options, env.device) if is_projector else "float32"}
+                "label_dtype": label_dtype(options, env.device) if is_projector else "float32"}
     order = sampler_order(len(images), batch_size, fkd_seed)  # epoch by epoch: never all epochs in memory
     lock = RunLock(side, what=str(out))  # rank 0 writes the record, so rank 0 alone holds it
     with _removed_if_refused(side, out):
         try:
             missing = on_main(env, lambda: _start(lock, out, side, settings, epochs, order.batches_per_epoch))
             projector.to(env.device)
-            all_ok(env, lambda: _write(projector, is_projector, images, out, side, order, env.share(missing),
+            labeller = projector.for_labels(**asdict(options)) if is_projector else projector.eval()
+            all_ok(env, lambda: _write(labeller, images, out, side, order, env.share(missing),
                                        epochs * order.batches_per_epoch - len(missing), epochs, mix_type, fp16,
                                        input_size, seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers,
                                        progress and env.main, env.world_size))  # ends when all ranks have written
@@ -152,11 +156,10 @@ def _start(lock: RunLock, out: Path, side: Path, settings: dict, epochs: int, ba
     return [(e, b) for e in range(epochs) for b in range(batches) if not batch_path(out, e, b).exists()]
 
 
-def _write(projector, is_projector, images, out, side, order, files, done, epochs, mix_type, fp16, input_size,
+def _write(labeller, images, out, side, order, files, done, epochs, mix_type, fp16, input_size,
            seed, cutmix_alpha, mixup_alpha, gvbsm_index, num_workers, progress, world_size) -> None:
     """Write the label ``files`` (``(epoch, batch)`` pairs; temporaries in ``side``); ``done`` files exist."""
-    labeller = projector.fast_path() if is_projector else projector.eval()
-    device = next(projector.parameters()).device
+    device = next(labeller.parameters()).device
     plans = _plans(order, files, seed, mix_type, input_size, cutmix_alpha, mixup_alpha)
     data_loader, batches = loader(images, plans, len(files), num_workers)
     total = epochs * order.batches_per_epoch
