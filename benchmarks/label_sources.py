@@ -285,9 +285,9 @@ def labels_stage(work: Path, args, teacher, synthetic, seed: int, env: dict) -> 
 def export_labels(teacher, synthetic, out: Path, args, seed: int) -> LabelDir:
     """The teacher's SRe2L-format labels of ``synthetic`` in ``out`` (resumable): one epoch of CutMix-mixed crops
     per student epoch, in student batches, float16, crops and mixes drawn from ``seed``."""
-    return export_fkd(teacher, synthetic, out, args.student_epochs, args.student_batch, "cutmix", fp16=True,
-                      input_size=args.data.size, min_scale=args.min_scale, mean=args.data.mean, std=args.data.std,
-                      seed=seed, progress=False)
+    return export_fkd(teacher, synthetic, out, epochs=args.student_epochs, batch_size=args.student_batch,
+                      mix_type="cutmix", fp16=True, input_size=args.data.size, min_scale=args.min_scale,
+                      mean=args.data.mean, std=args.data.std, seed=seed, progress=False)
 
 
 # name -> (base, LoRA targets (None: the default, rank 8 on every convolution / attention projection), head rank,

@@ -12,6 +12,8 @@ MIXES = ("cutmix", "mixup")
 MIX_TYPES = (None, *MIXES)
 MIX_NAMES = (*MIXES, "none")
 
+FKD_SEED = 42  # the seed of SRe2L's label-file sampler (labels/fkd.py): its students load with it
+
 HEAD_INITS = ("text", "prototype", "random", "zero")  # how a projector's head starts (model/heads.py)
 LOSSES = ("mse", "kl")  # training losses: mse of logits, or T²-scaled KL at a temperature
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast precision of training (auto: bf16 where the GPU has it)

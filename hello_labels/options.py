@@ -2,8 +2,9 @@
 field (the pattern of transformers' ``HfArgumentParser``). Torch-free: ``--help`` runs without torch.
 
 A field with ``help`` in its metadata gets a flag ``--field-name`` (``flag`` names another, ``aliases`` adds short
-ones such as ``-T``), typed as its default (or by ``type``), with its ``choices``; a bool field that defaults to True
-is switched off by its flag (``flag="--no-calibrate"``). Where the choices include ``"none"``, that spelling is the
+ones such as ``-T``), typed as its default (or by ``type``), with its ``choices``, ``required`` if so marked (a
+field whose default, None, the library refuses); a bool field that defaults to True is switched off by its flag
+(``flag="--no-calibrate"``). Where the choices include ``"none"``, that spelling is the
 setting's None. Fields without ``help`` have no flag."""
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ NONE = "none"  # how a flag spells a setting's None
 
 
 def option(default: Any, help: str, **flag) -> Any:
-    """A dataclass field and its flag: ``flag``, ``aliases``, ``choices``, ``type`` (see the module docstring)."""
+    """A dataclass field and its flag: ``flag``, ``aliases``, ``choices``, ``type``, ``required`` (see the module
+    docstring)."""
     return dataclasses.field(default=default, metadata={"help": help, **flag})
 
 
@@ -40,6 +42,8 @@ def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Op
         default = defaults.get(f.name, own)
         name = meta.get("flag", "--" + f.name.replace("_", "-"))
         kwargs = {"dest": f.name, "help": helps.get(f.name, meta["help"])}
+        if meta.get("required"):
+            kwargs["required"] = True
         choices = meta.get("choices")
         if isinstance(own, bool):  # a switch; one that turns a True default off shows no default (its help says)
             kwargs["action"] = "store_false" if own else "store_true"

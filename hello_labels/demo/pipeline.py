@@ -206,9 +206,9 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     stage("stored labels")
 
     t0 = time.perf_counter()
-    label_dir = export_fkd(teacher_model, synthetic, out / "labels", s.label_epochs, s.label_batch, "cutmix",
-                           fp16=True, input_size=s.input_size, min_scale=s.min_scale, mean=s.mean,
-                           std=s.std, progress=progress)
+    label_dir = export_fkd(teacher_model, synthetic, out / "labels", epochs=s.label_epochs,
+                           batch_size=s.label_batch, mix_type="cutmix", fp16=True, input_size=s.input_size,
+                           min_scale=s.min_scale, mean=s.mean, std=s.std, progress=progress)
     bar.update()
     t_labels = time.perf_counter() - t0
     echo(f"stored labels: {label_dir.epochs} epochs x {label_dir.batches_per_epoch} batch files, "
