@@ -33,12 +33,11 @@ def fraction(text: str) -> float:
 def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Optional[Dict[str, Any]] = None) -> None:
     """Add the flags of the dataclass ``cls``'s fields to ``group`` (a parser or argument group), in field order;
     ``helps`` / ``defaults`` replace a field's help text / default for this verb."""
-    helps, defaults, fallback = helps or {}, defaults or {}, cls()
+    helps, defaults = helps or {}, defaults or {}
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata:
             continue
-        meta = f.metadata
-        own = getattr(fallback, f.name)
+        meta, own = f.metadata, f.default  # option() gives every flagged field a plain default
         default = defaults.get(f.name, own)
         name = meta.get("flag", "--" + f.name.replace("_", "-"))
         kwargs = {"dest": f.name, "help": helps.get(f.name, meta["help"])}
@@ -57,13 +56,18 @@ def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Op
         group.add_argument(*meta.get("aliases", ()), name, **kwargs)
 
 
+def flag_values(cls, args: argparse.Namespace) -> Dict[str, Any]:
+    """The values of ``cls``'s flags :func:`add_options` made, parsed, by field name (``"none"`` read as None; a
+    switch left alone is absent)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata and hasattr(args, f.name):
+            value = getattr(args, f.name)
+            values[f.name] = None if value == NONE and NONE in f.metadata.get("choices", ()) else value
+    return values
+
+
 def options_from(cls, args: argparse.Namespace, **changes):
     """An instance of ``cls`` from the flags :func:`add_options` made, parsed (fields without a flag, or a switch
     left alone, keep their defaults), with ``changes``."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in changes or "help" not in f.metadata or not hasattr(args, f.name):
-            continue
-        value = getattr(args, f.name)
-        values[f.name] = None if value == NONE and NONE in f.metadata.get("choices", ()) else value
-    return cls(**values, **changes)
+    return cls(**{**flag_values(cls, args), **changes})
