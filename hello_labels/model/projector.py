@@ -1,13 +1,14 @@
 """``LabelProjector``: base encoder + LoRA + low-rank head, producing teacher-scale logits ``[B, C]`` online.
 
 The module holds the inputs, base, head and adapter, its one forward path and merging;
-:meth:`LabelProjector.for_labels` builds the engine labels are made with (:mod:`.fastpath`). Its files and the Hub (``save_pretrained``, ``from_pretrained``, ``push_to_hub``,
-the card: huggingface_hub ``ModelHubMixin``'s names) are :mod:`.persistence`'s, the adapter file's bytes
-:mod:`.directory`'s; the methods of those names hand over to them.
+:meth:`LabelProjector.for_labels` builds the engine labels are made with (:mod:`.fastpath`). Its files, bytes and
+the Hub (``save_pretrained``, ``from_pretrained``, ``push_to_hub``, the card: huggingface_hub ``ModelHubMixin``'s
+names; ``num_adapter_bytes``, ``adapter_file_bytes``) are :mod:`.persistence`'s, the adapter file's format
+:mod:`.directory`'s; the methods of those names hand over to them. The head starts as :func:`.heads.initial_head`
+says; the engine's 0.2 spelling lives on for one release in :mod:`.deprecated`.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -21,16 +22,10 @@ from .adapter import Adapter, default_lora_targets
 from .bases import Base, build_base, default_head, module_spec, parse_base
 from .config import (ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora,  # noqa: F401  (also from here)
                      fresh_config)
+from .deprecated import DeprecatedEngineAliases
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .fastpath import CHUNK_BYTES, FastOptions, FastProjector
-from .heads import (
-    ClassifierHead,
-    prototype_weights,
-    random_weights,
-    resolve_class_names,
-    resolve_templates,
-    text_weights,
-)
+from .heads import ClassifierHead, initial_head, resolve_class_names, resolve_templates
 from .inputs import InputAdapter
 from .lora import LoRATarget, isolate_parametrized_classes
 from .persistence import UnpinnedBaseWarning, pinned  # noqa: F401  (also imported from here)
@@ -44,7 +39,7 @@ class ConsumedEncoder(nn.Module):
                                "with that engine, or load the projector again")
 
 
-class LabelProjector(nn.Module):
+class LabelProjector(DeprecatedEngineAliases, nn.Module):
     """Images (normalised as the student sees them) -> teacher-scale logits ``[B, C]``.
 
     Build one with :meth:`from_base`, load one with :meth:`from_pretrained` (local folder or Hub id), save with
@@ -77,7 +72,7 @@ class LabelProjector(nn.Module):
         size = tuple(config.image_size) if config.image_size else self.base.image_size
         self.inputs = InputAdapter(config.input_mean, config.input_std, self.base.mean, self.base.std, size,
                                    in_channels=config.input_channels, interpolation=config.interpolation)
-        weight, scale = self._head_weight(prototype_images, prototype_labels, progress)
+        weight, scale = initial_head(config, self.base, prototype_images, prototype_labels, self.inputs, progress)
         self.base.drop_text_tower()
         self.head = ClassifierHead(weight, scale)
 
@@ -132,19 +127,6 @@ class LabelProjector(nn.Module):
                    prototype_images=prototype_images, prototype_labels=prototype_labels, lora_rank=lora_rank,
                    progress=progress, trust_remote_code=not isinstance(base, dict))
 
-    def _head_weight(self, images, labels, progress):
-        cfg, base = self.config, self.base
-        num_classes = len(cfg.class_names)
-        if cfg.head_init == "text":
-            return text_weights(base, cfg.class_names, cfg.templates, progress=progress), base.logit_scale
-        if cfg.head_init == "prototype":
-            if images is None:  # loading: the stored weights arrive with the adapter
-                return torch.zeros(num_classes, base.feature_dim), 1 / 0.07
-            return prototype_weights(base, images, labels, num_classes, transform=self.inputs), 1 / 0.07
-        if cfg.head_init == "random":
-            return random_weights(num_classes, base.feature_dim, cfg.seed), 1 / 0.07
-        return torch.zeros(num_classes, base.feature_dim), 1 / 0.07
-
     # ------------------------------------------------------------------ inference
     @property
     def num_classes(self) -> int:
@@ -197,24 +179,6 @@ class LabelProjector(nn.Module):
         self.base.encoder = self.adapter.__dict__["_hosts"]["encoder"] = ConsumedEncoder()  # nothing keeps the old
         return engine
 
-    # ---- deprecated (one release): the engine used to be built and cached behind projector(images)
-    @property
-    def fast_options(self) -> FastOptions:
-        """Deprecated: pass the options to :meth:`for_labels`. What :meth:`fast_path` builds with."""
-        warnings.warn("LabelProjector.fast_options is deprecated: pass the options to for_labels(...)",
-                      DeprecationWarning, stacklevel=2)
-        return self._deprecated_options()
-
-    def _deprecated_options(self) -> FastOptions:
-        return self.__dict__.setdefault("_fast_options", FastOptions())
-
-    def fast_path(self, cache: bool = True) -> FastProjector:
-        """Deprecated: ``for_labels(**options)`` once, then call its result. A new engine on every call (no cache),
-        built with the options of :attr:`fast_options`; ``cache`` is ignored."""
-        warnings.warn("LabelProjector.fast_path() is deprecated and builds a new engine on every call: build one "
-                      "with for_labels(...) and reuse it", DeprecationWarning, stacklevel=2)
-        return FastProjector(self, self._deprecated_options())
-
     def soft_labels(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``softmax(logits / T)``, ``[B, C]``."""
         return F.softmax(self(images) / temperature, dim=-1)
@@ -238,16 +202,6 @@ class LabelProjector(nn.Module):
 
     def num_adapter_parameters(self) -> int:
         return sum(t.numel() for t in self.adapter_state_dict().values())
-
-    def num_adapter_bytes(self, dtype: Optional[str] = None) -> int:
-        """Bytes of adapter tensor data at ``dtype`` (default: the configured storage dtype), without the file's
-        header: a part of :meth:`adapter_file_bytes`."""
-        return directory.tensor_bytes(self.adapter_state_dict(), dtype or self.config.adapter_dtype)
-
-    def adapter_file_bytes(self, dtype: Optional[str] = None) -> int:
-        """Size of ``adapter.safetensors`` saved at ``dtype``: the adapter's bytes wherever a size is shown
-        (``info``, the card, ``repr``, the demo's table)."""
-        return len(persistence.adapter_file(self, dtype))
 
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy adapter tensors in, after checking names, shapes (against this base and class list) and float
@@ -280,14 +234,8 @@ class LabelProjector(nn.Module):
     def merge(self, compile: Optional[Union[bool, dict]] = None,
               autocast: Optional[Union[bool, str]] = None) -> "LabelProjector":
         """Fold all deltas into the weights (without dropout): the bare base's cost per call. Reversible with
-        :meth:`unmerge`. ``compile`` / ``autocast`` are deprecated (pass them to :meth:`for_labels`); they set
-        what the deprecated :meth:`fast_path` builds with."""
-        if compile is not None or autocast is not None:
-            warnings.warn("merge(compile=, autocast=) is deprecated: pass them to for_labels(...)",
-                          DeprecationWarning, stacklevel=2)
-            options = self._deprecated_options()
-            options.compile = options.compile if compile is None else compile
-            options.autocast = options.autocast if autocast is None else autocast
+        :meth:`unmerge`. ``compile`` / ``autocast`` are deprecated (:mod:`.deprecated`)."""
+        self._merge_options(compile, autocast)
         self.adapter.merge()
         return self
 
@@ -296,12 +244,14 @@ class LabelProjector(nn.Module):
         self.adapter.unmerge()
         return self
 
-    # ------------------------------------------------------------------ files and the Hub (persistence.py)
+    # ------------------------------------------------------------------ files, bytes and the Hub (persistence.py)
     save_pretrained = persistence.save_pretrained
     push_to_hub = persistence.push_to_hub
     from_pretrained = classmethod(persistence.from_pretrained)
     generate_model_card = persistence.generate_model_card
     config_dict = persistence.config_dict
+    num_adapter_bytes = persistence.num_adapter_bytes
+    adapter_file_bytes = persistence.adapter_file_bytes
     adapter_facts = persistence.adapter_facts
 
     def __repr__(self) -> str:
