@@ -130,10 +130,10 @@ def refine_batch(projector, teacher, images: torch.Tensor, indices: Sequence[int
 
 # ----------------------------------------------------------------------------- files
 def list_images(data, channels: int = 3) -> Tuple[List[ImageFile], List[str]]:
-    """The images of an ImageFolder tree in ImageFolder order (headers only are read), and its class names;
-    ``channels``: the projector's (1: every image is read as grey)."""
-    root = Path(data)
-    folder = open_images(root)
+    """The images of an ImageFolder tree (its path, or the folder opened) in ImageFolder order (headers only are
+    read), and its class names; ``channels``: the projector's (1: every image is read as grey)."""
+    folder = open_images(data)
+    root = Path(folder.root)
     files = []
     for index, (path, label) in enumerate(folder.samples):
         with Image.open(path) as img:
@@ -264,8 +264,9 @@ def patch_distance(projector, data, patch_map) -> Optional[float]:
 # ----------------------------------------------------------------------------- fidelity
 @torch.no_grad()
 def teacher_fidelity(projector, teacher, data, cfg: RefineConfig, class_map=None) -> dict:
-    """Agreement and KL at T of projector vs teacher on held-out unmixed views of ``data``, overall and per class
-    (the views of ``hello-labels eval``: same seed, same views for the input and the refined folder)."""
+    """Agreement and KL at T of projector vs teacher on held-out unmixed views of ``data`` (a folder, or the folder
+    opened), overall and per class (the views of ``hello-labels eval``: same seed, same views for the input and the
+    refined folder)."""
     from ..labels.targets import TeacherTargets
     from .jobs import augmented
 
@@ -367,7 +368,8 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     channels = projector.config.input_channels
     data, out = Path(data), Path(out_dir)
     check_apart(out, data)
-    files, classes = list_images(data, channels)
+    folder = open_images(data)  # once: listed here, scored before refining
+    files, classes = list_images(folder, channels)
     teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
     check_classes(classes, projector.config.class_names, output_classes(teacher, channels, cfg.input_size), class_map)
     patch_map = load_patches(patches, data) if patches is not None else {}
@@ -378,7 +380,7 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     try:
         settings = on_main(env, lambda: _begin(lock, cfg, data, out, files, projector, teacher, patch_map, env.device,
                                                options))
-        return _refine(projector, teacher, data, out, cfg, files, patch_map, settings, progress, env, class_map,
+        return _refine(projector, teacher, folder, out, cfg, files, patch_map, settings, progress, env, class_map,
                        options)
     finally:
         lock.release()
@@ -393,15 +395,17 @@ def _begin(lock: RunLock, cfg: RefineConfig, data: Path, out: Path, files, proje
     return settings
 
 
-def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings, progress,
+def _refine(projector, teacher, folder, out: Path, cfg: RefineConfig, files, patch_map, settings, progress,
             env: DistEnv, class_map, options: FastOptions) -> dict:
-    """:func:`refine` once rank 0 holds the run lock on ``out``, with the classes checked: each process refines
-    every ``world_size``-th batch; rank 0 scores before and after and writes the report."""
+    """:func:`refine` of the opened input ``folder`` once rank 0 holds the run lock on ``out``, with the classes
+    checked: each process refines every ``world_size``-th batch; rank 0 scores before and after and writes the
+    report."""
+    data = Path(folder.root)
     projector.to(env.device).eval()
     teacher.to(env.device).eval()
     labeller = projector.for_labels(**asdict(options))  # BatchNorm folded, channels_last; gradients reach pixels
     t0 = time.perf_counter()
-    before = teacher_fidelity(projector, teacher, data, cfg, class_map) if env.main else None
+    before = teacher_fidelity(projector, teacher, folder, cfg, class_map) if env.main else None
     patches_before = patch_distance(labeller, data, patch_map) if patch_map and env.main else None
     done = sum((out / f.rel).is_file() for f in files)
     bar = tqdm(total=len(files), initial=done, disable=not (progress and env.main), desc="refine",
