@@ -1,13 +1,13 @@
 """Shared by the shims: accept a projector object, a directory or a Hub id, without touching the caller's state;
 refuse in one line.
 
-The projector comes back merged, so it labels on its fast path (BatchNorm folded, channels_last, bf16 autocast on
-CUDA; see :mod:`hello_labels.model.fastpath`). ``HELLO_LABELS_COMPILE=1`` in the environment also compiles it with
-``torch.compile`` (the first batches then take longer).
+The projector comes back as its inference engine (:meth:`LabelProjector.for_labels`: BatchNorm folded,
+channels_last, bf16 autocast on CUDA; see :mod:`hello_labels.model.fastpath`), holding the base's weights once.
+``HELLO_LABELS_COMPILE=1`` in the environment also compiles it with ``torch.compile`` (the first batches then take
+longer).
 
 A shim's refusal (:class:`ScriptRefusal`) ends the training script it patches with one line, as argparse's errors
 do, where any other exception would print a traceback."""
-import copy
 import functools
 import os
 
@@ -64,11 +64,12 @@ COMPILE_ENV = "HELLO_LABELS_COMPILE"
 
 
 def load_projector(projector, device=None, trust_remote_code: bool = False, compile=None):
-    """A ``LabelProjector`` on ``device`` (default: CUDA if available), merged (labels on the fast path), frozen,
-    in eval mode; ``compile`` as :meth:`LabelProjector.merge` (None: True if ``$HELLO_LABELS_COMPILE`` is set and
-    not ``0``, else as the projector has it).
+    """The inference engine (:class:`~hello_labels.model.fastpath.FastProjector`, frozen, in eval mode) of a
+    projector, on ``device`` (default: CUDA if available); ``compile`` as :meth:`LabelProjector.for_labels` (None:
+    True if ``$HELLO_LABELS_COMPILE`` is set and not ``0``).
 
-    ``projector``: a LabelProjector (deep-copied: the caller's object is left as it was), a directory or a Hub id;
+    ``projector``: a LabelProjector (the engine is built from a copy: the caller's object is left as it was), or a
+    directory or Hub id (loaded here, its encoder becomes the engine's: the base's weights once in memory);
     ``trust_remote_code`` as :meth:`LabelProjector.from_pretrained` (a custom base's factory may run). The training
     script's random streams are left untouched."""
     from hello_labels import LabelProjector
@@ -76,14 +77,15 @@ def load_projector(projector, device=None, trust_remote_code: bool = False, comp
     if projector is None:
         raise HelloLabelsError("no projector given: pass --projector with a hello-labels projector directory or "
                                "Hub id")
-    if isinstance(projector, (str, bytes)) or hasattr(projector, "__fspath__"):
+    loaded = isinstance(projector, (str, bytes)) or hasattr(projector, "__fspath__")
+    if loaded:
         projector = _from_path(os.fsdecode(projector), trust_remote_code)
-    elif isinstance(projector, LabelProjector):
-        projector = copy.deepcopy(projector)
-    else:
+    elif not isinstance(projector, LabelProjector):
         raise HelloLabelsError(f"expected a LabelProjector, a directory or a Hub id, got {type(projector).__name__}")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else projector.device
-    if compile is None and os.environ.get(COMPILE_ENV, "0") not in ("", "0"):
-        compile = True
-    return projector.to(device).merge(compile=compile).eval().requires_grad_(False)
+    if compile is None:
+        compile = os.environ.get(COMPILE_ENV, "0") not in ("", "0")
+    if loaded:  # ours: moved first, then its encoder becomes the engine's
+        return projector.to(device).for_labels(copy=False, compile=compile).eval().requires_grad_(False)
+    return projector.for_labels(compile=compile).to(device).eval().requires_grad_(False)

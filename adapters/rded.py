@@ -2,7 +2,8 @@
 
 RDED labels each batch online with ``softmax(teacher_model(mix_images) / T)`` on normalised, mixed images, and
 wraps the teacher in ``torch.nn.DataParallel(...).cuda()``. :func:`teacher` returns the projector in that role:
-merged (no parametrizations, so DataParallel replicates it like any model), frozen, in eval mode.
+its inference engine (:meth:`LabelProjector.for_labels`: no parametrizations, so DataParallel replicates it like any
+model), frozen, in eval mode.
 
 Classes: RDED's class ``i`` is folder ``f"{args.classes[i]:05d}"`` of its dataset and logit ``i`` of its
 student. ``args.classes`` is ``range(nclass)`` for every named subset, so for ImageNet-Nette/-Woof it numbers the

@@ -205,8 +205,8 @@ def students(cli) -> None:
             LabelProjector.from_pretrained(out, trust_remote_code=True).save_pretrained(copy, dtype=dtype)
             copies[dtype] = (bench.load_projector(copy), copy)
         for dtype, (labeller, folder) in copies.items():
-            student = bench.train_one_student(images, lambda: TeacherTargets(images, labeller), steps, cli.seed, args,
-                                              test)
+            student = bench.train_one_student(images, lambda: TeacherTargets(images, labeller.for_labels()), steps,
+                                              cli.seed, args, test)
             fid = bench.teacher_fidelity(labeller, synthetic, teacher, args)
             nbytes = (folder / "adapter.safetensors").stat().st_size
             row = {"pipeline": seed, "ipc": cli.ipc, "recipe": text, "dtype": dtype, "seed": cli.seed,

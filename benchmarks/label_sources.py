@@ -289,9 +289,9 @@ def labels_stage(work: Path, args, teacher, synthetic, seed: int, env: dict) -> 
 def export_labels(teacher, synthetic, out: Path, args, seed: int) -> LabelDir:
     """The teacher's SRe2L-format labels of ``synthetic`` in ``out`` (resumable): one epoch of CutMix-mixed crops
     per student epoch, in student batches, float16, crops and mixes drawn from ``seed``."""
-    return export_fkd(teacher, synthetic, out, args.student_epochs, args.student_batch, "cutmix", fp16=True,
-                      input_size=args.data.size, min_scale=args.min_scale, mean=args.data.mean, std=args.data.std,
-                      seed=seed, progress=False)
+    return export_fkd(teacher, synthetic, out, epochs=args.student_epochs, batch_size=args.student_batch,
+                      mix_type="cutmix", fp16=True, input_size=args.data.size, min_scale=args.min_scale,
+                      mean=args.data.mean, std=args.data.std, seed=seed, progress=False)
 
 
 # name -> (base, LoRA targets (None: the default, rank 8 on every convolution / attention projection), head rank,
@@ -516,7 +516,8 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         "teacher online (RDED)": (lambda s: online_targets(teacher, images, label_dir, args, s), teacher_bytes),
     }
     for name, projector in projectors.items():
-        sources[name] = (lambda s, p=projector: online_targets(p, images, label_dir, args, s), adapter_bytes[name])
+        sources[name] = (lambda s, p=projector: online_targets(p.for_labels(), images, label_dir, args, s),
+                         adapter_bytes[name])
     for fraction in (f for f in map(float, args.convert) if first_epochs(label_dir, f) < label_dir.epochs):
         epochs = first_epochs(label_dir, fraction)
         kb = storage_report(labels=str(label_dir.path), top_k=1, keep_ratio=fraction, teacher=None)
@@ -528,8 +529,8 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         label = f"projector {name}"
         refined[label] = refine_stage(work, args, name, projectors[label], teacher, synthetic, env)
         on = student_views(refined[label], args)  # other images: fresh views whatever --online-views
-        sources[f"{label}, refined images"] = (lambda s, p=projectors[label], on=on: TeacherTargets(on, p, seed=s),
-                                               adapter_bytes[label], on)
+        sources[f"{label}, refined images"] = (
+            lambda s, p=projectors[label], on=on: TeacherTargets(on, p.for_labels(), seed=s), adapter_bytes[label], on)
     for k in args.top_k:
         kb = storage_report(labels=str(label_dir.path), top_k=k, keep_ratio=1.0, teacher=None)
         sources[f"top-{k} stored labels"] = (lambda s, k=k: TopKTargets(images, label_dir, k),

@@ -57,6 +57,12 @@ def keep_at_bytes(labels: LabelDir, nbytes: int) -> float:
     return max(1, round(nbytes / per_file)) / labels.total_files
 
 
+def labeller(model):
+    """What labels with ``model``: a projector's inference engine (:meth:`LabelProjector.for_labels`), or a
+    teacher itself."""
+    return model.for_labels() if hasattr(model, "for_labels") else model
+
+
 def fit(projector, images, labels: LabelDir, files: int, temperature: float) -> dict:
     """How ``projector``'s logits match the stored ones on the views of the first ``files`` batch files (mixed, as
     students see them): agreement, KL at ``temperature``, the least-squares scale of its class-centred logits onto
@@ -109,10 +115,10 @@ def main(argv=None) -> None:
                        for name in cli.projectors}
         else:
             sources = {STORED: lambda: StoredTargets(images, labels)}
-            sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, m))
+            sources |= {f"{name} on the stored views": (lambda m=model: OnStoredViews(images, labels, labeller(m)))
                         for name, model in models.items()}
             if cli.fresh:
-                sources |= {f"{name} {FRESH}": (lambda m=model, s=stream: TeacherTargets(images, m, seed=s))
+                sources |= {f"{name} {FRESH}": (lambda m=model, s=stream: TeacherTargets(images, labeller(m), seed=s))
                             for name, model in models.items()}
             for name in cli.pruned_like:
                 keep = keep_at_bytes(labels, adapter_bytes[name])

@@ -25,9 +25,9 @@ Rows: what labelling one batch costs with each label source.
   same head matmul, same code: ``merged / bare base`` measures only what LoRA leaves behind after ``merge()``,
   and ``unmerged / bare base`` what the parametrizations cost.
 - projector, unmerged: LoRA as parametrizations (``W + B @ A`` recomputed on every forward), as while training.
-- projector, merged: after ``projector.merge()`` with the fast path switched off (``fast_options.enabled =
-  False``): the merged modules themselves, the same operations as the bare base.
-- projector, fast path: what ``projector(images)`` runs after ``merge()``, as in the shims, ``export-fkd``, ``eval``
+- projector, merged: ``projector(images)`` after ``projector.merge()``: the merged modules themselves, the same
+  operations as the bare base.
+- projector, fast path: the engine ``projector.for_labels()`` builds, as in the shims, ``export-fkd``, ``eval``
   and ``refine`` (:mod:`hello_labels.model.fastpath`: BatchNorm folded, the head as one matmul, ``channels_last``
   for convolutional bases, on the CPU a batch split into chunks whose tensors stay at most
   ``fastpath.CHUNK_BYTES``), the same in the other layout, and on the CPU (eager) the same in whole batches
@@ -61,7 +61,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -72,7 +72,7 @@ from torch.nn.utils import parametrize
 
 from hello_labels import LabelProjector, __version__
 from hello_labels.files import atomic_write_json
-from hello_labels.model.fastpath import CHUNK_BYTES, Chunker, FastOptions, FastProjector, autocast_dtype
+from hello_labels.model.fastpath import CHUNK_BYTES, Chunker, FastProjector, autocast_dtype
 from hello_labels.model.inputs import IMAGENET_MEAN, IMAGENET_STD
 from hello_labels.runs import cpu_model
 
@@ -189,19 +189,18 @@ def base_rows(label: str, build: Callable[[], LabelProjector], args) -> List[Row
     whole batches too), built three times
     (bases and adapters are seeded, so the weights are the same). Not ``copy.deepcopy``: a copy shares torch's
     generated ``Parametrized*`` classes with its original, and merging one removes the weight property from both.
-    The fast rows are :class:`FastProjector` copies of the merged projector, as ``projector.fast_path()`` builds."""
+    The fast rows are engines built by ``merged.for_labels()`` (copies: the merged row stays as it is)."""
     projector, merged, bare = build(), build(), build()
     randomise_adapter(projector)
     randomise_adapter(merged)
     merged.merge()
-    merged.fast_options.enabled = False  # the "merged" row: the merged modules themselves
     strip_lora(bare)
     if projector.merged or is_plain(projector) or not is_plain(merged) or not is_plain(bare):
         raise RuntimeError("internal: the unmerged/merged/bare variants are not what they claim")
-    options = FastOptions(autocast="bfloat16" if args.dtype == "bfloat16" else False,
-                          compile={"mode": args.compile_mode, "backend": args.compile_backend} if args.compile else False)
-    fast = FastProjector(merged, options)
-    other = FastProjector(merged, replace(options, channels_last=not fast.channels_last))
+    options = dict(autocast="bfloat16" if args.dtype == "bfloat16" else False,
+                   compile={"mode": args.compile_mode, "backend": args.compile_backend} if args.compile else False)
+    fast = merged.for_labels(**options)
+    other = merged.for_labels(**options, channels_last=not fast.channels_last)
     layout = {True: "channels_last", False: "contiguous"}
     rows = [Row(f"{label}: bare base", "bare", bare, label),
             Row(f"{label}: projector, unmerged", "unmerged", projector, label),
@@ -209,7 +208,7 @@ def base_rows(label: str, build: Callable[[], LabelProjector], args) -> List[Row
             Row(f"{label}: fast path ({layout[fast.channels_last]})", "fast", fast, label),
             Row(f"{label}: fast path ({layout[other.channels_last]})", "fast_alt", other, label)]
     if chunked_rows(args):
-        whole = FastProjector(merged, replace(options, chunk_bytes=0))
+        whole = merged.for_labels(**options, chunk_bytes=0)
         name = f"{label}: fast path ({layout[fast.channels_last]}), whole batches"
         rows.append(Row(name, "fast_whole", whole, label))
     return rows

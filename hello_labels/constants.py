@@ -12,6 +12,10 @@ MIXES = ("cutmix", "mixup")
 MIX_TYPES = (None, *MIXES)
 MIX_NAMES = (*MIXES, "none")
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the normalisation SRe2L/RDED students use, and a projector's default input
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FKD_SEED = 42  # the seed of SRe2L's label-file sampler (labels/fkd.py): its students load with it
+
 HEAD_INITS = ("text", "prototype", "random", "zero")  # how a projector's head starts (model/heads.py)
 LOSSES = ("mse", "kl")  # training losses: mse of logits, or T²-scaled KL at a temperature
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast precision of training (auto: bf16 where the GPU has it)

@@ -2,8 +2,9 @@
 field (the pattern of transformers' ``HfArgumentParser``). Torch-free: ``--help`` runs without torch.
 
 A field with ``help`` in its metadata gets a flag ``--field-name`` (``flag`` names another, ``aliases`` adds short
-ones such as ``-T``), typed as its default (or by ``type``), with its ``choices``; a bool field that defaults to True
-is switched off by its flag (``flag="--no-calibrate"``). Where the choices include ``"none"``, that spelling is the
+ones such as ``-T``), typed as its default (or by ``type``), with its ``choices``, ``required`` if so marked (a
+field whose default, None, the library refuses); a bool field that defaults to True is switched off by its flag
+(``flag="--no-calibrate"``). Where the choices include ``"none"``, that spelling is the
 setting's None. Fields without ``help`` have no flag."""
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ NONE = "none"  # how a flag spells a setting's None
 
 
 def option(default: Any, help: str, **flag) -> Any:
-    """A dataclass field and its flag: ``flag``, ``aliases``, ``choices``, ``type`` (see the module docstring)."""
+    """A dataclass field and its flag: ``flag``, ``aliases``, ``choices``, ``type``, ``required`` (see the module
+    docstring)."""
     return dataclasses.field(default=default, metadata={"help": help, **flag})
 
 
@@ -31,15 +33,16 @@ def fraction(text: str) -> float:
 def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Optional[Dict[str, Any]] = None) -> None:
     """Add the flags of the dataclass ``cls``'s fields to ``group`` (a parser or argument group), in field order;
     ``helps`` / ``defaults`` replace a field's help text / default for this verb."""
-    helps, defaults, fallback = helps or {}, defaults or {}, cls()
+    helps, defaults = helps or {}, defaults or {}
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata:
             continue
-        meta = f.metadata
-        own = getattr(fallback, f.name)
+        meta, own = f.metadata, f.default  # option() gives every flagged field a plain default
         default = defaults.get(f.name, own)
         name = meta.get("flag", "--" + f.name.replace("_", "-"))
         kwargs = {"dest": f.name, "help": helps.get(f.name, meta["help"])}
+        if meta.get("required"):
+            kwargs["required"] = True
         choices = meta.get("choices")
         if isinstance(own, bool):  # a switch; one that turns a True default off shows no default (its help says)
             kwargs["action"] = "store_false" if own else "store_true"
@@ -53,13 +56,18 @@ def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Op
         group.add_argument(*meta.get("aliases", ()), name, **kwargs)
 
 
+def flag_values(cls, args: argparse.Namespace) -> Dict[str, Any]:
+    """The values of ``cls``'s flags :func:`add_options` made, parsed, by field name (``"none"`` read as None; a
+    switch left alone is absent)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata and hasattr(args, f.name):
+            value = getattr(args, f.name)
+            values[f.name] = None if value == NONE and NONE in f.metadata.get("choices", ()) else value
+    return values
+
+
 def options_from(cls, args: argparse.Namespace, **changes):
     """An instance of ``cls`` from the flags :func:`add_options` made, parsed (fields without a flag, or a switch
     left alone, keep their defaults), with ``changes``."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in changes or "help" not in f.metadata or not hasattr(args, f.name):
-            continue
-        value = getattr(args, f.name)
-        values[f.name] = None if value == NONE and NONE in f.metadata.get("choices", ()) else value
-    return cls(**values, **changes)
+    return cls(**{**flag_values(cls, args), **changes})

@@ -21,8 +21,8 @@ def _stored(tmp_path):
     data = TensorImages((torch.rand(6, 1, 12, 12) * 255).to(torch.uint8), torch.arange(6) % 3, ["a", "b", "c"])
     teacher = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     teacher.eval().requires_grad_(False)
-    labels = export_fkd(teacher, data, tmp_path / "labels", 2, 4, "cutmix", fp16=True, input_size=8, min_scale=0.5,
-                        mean=MEAN, std=STD, seed=3, progress=False)
+    labels = export_fkd(teacher, data, tmp_path / "labels", epochs=2, batch_size=4, mix_type="cutmix", fp16=True,
+                        input_size=8, min_scale=0.5, mean=MEAN, std=STD, seed=3, progress=False)
     return teacher, labels, AugmentedImages(data, 8, MEAN, STD, scale=(0.5, 1.0))
 
 
@@ -50,7 +50,7 @@ class Doubled:
     def __init__(self, teacher, offset):
         self.teacher, self.offset = teacher, offset
 
-    def fast_path(self, cache):
+    def for_labels(self):
         return lambda x: 2 * self.teacher(x) + self.offset
 
 

@@ -1,6 +1,7 @@
 """The command line's parsers: help on every flag with defaults shown, ``-v`` after the verb, ``--version``, and
 ``--help`` that imports no torch. Fast: nothing here trains or loads a model."""
 import argparse
+import dataclasses
 import subprocess
 import sys
 
@@ -17,9 +18,13 @@ def _verbs(parser):
 
 
 def test_help_and_version_import_no_torch():
+    """Nor does the settings dataclass behind config.json, whose fields are distill's projector flags."""
     probe = ("import sys, contextlib, io\n"
              "from hello_labels.cli import main\n"
-             "for argv in (['--help'], ['--version'], ['distill', '--help'], ['storage', '--help'], ['list', '-h']):\n"
+             "from hello_labels.model.settings import ProjectorConfig\n"
+             "ProjectorConfig(base={'kind': 'open_clip'}, class_names=['a'])\n"
+             "for argv in (['--help'], ['--version'], ['distill', '--help'], ['convert', '--help'],\n"
+             "             ['export-fkd', '--help'], ['storage', '--help'], ['list', '-h']):\n"
              "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
              "        main(argv)\n"
              "print(sorted(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))")
@@ -132,3 +137,38 @@ def test_every_verb_that_loads_a_projector_takes_the_trust_and_mismatch_flags():
         assert flags(verb) == {"--trust-remote-code", "--ignore-base-mismatch"}, verb
     assert flags("storage") == {"--trust-remote-code"}
     assert not flags("push") and not flags("list") and not flags("demo")
+
+
+def test_projector_config_is_one_class_from_a_torch_free_module():
+    """``hello_labels.model.settings`` (torch-free: see the probe above) holds the dataclass; the library's names
+    for it are the same class, with the defaults it had."""
+    from hello_labels import ProjectorConfig
+    from hello_labels.model import config, settings
+
+    assert ProjectorConfig is config.ProjectorConfig is settings.ProjectorConfig
+    made = ProjectorConfig(base={"kind": "open_clip"}, class_names=["a"])
+    assert (made.head_init, made.head_rank, made.input_mean, made.format_version) == ("text", 64,
+                                                                                      [0.485, 0.456, 0.406], 1)
+
+
+@pytest.mark.parametrize("verb, required", [
+    ("distill", ["--data", "d", "--teacher", "t", "--out", "o", "--base", "b"]),
+    ("convert", ["--data", "d", "--labels", "l", "--out", "o", "--base", "b"])])
+def test_projector_flags_are_projector_config_fields_and_reach_the_library(verb, required, monkeypatch):
+    from hello_labels.cli import train
+    from hello_labels.model.settings import ProjectorConfig
+    from hello_labels.options import flag_values
+    from hello_labels.train import jobs
+
+    parse = _verbs(build_parser())[verb].parse_args
+    flagged = {f.name for f in dataclasses.fields(ProjectorConfig) if "help" in f.metadata}
+    assert flagged == {"head_init", "templates", "head_rank", "image_size"}
+    # unset: None (the library's default; head_init as the base has a text tower or not) and --head-rank's 64
+    assert flag_values(ProjectorConfig, parse(required)) == dict(head_init=None, templates=None, head_rank=64,
+                                                                 image_size=None)
+    built = {}
+    monkeypatch.setattr(jobs, "make_projector", lambda images, *args, **kwargs: built.update(kwargs))
+    train._projector(parse(required + ["--head-init", "random", "--templates", "simple", "--head-rank", "8",
+                                       "--image-size", "32", "--lora-rank", "2"]), None)
+    assert {k: built[k] for k in (*flagged, "lora_rank")} == dict(head_init="random", templates="simple",
+                                                                   head_rank=8, image_size=32, lora_rank=2)

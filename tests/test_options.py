@@ -8,6 +8,7 @@ from typing import Optional
 import pytest
 
 from hello_labels.cli import build_parser
+from hello_labels.labels.settings import ExportConfig
 from hello_labels.options import add_options, option, options_from
 from hello_labels.train.settings import DistillConfig, RefineConfig
 
@@ -68,3 +69,20 @@ def test_a_new_setting_is_one_field():
     assert options_from(Settings, parser.parse_args(["--rate", "1"]), hidden=4) == Settings(rate=1.0, hidden=4)
     with pytest.raises(SystemExit):
         parser.parse_args(["--hidden", "4"])
+
+
+EXPORT = ["p", "--data", "d", "--out", "o", "--epochs", "2", "--batch-size", "8"]
+
+
+def test_export_fkd_flags_are_export_config_fields():
+    verb = _verb("export-fkd")
+    assert options_from(ExportConfig, verb.parse_args(EXPORT)) == ExportConfig(epochs=2, batch_size=8)
+    args = verb.parse_args(EXPORT + ["--mix-type", "mixup", "--fp16", "--input-size", "32", "--min-scale", "0.5",
+                                     "--max-scale", "0.9", "--fkd-seed", "7", "--seed", "3", "--gvbsm-index",
+                                     "--workers", "2"])
+    assert options_from(ExportConfig, args) == ExportConfig(2, 8, "mixup", True, 32, 0.5, 0.9, 7, 3, True, 2)
+    flagged = {f.name for f in dataclasses.fields(ExportConfig) if "help" in f.metadata}
+    assert flagged == {a.dest for a in verb._actions} & {f.name for f in dataclasses.fields(ExportConfig)}
+    for without in (EXPORT[:5] + EXPORT[7:], EXPORT[:7]):  # no --epochs, no --batch-size: required fields are
+        with pytest.raises(SystemExit):                  # required flags
+            verb.parse_args(without)

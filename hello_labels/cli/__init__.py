@@ -46,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
+    args = build_parser().parse_args(argv, argparse.Namespace(argv=argv))  # the command line, for the card
     handler = logging.StreamHandler()
     handler.setFormatter(_EscapedFormatter("%(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, handlers=[handler])

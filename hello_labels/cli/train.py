@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import BadInputError
-from ..options import add_options, options_from
+from ..model.settings import ProjectorConfig
+from ..options import add_options, flag_values, options_from
 from ..train.settings import DistillConfig
 from . import common
 
@@ -31,6 +32,7 @@ def register(sub) -> None:
 
 
 def _projector_args(p) -> None:
+    """The projector flags: what it is built from, then one per flagged :class:`ProjectorConfig` field."""
     g = p.add_argument_group("projector")
     g.add_argument("--base", help=common.BASE_HELP)
     g.add_argument("--pretrained", help="open_clip pretrained tag or weights file for --base (e.g. openai), or a "
@@ -40,14 +42,8 @@ def _projector_args(p) -> None:
                         "pretrained=True/False; default: the library's default)")
     g.add_argument("--init", help="start from an existing projector (directory or Hub id) instead of --base")
     g.add_argument("--class-names", help="'imagenet', or a text file with one name per line (default: folder names)")
-    g.add_argument("--templates", default=None, help="prompt templates of a text head: openai (80) or simple (7) "
-                                                     "(default: openai)")
-    g.add_argument("--head-init", choices=common.HEAD_INITS,
-                   help="how the head starts (default: text for open_clip bases; prototype, from the synthetic "
-                        "images, for bases without a text tower)")
+    add_options(g, ProjectorConfig, defaults={"head_init": None})  # None: as the base has a text tower or not
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (default: 8)")
-    g.add_argument("--head-rank", type=int, default=64, help="rank of the head delta (clamped to the head's shape)")
-    g.add_argument("--image-size", type=int, default=None, help="resolution fed to the base (default: its own)")
     common.load_args(g, revision=False)
 
 
@@ -73,7 +69,7 @@ def _publish_args(p) -> None:
 
 def _images(args, input_size: int):
     """The synthetic set, opened once: the projector is built from it and the job trains on it."""
-    from ..model.inputs import IMAGENET_MEAN, IMAGENET_STD
+    from ..constants import IMAGENET_MEAN, IMAGENET_STD
     from ..train.jobs import augmented
 
     return augmented(args.data, input_size, args.mean or IMAGENET_MEAN, args.std or IMAGENET_STD, args.min_scale,
@@ -104,9 +100,9 @@ def _projector(args, images):
     from ..train.jobs import make_projector
 
     pretrained = _pretrained(args)
-    options = {k: v for k, v in {"templates": args.templates, "head_init": _head_init(args, pretrained),
-                                  "lora_rank": args.lora_rank, "head_rank": args.head_rank,
-                                  "image_size": args.image_size}.items() if v is not None}
+    given = {**flag_values(ProjectorConfig, args), "head_init": _head_init(args, pretrained),
+             "lora_rank": args.lora_rank}
+    options = {k: v for k, v in given.items() if v is not None}
     return make_projector(images, args.base, pretrained, args.init, args.class_names, args.class_map,
                           trust_remote_code=args.trust_remote_code, check_base=not args.ignore_base_mismatch,
                           **options)

@@ -206,9 +206,9 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     stage("stored labels")
 
     t0 = time.perf_counter()
-    label_dir = export_fkd(teacher_model, synthetic, out / "labels", s.label_epochs, s.label_batch, "cutmix",
-                           fp16=True, input_size=s.input_size, min_scale=s.min_scale, mean=s.mean,
-                           std=s.std, progress=progress)
+    label_dir = export_fkd(teacher_model, synthetic, out / "labels", epochs=s.label_epochs,
+                           batch_size=s.label_batch, mix_type="cutmix", fp16=True, input_size=s.input_size,
+                           min_scale=s.min_scale, mean=s.mean, std=s.std, progress=progress)
     bar.update()
     t_labels = time.perf_counter() - t0
     echo(f"stored labels: {label_dir.epochs} epochs x {label_dir.batches_per_epoch} batch files, "
@@ -239,8 +239,8 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     stage("fidelity")
 
     views = dict(views=500, batch_size=100, input_size=s.input_size, min_scale=s.min_scale)
-    projector = LabelProjector.from_pretrained(out / "projector").merge()
-    converted = LabelProjector.from_pretrained(out / "projector-from-labels").merge()
+    projector = LabelProjector.from_pretrained(out / "projector")
+    converted = LabelProjector.from_pretrained(out / "projector-from-labels")
     agree = evaluate(projector, synthetic, teachers=[teacher_model], **views).agreement
     agree_converted = evaluate(converted, synthetic, teachers=[teacher_model], **views).agreement
     bar.update()
@@ -250,6 +250,7 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
 
     steps = label_dir.total_files
     pruned = PrunedTargets.at_bytes(images, label_dir, _adapter_bytes(out / "projector"), seed=s.seed)
+    projector, converted = projector.for_labels(copy=False), converted.for_labels(copy=False)  # the students' labels
     # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
     # same crops and mixes (stream seed k); stored labels replay their own
     sources = [

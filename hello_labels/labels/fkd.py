@@ -20,10 +20,10 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ..constants import FKD_SEED
 from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_torch_save
 
-FKD_SEED = 42
 # float32 rounding of SRe2L's i/H + h/H can pass 1 by an ulp; a crop beyond this reaches outside the image
 COORDS_SLACK = 1e-4
 _BATCH_RE = re.compile(r"^batch_(\d+)\.tar$")

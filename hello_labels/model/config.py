@@ -1,4 +1,5 @@
-"""``ProjectorConfig``: what ``config.json`` holds, and its strict, versioned reading.
+"""``ProjectorConfig`` (the dataclass: :mod:`.settings`): what ``config.json`` holds, and its strict, versioned
+reading.
 
 ``format_version`` (an integer, now 1) says how to read the file; a newer one is refused (upgrade hello-labels).
 A file without it was written by hello-labels 0.x (``library_version`` 0.*, or none) and is read as format 1 when
@@ -26,7 +27,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any, Dict, List, Optional, Type
 
 import torch
@@ -38,8 +39,6 @@ from ..version import __version__
 from .bases import check_spec, is_number, short
 from .heads import is_template
 from .inputs import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     INTERPOLATIONS,
     MAX_IMAGE_SIZE,
     STD_MIN,
@@ -48,8 +47,8 @@ from .inputs import (
     plausible_std,
 )
 from .quantize import QUANTIZED
+from .settings import FORMAT_VERSION, SETTINGS, ProjectorConfig  # noqa: F401  (also imported from here)
 
-FORMAT_VERSION = 1
 DTYPES = {name: getattr(torch, name) for name in FLOAT_DTYPES}  # ADAPTER_DTYPES (constants.py) stored as floats
 assert tuple(QUANTIZED) == QUANTIZED_DTYPES  # and those quantize.py stores
 # Bounds of what a config may state (module docstring). 10^6 classes is 46x ImageNet-21K's 21,841 and above the
@@ -59,44 +58,6 @@ MAX_CLASSES = 1_000_000
 MAX_RANK = 65536
 MAX_ALPHA = 65536.0
 SEED_LIMIT = 2 ** 63
-
-
-@dataclass
-class ProjectorConfig:
-    """Everything needed to rebuild a projector around its adapter tensors (saved as ``config.json``)."""
-
-    base: Dict[str, Any]
-    class_names: List[str]
-    head_init: str = "text"
-    templates: Optional[List[str]] = None
-    head_rank: int = 64
-    head_alpha: Optional[float] = None
-    lora: List[Dict[str, Any]] = field(default_factory=list)
-    input_mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    input_std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    input_channels: int = 3
-    image_size: Optional[List[int]] = None
-    interpolation: str = "bilinear"
-    normalize_features: bool = True
-    seed: int = 0
-    adapter_dtype: str = "float32"
-    metadata: Dict[str, Any] = field(default_factory=dict)
-    library_version: str = __version__
-    format_version: int = FORMAT_VERSION
-    base_pin: Optional[Dict[str, Any]] = None
-    adapter_sha256: Optional[str] = None
-
-    @classmethod
-    def from_dict(cls, data, source: str = "projector config") -> "ProjectorConfig":
-        """Validate a parsed ``config.json`` (see the module docstring); ``source`` names it in errors."""
-        check_config(data, source)
-        return cls(**data)
-
-
-# the fields a caller chooses for a new projector; the others record what was built (its base, class names, LoRA
-# targets, the base pin, the writer's version, the adapter file's digest)
-SETTINGS = ("head_init", "templates", "head_rank", "head_alpha", "input_mean", "input_std", "input_channels",
-            "image_size", "interpolation", "normalize_features", "seed", "metadata")
 
 
 def fresh_config(base: Dict[str, Any], class_names, lora: Optional[List[dict]] = None,

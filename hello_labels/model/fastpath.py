@@ -1,15 +1,21 @@
-"""The inference fast path: what a projector runs when it makes labels.
+"""The inference engine: what makes labels, built once, explicitly, by :meth:`LabelProjector.for_labels`.
 
-:class:`FastProjector` is an inference copy of a projector, built from its current weights without touching
-them (so ``unmerge()`` and training are unaffected, whatever was called before): the LoRA deltas folded into a
-deep copy of the encoder, every BatchNorm that follows a convolution folded into that convolution (torch.fx finds
-the pairs, ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights), TensorFlow "same" padding done
-inside the convolution instead of on a padded copy of its input (:class:`SamePaddedConv`), CLIP ResNets' attention
-pooling for the one token it returns (:class:`FirstTokenAttentionPool`), residual sums added into the convolution
-output again after tracing made them out of place (:func:`add_in_place`), ``channels_last`` for
-convolutional bases, CPU batches split so that no tensor a chunk makes outgrows :data:`CHUNK_BYTES`
-(:class:`Chunker`), the head's scale and delta folded into one ``[C, D]`` matrix applied with one ``addmm``, the
-call under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
+:class:`FastProjector` runs a projector's current weights through the rewrites of :data:`PASSES`, applied in
+this order to the encoder (a copy of it, or with ``copy=False`` the projector's own, consumed):
+
+1. :func:`merge_deltas`: every parametrization (LoRA delta) folded into its weight, without dropout;
+2. :func:`fold_batchnorm`: every BatchNorm that follows a convolution folded into it (torch.fx finds the pairs,
+   ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes the weights);
+3. :func:`replace_slow_modules`: TensorFlow "same" padding inside the convolution instead of on a padded copy of
+   its input (:class:`SamePaddedConv`), CLIP ResNets' attention pooling for the one token it returns
+   (:class:`FirstTokenAttentionPool`);
+4. :func:`add_in_place`: residual sums added into the convolution output again after tracing made them out of
+   place;
+5. :func:`to_layout`: ``channels_last`` for convolutional bases.
+
+Then the head's scale and delta become one ``[C, D]`` matrix applied with one ``addmm`` (:func:`head_matrix`), CPU
+batches run in chunks so that no tensor a chunk makes outgrows :data:`CHUNK_BYTES` (:class:`Chunker`), the call
+runs under ``inference_mode`` when no gradient is wanted, autocast to bfloat16 (float16 where bf16 is missing) on
 CUDA, and ``torch.compile`` on request. Gradients still reach the input images when grad mode is on (refine).
 
 Each rewrite applies only where the torch.fx graph shows that it changes nothing else: a BatchNorm folds into a
@@ -20,17 +26,17 @@ gives beside another (:func:`mixes_images`). Code torch.fx cannot trace gets non
 
 Outputs equal the unfused float32 path up to float rounding: on the CPU at float32, logits within
 :data:`TOLERANCE` relative to their largest magnitude (tested); under autocast on CUDA, to bfloat16 precision
-(about 3 significant digits; not verified here). The copy costs the base's weights once more in memory. Under
-``torch.nn.DataParallel`` each replica's device gets one copy, kept between calls (not verified on several GPUs).
+(about 3 significant digits; not verified here). Built with ``copy=True`` (the default) it costs the base's weights
+once more in memory; ``copy=False`` rewrites the projector's own encoder and leaves that projector unable to run it.
 """
 from __future__ import annotations
 
-import copy
+import copy as _copy
 import logging
 import operator
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
 import torch
@@ -58,32 +64,48 @@ CHUNK_BYTES = 32 * 2 ** 20
 
 @dataclass
 class FastOptions:
-    """How a merged projector makes labels: ``enabled`` (the fast path; False: the unfused modules), ``compile``
-    (``torch.compile``: True or a dict of its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing,
-    on CUDA only; ``"bfloat16"``/``"float16"``: that dtype on any device; False: off), ``channels_last`` (None:
-    for convolutional bases, see :func:`is_convolutional`), ``chunk_bytes`` (on the CPU, not compiled: the batch
+    """How :meth:`LabelProjector.for_labels` builds the engine: ``compile`` (``torch.compile``: True or a dict of
+    its arguments), ``autocast`` (True: bf16, or fp16 where bf16 is missing, on CUDA only; ``"bfloat16"`` /
+    ``"float16"``: that dtype on any device; False: off), ``channels_last`` (None: for convolutional bases, see
+    :func:`is_convolutional`), ``chunk_bytes`` (on the CPU, not compiled: the batch
     runs in as few near-equal chunks as keep every tensor the base's modules output at most this large, measured
     once per input shape on one image; 0: whole batches; the default :data:`CHUNK_BYTES` keeps them on malloc's
     heap)."""
 
-    enabled: bool = True
     compile: Union[bool, dict] = False
     autocast: Union[bool, str] = True
     channels_last: Optional[bool] = None
     chunk_bytes: int = CHUNK_BYTES
 
 
-def merged_copy(encoder: nn.Module) -> nn.Module:
-    """A deep copy of ``encoder`` in eval mode with every parametrization (LoRA delta) folded into its weight;
-    ``encoder`` itself is left as it was."""
-    clone = copy.deepcopy(encoder)
-    isolate_parametrized_classes(clone)  # removing a parametrization must not touch the original's class
-    clone.eval()  # no LoRA dropout in the folded delta
-    for module in list(clone.modules()):
+def merge_deltas(encoder: nn.Module) -> int:
+    """Pass 1: fold every parametrization (LoRA delta) of ``encoder`` into its weight, in place, without dropout
+    (the encoder goes to eval mode); the number of weights merged. Call it on a copy (:func:`encoder_copy`) to keep
+    the original as it is."""
+    encoder.eval()  # no LoRA dropout in the folded delta
+    merged = 0
+    for module in list(encoder.modules()):
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return clone.requires_grad_(False)
+                merged += 1
+    encoder.requires_grad_(False)
+    return merged
+
+
+def encoder_copy(encoder: nn.Module) -> nn.Module:
+    """A deep copy of ``encoder`` whose passes leave ``encoder`` untouched (its parametrized classes its own)."""
+    clone = _copy.deepcopy(encoder)
+    isolate_parametrized_classes(clone)  # removing a parametrization must not touch the original's class
+    return clone
+
+
+def merged_copy(encoder: nn.Module) -> nn.Module:
+    """A deep copy of ``encoder`` in eval mode with every parametrization (LoRA delta) folded into its weight;
+    ``encoder`` itself is left as it was."""
+    clone = encoder_copy(encoder)
+    merge_deltas(clone)
+    return clone
 
 
 # the augmented assignments a traced graph keeps in place: torch.fx writes ``operator.iadd`` back as ``a += b``
@@ -122,11 +144,14 @@ def trace(encoder: nn.Module) -> Optional[fx.GraphModule]:
     torch.fx cannot trace it (data-dependent control flow etc.)."""
     if isinstance(encoder, fx.GraphModule):
         return encoder
+    tracer = _ConvLeaves()
     try:
-        return fx.GraphModule(encoder, _ConvLeaves().trace(encoder))
+        return fx.GraphModule(encoder, tracer.trace(encoder))
     except Exception as err:
         log.info("fast path: %s cannot be traced (%s): no rewrite that needs its graph", type(encoder).__name__, err)
         return None
+    finally:  # torch.fx's tracer sits in a reference cycle: it would keep the encoder and its tensors (the ones a
+        tracer.__dict__.clear()  # pass replaces too) alive until the garbage collector runs
 
 
 def _attr(gm: fx.GraphModule, target: str):
@@ -502,7 +527,66 @@ class Chunker:
 
 def is_convolutional(encoder: nn.Module) -> bool:
     """More than one convolution (a ViT has one, its patch embedding): the base runs faster in ``channels_last``."""
-    return sum(isinstance(m, nn.Conv2d) for m in encoder.modules()) > 1
+    return sum(isinstance(m, (nn.Conv2d, SamePaddedConv)) for m in encoder.modules()) > 1
+
+
+def to_layout(encoder: nn.Module, channels_last: Optional[bool] = None) -> Tuple[nn.Module, bool]:
+    """Pass 5: ``encoder`` in ``channels_last`` (None: where :func:`is_convolutional`), and whether it is."""
+    channels_last = is_convolutional(encoder) if channels_last is None else channels_last
+    return (encoder.to(memory_format=torch.channels_last) if channels_last else encoder), channels_last
+
+
+@dataclass
+class Rewrites:
+    """What :func:`rewrite` did to an encoder: the module to run and each pass's count or choice."""
+
+    encoder: nn.Module
+    merged: int = 0
+    folded: int = 0
+    replaced: dict = field(default_factory=dict)
+    added_in_place: int = 0
+    channels_last: bool = False
+
+
+def _merge_pass(done: Rewrites, options: "FastOptions") -> None:
+    done.merged = merge_deltas(done.encoder)
+
+
+def _fold_pass(done: Rewrites, options: "FastOptions") -> None:
+    done.encoder, done.folded = fold_batchnorm(done.encoder)
+
+
+def _replace_pass(done: Rewrites, options: "FastOptions") -> None:
+    done.replaced = replace_slow_modules(done.encoder)
+
+
+def _add_pass(done: Rewrites, options: "FastOptions") -> None:
+    done.added_in_place = add_in_place(done.encoder)
+
+
+def _layout_pass(done: Rewrites, options: "FastOptions") -> None:
+    done.encoder, done.channels_last = to_layout(done.encoder, options.channels_last)
+
+
+# the encoder rewrites, in the order they run (see the module docstring); each also runs alone
+PASSES = (("merge", _merge_pass), ("fold batchnorm", _fold_pass), ("replace modules", _replace_pass),
+          ("add in place", _add_pass), ("layout", _layout_pass))
+
+
+def rewrite(encoder: nn.Module, options: Optional["FastOptions"] = None) -> Rewrites:
+    """Run :data:`PASSES` on ``encoder`` in place (pass a copy to keep it) with ``options``'s ``channels_last``."""
+    done, options = Rewrites(encoder), options or FastOptions()
+    for _, apply in PASSES:
+        apply(done, options)
+    return done
+
+
+def head_matrix(head: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The head as one matrix: ``(W [C, D], bias [C])`` with its delta (when not merged) and scale folded in,
+    copies (logits ``= features @ W.T + bias``)."""
+    with torch.no_grad():
+        weight = head.weight.detach() * head.logit_scale.detach().exp()  # W + delta, when not merged
+    return weight.clone(), head.bias.detach().clone()
 
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -555,44 +639,41 @@ class _Body(nn.Module):
 
 class FastProjector(nn.Module):
     """Images (normalised as the student sees them) -> logits ``[B, C]``, as ``projector(images)`` computes them,
-    fast. :meth:`LabelProjector.fast_path` builds and caches one; it holds its own copy of the base, so later
-    changes to the projector are not seen (the projector rebuilds its cached one when its weights change).
-    ``options``: :class:`FastOptions` (``enabled`` is not looked at here)."""
+    fast. :meth:`LabelProjector.for_labels` builds one. ``copy=True``: from a copy of the projector's current
+    weights (the projector is untouched, and later changes to it are not seen); ``copy=False``: the projector's own
+    encoder goes through :data:`PASSES` (one copy of the base's weights in memory), and that projector can no longer
+    run it. ``options``: :class:`FastOptions`."""
 
-    def __init__(self, projector, options: Optional[FastOptions] = None):
+    def __init__(self, projector, options: Optional[FastOptions] = None, copy: bool = True):
         super().__init__()
         options = options or FastOptions()
         autocast_dtype(options.autocast, torch.device("cpu"))  # an unknown dtype fails now, not at the first call
         chunk_bytes = options.chunk_bytes
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 0:
-            raise HelloLabelsError(f"fast_options.chunk_bytes must be a whole number of bytes >= 0 (0: whole "
-                                   f"batches), got {options.chunk_bytes!r}")
+            raise HelloLabelsError(f"chunk_bytes must be a whole number of bytes >= 0 (0: whole batches), got "
+                                   f"{options.chunk_bytes!r}")
         self.config = projector.config
-        self.inputs = projector.inputs  # shared: same range check, same sampling counter
+        self.inputs = _copy.deepcopy(projector.inputs) if copy else projector.inputs
         self.feature_dim = projector.base.feature_dim
-        encoder = merged_copy(projector.base.encoder)
-        encoder, self.folded = fold_batchnorm(encoder)
-        self.channels_last = is_convolutional(encoder) if options.channels_last is None else options.channels_last
-        self.replaced = replace_slow_modules(encoder)
-        self.added_in_place = add_in_place(encoder)
-        self.whole_batches = batch_statistics(encoder)  # why batches never run in chunks (None: no reason found)
+        done = rewrite(encoder_copy(projector.base.encoder) if copy else projector.base.encoder, options)
+        self.merged, self.folded, self.replaced = done.merged, done.folded, done.replaced
+        self.added_in_place, self.channels_last = done.added_in_place, done.channels_last
+        self.whole_batches = batch_statistics(done.encoder)  # why batches never run in chunks (None: no reason)
         if self.whole_batches:
             log.info("fast path: batches run whole (%s)", self.whole_batches)
-        if self.channels_last:
-            encoder = encoder.to(memory_format=torch.channels_last)
-        head = projector.head
-        with torch.no_grad():
-            weight = head.weight.detach() * head.logit_scale.detach().exp()  # W + delta, when not merged
-        self.body = _Body(encoder, weight.clone(), head.bias.detach().clone(), projector.config.normalize_features,
-                          self.channels_last)
+        weight, bias = head_matrix(projector.head)
+        self.body = _Body(done.encoder, weight, bias, projector.config.normalize_features, self.channels_last)
         self.autocast = options.autocast
         self.compiled = bool(options.compile)
         # a compiled body runs whole (one graph), and so does a base whose images share batch statistics
         self.chunker = Chunker(0 if options.compile or self.whole_batches else chunk_bytes)
-        self.__dict__["_run"] = self.body
         if options.compile:
             kwargs = options.compile if isinstance(options.compile, dict) else {}
-            self.__dict__["_run"] = torch.compile(self.body, **kwargs)
+            self.__dict__["_compiled"] = torch.compile(self.body, **kwargs)
+
+    def label_dtype(self, device=None) -> str:
+        """The precision labels are computed at on ``device`` (default: this engine's): see :func:`label_dtype`."""
+        return label_dtype(FastOptions(autocast=self.autocast), device or self.device)
 
     @property
     def device(self) -> torch.device:
@@ -621,11 +702,13 @@ class FastProjector(nn.Module):
         x = self.inputs(images)
         if x.shape[0] == 0:
             return x.new_zeros(0, self.num_classes)
+        # a DataParallel replica runs its own body (the compiled one holds the original's)
+        run = self.body if getattr(self, "_is_replica", False) else self.__dict__.get("_compiled", self.body)
         dtype = autocast_dtype(self.autocast, x.device)
         if dtype is None:
-            return self.chunker(self._run, self.body, x).float()
+            return self.chunker(run, self.body, x).float()
         with torch.autocast(x.device.type, dtype=dtype):
-            return self.chunker(self._run, self.body, x, key=dtype).float()
+            return self.chunker(run, self.body, x, key=dtype).float()
 
     def chunks(self, batch: int, x: torch.Tensor, dtype=None) -> int:
         """How many chunks a batch of ``batch`` images shaped like ``x`` (base input) runs in under autocast to

@@ -136,3 +136,17 @@ def random_weights(num_classes: int, dim: int, seed: int) -> torch.Tensor:
     """Unit-norm Gaussian rows from a seeded generator: rebuilt identically on load, so never stored."""
     gen = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(num_classes, dim, generator=gen), dim=-1)
+
+
+def initial_head(config, base: Base, images=None, labels=None, transform=None, progress: bool = False):
+    """The head's starting ``(weight [C, D], logit scale)`` for a projector's ``config`` (its ``head_init``):
+    text weights at the base's logit scale, or prototypes of ``images``/``labels`` (zeros when loading: the stored
+    weights arrive with the adapter), random or zero weights at 1 / 0.07."""
+    num_classes = len(config.class_names)
+    if config.head_init == "text":
+        return text_weights(base, config.class_names, config.templates, progress=progress), base.logit_scale
+    if config.head_init == "prototype" and images is not None:
+        return prototype_weights(base, images, labels, num_classes, transform=transform), 1 / 0.07
+    if config.head_init == "random":
+        return random_weights(num_classes, base.feature_dim, config.seed), 1 / 0.07
+    return torch.zeros(num_classes, base.feature_dim), 1 / 0.07

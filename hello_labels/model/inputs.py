@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (also imported from here)
 from ..errors import BadInputError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 PIXEL_MARGIN = 1.0  # in 0-1 pixel units: 0-255 input is > 100x outside, bicubic overshoot well inside
 CHECK_FIRST = 16  # on accelerators: calls checked before sampling starts

@@ -75,6 +75,18 @@ def adapter_file(projector, dtype: Optional[str] = None) -> bytes:
                                   dtype or projector.config.adapter_dtype)
 
 
+def num_adapter_bytes(projector, dtype: Optional[str] = None) -> int:
+    """Bytes of adapter tensor data at ``dtype`` (default: the configured storage dtype), without the file's
+    header: a part of :func:`adapter_file_bytes`."""
+    return directory.tensor_bytes(projector.adapter_state_dict(), dtype or projector.config.adapter_dtype)
+
+
+def adapter_file_bytes(projector, dtype: Optional[str] = None) -> int:
+    """Size of ``adapter.safetensors`` saved at ``dtype``: the adapter's bytes wherever a size is shown (``info``,
+    the card, ``repr``, the demo's table)."""
+    return len(adapter_file(projector, dtype))
+
+
 def adapter_facts(projector, dtype: Optional[str] = None, file_bytes: Optional[int] = None) -> AdapterFacts:
     """What the card and ``info`` say about the adapter (parameters, file bytes, head rank as built)."""
     dtype = dtype or projector.config.adapter_dtype

@@ -1,9 +1,11 @@
 """``LabelProjector``: base encoder + LoRA + low-rank head, producing teacher-scale logits ``[B, C]`` online.
 
-The module holds the inputs, base, head and adapter, the two forward paths (modules, or the merged fast path of
-:mod:`.fastpath`) and merging. Its files and the Hub (``save_pretrained``, ``from_pretrained``, ``push_to_hub``,
-the card: huggingface_hub ``ModelHubMixin``'s names) are :mod:`.persistence`'s, the adapter file's bytes
-:mod:`.directory`'s; the methods of those names hand over to them.
+The module holds the inputs, base, head and adapter, its one forward path and merging;
+:meth:`LabelProjector.for_labels` builds the engine labels are made with (:mod:`.fastpath`). Its files, bytes and
+the Hub (``save_pretrained``, ``from_pretrained``, ``push_to_hub``, the card: huggingface_hub ``ModelHubMixin``'s
+names; ``num_adapter_bytes``, ``adapter_file_bytes``) are :mod:`.persistence`'s, the adapter file's format
+:mod:`.directory`'s; the methods of those names hand over to them. The head starts as :func:`.heads.initial_head`
+says; the engine's 0.2 spelling lives on for one release in :mod:`.deprecated`.
 """
 from __future__ import annotations
 
@@ -14,28 +16,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, HelloLabelsError
 from . import directory, persistence
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, build_base, default_head, module_spec, parse_base
 from .config import (ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora,  # noqa: F401  (also from here)
                      fresh_config)
+from .deprecated import DeprecatedEngineAliases
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
-from .fastpath import FastOptions, FastProjector
-from .heads import (
-    ClassifierHead,
-    prototype_weights,
-    random_weights,
-    resolve_class_names,
-    resolve_templates,
-    text_weights,
-)
+from .fastpath import CHUNK_BYTES, FastOptions, FastProjector
+from .heads import ClassifierHead, initial_head, resolve_class_names, resolve_templates
 from .inputs import InputAdapter
 from .lora import LoRATarget, isolate_parametrized_classes
 from .persistence import UnpinnedBaseWarning, pinned  # noqa: F401  (also imported from here)
 
 
-class LabelProjector(nn.Module):
+class ConsumedEncoder(nn.Module):
+    """Where a projector's encoder was before :meth:`LabelProjector.for_labels` (``copy=False``) took it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise HelloLabelsError("this projector's encoder went into the engine for_labels(copy=False) built: label "
+                               "with that engine, or load the projector again")
+
+
+class LabelProjector(DeprecatedEngineAliases, nn.Module):
     """Images (normalised as the student sees them) -> teacher-scale logits ``[B, C]``.
 
     Build one with :meth:`from_base`, load one with :meth:`from_pretrained` (local folder or Hub id), save with
@@ -68,7 +72,7 @@ class LabelProjector(nn.Module):
         size = tuple(config.image_size) if config.image_size else self.base.image_size
         self.inputs = InputAdapter(config.input_mean, config.input_std, self.base.mean, self.base.std, size,
                                    in_channels=config.input_channels, interpolation=config.interpolation)
-        weight, scale = self._head_weight(prototype_images, prototype_labels, progress)
+        weight, scale = initial_head(config, self.base, prototype_images, prototype_labels, self.inputs, progress)
         self.base.drop_text_tower()
         self.head = ClassifierHead(weight, scale)
 
@@ -84,8 +88,6 @@ class LabelProjector(nn.Module):
         self.requires_grad_(False)
         for tensor in self.trainable_parameters():
             tensor.requires_grad_(True)
-        self.fast_options = FastOptions()
-        self.__dict__["_fast"] = {}  # device -> (key, FastProjector); shared by DataParallel's replicas
         self.eval()
 
     # ------------------------------------------------------------------ construction
@@ -125,19 +127,6 @@ class LabelProjector(nn.Module):
                    prototype_images=prototype_images, prototype_labels=prototype_labels, lora_rank=lora_rank,
                    progress=progress, trust_remote_code=not isinstance(base, dict))
 
-    def _head_weight(self, images, labels, progress):
-        cfg, base = self.config, self.base
-        num_classes = len(cfg.class_names)
-        if cfg.head_init == "text":
-            return text_weights(base, cfg.class_names, cfg.templates, progress=progress), base.logit_scale
-        if cfg.head_init == "prototype":
-            if images is None:  # loading: the stored weights arrive with the adapter
-                return torch.zeros(num_classes, base.feature_dim), 1 / 0.07
-            return prototype_weights(base, images, labels, num_classes, transform=self.inputs), 1 / 0.07
-        if cfg.head_init == "random":
-            return random_weights(num_classes, base.feature_dim, cfg.seed), 1 / 0.07
-        return torch.zeros(num_classes, base.feature_dim), 1 / 0.07
-
     # ------------------------------------------------------------------ inference
     @property
     def num_classes(self) -> int:
@@ -167,42 +156,28 @@ class LabelProjector(nn.Module):
         return F.normalize(feats, dim=-1) if self.config.normalize_features else feats
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images [B, input_channels, H, W]`` normalised with ``input_mean/std`` -> logits ``[B, C]``.
-
-        Merged (and ``fast_options.enabled``), this runs :meth:`fast_path`: float32 logits equal to the unfused
-        modules' within :data:`hello_labels.model.fastpath.TOLERANCE` on the CPU. Not while a gradient may be
-        wanted for the head's bias or scale (grad mode on and they require it): those are live in the modules
-        only."""
-        if self.merged and self.fast_options.enabled and not (
-                torch.is_grad_enabled() and any(t.requires_grad for t in self.trainable_parameters())):
-            return self.fast_path()(images)
+        """``images [B, input_channels, H, W]`` normalised with ``input_mean/std`` -> logits ``[B, C]``: the head on
+        the base's features, merged or not (labels in bulk: :meth:`for_labels`)."""
         return self.head(self.features(images))
 
-    def fast_path(self, cache: bool = True) -> FastProjector:
-        """The inference copy (:mod:`hello_labels.model.fastpath`) of this projector's current weights, merged or
-        not, built on first use and rebuilt after the adapter tensors change, ``merge``/``unmerge``, ``.to()`` or
-        a change of ``fast_options``. It leaves this projector's own modules untouched. ``cache=False``: a copy
-        that is not kept (an evaluation during training: no second base in memory between evaluations)."""
-        options = repr(self.fast_options)  # a dataclass: every field, compile arguments included
-        cached, device = self.__dict__["_fast"], self.device
-        if getattr(self, "_is_replica", False):  # a DataParallel replica: rebuilt every call, weights unchanged
-            key = ("replica", options)
-        else:
-            key = (options, tuple(t._version for t in self.adapter_state_dict().values()))
-        entry = cached.get(device)
-        if entry is None or entry[0] != key:
-            cached.pop(device, None)  # stale: let it go before building another
-            entry = (key, FastProjector(self, self.fast_options))
-            if cache:
-                cached[device] = entry
-        return entry[1]
+    def for_labels(self, *, copy: bool = True, compile: Union[bool, dict] = False, autocast: Union[bool, str] = True,
+                   channels_last: Optional[bool] = None, chunk_bytes: int = CHUNK_BYTES) -> FastProjector:
+        """The inference engine for this projector's current weights, merged or not: a
+        :class:`~hello_labels.model.fastpath.FastProjector` (deltas merged, BatchNorm folded, ...; float32 logits
+        equal to this projector's within :data:`hello_labels.model.fastpath.TOLERANCE` on the CPU). Build it once
+        and call it per batch; later changes to this projector are not seen. Options as
+        :class:`~hello_labels.model.fastpath.FastOptions`.
 
-    def _drop_fast_path(self) -> None:
-        self.__dict__["_fast"].clear()
-
-    def _apply(self, fn, *args, **kwargs):
-        self._drop_fast_path()  # .to() / .half() / .cuda(): the copy would be on the old device or dtype
-        return super()._apply(fn, *args, **kwargs)
+        ``copy=True``: built from a copy of the base's weights (this projector is left as it was).
+        ``copy=False``: this projector's own encoder is rewritten into the engine (one copy of the base's weights
+        in memory); this projector then keeps its adapter (saving still works) but can no longer make logits."""
+        options = FastOptions(compile=compile, autocast=autocast, channels_last=channels_last,
+                              chunk_bytes=chunk_bytes)
+        if copy:
+            return FastProjector(self, options)
+        engine = FastProjector(self.merge(), options, copy=False)  # merged in place: nothing left to copy
+        self.base.encoder = self.adapter.__dict__["_hosts"]["encoder"] = ConsumedEncoder()  # nothing keeps the old
+        return engine
 
     def soft_labels(self, images: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``softmax(logits / T)``, ``[B, C]``."""
@@ -228,16 +203,6 @@ class LabelProjector(nn.Module):
     def num_adapter_parameters(self) -> int:
         return sum(t.numel() for t in self.adapter_state_dict().values())
 
-    def num_adapter_bytes(self, dtype: Optional[str] = None) -> int:
-        """Bytes of adapter tensor data at ``dtype`` (default: the configured storage dtype), without the file's
-        header: a part of :meth:`adapter_file_bytes`."""
-        return directory.tensor_bytes(self.adapter_state_dict(), dtype or self.config.adapter_dtype)
-
-    def adapter_file_bytes(self, dtype: Optional[str] = None) -> int:
-        """Size of ``adapter.safetensors`` saved at ``dtype``: the adapter's bytes wherever a size is shown
-        (``info``, the card, ``repr``, the demo's table)."""
-        return len(persistence.adapter_file(self, dtype))
-
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor], source: str = "adapter") -> None:
         """Copy adapter tensors in, after checking names, shapes (against this base and class list) and float
         dtypes."""
@@ -257,9 +222,7 @@ class LabelProjector(nn.Module):
 
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
-        state = {k: v for k, v in self.__dict__.items() if k != "_fast"}
-        clone.__dict__.update(copy.deepcopy(state, memo))
-        clone.__dict__["_fast"] = {}
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
         isolate_parametrized_classes(clone)
         return clone
 
@@ -270,30 +233,25 @@ class LabelProjector(nn.Module):
 
     def merge(self, compile: Optional[Union[bool, dict]] = None,
               autocast: Optional[Union[bool, str]] = None) -> "LabelProjector":
-        """Fold all deltas into the weights (without dropout) and make labels on the fast path (see
-        :meth:`forward`). ``compile``: ``torch.compile`` it (True or a dict of arguments; None: as before);
-        ``autocast``: as :class:`~hello_labels.model.fastpath.FastOptions` (None: as before; default bf16 on
-        CUDA). Other settings: ``projector.fast_options``. Reversible with :meth:`unmerge`."""
-        if compile is not None:
-            self.fast_options.compile = compile
-        if autocast is not None:
-            self.fast_options.autocast = autocast
+        """Fold all deltas into the weights (without dropout): the bare base's cost per call. Reversible with
+        :meth:`unmerge`. ``compile`` / ``autocast`` are deprecated (:mod:`.deprecated`)."""
+        self._merge_options(compile, autocast)
         self.adapter.merge()
-        self._drop_fast_path()
         return self
 
     def unmerge(self) -> "LabelProjector":
         """Re-attach the deltas (needed to train further)."""
         self.adapter.unmerge()
-        self._drop_fast_path()
         return self
 
-    # ------------------------------------------------------------------ files and the Hub (persistence.py)
+    # ------------------------------------------------------------------ files, bytes and the Hub (persistence.py)
     save_pretrained = persistence.save_pretrained
     push_to_hub = persistence.push_to_hub
     from_pretrained = classmethod(persistence.from_pretrained)
     generate_model_card = persistence.generate_model_card
     config_dict = persistence.config_dict
+    num_adapter_bytes = persistence.num_adapter_bytes
+    adapter_file_bytes = persistence.adapter_file_bytes
     adapter_facts = persistence.adapter_facts
 
     def __repr__(self) -> str:

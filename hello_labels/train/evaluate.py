@@ -59,10 +59,10 @@ class FidelityReport:
 @torch.no_grad()
 def collect(projector, targets: Targets, plans: List[BatchPlan], num_workers: int = 0, device=None):
     """Projector logits, target logits and image classes over the views of ``plans``: three ``[N, ...]``.
-    The projector's logits come from its fast path (:meth:`LabelProjector.fast_path`, merged or not), as the
-    shims and ``export-fkd`` make them."""
+    The projector's logits come from its engine (:meth:`LabelProjector.for_labels`, merged or not; built for this
+    call and not kept), as the shims and ``export-fkd`` make them."""
     device = device or projector.device
-    labeller = projector.fast_path(cache=projector.merged)  # a training projector changes between evaluations
+    labeller = projector.for_labels()
     data, batches = loader(targets.images, iter(plans), len(plans), num_workers)
     out = ([], [], [])
     for number, (images, labels, _, _) in enumerate(data):

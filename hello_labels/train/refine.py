@@ -40,7 +40,7 @@ from ..fingerprint import check_image_files, module_digest, tensor_digest
 from ..labels.augment import apply_mix, crop_flip, draw_crop, draw_mix, normalize
 from ..labels.classes import check_classes, output_classes
 from ..labels.views import open_images
-from ..model.fastpath import label_dtype
+from ..model.fastpath import FastOptions, label_dtype
 from ..runs import LOCK_FILE, RunLock, check_apart, check_settings
 from ..seeds import derive_seed
 from .evaluate import discrepancy, fidelity
@@ -130,10 +130,10 @@ def refine_batch(projector, teacher, images: torch.Tensor, indices: Sequence[int
 
 # ----------------------------------------------------------------------------- files
 def list_images(data, channels: int = 3) -> Tuple[List[ImageFile], List[str]]:
-    """The images of an ImageFolder tree in ImageFolder order (headers only are read), and its class names;
-    ``channels``: the projector's (1: every image is read as grey)."""
-    root = Path(data)
-    folder = open_images(root)
+    """The images of an ImageFolder tree (its path, or the folder opened) in ImageFolder order (headers only are
+    read), and its class names; ``channels``: the projector's (1: every image is read as grey)."""
+    folder = open_images(data)
+    root = Path(folder.root)
     files = []
     for index, (path, label) in enumerate(folder.samples):
         with Image.open(path) as img:
@@ -264,8 +264,9 @@ def patch_distance(projector, data, patch_map) -> Optional[float]:
 # ----------------------------------------------------------------------------- fidelity
 @torch.no_grad()
 def teacher_fidelity(projector, teacher, data, cfg: RefineConfig, class_map=None) -> dict:
-    """Agreement and KL at T of projector vs teacher on held-out unmixed views of ``data``, overall and per class
-    (the views of ``hello-labels eval``: same seed, same views for the input and the refined folder)."""
+    """Agreement and KL at T of projector vs teacher on held-out unmixed views of ``data`` (a folder, or the folder
+    opened), overall and per class (the views of ``hello-labels eval``: same seed, same views for the input and the
+    refined folder)."""
     from ..labels.targets import TeacherTargets
     from .jobs import augmented
 
@@ -302,7 +303,8 @@ def report_table(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- the job
-def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map, device) -> dict:
+def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_map, device,
+              options: FastOptions) -> dict:
     """What determines the refined files: the config, the input (every image decoded and hashed), the projector's
     config and adapter, the teachers' weights (ensemble weights included), the patch map, the precision of the
     projector's label passes on ``device``."""
@@ -314,7 +316,7 @@ def _settings(cfg: RefineConfig, data: Path, files, projector, teacher, patch_ma
                     projector={"config": config, "adapter": tensor_digest(projector.adapter_state_dict())},
                     teacher=module_digest(teacher),
                     patches=hashlib.sha256(patches.encode()).hexdigest()[:16] if patch_map else None,
-                    label_dtype=label_dtype(projector.fast_options, device))
+                    label_dtype=label_dtype(options, device))
     return settings
 
 
@@ -337,7 +339,7 @@ def _start(out: Path, settings: dict) -> None:
 
 def refine(projector, teachers: Sequence, data, out_dir, config: Optional[RefineConfig] = None,
            teacher_weights: Optional[Sequence[float]] = None, patches: Union[None, str, Path, dict] = None,
-           progress: bool = True, device=None, class_map=None) -> dict:
+           progress: bool = True, device=None, class_map=None, label_options: Optional[dict] = None) -> dict:
     """Refine the ImageFolder ``data`` into ``out_dir`` (same layout, names, formats) and report.
 
     ``teachers``: spec strings and/or modules (averaged with ``teacher_weights``), fed the same normalised views
@@ -345,7 +347,8 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     already in ``out_dir`` from an interrupted run with the same settings are kept. Returns the report (also in
     ``out_dir/refine.json``): before/after :func:`teacher_fidelity`, :func:`pixel_change`, counts, seconds.
     The projector and teachers are moved to ``device`` (default: CUDA when available, ``cuda:LOCAL_RANK`` under
-    ``torchrun``); the projector's label passes run on its fast path (:meth:`LabelProjector.fast_path`). The
+    ``torchrun``); the projector's label passes run on its engine (:meth:`LabelProjector.for_labels` with
+    ``label_options``, built once). The
     folder's classes are matched to the projector's by name (or ``class_map``, see
     :mod:`hello_labels.labels.classes`).
 
@@ -365,38 +368,44 @@ def refine(projector, teachers: Sequence, data, out_dir, config: Optional[Refine
     channels = projector.config.input_channels
     data, out = Path(data), Path(out_dir)
     check_apart(out, data)
-    files, classes = list_images(data, channels)
+    folder = open_images(data)  # once: listed here, scored before refining
+    files, classes = list_images(folder, channels)
     teacher = load_teachers(teachers, teacher_weights, num_classes=projector.num_classes)
     check_classes(classes, projector.config.class_names, output_classes(teacher, channels, cfg.input_size), class_map)
     patch_map = load_patches(patches, data) if patches is not None else {}
     check_patches(files, patch_map)
+    options = FastOptions(**(label_options or {}))
     env = DistEnv.setup(device)
     lock = RunLock(out)  # created here, writable, and rank 0's alone until refine returns
     try:
-        settings = on_main(env, lambda: _begin(lock, cfg, data, out, files, projector, teacher, patch_map, env.device))
-        return _refine(projector, teacher, data, out, cfg, files, patch_map, settings, progress, env, class_map)
+        settings = on_main(env, lambda: _begin(lock, cfg, data, out, files, projector, teacher, patch_map, env.device,
+                                               options))
+        return _refine(projector, teacher, folder, out, cfg, files, patch_map, settings, progress, env, class_map,
+                       options)
     finally:
         lock.release()
 
 
 def _begin(lock: RunLock, cfg: RefineConfig, data: Path, out: Path, files, projector, teacher, patch_map,
-           device) -> dict:
+           device, options: FastOptions) -> dict:
     """Rank 0, before any work: lock ``out``, record the settings or check them against an interrupted run's."""
     lock.acquire()
-    settings = _settings(cfg, data, files, projector, teacher, patch_map, device)
+    settings = _settings(cfg, data, files, projector, teacher, patch_map, device, options)
     _start(out, settings)
     return settings
 
 
-def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings, progress,
-            env: DistEnv, class_map) -> dict:
-    """:func:`refine` once rank 0 holds the run lock on ``out``, with the classes checked: each process refines
-    every ``world_size``-th batch; rank 0 scores before and after and writes the report."""
+def _refine(projector, teacher, folder, out: Path, cfg: RefineConfig, files, patch_map, settings, progress,
+            env: DistEnv, class_map, options: FastOptions) -> dict:
+    """:func:`refine` of the opened input ``folder`` once rank 0 holds the run lock on ``out``, with the classes
+    checked: each process refines every ``world_size``-th batch; rank 0 scores before and after and writes the
+    report."""
+    data = Path(folder.root)
     projector.to(env.device).eval()
     teacher.to(env.device).eval()
-    labeller = projector.fast_path()  # the label passes: BatchNorm folded, channels_last; gradients reach pixels
+    labeller = projector.for_labels(**asdict(options))  # BatchNorm folded, channels_last; gradients reach pixels
     t0 = time.perf_counter()
-    before = teacher_fidelity(projector, teacher, data, cfg, class_map) if env.main else None
+    before = teacher_fidelity(projector, teacher, folder, cfg, class_map) if env.main else None
     patches_before = patch_distance(labeller, data, patch_map) if patch_map and env.main else None
     done = sum((out / f.rel).is_file() for f in files)
     bar = tqdm(total=len(files), initial=done, disable=not (progress and env.main), desc="refine",
@@ -424,12 +433,12 @@ def _refine(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
     refined = sum(share[0] for share in shares)
     first = [loss for share in shares for loss in share[1]]
     last = [loss for share in shares for loss in share[2]]
-    return on_main(env, lambda: _report(projector, teacher, data, out, cfg, files, patch_map, settings, class_map,
-                                        before, patches_before, refined, first, last, t0))
+    return on_main(env, lambda: _report(projector, labeller, teacher, data, out, cfg, files, patch_map, settings,
+                                        class_map, before, patches_before, refined, first, last, t0))
 
 
-def _report(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings, class_map,
-            before, patches_before, refined, first, last, t0) -> dict:
+def _report(projector, labeller, teacher, data: Path, out: Path, cfg: RefineConfig, files, patch_map, settings,
+            class_map, before, patches_before, refined, first, last, t0) -> dict:
     """Rank 0, once every image is written: score the refined folder and write ``OUT/refine.json``."""
     after = teacher_fidelity(projector, teacher, out, cfg, class_map)
     report = {"status": "done", "settings": settings, "input": str(data), "output": str(out),
@@ -440,7 +449,7 @@ def _report(projector, teacher, data: Path, out: Path, cfg: RefineConfig, files,
               "before": before, "after": after,
               "pixel_change": pixel_change(data, out, files, projector.config.input_channels),
               "patch_feature_distance": None if not patch_map else
-              {"before": patches_before, "after": patch_distance(projector.fast_path(), out, patch_map)},
+              {"before": patches_before, "after": patch_distance(labeller, out, patch_map)},
               "seconds": time.perf_counter() - t0}
     atomic_write_json(out / REPORT_FILE, report)
     return report

@@ -9,6 +9,7 @@ from torchvision.transforms import RandomResizedCrop
 from hello_labels.labels.augment import draw_crop
 from hello_labels.labels.export import _plans
 from hello_labels.labels.fkd import sampler_order
+from hello_labels.labels.settings import ExportConfig
 from hello_labels.labels.views import AugmentedImages, TensorImages, stream_plans
 from hello_labels.train.refine import RefineConfig, augmented_views
 
@@ -62,7 +63,7 @@ def test_drawing_views_and_plans_never_touches_the_global_rng():
         for plan in stream_plans(len(images), 4, 3, 0, 3, mix_type="cutmix", image_size=16):
             views += [images[key] for key in plan.keys]
         files = [(0, 0), (1, 1)]
-        for plan in _plans(sampler_order(6, 4), files, 0, "mixup", 16, 1.0, 0.8):
+        for plan in _plans(sampler_order(6, 4), files, ExportConfig(seed=0, mix_type="mixup", input_size=16)):
             views += [images[key] for key in plan.keys]
         refined = augmented_views(source.images[:2], [0, 1], 5, RefineConfig(input_size=16, views=2,
                                                                              mix_type="cutmix"),

@@ -4,8 +4,10 @@ import sre2l_reference as ref
 import torch
 
 from hello_labels.cli import main
+from hello_labels.errors import BadInputError
 from hello_labels.labels.export import export_fkd
 from hello_labels.labels.fkd import LabelDir, load_batch
+from hello_labels.labels.settings import ExportConfig
 from hello_labels.labels.targets import StoredTargets
 from hello_labels.train.distill import DistillConfig
 from hello_labels.train.evaluate import collect
@@ -87,3 +89,28 @@ def test_export_cli_and_refusals(projector, toy_folder, tmp_path, capsys):
     assert main(["export-fkd", str(tmp_path / "p"), "--data", str(toy_folder), "--out", str(tmp_path / "fkd"),
                  "--epochs", "1", "--batch-size", "16", "--input-size", str(SIZE), "--quiet"]) == 2
     assert "holds files other than epoch_<e> folders" in capsys.readouterr().err
+
+
+def test_a_config_its_fields_as_keywords_and_the_old_positional_call_write_the_same_files(projector, toy_folder,
+                                                                                           tmp_path):
+    """ExportConfig, its fields as keywords over one, and (deprecated, for one release) the old positional order
+    write the same bytes, settings record included; a call without epochs or batch size is refused."""
+    export_fkd(projector, toy_folder, tmp_path / "config",
+               ExportConfig(epochs=1, batch_size=16, mix_type="cutmix", input_size=SIZE, seed=3), progress=False)
+    export_fkd(projector, toy_folder, tmp_path / "over", ExportConfig(epochs=1, batch_size=8, seed=3),
+               batch_size=16, mix_type="cutmix", input_size=SIZE, progress=False)
+    with pytest.warns(DeprecationWarning, match="pass the settings as keywords or as an ExportConfig") as caught:
+        export_fkd(projector, toy_folder, tmp_path / "old", 1, 16, "cutmix", False, SIZE, 0.08, 1.0, 42, 3,
+                   progress=False)
+    assert caught[0].filename == __file__  # the warning points at the old-style call
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    written = files(tmp_path / "config")
+    assert len(written) == 4 and written == files(tmp_path / "over") == files(tmp_path / "old")
+    with pytest.raises(TypeError, match="multiple values for \\['batch_size'\\]"):
+        export_fkd(projector, toy_folder, tmp_path / "twice", 1, 16, batch_size=8)
+    with pytest.raises(BadInputError, match="epochs and batch size must be positive integers, got None and 16"):
+        export_fkd(projector, toy_folder, tmp_path / "none", batch_size=16, progress=False)
+    assert not (tmp_path / "none").exists() and not (tmp_path / "twice").exists()

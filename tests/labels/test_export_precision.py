@@ -1,6 +1,4 @@
 """A resumed export or refine never mixes label precisions (float32 on one machine, bf16 autocast on another)."""
-import copy
-
 import pytest
 
 from hello_labels import HelloLabelsError
@@ -12,12 +10,12 @@ def test_resuming_at_another_label_precision_is_refused(tiny_projector, toy_fold
     projector, _ = tiny_projector(toy_folder)
     kw = dict(epochs=1, batch_size=16, input_size=32, progress=False, device="cpu")
     export_fkd(projector, toy_folder, tmp_path / "fkd", **kw)
-    bf16 = copy.deepcopy(projector)
-    bf16.fast_options.autocast = "bfloat16"  # what the default gives on a CUDA machine
+    bf16 = {"autocast": "bfloat16"}  # what the default gives on a CUDA machine
     with pytest.raises(HelloLabelsError, match=r"label_dtype: 'float32' -> 'bfloat16'"):
-        export_fkd(bf16, toy_folder, tmp_path / "fkd", **kw)
+        export_fkd(projector, toy_folder, tmp_path / "fkd", label_options=bf16, **kw)
 
     config = RefineConfig(steps=1, batch_size=20, views=1, input_size=32, eval_views=8)
     refine(projector, [toy_teacher[1]], toy_folder, tmp_path / "refined", config, progress=False, device="cpu")
     with pytest.raises(HelloLabelsError, match=r"label_dtype: 'float32' -> 'bfloat16'"):
-        refine(bf16, [toy_teacher[1]], toy_folder, tmp_path / "refined", config, progress=False, device="cpu")
+        refine(projector, [toy_teacher[1]], toy_folder, tmp_path / "refined", config, progress=False, device="cpu",
+               label_options=bf16)

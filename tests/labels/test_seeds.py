@@ -4,6 +4,7 @@ import pytest
 
 from hello_labels.labels.export import _plans
 from hello_labels.labels.fkd import sampler_order
+from hello_labels.labels.settings import ExportConfig
 from hello_labels.labels.views import stream_plans
 from hello_labels.seeds import derive_seed
 
@@ -31,6 +32,6 @@ def test_no_two_exported_crops_share_a_seed():
     """SRe2L relabels in batches of 1,024: crop 257 of batch b and crop 0 of batch b + 31 must differ."""
     order = sampler_order(300 * 40, 300)
     files = [(e, b) for e in range(2) for b in range(order.batches_per_epoch)]
-    plans = list(_plans(order, files, 0, None, 32, 1.0, 0.8))
+    plans = list(_plans(order, files, ExportConfig(seed=0, mix_type=None, input_size=32)))
     seeds = [key[1] for plan in plans for key in plan.keys]
     assert len(seeds) == len(set(seeds)) == 2 * 300 * 40

@@ -1,5 +1,6 @@
-"""The inference fast path: equal to the unfused modules within TOLERANCE, BatchNorm really folded, the projector
-untouched (unmerge and training work after it was used), rebuilt when the weights change, usable in autograd."""
+"""The inference engine (``projector.for_labels()``): equal to the unfused modules within TOLERANCE, BatchNorm really
+folded, each pass on its own, the projector untouched (unmerge and training work after), or consumed on request
+(``copy=False``: one copy of the base), usable in autograd; the deprecated ``fast_path()`` still works."""
 import copy
 
 import pytest
@@ -60,7 +61,7 @@ def test_fast_path_equals_the_unfused_modules_with_batchnorm_folded(name, folded
     x = images()
     with torch.no_grad():
         slow = unfused(projector, x)
-        fast = projector.fast_path()
+        fast = projector.for_labels()
         assert (fast.folded, fast.channels_last) == (folded, channels_last)
         if folded:  # no BatchNorm runs any more: the graph calls none
             code = fast.body.encoder.code
@@ -70,18 +71,19 @@ def test_fast_path_equals_the_unfused_modules_with_batchnorm_folded(name, folded
         assert (out - slow).abs().max() > 0 or not folded  # it did compute differently (folded weights)
         projector.merge()
         try:
-            assert torch.equal(projector(x), out)  # merged, the projector itself runs the fast path
+            assert torch.equal(projector.for_labels()(x), out)  # merged or not: the same engine, the same bits
+            assert torch.equal(projector(x), unfused(projector, x))  # merged, the projector runs its modules
         finally:
             projector.unmerge()
 
 
 def test_the_projector_is_untouched_and_unmerge_and_training_work_after_the_fast_path(rn):
-    projector = copy.deepcopy(rn)  # a deep copy carries no fast-path cache
+    projector = copy.deepcopy(rn)
     before = {k: v.clone() for k, v in projector.state_dict().items()}
     x = images()
     with torch.no_grad():
         slow = unfused(projector, x)
-        projector.fast_path()(x)  # unmerged: built from a copy, nothing merged or folded in place
+        projector.for_labels()(x)  # unmerged: built from a copy, nothing merged or folded in place
     after = projector.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in projector.base.encoder.modules()) == 19
@@ -104,28 +106,37 @@ def test_the_projector_is_untouched_and_unmerge_and_training_work_after_the_fast
     with torch.no_grad():
         trained = unfused(projector, x)
         assert not close(trained, slow)
-        assert close(projector.fast_path()(x), trained)
+        assert close(projector.for_labels()(x), trained)
 
 
-def test_cached_until_the_weights_device_or_options_change(vit):
+def test_an_engine_is_built_once_and_does_not_follow_later_changes(vit):
     projector = copy.deepcopy(vit)
-    fast = projector.fast_path()
-    assert projector.fast_path() is fast  # not rebuilt per call
+    x = images()
     with torch.no_grad():
-        projector.head.bias.add_(1.0)  # in place: the adapter tensor's version changes
-    assert projector.fast_path() is not fast
-    fast = projector.fast_path()
-    projector.to("cpu")
-    assert projector.fast_path() is not fast
-    fast = projector.fast_path()
-    projector.merge(autocast=False)
-    assert projector.fast_path() is not fast and not projector.fast_path().autocast
-    clone = copy.deepcopy(projector)
-    assert clone.fast_path() is not projector.fast_path()
+        fast = projector.for_labels()
+        before = fast(x)
+        projector.head.bias.add_(1.0)
+        assert torch.equal(fast(x), before)  # its own copy: built once, explicitly
+        assert close(projector.for_labels()(x), unfused(projector, x))  # a new one sees the change
+    assert not any(k.startswith("_fast") for k in projector.__dict__)  # nothing kept on the projector
+
+
+def test_the_deprecated_fast_path_and_options_still_work_with_a_warning(vit):
+    projector = copy.deepcopy(vit)
+    x = images()
+    with pytest.warns(DeprecationWarning, match="merge\\(compile=, autocast=\\) is deprecated"):
+        projector.merge(autocast=False)
+    with pytest.warns(DeprecationWarning, match="fast_options is deprecated"):
+        assert projector.fast_options.autocast is False
+    with pytest.warns(DeprecationWarning, match="fast_path\\(\\) is deprecated"):
+        fast = projector.fast_path()
+    assert fast.autocast is False
+    with torch.no_grad():
+        assert torch.equal(fast(x), projector.for_labels()(x))
 
 
 def test_labels_made_without_grad_serve_as_targets_in_a_later_backward(vit):
-    projector = copy.deepcopy(vit).merge()
+    projector = vit.for_labels()
     student = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
     x = images()
     with torch.no_grad():
@@ -139,19 +150,18 @@ def test_labels_made_without_grad_serve_as_targets_in_a_later_backward(vit):
 def test_gradients_reach_the_images_through_the_fast_path(rn):
     x = images().requires_grad_(True)
     slow, = torch.autograd.grad(unfused(rn, x).logsumexp(-1).sum(), x)
-    fast, = torch.autograd.grad(rn.fast_path()(x).logsumexp(-1).sum(), x)
+    fast, = torch.autograd.grad(rn.for_labels()(x).logsumexp(-1).sum(), x)
     assert (fast - slow).abs().max() <= 1e-3 * slow.abs().max()
 
 
 def test_compiled_fast_path_matches(vit):
-    projector = copy.deepcopy(vit).merge(compile={"backend": "eager"})  # dynamo traces; no C++ build in the suite
+    fast = vit.for_labels(compile={"backend": "eager"})  # dynamo traces; no C++ build in the suite
     x = images()
     with torch.no_grad():
-        slow = unfused(projector, x)
-        out = projector(x)
-    assert projector.fast_path().compiled and close(out, slow)
-    projector.fast_options.compile = False
-    assert not projector.fast_path().compiled
+        slow = unfused(vit, x)
+        out = fast(x)
+    assert fast.compiled and close(out, slow)
+    assert not vit.for_labels().compiled
 
 
 def test_range_check_is_sampled_where_a_check_costs_a_sync(tiny_vit_dir):
@@ -177,14 +187,16 @@ def test_shim_loads_a_merged_fast_projector_and_compiles_on_request(vit, monkeyp
     from hello_labels.adapters._load import COMPILE_ENV, load_projector
 
     monkeypatch.delenv(COMPILE_ENV, raising=False)
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
     loaded = load_projector(vit, device="cpu")
-    assert loaded.merged and loaded.fast_options.enabled and not loaded.fast_options.compile
+    assert isinstance(loaded, fastpath.FastProjector) and not loaded.compiled
     x = images()
     with torch.no_grad():
-        assert torch.equal(loaded(x), loaded.fast_path()(x)) and close(loaded(x), unfused(vit, x))
+        assert torch.equal(loaded(x), vit.for_labels()(x)) and close(loaded(x), unfused(vit, x))
     monkeypatch.setenv(COMPILE_ENV, "1")
-    assert load_projector(vit, device="cpu").fast_options.compile is True
-    assert not vit.merged  # the caller's projector is left as it was
+    assert load_projector(vit, device="cpu").compiled is True
+    after = vit.state_dict()  # the caller's projector is left as it was
+    assert not vit.merged and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_autocast_path_and_layout_choice(rn):
@@ -205,18 +217,49 @@ def test_autocast_path_and_layout_choice(rn):
         FastProjector(rn, FastOptions(autocast="fp8"))
 
 
-def test_an_evaluation_during_training_keeps_no_second_base(vit):
-    projector = copy.deepcopy(vit)
+@pytest.mark.parametrize("name", ["rn", "vit"])
+def test_an_engine_built_without_a_copy_consumes_the_projectors_encoder(name, request):
+    """``copy=False`` (the shims, for a projector they loaded): the same bits as a copied engine, the projector's
+    own weights reused (not copied), and the projector refuses to run without its encoder, its adapter intact."""
+    projector = copy.deepcopy(request.getfixturevalue(name))
     x = images()
+    copied = projector.for_labels()
     with torch.no_grad():
-        out = projector.fast_path(cache=False)(x)
-        assert not projector.__dict__["_fast"] and close(out, unfused(projector, x))
-        kept = projector.fast_path()
-        assert projector.fast_path(cache=False) is kept  # a valid cached copy is used
+        want = copied(x)
+    adapter = {k: v.clone() for k, v in projector.adapter_state_dict().items()}
+    lora = {id(m) for m in projector.adapter.modules()}
+    own = {p.data_ptr() for m in projector.base.encoder.modules() if id(m) not in lora
+           for p in m.parameters(recurse=False)}
+    assert not {p.data_ptr() for p in copied.body.encoder.parameters()} & own  # a copy shares none
+    fast = projector.for_labels(copy=False)
+    with torch.no_grad():
+        assert torch.equal(fast(x), want)
+    assert {p.data_ptr() for p in fast.body.encoder.parameters()} & own  # weights no pass rewrote: not copied
+    assert not any(k.startswith("base.encoder.") for k in projector.state_dict())
+    with pytest.raises(HelloLabelsError, match="encoder went into the engine"):
+        projector(x)
+    assert all(torch.equal(adapter[k], v) for k, v in projector.adapter_state_dict().items())
+
+
+def test_the_modules_a_consumed_encoder_loses_are_freed_at_once(rn):
+    """``copy=False`` holds the base once as soon as it returns, not once the garbage collector has run: nothing
+    (torch.fx's tracer sits in a reference cycle) keeps the replaced attention pool or the old encoder alive."""
+    import gc
+    import weakref
+
+    projector = copy.deepcopy(rn)
+    encoder, pool = weakref.ref(projector.base.encoder), weakref.ref(projector.base.encoder.attnpool)
+    gc.collect()
+    gc.disable()
+    try:
+        fast = projector.for_labels(copy=False)
+        assert fast.replaced == {"AttentionPool2d": 1} and pool() is None and encoder() is None
+    finally:
+        gc.enable()
 
 
 def test_shim_labels_are_bit_identical_to_projector_of_images_and_near_the_unfused_ones(tiny_rn_dir, toy_folder):
-    """The SRe2L and RDED shims label with ``projector(images)`` itself: the same fast path, the same bits."""
+    """The SRe2L and RDED shims label with the projector's engine: the same bits as ``for_labels()``."""
     from types import SimpleNamespace
 
     import sre2l_reference as ref
@@ -230,23 +273,21 @@ def test_shim_labels_are_bit_identical_to_projector_of_images_and_near_the_unfus
     shim = sre2l.ProjectorLabels(projector, SimpleNamespace(mix_type=None),
                                  torch.utils.data.DataLoader(dataset, batch_size=16))
     teacher = rded.teacher(projector, device="cpu")
-    assert shim.projector.fast_path().folded == 19
+    assert shim.projector.folded == 19
+    engine = projector.for_labels()
     for (images, _, _, _), _, _, _, soft_label in shim:
         with torch.no_grad():
-            assert torch.equal(soft_label, shim.projector(images))
-            assert torch.equal(teacher(images), shim.projector(images))
+            assert torch.equal(soft_label, engine(images))
+            assert torch.equal(teacher(images), engine(images))
             assert close(soft_label, unfused(projector, images))
 
 
 def test_a_merged_projector_still_gives_its_head_gradients_when_asked(vit):
     projector = copy.deepcopy(vit).merge()
-    projector(images()).sum().backward()  # grad mode on, bias and scale require grad: the live modules run
+    projector(images()).sum().backward()  # the modules run, merged or not: bias and scale get gradients
     assert projector.head.bias.grad is not None and projector.head.logit_scale.grad is not None
-    projector.requires_grad_(False)
     x = images().requires_grad_(True)
-    out = projector(x)  # frozen (as in the shims and refine): the fast path, gradients reach the images
-    assert torch.equal(out, projector.fast_path()(x))
-    out.sum().backward()
+    projector.for_labels()(x).sum().backward()  # the engine (as in refine): gradients reach the images
     assert x.grad is not None
 
 
@@ -274,7 +315,7 @@ def test_the_efficientnet_fast_path_writes_no_padded_copy_of_its_activations(lit
     no ``constant_pad_nd`` runs, and the labels stay those of the unfused modules."""
     x = images(size=64)
     with torch.no_grad():
-        fast = lite0.fast_path()
+        fast = lite0.for_labels()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             out = fast(x)
         assert fast.replaced == {"Conv2dSame": 5}
@@ -299,7 +340,7 @@ def test_clip_resnet_attention_pooling_computes_only_the_token_it_returns(rn):
     (grad_want,) = torch.autograd.grad(want.square().sum(), x)
     (grad_got,) = torch.autograd.grad(got.square().sum(), x)
     assert close(grad_got, grad_want)
-    assert rn.fast_path().replaced == {"AttentionPool2d": 1}
+    assert rn.for_labels().replaced == {"AttentionPool2d": 1}
 
 
 def test_residual_sums_add_into_the_convolution_output_as_the_modules_own_code_did(rn, lite0):
@@ -309,9 +350,9 @@ def test_residual_sums_add_into_the_convolution_output_as_the_modules_own_code_d
     from open_clip.modified_resnet import Bottleneck
     from timm.models._efficientnet_blocks import InvertedResidual
 
-    assert rn.fast_path().added_in_place == sum(isinstance(m, Bottleneck) for m in rn.modules())
+    assert rn.for_labels().added_in_place == sum(isinstance(m, Bottleneck) for m in rn.modules())
     residual = sum(isinstance(m, InvertedResidual) and m.has_skip for m in lite0.modules())
-    assert residual > 0 and lite0.fast_path().added_in_place == residual
+    assert residual > 0 and lite0.for_labels().added_in_place == residual
     a, b = torch.ones(2, 3), torch.ones(3)
     assert fastpath.add_into(a, b) is a and torch.equal(a, torch.full((2, 3), 2.0))
     small = torch.ones(3)
@@ -359,7 +400,7 @@ def test_a_cpu_batch_runs_in_chunks_whose_tensors_stay_under_the_limit(name, req
 def test_the_default_chunk_limit_splits_an_imagenet_sized_batch_on_the_cpu_only(rn, vit):
     """The default limit (:data:`CHUNK_BYTES`) leaves small batches whole, splits one whose tensors would
     outgrow it, and never splits a compiled fast path (one graph) or a batch on another device."""
-    fast = rn.fast_path()
+    fast = rn.for_labels()
     x = fast.inputs(images(n=2, size=64))
     per_image = fastpath.largest_output_bytes(fast.body, x[:1])
     assert fast.chunks(2, x) == 1
@@ -369,7 +410,7 @@ def test_the_default_chunk_limit_splits_an_imagenet_sized_batch_on_the_cpu_only(
     assert compiled.chunks(big, x) == 1
     assert fastpath.FastProjector(rn, fastpath.FastOptions(chunk_bytes=0)).chunks(big, x) == 1
     for bad in (-1, 1.5, "32MB", True):
-        with pytest.raises(HelloLabelsError, match="fast_options.chunk_bytes must be a whole number of bytes"):
+        with pytest.raises(HelloLabelsError, match="chunk_bytes must be a whole number of bytes"):
             fastpath.FastProjector(rn, fastpath.FastOptions(chunk_bytes=bad))
 
 
@@ -385,6 +426,31 @@ def test_chunk_count(batch, image_bytes, limit, want):
     assert max(len(p) for p in parts) * image_bytes <= limit or max(len(p) for p in parts) == 1 or limit <= 0
 
 
+def test_the_passes_run_in_order_and_each_alone(rn):
+    """:data:`PASSES` in the documented order; the passes not tested on their own elsewhere (merge, layout, the
+    head as one matrix) checked alone."""
+    from torch.nn.utils import parametrize
+
+    assert [name for name, _ in fastpath.PASSES] == ["merge", "fold batchnorm", "replace modules", "add in place",
+                                                     "layout"]
+    original = rn.base.encoder
+    parametrized = {name: module.weight.detach().clone() for name, module in original.named_modules()
+                    if parametrize.is_parametrized(module, "weight")}
+    encoder = fastpath.encoder_copy(original)
+    assert fastpath.merge_deltas(encoder) == len(parametrized) > 0
+    assert not any(parametrize.is_parametrized(m) for m in encoder.modules())
+    assert all(torch.equal(encoder.get_submodule(name).weight, w) for name, w in parametrized.items())
+    assert all(parametrize.is_parametrized(original.get_submodule(name)) for name in parametrized)  # untouched
+    laid, channels_last = fastpath.to_layout(encoder)
+    convs = [m for m in laid.modules() if isinstance(m, nn.Conv2d)]
+    assert channels_last and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert fastpath.to_layout(encoder, channels_last=False)[1] is False
+    weight, bias = fastpath.head_matrix(rn.head)
+    features = torch.randn(5, weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert close(torch.addmm(bias, features, weight.t()), rn.head(features))
+
+
 def test_the_demos_projector_labels_its_batches_whole():
     """The demo labels 10 images at a time at 32 px: far below the chunk limit, so its labels are computed as
     before chunking existed (its recorded figures stand); 224-px batches of the same base are split."""
@@ -395,12 +461,12 @@ def test_the_demos_projector_labels_its_batches_whole():
     projector = LabelProjector.from_base(DEFAULT_BASE, class_names=list("abcd"), head_init="random", head_rank=2,
                                          image_size=recipe.image_size,
                                          input_mean=settings.mean, input_std=settings.std)
-    fast = projector.fast_path()
+    fast = projector.for_labels()
     x = fast.inputs(torch.zeros(1, 3, settings.input_size, settings.input_size))
     assert x.shape[-1] == recipe.image_size == 32
     assert fast.chunks(settings.label_batch, x) == 1 and fast.chunks(32 * settings.label_batch, x) == 1
     full = LabelProjector.from_base(DEFAULT_BASE, class_names=list("abcd"), head_init="random", head_rank=2)
-    big = full.fast_path()  # the base's own 224 px
+    big = full.for_labels()  # the base's own 224 px
     assert big.chunks(32, big.inputs(torch.zeros(1, 3, 224, 224))) > 1
 
 

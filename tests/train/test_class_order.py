@@ -120,10 +120,11 @@ def test_eval_and_export_refuse_a_folder_of_other_classes(tiny_projector, toy_fo
     with pytest.raises(HelloLabelsError, match="the image folder has 4 classes but the projector has 5"):
         evaluate(projector, four_class_folder, teachers=[toy_teacher[0]], views=8, input_size=SIZE)
     with pytest.raises(HelloLabelsError, match="the image folder has 4 classes but the projector has 5"):
-        export_fkd(projector, four_class_folder, tmp_path / "fkd", 1, 8, input_size=SIZE, progress=False)
+        export_fkd(projector, four_class_folder, tmp_path / "fkd", epochs=1, batch_size=8, input_size=SIZE,
+                   progress=False)
     with pytest.raises(HelloLabelsError, match="the model outputs 5 classes but the image folder has 4"):
-        export_fkd(toy_teacher[0], four_class_folder, tmp_path / "fkd2", 1, 8, input_size=SIZE, progress=False,
-                   mean=(0.5,) * 3, std=(0.5,) * 3)
+        export_fkd(toy_teacher[0], four_class_folder, tmp_path / "fkd2", epochs=1, batch_size=8, input_size=SIZE,
+                   progress=False, mean=(0.5,) * 3, std=(0.5,) * 3)
     assert not (tmp_path / "fkd").exists() and not (tmp_path / "fkd2").exists()
 
 
@@ -131,7 +132,8 @@ def test_export_refuses_a_projector_whose_order_is_not_the_sorted_folder_order(b
     images = augmented(toy_folder, SIZE)
     reordered = make_projector(images, base, class_names=list(reversed(FOLDER)), templates="simple", head_rank=4)
     with pytest.raises(HelloLabelsError, match="SRe2L numbers classes by sorted folder name"):
-        export_fkd(reordered, toy_folder, tmp_path / "fkd", 1, 8, input_size=SIZE, progress=False)
+        export_fkd(reordered, toy_folder, tmp_path / "fkd", epochs=1, batch_size=8, input_size=SIZE,
+                   progress=False)
 
 
 def test_per_class_agreement_is_keyed_by_the_projectors_names(base, toy_folder, toy_teacher):

@@ -222,3 +222,22 @@ def test_a_one_channel_projector_refines_a_folder_as_grey_images(tiny_vit_dir, t
     assert 0 <= evaluate(projector, toy_folder, teachers=[teacher], views=20, input_size=SIZE).agreement <= 1
     assert export_fkd(projector, toy_folder, tmp_path / "fkd", epochs=1, batch_size=20, input_size=SIZE,
                       progress=False, device="cpu").epochs == 1
+
+
+def test_refine_opens_the_input_folder_once(tiny_projector, toy_folder, toy_teacher, tmp_path, monkeypatch):
+    """The job lists the input folder and scores it before refining from one opened ImageFolder (and opens the
+    refined folder once, to score it after)."""
+    import torchvision.datasets
+
+    projector, _ = tiny_projector(toy_folder)
+    opened = []
+
+    class Counted(torchvision.datasets.ImageFolder):
+        def __init__(self, root, *args, **kwargs):
+            opened.append(Path(root))
+            super().__init__(root, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision.datasets, "ImageFolder", Counted)
+    refine(projector, [toy_teacher[0]], toy_folder, tmp_path / "refined",
+           RefineConfig(steps=1, input_size=SIZE, eval_views=8), progress=False, device="cpu")
+    assert sorted(map(str, opened)) == sorted(map(str, [toy_folder, tmp_path / "refined"]))
