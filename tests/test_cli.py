@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hello_labels.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,6 +19,8 @@ def test_ci_runs_the_readme_test_command():
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.demo
 def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     from hello_labels import LabelProjector
     from hello_labels.labels.fkd import LabelDir

@@ -32,6 +32,7 @@ from torch import nn
 from hello_labels import HelloLabelsError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+pytestmark = [pytest.mark.upstream, pytest.mark.slow]
 
 
 def needs(variable):
@@ -487,6 +488,7 @@ def test_ddp_script_worker_trains_on_projector_labels(variable, branch, diff, fi
     ddp_ranks.check_labels_only_its_rows(runs[0], ([[(0, 8)]] * 4 + [[last]]) * 2)  # each slice taken, labelled
 
 
+@pytest.mark.torchrun
 @pytest.mark.parametrize("variable, branch, diff, fields", [pytest.param(*p, marks=needs(p[0])) for p in DDP_SCRIPTS])
 def test_each_ddp_rank_labels_only_the_rows_it_trains_on(variable, branch, diff, fields, upstream, toy_folder,
                                                          tmp_path):

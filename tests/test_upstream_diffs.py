@@ -21,6 +21,7 @@ DIFFS = [("HELLO_LABELS_RDED_CHECKOUT", "rded_validation.diff"),
                                                                        "edc_imagenet10_train_FKD_parallel.diff"]]]
 
 
+@pytest.mark.upstream
 @pytest.mark.parametrize("variable, diff", DIFFS)
 def test_documented_diff_applies_to_upstream(variable, diff):
     checkout = os.environ.get(variable)

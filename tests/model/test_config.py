@@ -136,6 +136,7 @@ def _digests(path):
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir())}
 
 
+@pytest.mark.slow
 def test_the_same_projector_saves_byte_identical_files(saved, tmp_path):
     p, path = saved
     # in one process: the safetensors header's metadata order used to change from save to save

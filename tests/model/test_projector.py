@@ -153,6 +153,7 @@ def test_merge_matches_and_survives_save(tiny_rn_dir, class_names, tmp_path):
         assert torch.allclose(LabelProjector.from_pretrained(tmp_path / "m")(x), unmerged, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_deep_copies_merge_independently(tiny_rn_dir, class_names):
     import copy
 
@@ -297,6 +298,7 @@ def test_unknown_bases_and_missing_config(tmp_path, class_names):
         LabelProjector.from_base("timm:test_resnet", class_names=class_names)
 
 
+@pytest.mark.slow
 def test_merged_prototype_projector_saves_and_loads_its_own_head(tiny_rn_dir, class_names, tmp_path):
     """A prototype head's weight is stored in the adapter: saved from a merged projector it must be the prototypes,
     not prototypes + head delta (the delta would be applied twice on load), and loading into a merged projector
