@@ -21,8 +21,18 @@ import torch
 
 from hello_labels import LabelProjector
 from hello_labels.demo.paired import describe, paired_differences
-from hello_labels.demo.pipeline import CONVERTED, DEFAULT_BASE, HARD, RECIPES, STORED, DemoSettings, \
-    distill_settings, load_bundled, synthetic_images, teacher_spec
+from hello_labels.demo.pipeline import (
+    CONVERTED,
+    DEFAULT_BASE,
+    HARD,
+    RECIPES,
+    STORED,
+    DemoSettings,
+    distill_settings,
+    load_bundled,
+    synthetic_images,
+    teacher_spec,
+)
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from hello_labels.errors import HelloLabelsError
 from hello_labels.files import atomic_write_json
+from hello_labels.fingerprint import module_digest, tensor_digest
 from hello_labels.labels.export import export_fkd
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import PrunedTargets, StoredTargets, TeacherTargets
@@ -51,14 +52,11 @@ from hello_labels.train.jobs import convert_steps, distill_from_teachers, evalua
 from hello_labels.train.refine import RefineConfig, refine_batch
 from hello_labels.train.students import accuracy, conv_net, most_confident, train_student
 
-from hello_labels.fingerprint import module_digest, tensor_digest
-
 from . import effnet
 from .datasets import BenchData, open_dataset
 from .models import resnet20
 from .reproduce import recorded_seeds, verdict
 from .stages import Stage, code_version, deterministic
-
 
 
 def dataset_args(p) -> None:

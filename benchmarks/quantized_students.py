@@ -22,8 +22,15 @@ from pathlib import Path
 import torch
 
 from hello_labels import LabelProjector
-from hello_labels.demo.pipeline import DEFAULT_BASE, RECIPES, DemoSettings, distill_settings, load_bundled, \
-    synthetic_images, teacher_spec
+from hello_labels.demo.pipeline import (
+    DEFAULT_BASE,
+    RECIPES,
+    DemoSettings,
+    distill_settings,
+    load_bundled,
+    synthetic_images,
+    teacher_spec,
+)
 from hello_labels.files import atomic_write_json
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import TeacherTargets

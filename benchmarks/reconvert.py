@@ -88,7 +88,8 @@ def paired_summary(rows, runs: dict) -> str:
     for row in rows:
         seed, row = row.get("seed", 0), {**row, "cached": dict(row["cached"])}  # the caller's rows stay as read
         for name, value in row["cached"].items():
-            if value is None and len(done := runs.get(str(row["pipeline"]), {}).get("accuracy", {}).get(name, [])) > seed:
+            done = runs.get(str(row["pipeline"]), {}).get("accuracy", {}).get(name, [])
+            if value is None and len(done) > seed:
                 row["cached"][name] = done[seed]
         groups.setdefault((row["pipeline"], row["epochs"]), {})[seed] = row
     lines = []

@@ -46,7 +46,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    projector = LabelProjector.from_base("hello-labels:tiny-clip-vit", class_names=[f"class {i}" for i in range(args.classes)],
+    projector = LabelProjector.from_base("hello-labels:tiny-clip-vit",
+                                         class_names=[f"class {i}" for i in range(args.classes)],
                                          templates="simple").to(device).merge().eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(0)
     batch = (torch.randn(args.batch_size, 3, args.size, args.size, generator=gen),

@@ -109,6 +109,8 @@ class Row:
 
 @dataclass
 class Setting:
+    """One benchmark setting: its teacher, the input it times, and the projector bases to compare."""
+
     name: str
     teacher: Row
     input_shape: Sequence[int]  # [C, H, W] the teacher and the projector receive
@@ -199,7 +201,8 @@ def base_rows(label: str, build: Callable[[], LabelProjector], args) -> List[Row
     if projector.merged or is_plain(projector) or not is_plain(merged) or not is_plain(bare):
         raise RuntimeError("internal: the unmerged/merged/bare variants are not what they claim")
     options = FastOptions(autocast="bfloat16" if args.dtype == "bfloat16" else False,
-                          compile={"mode": args.compile_mode, "backend": args.compile_backend} if args.compile else False)
+                          compile={"mode": args.compile_mode, "backend": args.compile_backend} if args.compile
+                          else False)
     fast = FastProjector(merged, options)
     other = FastProjector(merged, replace(options, channels_last=not fast.channels_last))
     layout = {True: "channels_last", False: "contiguous"}

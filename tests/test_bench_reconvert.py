@@ -5,7 +5,8 @@ from benchmarks.reconvert import paired_summary
 
 def _row(seed, accuracy, source, hard, pipeline=0):
     row = {"pipeline": pipeline, "epochs": 10, "accuracy": accuracy,
-           "cached": {"converted effnet, 10 epochs": 0.5, "stored labels, first 10 epochs": source, "hard labels": hard}}
+           "cached": {"converted effnet, 10 epochs": 0.5, "stored labels, first 10 epochs": source,
+                      "hard labels": hard}}
     return row if seed is None else row | {"seed": seed}
 
 

@@ -3,9 +3,9 @@ after RDED's folders), through ImageNet's open_clip names, WordNet ids and indic
 names are known, refused when they do not match."""
 import pytest
 import torch
-from hello_labels.adapters import rded
 
 from hello_labels import LabelProjector
+from hello_labels.adapters import rded
 from hello_labels.errors import HelloLabelsError
 from hello_labels.labels.classes import class_index
 

@@ -12,10 +12,10 @@ import sre2l_reference as ref
 import torch
 import torch.nn.functional as F
 import torchvision
-from hello_labels.adapters import rded, sre2l
 from torch import nn
 
 from hello_labels import HelloLabelsError
+from hello_labels.adapters import rded, sre2l
 
 SIZE = 32
 
@@ -158,10 +158,10 @@ def test_documented_sre2l_diff_changes_at_most_five_lines():
     from pathlib import Path
 
     diff = (Path(__file__).resolve().parents[1] / "examples" / "sre2l_train_FKD.diff").read_text().splitlines()
-    added = [l for l in diff if l.startswith("+") and not l.startswith("+++")]
-    removed = [l for l in diff if l.startswith("-") and not l.startswith("---")]
+    added = [line for line in diff if line.startswith("+") and not line.startswith("+++")]
+    removed = [line for line in diff if line.startswith("-") and not line.startswith("---")]
     assert len(added) <= 5 and len(removed) <= len(added)
-    assert any("sre2l.ProjectorLabels(args.projector, args," in l for l in added)
+    assert any("sre2l.ProjectorLabels(args.projector, args," in line for line in added)
 
 
 # ----------------------------------------------------------------------------- shims a researcher cannot misuse

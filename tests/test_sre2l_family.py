@@ -26,10 +26,10 @@ import ddp_ranks
 import pytest
 import torch
 import torchvision
-from hello_labels.adapters import _load, sre2l
 from torch import nn
 
 from hello_labels import HelloLabelsError
+from hello_labels.adapters import _load, sre2l
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = [pytest.mark.upstream, pytest.mark.slow]
@@ -97,6 +97,7 @@ class Record:
     """What an upstream run did: the batches the shim yielded, the images the loop's own ``mix_aug`` returned, what
     the student was fed, the shims; for per-slice labels each slice the loop took ``(batch number, rows, labels,
     the projector's batch sizes while labelling it)``; and the batch size of every projector call."""
+
     batches: list = field(default_factory=list)
     mixed: list = field(default_factory=list)
     seen: list = field(default_factory=list)

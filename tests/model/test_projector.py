@@ -122,7 +122,8 @@ def test_save_load_round_trip_identical_logits_and_only_adapter_tensors(tiny_rn_
     card = (tmp_path / "proj" / "README.md").read_text()
     assert "library_name: hello-labels" in card and "teacher: timm:resnet18" in card
     # one definition of the adapter's bytes: the file's, in the card, repr and adapter_file_bytes alike
-    assert f"adapter_bytes: {adapter.stat().st_size}" in card and f"adapter.safetensors {adapter.stat().st_size:,} bytes" in card
+    size = adapter.stat().st_size
+    assert f"adapter_bytes: {size}" in card and f"adapter.safetensors {size:,} bytes" in card
     assert p.adapter_file_bytes() == adapter.stat().st_size and f"{adapter.stat().st_size:,} bytes" in repr(q)
     config = json.loads((tmp_path / "proj" / "config.json").read_text())
     assert config["class_names"] == class_names and config["base"]["kind"] == "open_clip"

@@ -29,7 +29,8 @@ def write_sre2l_dir(root, classes, images, epochs, batch_size, mix="cutmix", gvb
         for b, start in enumerate(range(0, images, batch_size)):
             n = min(batch_size, images - start)
             lam = float(rng.beta(1.0, 1.0)) if mix != "none" else None
-            bbox = [np.int64(v) for v in np.sort(rng.integers(0, 224, (2, 2)), axis=0).ravel()] if mix == "cutmix" else None
+            bbox = [np.int64(v) for v in np.sort(rng.integers(0, 224, (2, 2)), axis=0).ravel()] \
+                if mix == "cutmix" else None
             batch = FKDBatch(torch.rand(n, 4) / 2, torch.rand(n) < 0.5, torch.randperm(n) if mix != "none" else None,
                              lam, bbox, torch.randn(n, classes).half(),
                              torch.arange(start, start + n) if gvbsm else None)

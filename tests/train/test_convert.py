@@ -28,7 +28,8 @@ def label_dirs(toy_folder, toy_teacher, tmp_path_factory):
     np.random.seed(0)
     kw = dict(epochs=3, batch_size=16, input_size=SIZE, min_scale=0.25)
     return {
-        "cutmix": ref.generate_soft_labels(toy_folder, teacher, root / "cutmix", mix_type="cutmix", use_fp16=True, **kw),
+        "cutmix": ref.generate_soft_labels(toy_folder, teacher, root / "cutmix", mix_type="cutmix", use_fp16=True,
+                                           **kw),
         "mixup": ref.generate_soft_labels(toy_folder, teacher, root / "mixup", mix_type="mixup", **kw),
         "gvbsm": ref.generate_soft_labels(toy_folder, teacher, root / "gvbsm", gvbsm_index=True, **kw),
     }
