@@ -1,0 +1,1 @@
+"""Benchmark scripts, ``python -m benchmarks.NAME``; BENCHMARKS.md gives each command and its results."""

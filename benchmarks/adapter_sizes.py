@@ -32,7 +32,8 @@ def main(argv=None):
     for base, r in result["bases"].items():
         print(f"{base}: {r['parameters']:,} adapter parameters")
         for dtype, f in r["formats"].items():
-            print(f"  {dtype:9s} tensors {f['tensor_bytes']:>10,} B   adapter.safetensors {f['adapter_file_bytes']:>10,} B")
+            print(f"  {dtype:9s} tensors {f['tensor_bytes']:>10,} B   "
+                  f"adapter.safetensors {f['adapter_file_bytes']:>10,} B")
     if args.json:
         atomic_write_json(args.json, result)
 

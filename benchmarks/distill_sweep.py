@@ -48,7 +48,6 @@ from hello_labels.train.evaluate import collect, kl_at
 from . import label_sources as bench
 from .paired import paired as paired_diffs
 
-
 # recipe options that change the projector rather than its training: option prefix -> new_projector keyword
 CAPACITY = {"rank": "lora_rank", "head": "head_rank", "px": "effnet_size"}
 
@@ -191,7 +190,8 @@ def select(cli) -> None:
 
 
 def students(cli) -> None:
-    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, bench.pipeline_argv(cli), cli.threads)
+    args, work, seed, synthetic, teacher, test = bench.cached_pipeline(cli.pipeline, bench.pipeline_argv(cli),
+                                                                       cli.threads)
     images = bench.student_views(synthetic, args)
     steps = args.student_epochs * len(synthetic) // args.student_batch
     committed = json.loads(cli.results.read_text())["runs"][str(seed)] if cli.results else None
@@ -246,9 +246,9 @@ def source_name(row: dict) -> str:
 
 def report(cli) -> None:
     """The committed results JSON, restricted to the pipelines of the ``students`` rows, with those rows added as
-    sources of their pipelines (student seed ``s`` at position ``s``), its table (the pruning curve always, other committed sources only if ``--only``
-    names them) and every projector's paired gaps; written to ``--json`` in the benchmark's format, so that
-    :mod:`benchmarks.paired` reads it."""
+    sources of their pipelines (student seed ``s`` at position ``s``), its table (the pruning curve always, other
+    committed sources only if ``--only`` names them) and every projector's paired gaps; written to ``--json`` in the
+    benchmark's format, so that :mod:`benchmarks.paired` reads it."""
     results = json.loads(cli.results.read_text())
     rows = sorted((r for path in cli.students for r in json.loads(path.read_text())
                    if cli.seeds is None or r["seed"] < cli.seeds), key=lambda r: (r["pipeline"], r["seed"]))
@@ -256,7 +256,8 @@ def report(cli) -> None:
     for row in rows:
         run, name = runs[str(row["pipeline"])], source_name(row)
         if len(run["accuracy"].setdefault(name, [])) != row["seed"]:
-            raise SystemExit(f"error: {name} of pipeline {row['pipeline']} lacks the students before seed {row['seed']}")
+            raise SystemExit(f"error: {name} of pipeline {row['pipeline']} lacks the students before seed "
+                             f"{row['seed']}")
         run["accuracy"][name].append(row["accuracy"])
         run["per_class"].setdefault(name, []).append(row["per_class"])
         run["bytes"][name] = row["bytes"]
@@ -277,7 +278,8 @@ def report(cli) -> None:
 
 def paired_mean(runs: dict, a: str, b: str) -> str:
     result = paired_diffs(runs, a, b)
-    return ", ".join(f"{100 * d:+.2f}" for d in result["per_pipeline"].values()) + f" (mean {100 * result['mean']:+.2f})"
+    gaps = ", ".join(f"{100 * d:+.2f}" for d in result["per_pipeline"].values())
+    return gaps + f" (mean {100 * result['mean']:+.2f})"
 
 
 def main(argv=None) -> None:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from hello_labels.errors import HelloLabelsError
 from hello_labels.files import atomic_write_json
+from hello_labels.fingerprint import module_digest, tensor_digest
 from hello_labels.labels.export import export_fkd
 from hello_labels.labels.fkd import LabelDir
 from hello_labels.labels.targets import PrunedTargets, StoredTargets, TeacherTargets
@@ -51,8 +52,6 @@ from hello_labels.train.jobs import convert_steps, distill_from_teachers, evalua
 from hello_labels.train.refine import RefineConfig, refine_batch
 from hello_labels.train.students import accuracy, conv_net, most_confident, train_student
 
-from hello_labels.fingerprint import module_digest, tensor_digest
-
 from . import effnet
 from .datasets import BenchData, open_dataset
 from .machine import machine, result_name
@@ -62,7 +61,6 @@ from .stages import Stage, code_version, deterministic
 
 # The committed --check record of the Fashion-MNIST teacher (benchmarks/results/).
 FASHION_MNIST_CHECK = "reproduce-epyc-torch2.14.1-fashion-mnist-check.json"
-
 
 def dataset_args(p) -> None:
     """The dataset flags (:func:`benchmarks.datasets.open_dataset`), for the benchmark and the scripts beside it."""

@@ -4,6 +4,8 @@ from torch import nn
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a shortcut (a 1x1 convolution where the shape changes)."""
+
     def __init__(self, cin, cout, stride):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -20,6 +22,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
+    """The teacher: a stem convolution, three stages of ``blocks`` basic blocks, global pooling, a linear head."""
+
     def __init__(self, num_classes: int = 10, in_channels: int = 1, widths=(16, 32, 64), blocks: int = 3):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),

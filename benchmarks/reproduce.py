@@ -17,6 +17,8 @@ SPREAD_STDS = 3  # "within the spread": inside the recorded seeds' mean +- 3 sam
 
 @dataclass
 class Verdict:
+    """Whether the check run reproduced the record, and the lines that say why."""
+
     ok: bool
     lines: List[str]
 

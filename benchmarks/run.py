@@ -26,6 +26,8 @@ ANY_MACHINE = "<machine>-torch<version>"
 
 @dataclass(frozen=True)
 class Config:
+    """One named experiment: the script it runs, its arguments and where its result goes."""
+
     script: str  # the module whose main(argv) runs it
     args: tuple[str, ...] = ()
     output: tuple[str, ...] = ()  # the arguments naming the result ({name}: <benchmark>-<machine>-torch<ver>-<config>)

@@ -14,8 +14,9 @@ it: the stored logits, the teacher run again on those views (the control: it dif
 their float16 rounding only) and each projector (``--projectors``: folders of the pipeline). The students of
 stream ``s`` start from seed ``s``; the student is the benchmark's. ``--pruned-like P`` adds LPLD pruning of the
 stream's files at the bytes of projector ``P``'s adapter (:func:`keep_at_bytes`). Reads the pipeline's cached files
-only; appends each student to ``--json`` as it finishes (a rerun trains only what is missing). ``--fresh`` adds each model run online as the benchmark runs it, on fresh crops, flips and CutMix drawn
-from seed ``s`` (stream 0: the benchmark's own online stream): paired with the same model on the stored views it
+only; appends each student to ``--json`` as it finishes (a rerun trains only what is missing).
+``--fresh`` adds each model run online as the benchmark runs it, on fresh crops, flips and CutMix drawn from seed
+``s`` (stream 0: the benchmark's own online stream): paired with the same model on the stored views it
 isolates what fresh views do, paired with the stored labels it is the benchmark's comparison, crop-stream draw
 included. ``--fit N`` records instead how each projector's logits match the stored ones on the first N batch files
 of each stream (mixed views, as the students see them): :func:`fit`. Not a test: nothing is asserted.

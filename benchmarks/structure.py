@@ -4,7 +4,8 @@
     python -m benchmarks.structure --skip-memory   # no EfficientNet-Lite0 / RN50 builds
 
 * frames: from ``ProjectorLabels.__iter__`` (SRe2L shim) to the encoder's convolution on the second batch (the
-  first also measures chunk sizes), counted on the Python stack at that call: all of them, and those in hello_labels' own files.
+  first also measures chunk sizes), counted on the Python stack at that call: all of them, and those in
+  hello_labels' own files.
 * memory: a fresh process loads a saved projector through the SRe2L shim and labels one batch at the base's size;
   reported: the base's weight bytes, the process's resident memory after the imports, after the batch, and its peak
   (``ru_maxrss``). A shim that holds the base's weights once grows by about one copy of them.

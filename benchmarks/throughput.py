@@ -109,6 +109,8 @@ class Row:
 
 @dataclass
 class Setting:
+    """One benchmark setting: its teacher, the input it times, and the projector bases to compare."""
+
     name: str
     teacher: Row
     input_shape: Sequence[int]  # [C, H, W] the teacher and the projector receive

@@ -1,3 +1,4 @@
+"""``python -m hello_labels``: the ``hello-labels`` command."""
 from .cli import main
 
 if __name__ == "__main__":

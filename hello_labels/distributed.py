@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 @dataclass
 class DistEnv:
+    """This process's place in the run: its rank, the world size and its device."""
+
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))

@@ -1,7 +1,8 @@
 """What the package writes and the labels its shims yield, for fixed inputs: the fixture that keeps refactors honest.
 
-``python tests/golden_outputs.py [FOLDER]`` (from the repository root) records them in ``tests/golden/`` (or FOLDER): the sha256 of every
-file a save (four dtypes) and an FKD export write, and the labels of both shims, with the machine that made them.
+``python tests/golden_outputs.py [FOLDER]`` (from the repository root) records them in ``tests/golden/`` (or
+FOLDER): the sha256 of every file a save (four dtypes) and an FKD export write, and the labels of both shims, with
+the machine that made them.
 ``tests/test_golden_outputs.py`` recomputes them: files byte-identical everywhere where their bytes do not depend on
 float rounding (configs, adapters, cards), labels bit-identical on the recording machine and within the fast path's
 tolerance elsewhere.

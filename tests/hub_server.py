@@ -56,7 +56,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 if TYPE_CHECKING:  # pytest only for annotations: the server runs without it (python -m hub_server)
     import pytest
 
-__all__ = ["HubServer", "use_endpoint", "use_cache", "set_offline", "hub", "main"]
+__all__ = ["HubServer", "use_endpoint", "use_cache", "set_offline", "hub", "main"]  # noqa: F822  (hub: __getattr__)
 
 _KEY = r"(?P<repo>(?:datasets/|spaces/)?[^/]+(?:/[^/]+)?)"  # a repo's URL key: type prefix + repo id
 _RESOLVE = re.compile(r"^/" + _KEY + r"/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")

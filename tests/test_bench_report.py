@@ -79,6 +79,7 @@ def test_a_source_timed_elsewhere_has_no_label_cost():
     assert "| projector effnet | 5,000 |" in bench.table(list(rows.values()))
 
 
+@pytest.mark.slow
 def test_one_student_trains_as_the_benchmark_trains_them():
     """``train_one_student`` (the benchmark's students) trains (gradients on) and is
     repeatable: same seed, same accuracies."""

@@ -76,6 +76,7 @@ def test_a_stage_made_on_another_cpu_is_recomputed_and_the_log_says_why(tmp_path
     assert not out.exists() and "cpu_capability" in logs[-1]
 
 
+@pytest.mark.slow
 def test_same_machine_repeats_the_bits(runs):
     first, other, again = runs
     assert first == again and first["weights"] != other["weights"]
@@ -83,6 +84,7 @@ def test_same_machine_repeats_the_bits(runs):
     assert result.ok and result.lines == ["REPRODUCED: identical teacher weights"]
 
 
+@pytest.mark.slow
 def test_same_machine_other_bits_blames_the_code_or_nondeterminism(runs):
     first, other, _ = runs
     result = verdict(_record({0: other, 1: first}), _here(first))  # seed 0's recorded weights are not these
@@ -91,6 +93,7 @@ def test_same_machine_other_bits_blames_the_code_or_nondeterminism(runs):
     assert not result.ok and "code changed" in result.lines[0] and "recorded 01d, here c0de" in result.lines[0]
 
 
+@pytest.mark.slow
 def test_another_machine_is_judged_by_the_recorded_spread(runs):
     first, other, _ = runs
     here = machine(torch.get_num_threads())
@@ -112,6 +115,7 @@ def test_another_machine_is_judged_by_the_recorded_spread(runs):
     assert low == pytest.approx(a + 0.21 - 3 * 0.01) and high == pytest.approx(a + 0.21 + 3 * 0.01)
 
 
+@pytest.mark.slow
 def test_an_old_record_says_machine_not_recorded(runs):
     first, other, _ = runs
     old = {"stage": "teacher", "steps": STEPS, "seed": 0, "weights": other["weights"],
@@ -122,6 +126,7 @@ def test_an_old_record_says_machine_not_recorded(runs):
     assert verdict(old, _here(first)).ok  # same bits: nothing to explain
 
 
+@pytest.mark.slow
 def test_record_then_check_from_the_command_path(data, tmp_path, capsys):
     train, test = data
     path, env = tmp_path / "check.json", machine(torch.get_num_threads())

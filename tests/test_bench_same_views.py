@@ -78,8 +78,8 @@ def _rows(source, accuracies, pipeline=0):
 
 
 def test_the_summary_pairs_stream_by_stream_and_skips_streams_one_source_lacks():
-    rows = (_rows(STORED, {0: 0.78, 1: 0.77, 2: 0.80}) + _rows("projector on the stored views", {0: 0.77, 2: 0.79, 3: 0.9})
-            + _rows(STORED, {0: 0.5}, pipeline=1))
+    rows = (_rows(STORED, {0: 0.78, 1: 0.77, 2: 0.80})
+            + _rows("projector on the stored views", {0: 0.77, 2: 0.79, 3: 0.9}) + _rows(STORED, {0: 0.5}, pipeline=1))
     lines = summary(rows).splitlines()
     assert len(lines) == 1 and lines[0].startswith("pipeline 0, streams [0, 2]: projector on the stored views − "
                                                    f"{STORED}: -1.00 points, 95% CI [-1.00, -1.00] over 2 seeds")
@@ -88,7 +88,8 @@ def test_the_summary_pairs_stream_by_stream_and_skips_streams_one_source_lacks()
 
 def test_the_summary_pools_every_pipeline_and_stream_pair_after_the_pipelines():
     rows = (_rows(STORED, {0: 0.78, 1: 0.77}) + _rows("teacher online, fresh crops", {0: 0.76, 1: 0.78})
-            + _rows(STORED, {0: 0.70, 1: 0.72}, pipeline=1) + _rows("teacher online, fresh crops", {1: 0.71}, pipeline=1))
+            + _rows(STORED, {0: 0.70, 1: 0.72}, pipeline=1)
+            + _rows("teacher online, fresh crops", {1: 0.71}, pipeline=1))
     lines = summary(rows).splitlines()
     assert [line.split(":")[0] for line in lines] == ["pipeline 0, streams [0, 1]", "pipeline 1, streams [1]",
                                                       "pipelines [0, 1], 3 (pipeline, stream) pairs"]

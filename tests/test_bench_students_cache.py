@@ -13,8 +13,8 @@ def _images(value: int) -> TensorImages:
 def test_a_projector_this_run_leaves_out_keeps_its_students_and_a_re_distilled_one_loses_them():
     old, new = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     before = source_digests({"projector a": old, "projector b": old}, {})
-    cache = {"projector a|0": {"projector": before["projector a"]}, "projector b|0": {"projector": before["projector b"]},
-             "full stored labels|0": {"projector": None}}
+    cache = {"projector a|0": {"projector": before["projector a"]},
+             "projector b|0": {"projector": before["projector b"]}, "full stored labels|0": {"projector": None}}
     # this run loads projector a only (--only): b's student stays; a's is current
     assert stale_students(cache, source_digests({"projector a": old}, {})) == []
     # a re-distilled: its student alone is recomputed; the stored-label student never is

@@ -51,7 +51,8 @@ def test_the_demo_recipe_table_appears_only_with_its_result_file(tmp_path):
     page = report.render(tmp_path)
     assert "- [Demo recipe (validation split)](#demo-recipe-validation-split)" in page
     assert "| int4, rank 4 | 2 | 4,321 | projector, distilled − stored labels (SRe2L) | -0.70 [-2.20, +0.80] |" in page
-    assert "| float16, rank 8 | 2 | 4,321 | projector, distilled − stored labels (SRe2L) | +0.80 [-0.70, +2.30] |" in page
+    assert ("| float16, rank 8 | 2 | 4,321 | projector, distilled − stored labels (SRe2L) | +0.80 [-0.70, +2.30] |"
+            in page)
     assert "Test CPU, 2 threads, torch 2.14.1" in page
 
 

@@ -5,18 +5,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hello_labels.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ci_runs_the_readme_test_command():
+    """.ci/run runs each part of the README's test command, in order, and ruff before the tests."""
     readme = (ROOT / "README.md").read_text()
     commands = re.findall(r"^(pip install .*?)\s+#", readme, flags=re.M)
     assert len(commands) == 2, commands
-    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+    ci, at = (ROOT / ".ci" / "run").read_text(), 0
+    for part in commands[1].split(" && "):
+        assert ci.find(part, at) >= 0, part
+        at = ci.find(part, at) + len(part)
+    assert 0 < ci.find("ruff check .") < ci.find("python -m pytest")
 
 
+@pytest.mark.slow
+@pytest.mark.demo
 def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     from hello_labels import LabelProjector
     from hello_labels.labels.fkd import LabelDir

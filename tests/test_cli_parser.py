@@ -2,6 +2,7 @@
 ``--help`` that imports no torch. Fast: nothing here trains or loads a model."""
 import argparse
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -32,19 +33,51 @@ def test_help_and_version_import_no_torch():
     assert out.strip() == "[]"
 
 
+def _stated_default(help_text: str):
+    """The value after "default: " in a flag's help, up to the first comma, semicolon or bracket."""
+    found = re.search(r"default: ([^,;)]+)", " ".join(help_text.split()))
+    return found and found.group(1).strip()
+
+
+def _states(stated, default) -> bool:
+    """Whether the help's stated default is the parser's: its printed form, or a fraction such as 1/255."""
+    if stated == str(default):
+        return True
+    fraction = re.fullmatch(r"(\d+)/(\d+)", stated or "")
+    return bool(fraction) and isinstance(default, float) and int(fraction[1]) / int(fraction[2]) == default
+
+
 def test_every_flag_has_help_and_shows_its_default():
+    """Each flag's help states the default the parser really uses (0 and 0.0 included); on/off switches have none."""
     parser = build_parser()
     assert "Replace gigabytes of stored soft labels" in parser.description  # a real description, not a docstring
+    switches = (argparse._HelpAction, argparse._VersionAction, argparse._StoreTrueAction, argparse._StoreFalseAction)
+    checked = 0
     for verb, sub in _verbs(parser).items():
-        text = sub.format_help()
+        formatter = common.Formatter(verb)
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
             name = action.option_strings[-1] if action.option_strings else action.dest
             assert action.help, f"{verb} {name} has no help"
-            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
-                assert "default" in common.Formatter(verb)._get_help_string(action), f"{verb} {name}"
-        assert "(default: %" not in text  # every default was substituted
+            if isinstance(action, switches) or not action.option_strings or action.default in (None, argparse.SUPPRESS):
+                continue
+            stated = _stated_default(formatter._expand_help(action))
+            assert _states(stated, action.default), f"{verb} {name}: help says {stated!r}, parser {action.default!r}"
+            checked += 1
+        assert "(default: %" not in sub.format_help()  # every default was substituted
+    assert checked > 20
+
+
+# Flags of the upstream code that a help names (SRe2L's --use-fp16), not flags of the verb itself.
+UPSTREAM_FLAGS = {"--use-fp16"}
+
+
+def test_every_flag_a_help_names_is_a_flag_of_that_verb():
+    for verb, sub in _verbs(build_parser()).items():
+        flags = {s for a in sub._actions for s in a.option_strings}
+        for named in set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", sub.format_help())) - UPSTREAM_FLAGS:
+            assert named in flags, f"{verb} --help names {named}"
 
 
 def test_base_help_lists_the_shipped_bases():

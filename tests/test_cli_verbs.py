@@ -38,6 +38,7 @@ def test_push_checks_login_and_reachability_before_training(hub, monkeypatch, to
     assert not (tmp_path / "run").exists()  # no training happened
 
 
+@pytest.mark.slow
 def test_distill_on_a_base_without_text_tower_uses_prototypes(toy_folder, toy_teacher, tmp_path, capsys):
     _, spec = toy_teacher
     out = tmp_path / "run"

@@ -1,5 +1,7 @@
 """Every relative link in the docs leads somewhere: the file exists and, for a ``#fragment`` into a Markdown file,
-that file has a heading with GitHub's anchor for it. Every page under docs/ is reachable from the README."""
+that file has a heading with GitHub's anchor for it. Every page under docs/ is reachable from the README. Every test
+the ledgers (docs/claims.md, RELIABILITY.md) cite exists."""
+import ast
 import re
 from pathlib import Path
 
@@ -83,3 +85,44 @@ def test_no_table_is_cut_in_two_by_a_blank_line(page):
            if not lines[i].strip() and lines[i - 1].startswith("|") and lines[i + 1].startswith("|")
            and not re.match(r"\|[\s:|-]+\|\s*$", lines[i + 2] if i + 2 < len(lines) else "")]
     assert cut == [], f"blank line at line(s) {cut} inside a table"
+
+
+LEDGERS = [ROOT / "docs" / "claims.md", ROOT / "RELIABILITY.md"]
+CITED = re.compile(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`|`…::(\w+)`")
+
+
+def cited_tests(text):
+    """``(file, name)`` for each test cited in ``text``; ``::name`` and ``…::name`` are in the last file named
+    before them (name None: the whole file)."""
+    cited, last = [], None
+    for file, name, elided in CITED.findall(text):
+        last = file or last
+        if file or name or elided:
+            cited.append((last, name or elided or None))
+    return cited
+
+
+def missing_tests(text):
+    """The cited tests that are not defined (``file::name``, or the file alone)."""
+    missing = []
+    for file, name in cited_tests(text):
+        path = ROOT / file if file else None
+        if path is None or not path.is_file():
+            missing.append(f"{file}::{name}")
+        elif name and name not in {n.name for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                                   if isinstance(n, ast.FunctionDef)}:
+            missing.append(f"{file}::{name}")
+    return missing
+
+
+@pytest.mark.parametrize("ledger", LEDGERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_test_the_ledgers_cite_exists(ledger):
+    text = ledger.read_text(encoding="utf-8")
+    assert len(cited_tests(text)) > 20
+    assert missing_tests(text) == []
+
+
+def test_a_missing_test_or_file_is_found():
+    text = ("`tests/test_docs_links.py::test_a_missing_test_or_file_is_found`, `::no_such_test`, `…::anchors`; "
+            "`tests/no_such_file.py`")
+    assert missing_tests(text) == ["tests/test_docs_links.py::no_such_test", "tests/no_such_file.py::None"]

@@ -8,8 +8,7 @@ import torch
 
 from hello_labels import HelloLabelsError
 from hello_labels.cli import main
-from hello_labels.errors import (BadInputError, CorruptFileError, FolderBusyError, HubUnreachableError,
-                                 TrustRefusedError)
+from hello_labels.errors import BadInputError, CorruptFileError, FolderBusyError, HubUnreachableError, TrustRefusedError
 
 
 def test_the_hierarchy():

@@ -148,6 +148,7 @@ def test_log_lines_are_one_escaped_line():
     assert _EscapedFormatter("%(message)s").format(record) == r"no weights in x\x1b[2J\nerror: fine"
 
 
+@pytest.mark.slow
 def test_warnings_are_one_escaped_line(saved, tmp_path):
     """Before: a warning came as Python's two lines with the folder name raw. Run as a user runs it (pytest catches
     warnings and log records itself)."""
@@ -158,6 +159,7 @@ def test_warnings_are_one_escaped_line(saved, tmp_path):
     assert not any(c in run.stderr + run.stdout for c in RAW)
 
 
+@pytest.mark.slow
 def test_an_unknown_pretrained_tag_is_one_escaped_line(saved, tmp_path):
     """Before: open_clip's own log line (the tag raw, then the known tags) came before our error, two lines."""
     base = {"kind": "open_clip", "name": "RN50", "pretrained": "openai\x1b[2J\rall is well"}

@@ -101,6 +101,7 @@ def test_push_refuses_a_local_base_and_files_naming_this_machine(hub, tiny_rn_di
     assert not hub.requests  # refused before any request
 
 
+@pytest.mark.slow
 def test_distill_push_to_hub_round_trips_and_publishes_no_local_path(hub, toy_folder, toy_teacher, tmp_path,
                                                                      tmp_path_factory, capsys):
     _, spec = toy_teacher
@@ -152,6 +153,7 @@ def test_distill_push_to_hub_round_trips_and_publishes_no_local_path(hub, toy_fo
     assert "bytes float32" in shown and "license:" in shown
 
 
+@pytest.mark.slow
 def test_convert_records_the_labels_by_identity(toy_folder, toy_teacher, tmp_path, tmp_path_factory):
     from hello_labels.train.distill import DistillConfig
     from hello_labels.train.jobs import augmented, convert_labels, make_projector

@@ -3,9 +3,9 @@ after RDED's folders), through ImageNet's open_clip names, WordNet ids and indic
 names are known, refused when they do not match."""
 import pytest
 import torch
-from hello_labels.adapters import rded
 
 from hello_labels import LabelProjector
+from hello_labels.adapters import rded
 from hello_labels.errors import HelloLabelsError
 from hello_labels.labels.classes import class_index
 
@@ -25,6 +25,7 @@ def nette(table: int):
     return [imagenet_names()[table][i] for i in rded.SUBSETS[NETTE]]
 
 
+@pytest.mark.slow
 def test_a_subset_sized_projector_is_matched_by_name_not_position(tiny_vit_dir):
     """Imagenette's names in alphabetical order, as ImageFolder orders name folders: the RDED teacher's column i is
     the projector's row named like RDED class i."""

@@ -25,6 +25,7 @@ def distill_argv(vit, data, spec, out, *extra):
             "--head-rank", 4, "--input-size", SIZE, "--steps", 2, "--batch-size", 8, "--out", out, "--quiet", *extra]
 
 
+@pytest.mark.slow
 def test_distill_eval_views_0_skips_evaluation_as_documented(tiny_vit_dir, toy_folder, toy_teacher, tmp_path,
                                                               capsys):
     """Before: calibration drew its views from the 0 held-out views and torch.cat raised a ValueError."""
@@ -91,6 +92,7 @@ def conv_projector(classes):
                                     class_names=list(classes), head_init="zero", lora_targets=["0.weight"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("classes, extra", [("1000000000000000", []), ("200000000", ["--batch-size", "1"])])
 def test_storage_with_a_huge_class_count_is_refused_at_once(classes, extra):
     """Before: ``--classes 1000000000000000`` built 10^15 placeholder names (and then tensors) until memory ran

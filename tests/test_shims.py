@@ -12,10 +12,10 @@ import sre2l_reference as ref
 import torch
 import torch.nn.functional as F
 import torchvision
-from hello_labels.adapters import rded, sre2l
 from torch import nn
 
 from hello_labels import HelloLabelsError
+from hello_labels.adapters import rded, sre2l
 
 SIZE = 32
 
@@ -80,6 +80,7 @@ def test_sre2l_batches_have_sre2l_structure_and_remixing_rebuilds_the_labelled_i
             assert torch.allclose(projector(remixed), soft_label, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_sre2l_training_loop_learns_from_projector_labels(projector_dir, toy_folder):
     args = SimpleNamespace(mix_type="cutmix", mode="fkd_load", temperature=4.0)
     args.train_loader = sre2l.ProjectorLabels(str(projector_dir), args, fkd_save_loader(toy_folder))
@@ -104,6 +105,7 @@ def test_tiny_sre2l_training_loop_learns_from_projector_labels(projector_dir, to
     assert epoch_losses[-1] < 0.6 * epoch_losses[0], epoch_losses
 
 
+@pytest.mark.slow
 def test_rded_teacher_works_in_rded_loop_under_dataparallel(projector_dir, toy_folder):
     from hello_labels import LabelProjector
 
@@ -156,10 +158,10 @@ def test_documented_sre2l_diff_changes_at_most_five_lines():
     from pathlib import Path
 
     diff = (Path(__file__).resolve().parents[1] / "examples" / "sre2l_train_FKD.diff").read_text().splitlines()
-    added = [l for l in diff if l.startswith("+") and not l.startswith("+++")]
-    removed = [l for l in diff if l.startswith("-") and not l.startswith("---")]
+    added = [line for line in diff if line.startswith("+") and not line.startswith("+++")]
+    removed = [line for line in diff if line.startswith("-") and not line.startswith("---")]
     assert len(added) <= 5 and len(removed) <= len(added)
-    assert any("sre2l.ProjectorLabels(args.projector, args," in l for l in added)
+    assert any("sre2l.ProjectorLabels(args.projector, args," in line for line in added)
 
 
 # ----------------------------------------------------------------------------- shims a researcher cannot misuse
@@ -224,6 +226,7 @@ def test_shims_leave_the_callers_projector_and_random_streams_alone(projector_di
     assert not projector.merged and [p.requires_grad for p in projector.parameters()] == grads
 
 
+@pytest.mark.slow
 def test_sre2l_mixes_follow_set_epoch_and_start_epoch(projector_dir, toy_folder):
     def mixes(shim, epoch=None):
         if epoch is not None:
@@ -493,6 +496,7 @@ def parallel_train(args, model, gpu, ngpus_per_node, labelled):
 
 
 @pytest.mark.parametrize("accumulation, full", [(1, [[(0, 6)], [(6, 12)]]), (2, [[(0, 3), (6, 9)], [(3, 6), (9, 12)]])])
+@pytest.mark.torchrun
 def test_each_ddp_process_labels_only_the_rows_it_trains_on(accumulation, full, untrained_projector_dir, toy_folder,
                                                             tmp_path, monkeypatch):
     """Two gloo processes (the student in DDP), batch size 12 (40 images: batches of 12, 12, 12, 4): each runs the
@@ -536,6 +540,7 @@ def test_slice_labels_apply_the_loops_conversions_to_each_slice_and_refuse_other
             labels[index]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, message", [
     ("sre2l.require(SimpleNamespace(granularity='batch'), granularity='epoch')",
      "--granularity batch needs the stored label files; with --projector only --granularity epoch is supported"),

@@ -26,12 +26,13 @@ import ddp_ranks
 import pytest
 import torch
 import torchvision
-from hello_labels.adapters import _load, sre2l
 from torch import nn
 
 from hello_labels import HelloLabelsError
+from hello_labels.adapters import _load, sre2l
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+pytestmark = [pytest.mark.upstream, pytest.mark.slow]
 
 
 def needs(variable):
@@ -96,6 +97,7 @@ class Record:
     """What an upstream run did: the batches the shim yielded, the images the loop's own ``mix_aug`` returned, what
     the student was fed, the shims; for per-slice labels each slice the loop took ``(batch number, rows, labels,
     the projector's batch sizes while labelling it)``; and the batch size of every projector call."""
+
     batches: list = field(default_factory=list)
     mixed: list = field(default_factory=list)
     seen: list = field(default_factory=list)
@@ -487,6 +489,7 @@ def test_ddp_script_worker_trains_on_projector_labels(variable, branch, diff, fi
     ddp_ranks.check_labels_only_its_rows(runs[0], ([[(0, 8)]] * 4 + [[last]]) * 2)  # each slice taken, labelled
 
 
+@pytest.mark.torchrun
 @pytest.mark.parametrize("variable, branch, diff, fields", [pytest.param(*p, marks=needs(p[0])) for p in DDP_SCRIPTS])
 def test_each_ddp_rank_labels_only_the_rows_it_trains_on(variable, branch, diff, fields, upstream, toy_folder,
                                                          tmp_path):

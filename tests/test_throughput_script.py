@@ -7,6 +7,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test runs the throughput script
 TINY = ["--batch-size", "2", "--warmup", "1", "--repeats", "2", "--threads", "1"]
 
 

@@ -21,6 +21,7 @@ DIFFS = [("HELLO_LABELS_RDED_CHECKOUT", "rded_validation.diff"),
                                                                        "edc_imagenet10_train_FKD_parallel.diff"]]]
 
 
+@pytest.mark.upstream
 @pytest.mark.parametrize("variable, diff", DIFFS)
 def test_documented_diff_applies_to_upstream(variable, diff):
     checkout = os.environ.get(variable)
@@ -34,7 +35,7 @@ def test_documented_diff_applies_to_upstream(variable, diff):
 @pytest.mark.parametrize("diff", sorted({d for _, d in DIFFS} - {"rded_validation.diff"}))
 def test_sre2l_family_diffs_stay_small_and_wrap_the_training_loader(diff):
     lines = (EXAMPLES / diff).read_text().splitlines()
-    added = [l for l in lines if l.startswith("+") and not l.startswith("+++")]
-    removed = [l for l in lines if l.startswith("-") and not l.startswith("---")]
+    added = [line for line in lines if line.startswith("+") and not line.startswith("+++")]
+    removed = [line for line in lines if line.startswith("-") and not line.startswith("---")]
     assert len(added) <= 7 and len(removed) < len(added)
-    assert sum("sre2l.ProjectorLabels(args.projector, args," in l for l in added) == 1
+    assert sum("sre2l.ProjectorLabels(args.projector, args," in line for line in added) == 1

@@ -12,9 +12,14 @@ from ..constants import ADAPTER_DTYPES, HEAD_INITS, MIX_NAMES, SHIPPED_BASES  # 
 from ..errors import escape
 from ..options import NONE
 
-BASE_HELP = ("the base encoder: " + " or ".join(SHIPPED_BASES) + " (shipped with the package), an open_clip name "
-             "(RN50, ViT-B-32; its weights via --pretrained TAG), timm:NAME (timm's weights: see --base-pretrained), "
-             "local-dir:PATH or hf-hub:ORG/NAME (open_clip folders), or module:pkg.mod:fn (your encoder)")
+
+def base_help(weights: bool = True) -> str:
+    """Help of ``--base``; ``weights``: the verb has ``--pretrained`` and ``--base-pretrained`` to choose weights."""
+    open_clip = "an open_clip name (RN50, ViT-B-32; its weights via --pretrained TAG)" if weights else \
+        "an open_clip name (RN50, ViT-B-32)"
+    timm = "timm:NAME (timm's weights: see --base-pretrained)" if weights else "timm:NAME"
+    return (f"the base encoder: {' or '.join(SHIPPED_BASES)} (shipped with the package), {open_clip}, {timm}, "
+            "local-dir:PATH or hf-hub:ORG/NAME (open_clip folders), or module:pkg.mod:fn (your encoder)")
 
 
 class Formatter(argparse.HelpFormatter):
@@ -30,8 +35,8 @@ class Formatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("%(default)" not in text and "default" not in text and action.option_strings
-                and action.default not in (None, False, argparse.SUPPRESS)):
+        unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS  # 0 is set
+        if "%(default)" not in text and "default" not in text and action.option_strings and not unset:
             text += " (default: %(default)s)"
         return text
 

@@ -23,8 +23,9 @@ def register(sub) -> None:
                    help="fraction of label files LPLD keeps (0.025: its 40x pruning)")
     g.add_argument("--teacher", default="torchvision:resnet18",
                    help="timm:NAME / torchvision:NAME (random init, no download), a checkpoint file, or 'none'")
-    g.add_argument("--base", action="append", help="compute the adapter on this base from shapes; repeatable "
-                                                   "(default: RN50 unless --projector); " + common.BASE_HELP)
+    g.add_argument("--base", action="append",
+                   help="compute the adapter on this base from shapes; repeatable (default: RN50 unless --projector); "
+                        + common.base_help(weights=False))
     g.add_argument("--projector", action="append", help="a saved projector directory or Hub id; repeatable")
     common.load_args(g, pin=False, revision=False)
     g.add_argument("--class-names", help="'imagenet' or a text file, for --base's config.json (default: "

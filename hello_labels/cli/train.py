@@ -34,7 +34,7 @@ def register(sub) -> None:
 def _projector_args(p) -> None:
     """The projector flags: what it is built from, then one per flagged :class:`ProjectorConfig` field."""
     g = p.add_argument_group("projector")
-    g.add_argument("--base", help=common.BASE_HELP)
+    g.add_argument("--base", help=common.base_help())
     g.add_argument("--pretrained", help="open_clip pretrained tag or weights file for --base (e.g. openai), or a "
                                         "timm checkpoint file")
     g.add_argument("--base-pretrained", action=argparse.BooleanOptionalAction, default=None,

@@ -88,6 +88,8 @@ RECIPES = {
 
 @dataclass
 class DemoSettings:
+    """The demo's sizes, steps and seeds (``hello-labels demo`` flags)."""
+
     ipc: int = 5                 # synthetic images per class
     input_size: int = 28
     min_scale: float = 0.5

@@ -86,7 +86,8 @@ def crop_box(coords: torch.Tensor, height: int, width: int) -> Tuple[int, int, i
 
 
 def crop_flip(image, coords: torch.Tensor, flip: bool, size: int, interpolation: str = "bilinear") -> torch.Tensor:
-    """Crop ``coords`` out of a PIL image or ``[C, H, W]`` tensor, resize to ``size``, flip; float ``[C, S, S]`` in 0-1."""
+    """Crop ``coords`` out of a PIL image or ``[C, H, W]`` tensor, resize to ``size``, flip; float ``[C, S, S]``
+    in 0-1."""
     height, width = image_size(image)
     top, left, h, w = crop_box(coords, height, width)
     if not isinstance(image, torch.Tensor):

@@ -17,11 +17,11 @@ from typing import Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..distributed import DistEnv, all_ok, on_main
 from ..errors import BadInputError, CorruptFileError, first_line
 from ..files import atomic_write_json, loads_json, remove_stale_temps
 from ..fingerprint import module_digest, source_fingerprint, tensor_digest
 from ..model.fastpath import FastOptions, label_dtype
-from ..distributed import DistEnv, all_ok, on_main
 from ..runs import RunLock, check_settings, ensure_writable
 from ..seeds import derive_seed
 from .augment import apply_mix, draw_mix

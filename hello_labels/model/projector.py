@@ -20,8 +20,7 @@ from ..errors import BadInputError, HelloLabelsError
 from . import directory, persistence
 from .adapter import Adapter, default_lora_targets
 from .bases import Base, build_base, default_head, module_spec, parse_base
-from .config import (ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora,  # noqa: F401  (also from here)
-                     fresh_config)
+from .config import ADAPTER_DTYPES, DTYPES, ProjectorConfig, check_config, check_lora, fresh_config  # noqa: F401  (also from here)
 from .deprecated import DeprecatedEngineAliases
 from .directory import ADAPTER_FILE, CONFIG_FILE  # noqa: F401  (also imported from here)
 from .fastpath import CHUNK_BYTES, FastOptions, FastProjector

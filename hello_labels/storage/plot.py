@@ -57,7 +57,8 @@ class StorageSeries:
 
 
 def storage_series(setting: LabelSetting, *, ipcs: Sequence[int] = IPCS, epochs: Sequence[int] = (),
-                   top_k: Optional[int] = None, keep_ratio: float = 0.025, teacher: Optional[str] = "torchvision:resnet18",
+                   top_k: Optional[int] = None, keep_ratio: float = 0.025,
+                   teacher: Optional[str] = "torchvision:resnet18",
                    bases: Sequence[str] = (), projectors: Sequence[str] = (), class_names=None,
                    lora_rank: Optional[int] = None, head_rank: int = 64) -> StorageSeries:
     """Bytes of each label source at each IPC in ``ipcs`` for ``setting``'s classes, batch size, dtype and mix

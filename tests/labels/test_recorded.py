@@ -28,6 +28,7 @@ def exported(tiny_projector, toy_folder, tmp_path_factory):
     return projector, out
 
 
+@pytest.mark.slow
 def test_eval_reads_exported_labels_with_the_recorded_seed(exported, toy_folder):
     """The exporting projector against its own labels: identical views give KL 0, unless the labels are read in
     the default seed-42 order (other images under each label)."""

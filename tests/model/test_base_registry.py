@@ -122,7 +122,8 @@ def test_a_timm_base_loads_its_published_weights_and_says_so(hub, tmp_path, caps
     p.save_pretrained(tmp_path / "p")
     assert main(["info", str(tmp_path / "p")]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("base weights:"))
-    assert "pretrained: timm's test_resnet weights; tag r160_in1k, hub_id timm/test_resnet.r160_in1k; tensors sha256 " in line
+    assert ("pretrained: timm's test_resnet weights; tag r160_in1k, hub_id timm/test_resnet.r160_in1k; "
+            "tensors sha256 ") in line
     card = (tmp_path / "p" / "README.md").read_text()
     assert "pretrained: timm's test_resnet weights" in card and "base_model: timm/test_resnet.r160_in1k" in card
 
@@ -139,7 +140,8 @@ def test_a_timm_checkpoint_is_named_by_its_file(tmp_path):
     torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), tmp_path / "mine.pth")
     p = LabelProjector.from_base("timm:test_resnet", str(tmp_path / "mine.pth"), class_names=["a", "b"],
                                  head_init="random")
-    assert card_facts(p.config, p.adapter_facts())["base weights"].startswith("pretrained: checkpoint file mine.pth; file mine.pth sha256 ")
+    facts = card_facts(p.config, p.adapter_facts())
+    assert facts["base weights"].startswith("pretrained: checkpoint file mine.pth; file mine.pth sha256 ")
 
 
 def test_weights_given_to_a_base_that_brings_its_own_are_refused(tmp_path, capsys):

@@ -69,7 +69,8 @@ def test_wrong_types_unknown_keys_and_newer_formats_are_one_line_errors(saved, t
     assert "\n" not in str(err.value) and "config.json" in str(err.value)
 
 
-@pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"), ("null", "expected a JSON object, got null"),
+@pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"),
+                                           ("null", "expected a JSON object, got null"),
                                            ("[1, 2]", r"expected a JSON object, got \[1, 2\]")])
 def test_invalid_json_null_and_lists_are_one_line_errors(saved, tmp_path, text, message, capsys):
     path = _with(saved, tmp_path, text=text)
@@ -136,6 +137,7 @@ def _digests(path):
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir())}
 
 
+@pytest.mark.slow
 def test_the_same_projector_saves_byte_identical_files(saved, tmp_path):
     p, path = saved
     # in one process: the safetensors header's metadata order used to change from save to save

@@ -55,6 +55,7 @@ def close(fast, slow):
     return (fast - slow).abs().max().item() <= fastpath.TOLERANCE * slow.abs().max().item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, folded, channels_last", [("rn", 19, True), ("lite0", 49, True), ("vit", 0, False)])
 def test_fast_path_equals_the_unfused_modules_with_batchnorm_folded(name, folded, channels_last, request):
     projector = request.getfixturevalue(name)
@@ -375,6 +376,7 @@ def _largest_output_seen(fast, x):
     return seen[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["rn", "lite0"])
 def test_a_cpu_batch_runs_in_chunks_whose_tensors_stay_under_the_limit(name, request):
     """Large CPU batches are split so that no tensor the base makes outgrows ``chunk_bytes`` (malloc's heap):
@@ -451,6 +453,7 @@ def test_the_passes_run_in_order_and_each_alone(rn):
         assert close(torch.addmm(bias, features, weight.t()), rn.head(features))
 
 
+@pytest.mark.slow
 def test_the_demos_projector_labels_its_batches_whole():
     """The demo labels 10 images at a time at 32 px: far below the chunk limit, so its labels are computed as
     before chunking existed (its recorded figures stand); 224-px batches of the same base are split."""

@@ -17,6 +17,7 @@ def saved(tiny_rn_dir, class_names, path, bias):
     return p
 
 
+@pytest.mark.slow
 def test_download_revision_cache_and_offline(hub, tiny_rn_dir, class_names, tmp_path, monkeypatch):
     x = torch.randn(2, 3, 32, 32)
     v1 = saved(tiny_rn_dir, class_names, tmp_path / "v1", bias=1.0)

@@ -23,7 +23,8 @@ def pixels(n=4, size=24, seed=0):
 def test_0_255_and_twice_normalised_inputs_are_refused(projector):
     x = pixels()
     for wrong in (x * 255, (x * 255 - MEAN) / STD, ((x - MEAN) / STD - MEAN) / STD):
-        with pytest.raises(HelloLabelsError, match="outside what pixels in \\[0, 1\\] normalised with input_mean") as err:
+        with pytest.raises(HelloLabelsError,
+                           match="outside what pixels in \\[0, 1\\] normalised with input_mean") as err:
             projector(wrong)
         assert "\n" not in str(err.value) and "check_inputs=False" in str(err.value)
     with pytest.raises(HelloLabelsError, match="images range from nan"):

@@ -37,7 +37,7 @@ def test_zero_init_lora_is_the_base_and_every_target_kind_gets_gradients():
     loras = add_lora(model, ALL)
     assert set(loras) == {"conv.weight", "attn.in_proj_weight", "fc.weight", "proj"}
     assert torch.equal(model(x), reference)  # B = 0 -> delta exactly 0
-    assert {n: l.rank for n, l in loras.items()} == {"conv.weight": 2, "attn.in_proj_weight": 3,
+    assert {n: lora.rank for n, lora in loras.items()} == {"conv.weight": 2, "attn.in_proj_weight": 3,
                                                      "fc.weight": 4, "proj": 2}
     assert loras["fc.weight"].scale == 2.0
     model(x).pow(2).sum().backward()

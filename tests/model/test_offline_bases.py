@@ -57,6 +57,7 @@ def test_pretrained_weights_out_of_reach_are_one_line(no_hub, monkeypatch, offli
     assert constants.HF_HUB_OFFLINE is offline  # the switch is back as it was
 
 
+@pytest.mark.slow
 def test_info_on_a_projector_with_such_a_base_says_so(no_hub, tmp_path, capsys):
     from safetensors.torch import save_file
 

@@ -122,7 +122,8 @@ def test_save_load_round_trip_identical_logits_and_only_adapter_tensors(tiny_rn_
     card = (tmp_path / "proj" / "README.md").read_text()
     assert "library_name: hello-labels" in card and "teacher: timm:resnet18" in card
     # one definition of the adapter's bytes: the file's, in the card, repr and adapter_file_bytes alike
-    assert f"adapter_bytes: {adapter.stat().st_size}" in card and f"adapter.safetensors {adapter.stat().st_size:,} bytes" in card
+    size = adapter.stat().st_size
+    assert f"adapter_bytes: {size}" in card and f"adapter.safetensors {size:,} bytes" in card
     assert p.adapter_file_bytes() == adapter.stat().st_size and f"{adapter.stat().st_size:,} bytes" in repr(q)
     config = json.loads((tmp_path / "proj" / "config.json").read_text())
     assert config["class_names"] == class_names and config["base"]["kind"] == "open_clip"
@@ -153,6 +154,7 @@ def test_merge_matches_and_survives_save(tiny_rn_dir, class_names, tmp_path):
         assert torch.allclose(LabelProjector.from_pretrained(tmp_path / "m")(x), unmerged, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_deep_copies_merge_independently(tiny_rn_dir, class_names):
     import copy
 
@@ -297,6 +299,7 @@ def test_unknown_bases_and_missing_config(tmp_path, class_names):
         LabelProjector.from_base("timm:test_resnet", class_names=class_names)
 
 
+@pytest.mark.slow
 def test_merged_prototype_projector_saves_and_loads_its_own_head(tiny_rn_dir, class_names, tmp_path):
     """A prototype head's weight is stored in the adapter: saved from a merged projector it must be the prototypes,
     not prototypes + head delta (the delta would be applied twice on load), and loading into a merged projector

@@ -3,6 +3,7 @@ stand-in (``tests/hub_server.py``): repo creation, preupload, LFS upload, commit
 commit sha. No mock on that path."""
 import json
 
+import pytest
 import torch
 from hub_server import hub  # noqa: F401  (fixture)
 from huggingface_hub import HfApi
@@ -14,6 +15,7 @@ REPO = "lab/pushed"
 BASE = "hello-labels:tiny-clip-vit"  # a base others can rebuild: a local-dir: base is refused (test_publish.py)
 
 
+@pytest.mark.slow
 def test_push_to_hub_then_load_by_branch_and_commit(hub, class_names, tmp_path):
     p = LabelProjector.from_base(BASE, class_names=class_names, templates="simple",
                                  head_rank=4, metadata={"dataset": "toy"})

@@ -93,6 +93,7 @@ def test_only_the_projector_files_are_uploaded(saved, hub):
     assert SECRET not in _uploaded(hub)
 
 
+@pytest.mark.slow
 def test_push_to_hub_after_training_uploads_no_linked_file(hub, toy_folder, toy_teacher, tmp_path):
     """``distill --push-to-hub`` pushes with the same function; links planted in OUT are replaced by the save."""
     (tmp_path / "passwd").write_bytes(SECRET)

@@ -3,8 +3,15 @@ import pytest
 import torch
 
 from hello_labels import HelloLabelsError
-from hello_labels.model.quantize import (QUANTIZED, SCALES, dequantize_adapter, dequantize_tensor, quantize_adapter,
-                                         quantize_tensor, quantized_bytes)
+from hello_labels.model.quantize import (
+    QUANTIZED,
+    SCALES,
+    dequantize_adapter,
+    dequantize_tensor,
+    quantize_adapter,
+    quantize_tensor,
+    quantized_bytes,
+)
 
 
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
@@ -46,7 +53,8 @@ def test_adapter_file_round_trip_and_size(fmt, tmp_path):
 
     torch.manual_seed(0)
     tensors = {"encoder.conv.weight.lora_A": torch.randn(8, 27), "encoder.conv.weight.lora_B": torch.randn(16, 8),
-               "head.weight.lora_B": torch.randn(5, 4), "head.bias": torch.randn(5), "head.logit_scale": torch.tensor(2.)}
+               "head.weight.lora_B": torch.randn(5, 4), "head.bias": torch.randn(5),
+               "head.logit_scale": torch.tensor(2.)}
     out, meta = quantize_adapter(tensors, fmt)
     save_file(out, str(tmp_path / "a.safetensors"), metadata=meta)
     with safe_open(str(tmp_path / "a.safetensors"), "pt") as f:

@@ -3,8 +3,8 @@
 import logging
 
 import open_clip
-
 from conftest import TINY_VIT, write_open_clip_dir
+
 from hello_labels import LabelProjector
 from hello_labels.model.quiet import random_init_expected
 

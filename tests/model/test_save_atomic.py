@@ -145,6 +145,7 @@ def test_a_kill_at_every_step_of_a_save_leaves_old_or_new(old_and_new, tmp_path,
     assert step >= 4, seen  # staged adapter, config.json, adapter rename, README at least
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_old_or_new(old_and_new, tmp_path):
     """A forked child saves the new and the old projector over each other in a loop until it is SIGKILLed at a
     random moment; after every kill the folder loads as one of the two (60 trials)."""

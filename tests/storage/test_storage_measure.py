@@ -29,7 +29,8 @@ def write_sre2l_dir(root, classes, images, epochs, batch_size, mix="cutmix", gvb
         for b, start in enumerate(range(0, images, batch_size)):
             n = min(batch_size, images - start)
             lam = float(rng.beta(1.0, 1.0)) if mix != "none" else None
-            bbox = [np.int64(v) for v in np.sort(rng.integers(0, 224, (2, 2)), axis=0).ravel()] if mix == "cutmix" else None
+            bbox = [np.int64(v) for v in np.sort(rng.integers(0, 224, (2, 2)), axis=0).ravel()] \
+                if mix == "cutmix" else None
             batch = FKDBatch(torch.rand(n, 4) / 2, torch.rand(n) < 0.5, torch.randperm(n) if mix != "none" else None,
                              lam, bbox, torch.randn(n, classes).half(),
                              torch.arange(start, start + n) if gvbsm else None)
@@ -111,6 +112,7 @@ def test_saved_and_computed_adapter_bytes_equal_num_adapter_bytes(tmp_path, tiny
     assert base_rows[0].bytes == size.encoder_bytes + size.text_bytes
 
 
+@pytest.mark.slow
 def test_rn50_adapter_from_shapes_matches_the_readme():
     size, spec, head = computed_adapter_size("RN50", "imagenet", dtype="float16")
     assert (size.params, size.tensor_bytes, size.lora_targets, head) == (770_241, 1_540_482, 55, "text")
@@ -134,6 +136,7 @@ def test_teacher_by_architecture_and_by_checkpoint(tmp_path):
         teacher_size("resnet18", 1000)
 
 
+@pytest.mark.slow
 def test_a_saved_projectors_settings_at_more_classes_measure_as_that_projector_saved(tmp_path, tiny_rn_dir):
     from hello_labels.storage import adapter_size_at, labels_and_adapter_at
 

@@ -28,7 +28,8 @@ def label_dirs(toy_folder, toy_teacher, tmp_path_factory):
     np.random.seed(0)
     kw = dict(epochs=3, batch_size=16, input_size=SIZE, min_scale=0.25)
     return {
-        "cutmix": ref.generate_soft_labels(toy_folder, teacher, root / "cutmix", mix_type="cutmix", use_fp16=True, **kw),
+        "cutmix": ref.generate_soft_labels(toy_folder, teacher, root / "cutmix", mix_type="cutmix", use_fp16=True,
+                                           **kw),
         "mixup": ref.generate_soft_labels(toy_folder, teacher, root / "mixup", mix_type="mixup", **kw),
         "gvbsm": ref.generate_soft_labels(toy_folder, teacher, root / "gvbsm", gvbsm_index=True, **kw),
     }
@@ -67,6 +68,7 @@ def test_replayed_views_match_sre2l_replay(label_dirs, toy_folder):
     assert number == 2 * info.batches_per_epoch - 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cutmix", "mixup", "gvbsm"])
 def test_convert_label_directory_reaches_high_agreement_with_the_stored_labels(kind, label_dirs, toy_folder,
                                                                              tiny_projector, tmp_path):
@@ -79,6 +81,7 @@ def test_convert_label_directory_reaches_high_agreement_with_the_stored_labels(k
     assert after.agreement >= 0.8 and after.agreement > before.agreement + 0.3, (before.agreement, after.agreement)
 
 
+@pytest.mark.slow
 def test_convert_per_image_label_files(toy_folder, toy_teacher, tiny_vit_dir, tmp_path):
     teacher, _ = toy_teacher
     images = augmented(toy_folder, SIZE)
@@ -152,6 +155,7 @@ def test_every_label_source_implements_the_targets_protocol(tiny_projector, toy_
     assert not isinstance(object(), Targets)
 
 
+@pytest.mark.slow
 def test_convert_replays_every_stored_file_by_default_and_warns_when_steps_leave_some_unused(
         label_dirs, toy_folder, tiny_projector, tmp_path, monkeypatch):
     """A fixed step count silently ignored a label directory's last epochs (600 steps used 60 of the benchmark's
@@ -196,6 +200,7 @@ def test_unset_convert_steps_give_every_image_its_views_when_the_directory_holds
     assert jobs.convert_steps(StoredTargets(images, labels)) == 9
 
 
+@pytest.mark.slow
 def test_convert_trains_on_images_it_is_given_as_on_its_own_and_refuses_them_at_another_size(
         label_dirs, toy_folder, tiny_projector, tmp_path):
     """The CLI opens the synthetic set once and hands it to convert; images at a size other than the labels' crops

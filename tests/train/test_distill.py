@@ -19,6 +19,7 @@ from hello_labels.train.jobs import distill_from_teachers, evaluate
 SIZE = 32
 
 
+@pytest.mark.slow
 def test_distill_raises_agreement_well_above_the_untrained_projector(tiny_projector, toy_folder, toy_teacher,
                                                                      tmp_path):
     teacher, spec = toy_teacher
@@ -38,6 +39,7 @@ def test_distill_raises_agreement_well_above_the_untrained_projector(tiny_projec
     assert config["metadata"]["distill"]["steps"] == 200
 
 
+@pytest.mark.slow
 def test_bf16_autocast_path_trains(tiny_projector, toy_folder, toy_teacher, tmp_path):
     projector, images = tiny_projector(toy_folder)
     before = {k: v.detach().clone() for k, v in projector.adapter_state_dict().items()}
@@ -79,6 +81,7 @@ def adapter(path):
     return load_file(str(Path(path) / "adapter.safetensors"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_adapter(tiny_vit_dir, toy_folder, toy_teacher, tmp_path):
     _, spec = toy_teacher
     steps = 150
@@ -112,6 +115,8 @@ def test_kill_and_resume_gives_the_uninterrupted_adapter(tiny_vit_dir, toy_folde
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
+@pytest.mark.torchrun
 def test_two_process_gloo_run_matches_a_single_process_run(tiny_vit_dir, toy_folder, toy_teacher, tmp_path):
     _, spec = toy_teacher
     extra = ["--mix-type", "none", "--checkpoint-every", 10]
@@ -146,6 +151,7 @@ def test_eval_cli_prints_and_writes_json_and_png(tiny_projector, toy_folder, toy
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_distilling_a_merged_or_frozen_projector_trains_its_deltas(tiny_projector, toy_folder, toy_teacher, tmp_path):
     projector, images = tiny_projector(toy_folder)
     projector.merge().requires_grad_(False)

@@ -28,6 +28,7 @@ def pixels(path):
     return np.asarray(Image.open(path), dtype=np.int16)
 
 
+@pytest.mark.slow
 def test_refine_raises_agreement_within_the_pixel_budget(tiny_projector, toy_folder, toy_teacher, tmp_path):
     teacher, _ = toy_teacher
     projector, images = tiny_projector(toy_folder)
@@ -81,6 +82,7 @@ def mixed_folder(toy_folder, tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_interrupted_refine_resumes_to_the_uninterrupted_result(tiny_projector, mixed_folder, toy_teacher, tmp_path,
                                                                 monkeypatch, capsys):
     teacher, spec = toy_teacher

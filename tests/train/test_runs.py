@@ -61,6 +61,7 @@ def second_writer_is_refused(first_cmd, second_cmd, lock_path):
     assert not lock_path.exists()
 
 
+@pytest.mark.slow
 def test_a_second_distill_into_the_same_folder_stops_at_once(tiny_vit_dir, toy_folder, toy_teacher, tmp_path):
     out = tmp_path / "run"
     args = distill_args(tiny_vit_dir, toy_folder, toy_teacher[1], out, 100_000, "--checkpoint-every", 100_000)
@@ -68,6 +69,7 @@ def test_a_second_distill_into_the_same_folder_stops_at_once(tiny_vit_dir, toy_f
     assert not (out / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_a_second_export_into_the_same_folder_stops_at_once(tiny_projector, toy_folder, tmp_path):
     projector, _ = tiny_projector(toy_folder)
     projector.save_pretrained(tmp_path / "p")
@@ -108,6 +110,7 @@ class DiesAtStep(TeacherTargets):
         return super().__call__(plan, mixed)
 
 
+@pytest.mark.slow
 def test_metrics_do_not_depend_on_where_a_run_was_interrupted(tiny_projector, toy_folder, toy_teacher, tmp_path):
     cfg = DistillConfig(steps=20, checkpoint_every=5, calibrate=False, **CFG)  # calibration would call the targets
     projector, images = tiny_projector(toy_folder)
@@ -127,6 +130,7 @@ def test_metrics_do_not_depend_on_where_a_run_was_interrupted(tiny_projector, to
     assert full == cut and full["final_loss"] is not None
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_prints_its_result(tiny_vit_dir, toy_folder, toy_teacher, tmp_path, capsys):
     args = [str(a) for a in distill_args(tiny_vit_dir, toy_folder, toy_teacher[1], tmp_path / "run", 4)]
     assert main(args) == 0

@@ -10,6 +10,7 @@ import pytest
 
 from hello_labels.cli import main
 
+pytestmark = [pytest.mark.torchrun, pytest.mark.slow]
 SIZE = 32
 
 

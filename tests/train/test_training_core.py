@@ -28,6 +28,7 @@ def _projector(vit_dir, images, head_init):
 
 
 # ----------------------------------------------------------------------------- calibration
+@pytest.mark.slow
 @pytest.mark.parametrize("head_init", ["text", "prototype", "random", "zero"])
 def test_every_head_init_calibrates_to_a_bounded_scale_and_trains_with_finite_loss(head_init, tiny_vit_dir,
                                                                                   toy_folder, toy_teacher, tmp_path):
@@ -121,6 +122,7 @@ class _HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.slow
 def test_step_loop_reads_the_device_only_at_log_intervals(tiny_projector, toy_folder, toy_teacher, tmp_path):
     teacher, _ = toy_teacher
     projector, images = tiny_projector(toy_folder)
@@ -143,6 +145,7 @@ def cutmix_labels(toy_folder, toy_teacher, tmp_path_factory):
                                     batch_size=16, input_size=SIZE, min_scale=0.25, mix_type="cutmix")
 
 
+@pytest.mark.slow
 def test_stored_label_fidelity_is_called_in_sample_unless_the_epoch_was_left_out(cutmix_labels, toy_folder,
                                                                                   tiny_projector, tmp_path, capsys):
     projector, _ = tiny_projector(toy_folder)
@@ -195,6 +198,7 @@ def test_an_input_size_larger_than_the_labels_was_made_at_is_refused(cutmix_labe
     assert all(line.startswith("warning: ") for line in warned)
 
 
+@pytest.mark.slow
 def test_distill_also_records_its_fit_on_held_out_views_mixed_as_students_see_them(distilled_projector, toy_folder,
                                                                                      toy_teacher, tiny_projector):
     from hello_labels import LabelProjector
