@@ -7,8 +7,10 @@
   first also measures chunk sizes), counted on the Python stack at that call: all of them, and those in
   hello_labels' own files.
 * memory: a fresh process loads a saved projector through the SRe2L shim and labels one batch at the base's size;
-  reported: the base's weight bytes, the process's resident memory after the imports, after the batch, and its peak
-  (``ru_maxrss``). A shim that holds the base's weights once grows by about one copy of them.
+  reported: the base's weight bytes, the bytes of the distinct CPU tensor storages alive after the batch
+  (``tensor_bytes_alive``: the weights the shim holds, plus the batch; a shim that holds the base's weights once
+  holds about one copy of them), the process's resident memory after the imports, after the batch, and its peak
+  (``ru_maxrss``; the allocator keeps freed pages, so resident memory moves less than the tensors alive).
 * sizes: the largest classes and functions of ``hello_labels/`` in lines (``ast`` end - start + 1).
 Not a test: nothing is asserted.
 """
@@ -62,7 +64,7 @@ def frames() -> dict:
 
 
 MEMORY_CHILD = r"""
-import json, resource, sys
+import gc, json, resource, sys
 from types import SimpleNamespace
 import torch
 torch.set_num_threads(2)
@@ -78,7 +80,12 @@ batch = (torch.randn(8, 3, size, size), torch.zeros(8, dtype=torch.long), torch.
          torch.rand(8, 4))
 shim = ProjectorLabels(folder, SimpleNamespace(mix_type="cutmix"), [batch], device="cpu")
 next(iter(shim))
-print(json.dumps({"rss_after_imports": before, "rss_after_batch": rss(),
+gc.collect()
+storages = {}  # every CPU tensor alive, by storage: what the shim holds (weights) and the batch
+for obj in gc.get_objects():
+    if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and obj.layout == torch.strided:
+        storages[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
+print(json.dumps({"tensor_bytes_alive": sum(storages.values()), "rss_after_imports": before, "rss_after_batch": rss(),
                   "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
