@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hello_labels.cli import main
+from hello_labels.demo.pipeline import DEFAULT_BASE, RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,11 +73,13 @@ def test_demo_fast_path_runs_the_whole_pipeline(tmp_path, capsys):
     last = text.strip().splitlines()[-2:]
     assert last[0].startswith("ImageNet-1K, stored labels") and f"{stored_bytes:,} bytes" in last[0]
     adapter_1k = result["imagenet_1k"]["rows"][1]["bytes"]
-    assert last[1].startswith("ImageNet-1K, this demo's adapter (int8, 1,000 classes") and f"{adapter_1k:,}" in last[1]
+    dtype = RECIPES[DEFAULT_BASE].adapter_dtype
+    assert last[1].startswith(f"ImageNet-1K, this demo's adapter ({dtype}, 1,000 classes")
+    assert f"{adapter_1k:,}" in last[1]
     assert adapter < adapter_1k < stored_bytes / 1000
     for name in ("projector", "projector-from-labels"):
         projector = LabelProjector.from_pretrained(out / name)
-        assert projector.config.adapter_dtype == "int8" and projector.num_classes == 10  # the recipe's format
+        assert projector.config.adapter_dtype == dtype and projector.num_classes == 10  # the recipe's format
         for published in ("config.json", "README.md"):  # identities (teacher, data), never the demo's folders
             assert str(tmp_path) not in (out / name / published).read_text(), (name, published)
         assert projector.config.base["name"] == "hello-labels:efficientnet-lite0"  # the default base
