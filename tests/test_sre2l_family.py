@@ -470,6 +470,8 @@ DDP_SCRIPTS = [("HELLO_LABELS_GVBSM_CHECKOUT", "Branch_full_ImageNet_1k", "gvbsm
 
 
 def ddp_argv(toy_folder, tmp_path, *extra):
+    # made here: the scripts' own `if not exists: makedirs` runs in both ranks at once and races (FileExistsError)
+    (tmp_path / "out").mkdir(exist_ok=True)
     return ["--train-dir", str(toy_folder), "--val-dir", str(toy_folder), "--output-dir", str(tmp_path / "out"),
             "--epochs", "2", "--workers", "0", "--model", "hl_probe", "--dist-backend", "gloo", "--gpu-id", "", *extra]
 
