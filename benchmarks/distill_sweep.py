@@ -9,7 +9,8 @@ whole set and train the benchmark's students on it, paired with the pipeline's s
             benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc50.json --json tuned-0.json
     python -m benchmarks.distill_sweep report --results \\
         benchmarks/results/label-sources-epyc-torch2.14.1-fashion-mnist-ipc50.json \\
-        --students tuned-0.json tuned-1.json tuned-2.json --json benchmarks/results/fashion_mnist_ipc50_tuned.json
+        --students tuned-0.json tuned-1.json tuned-2.json \\
+        --json benchmarks/results/distill-sweep-<machine>-torch<version>-fashion-mnist-ipc50-tuned.json
 
 A recipe is ``STEPS[,klT][,mixS][,rankR][,headH][,pxP]``: steps of 64 views, the loss (default: the library's MSE
 on logits; ``klT``: KL at temperature T), the share S of batches CutMix-mixed (default 1: every batch, as the

@@ -419,7 +419,7 @@ beside it (`git show <commit>:<path>`). The whole former page: `git show 7f40ce5
 - **Distillation steps at IPC 50: 600 → 2,400 → 4,800 → 9,600**, each chosen on a validation split of the
   synthetic set (5 of 50 images per class held out), never on the test set; twice the steps fitted better than
   twice the LoRA rank or four times the head's rank (`benchmarks/distill_sweep.py`, results
-  `distill-sweep-ipc50*.json`, `fashion_mnist_ipc50_tuned.json`: in the tree, the sweep being in use).
+  `distill-sweep-*-fashion-mnist-ipc50*.json`: in the tree, the sweep being in use).
 - **`convert` steps**: at least one pass over every stored file and 300 views of each image, after one pass left
   IPC-50 conversions a point below their labels (`benchmarks/reconvert.py` at `2d45c04`, results
   `reconvert-ipc50*.json` at `7f40ce5`; in the demo's setting `benchmarks/convert_overfit.py` at `66d8472`).
