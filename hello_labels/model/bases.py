@@ -427,7 +427,8 @@ def _open_clip(spec: dict, seed: int, module) -> Base:
     try:
         with _fetching(repo is not None, f"open_clip base '{name}' (pretrained={pretrained!r})", repo,
                        "or give a local weights file"):
-            model = open_clip.create_model(name, pretrained=pretrained)
+            # a Hub repo's weights must come: open_clip would otherwise log a warning and build random weights
+            model = open_clip.create_model(name, pretrained=pretrained, require_pretrained=schema == "hf-hub")
             tokenizer = open_clip.get_tokenizer(name)
     except HubUnreachableError:
         raise

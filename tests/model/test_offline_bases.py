@@ -92,3 +92,16 @@ def test_weights_in_the_cache_still_load_with_the_hub_gone(hub, tiny_vit_dir):
     with torch.no_grad():
         assert torch.equal(online(x), offline(x))
     assert len(hub.requests) == n
+
+
+def test_a_hub_base_whose_weights_do_not_come_is_an_error_not_a_random_model(hub, tmp_path):
+    """Before: open_clip logged a warning and built ``hf-hub:`` bases with random weights when the repo's config
+    came but its weights did not (not published, or not cached with the Hub gone): every label silently wrong."""
+    from conftest import TINY_VIT, write_open_clip_dir
+
+    from hello_labels.errors import HelloLabelsError
+
+    hub.add_repo("lab/config-only", write_open_clip_dir(tmp_path / "config-only", TINY_VIT, weights=False))
+    with pytest.raises(HelloLabelsError) as err:
+        build_base(parse_base("hf-hub:lab/config-only"))
+    assert "hf-hub:lab/config-only" in str(err.value) and "\n" not in str(err.value)
