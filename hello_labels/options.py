@@ -67,6 +67,14 @@ def flag_values(cls, args: argparse.Namespace) -> Dict[str, Any]:
     return values
 
 
+def changed_flags(cls, args: argparse.Namespace, defaults: Optional[Dict[str, Any]] = None) -> list:
+    """The flags of ``cls``'s fields (:func:`add_options`, ``defaults`` as given there) whose parsed value is not
+    their default: the ones a user set."""
+    defaults = defaults or {}
+    return [f.metadata.get("flag", "--" + f.name.replace("_", "-")) for f in dataclasses.fields(cls)
+            if f.name in (values := flag_values(cls, args)) and values[f.name] != defaults.get(f.name, f.default)]
+
+
 def options_from(cls, args: argparse.Namespace, **changes):
     """An instance of ``cls`` from the flags :func:`add_options` made, parsed (fields without a flag, or a switch
     left alone, keep their defaults), with ``changes``."""

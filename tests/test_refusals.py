@@ -164,3 +164,27 @@ def test_refine_input_size_0_is_one_line(tiny_projector, toy_folder, toy_teacher
         refine(projector, [toy_teacher[0]], toy_folder, tmp_path / "out", RefineConfig(steps=1, input_size=0),
                progress=False, device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, named", [(("--head-rank", 16), "--head-rank"), (("--lora-rank", 2), "--lora-rank"),
+                                          (("--base", "timm:resnet18"), "--base"),
+                                          (("--class-names", "imagenet"), "--class-names")])
+def test_distill_init_with_projector_flags_is_one_line_naming_them(tiny_projector, toy_folder, toy_teacher, tmp_path,
+                                                                   capsys, extra, named):
+    """Before: with --init the projector flags were dropped without a word (the saved projector's settings won)."""
+    projector, _ = tiny_projector(toy_folder)
+    projector.save_pretrained(tmp_path / "init")
+    argv = ["distill", "--data", toy_folder, "--teacher", toy_teacher[1], "--init", tmp_path / "init",
+            "--input-size", SIZE, "--steps", 2, "--batch-size", 8, "--out", tmp_path / "run", "--quiet", *extra]
+    line = one_line_error(capsys, argv, f"--init starts from the saved projector {tmp_path / 'init'}")
+    assert named in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_make_projector_with_init_and_base_settings_is_refused(tiny_projector, toy_folder, tmp_path):
+    from hello_labels.train.jobs import make_projector
+
+    projector, images = tiny_projector(toy_folder)
+    projector.save_pretrained(tmp_path / "init")
+    with pytest.raises(BadInputError, match="head_rank"):
+        make_projector(images, init=str(tmp_path / "init"), head_rank=16)

@@ -6,9 +6,11 @@ import argparse
 
 from ..errors import BadInputError
 from ..model.settings import ProjectorConfig
-from ..options import add_options, flag_values, options_from
+from ..options import add_options, changed_flags, flag_values, options_from
 from ..train.settings import DistillConfig
 from . import common
+
+PROJECTOR_DEFAULTS = {"head_init": None}  # None: as the base has a text tower or not
 
 
 def register(sub) -> None:
@@ -42,7 +44,7 @@ def _projector_args(p) -> None:
                         "pretrained=True/False; default: the library's default)")
     g.add_argument("--init", help="start from an existing projector (directory or Hub id) instead of --base")
     g.add_argument("--class-names", help="'imagenet', or a text file with one name per line (default: folder names)")
-    add_options(g, ProjectorConfig, defaults={"head_init": None})  # None: as the base has a text tower or not
+    add_options(g, ProjectorConfig, defaults=PROJECTOR_DEFAULTS)
     g.add_argument("--lora-rank", type=int, default=None, help="rank of the default LoRA targets (default: 8)")
     common.load_args(g, revision=False)
 
@@ -100,6 +102,16 @@ def _projector(args, images):
     from ..train.jobs import make_projector
 
     pretrained = _pretrained(args)
+    if args.init:  # the saved projector's settings: a projector flag beside it would be dropped without a word
+        ignored = changed_flags(ProjectorConfig, args, defaults=PROJECTOR_DEFAULTS) + [
+            flag for flag, value in (("--base", args.base), ("--pretrained", args.pretrained),
+                                     ("--base-pretrained", args.base_pretrained), ("--class-names", args.class_names),
+                                     ("--lora-rank", args.lora_rank)) if value is not None]
+        if ignored:
+            raise BadInputError(f"--init starts from the saved projector {args.init}: {', '.join(ignored)} would have "
+                                f"no effect; drop {'it' if len(ignored) == 1 else 'them'} or start from --base")
+        return make_projector(images, init=args.init, class_map=args.class_map,
+                              trust_remote_code=args.trust_remote_code, check_base=not args.ignore_base_mismatch)
     given = {**flag_values(ProjectorConfig, args), "head_init": _head_init(args, pretrained),
              "lora_rank": args.lora_rank}
     options = {k: v for k, v in given.items() if v is not None}

@@ -74,6 +74,11 @@ def make_projector(images: AugmentedImages, base: Optional[str] = None, pretrain
 
     ``class_names`` (default: the folder names) fix the output order; the folder must match them by name."""
     if init:
+        ignored = [k for k, v in {"base": base, "pretrained": pretrained, "class_names": class_names, **options}.items()
+                   if v is not None]
+        if ignored:
+            raise BadInputError(f"init={init!r} starts from a saved projector: {', '.join(ignored)} would have no "
+                                f"effect; leave them out or start from a base")
         projector = LabelProjector.from_pretrained(init, trust_remote_code=trust_remote_code, check_base=check_base)
         check_normalisation(projector, images, name=f"projector {init}")
         return projector
