@@ -34,8 +34,12 @@ class ConsumedEncoder(nn.Module):
     """Where a projector's encoder was before :meth:`LabelProjector.for_labels` (``copy=False``) took it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise HelloLabelsError("this projector's encoder went into the engine for_labels(copy=False) built: label "
-                               "with that engine, or load the projector again")
+        raise consumed()
+
+
+def consumed() -> HelloLabelsError:
+    return HelloLabelsError("this projector's encoder went into the engine for_labels(copy=False) built: label "
+                            "with that engine, or load the projector again")
 
 
 class LabelProjector(DeprecatedEngineAliases, nn.Module):
@@ -170,6 +174,7 @@ class LabelProjector(DeprecatedEngineAliases, nn.Module):
         ``copy=True``: built from a copy of the base's weights (this projector is left as it was).
         ``copy=False``: this projector's own encoder is rewritten into the engine (one copy of the base's weights
         in memory); this projector then keeps its adapter (saving still works) but can no longer make logits."""
+        self._check_encoder()
         options = FastOptions(compile=compile, autocast=autocast, channels_last=channels_last,
                               chunk_bytes=chunk_bytes)
         if copy:
@@ -240,8 +245,13 @@ class LabelProjector(DeprecatedEngineAliases, nn.Module):
 
     def unmerge(self) -> "LabelProjector":
         """Re-attach the deltas (needed to train further)."""
+        self._check_encoder()
         self.adapter.unmerge()
         return self
+
+    def _check_encoder(self) -> None:
+        if isinstance(self.base.encoder, ConsumedEncoder):
+            raise consumed()
 
     # ------------------------------------------------------------------ files, bytes and the Hub (persistence.py)
     save_pretrained = persistence.save_pretrained

@@ -242,6 +242,17 @@ def test_an_engine_built_without_a_copy_consumes_the_projectors_encoder(name, re
     assert all(torch.equal(adapter[k], v) for k, v in projector.adapter_state_dict().items())
 
 
+def test_a_consumed_projector_refuses_to_unmerge_or_build_another_engine_in_one_line(rn):
+    """Before: ``unmerge()`` failed inside the LoRA code with an error about module paths, and a second
+    ``for_labels()`` built an engine around the placeholder."""
+    projector = copy.deepcopy(rn)
+    projector.for_labels(copy=False)
+    for call in (projector.unmerge, projector.for_labels, lambda: projector.for_labels(copy=False)):
+        with pytest.raises(HelloLabelsError, match="encoder went into the engine") as err:
+            call()
+        assert "\n" not in str(err.value)
+
+
 def test_the_modules_a_consumed_encoder_loses_are_freed_at_once(rn):
     """``copy=False`` holds the base once as soon as it returns, not once the garbage collector has run: nothing
     (torch.fx's tracer sits in a reference cycle) keeps the replaced attention pool or the old encoder alive."""
