@@ -39,6 +39,11 @@ FASHION_MNIST = ("--effnet-size", "64", "--threads", "1", "--pipeline-seeds", "0
 STORAGE = ("storage", "--classes", "1000", "--epochs", "300", "--batch-size", "1024", "--fp16", "--base", "RN50",
            "--class-names", "imagenet", "--teacher", "torchvision:resnet18")
 JSON = ("--json", f"{RESULTS}/{{name}}.json")
+# a second dataset: three pipelines of one-epoch teachers, three student seeds each, the 2,400-step projector
+MNIST = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", "--seeds", "3", "--threads", "1",
+                "--projectors", "effnet", "--adapter-dtypes", "--distill-steps", "2400", "--convert", "1", "--only",
+                "full stored labels", "hard labels", "teacher online (RDED)", "projector effnet",
+                "converted effnet, 300 epochs")
 
 QUESTIONS: dict[str, dict[str, Config]] = {
     "label-sources": {  # how good are a projector's labels against stored labels and the other sources?
@@ -49,6 +54,7 @@ QUESTIONS: dict[str, dict[str, Config]] = {
                                                  "--threads", "1", "--projectors", "effnet", "--adapter-dtypes",
                                                  "--only", "full stored labels", "teacher online (RDED)",
                                                  "projector effnet"), ("--name", "{name}")),
+        "mnist-ipc10": Config(LABEL_SOURCES, ("--dataset", "mnist", *MNIST), ("--name", "{name}")),
     },
     "throughput": {  # what does a projector cost per batch against the teacher it replaces?
         "imagenet": Config("benchmarks.throughput", ("--setting", "imagenet", "--batch-size", "32", "--threads", "2",

@@ -62,3 +62,24 @@ def test_check_reads_the_committed_fashion_mnist_record_under_its_new_name():
 
     path = check_record(report.RESULTS, open_dataset("fashion-mnist"))
     assert path.is_file() and json.loads(path.read_text())["stage"] == "teacher"
+
+
+def _pipeline(projector: float) -> dict:
+    sources = {"full stored labels": 0.8, "hard labels": 0.7, "teacher online (RDED)": 0.81,
+               "projector effnet": projector, "converted effnet, 300 epochs": 0.75}
+    return {"bytes": {name: 1000 for name in sources}, "accuracy": {n: [a] * 3 for n, a in sources.items()},
+            "fidelity": {"projector effnet": {"agreement": 0.99, "kl": 0.01}}}
+
+
+def test_the_second_dataset_table_is_paired_per_pipeline_from_its_file(tmp_path):
+    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
+    (tmp_path / report.MNIST).unlink(missing_ok=True)
+    assert "Online labels on a second dataset" not in report.render(tmp_path)
+    runs = {str(seed): _pipeline(acc) for seed, acc in enumerate((0.79, 0.78, 0.8))}
+    (tmp_path / report.MNIST).write_text(json.dumps({"teacher_test_accuracy": [0.98, 0.97, 0.99], "runs": runs}))
+    page = report.render(tmp_path)
+    # per pipeline -1, -2, 0 points: mean -1, sample std 1, t(0.975, 2 df) = 4.303
+    assert "| projector effnet | 1,000 | 99.0%, 0.010 | 79.00 ± 1.00 | -1.00, -2.00, +0.00 | -1.00 [-3.48, +1.48] |" \
+        in page
+    assert "| converted effnet, 300 epochs − hard labels | +5.00, +5.00, +5.00 | +5.00 [+5.00, +5.00] |" in page
+    assert "mean over the pipelines: -1.00 points, below the -0.50 that counts as level here." in page
