@@ -2,6 +2,12 @@
 
     python -m benchmarks.demo_recipe --seeds 4        # screen: benchmarks/results/demo-recipe-<machine>-torch<ver>.json
     python -m benchmarks.demo_recipe --seeds 8 --candidates "int4, rank 4, 600 steps" --json ...        # the pick
+    python -m benchmarks.demo_recipe --pruning "int4, rank 4, 600 steps" --seeds 8 --keep 0.1 0.05 0.02 0.01
+
+``--pruning CANDIDATE``: LPLD pruning's curve in the demo's setting, on a candidate already run: students of its
+stored labels, of its labels pruned to each ``--keep`` fraction of the files, and of its distilled projector,
+paired per seed, tested on the validation images (``demo-pruning-<machine>-torch<version>.json``): at what bytes
+pruning starts to lose, against the adapter's bytes.
 
 The bundled training images (100 per class) are split per class, seeded: ``--validation`` images of each class are
 held out as the validation set, the rest are the demo's training images (teacher, synthetic set). Each candidate
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hello_labels.demo.paired import paired_differences
 from hello_labels.demo.pipeline import (
     CONVERTED,
     DEFAULT_BASE,
@@ -31,11 +38,18 @@ from hello_labels.demo.pipeline import (
     RECIPES,
     STORED,
     DemoSettings,
+    _stack,
     load_bundled,
     run_demo,
+    synthetic_images,
     teacher_spec,
+    train_students,
 )
 from hello_labels.files import atomic_write_json
+from hello_labels.labels.fkd import LabelDir
+from hello_labels.labels.targets import PrunedTargets, StoredTargets, TeacherTargets
+from hello_labels.labels.views import open_images
+from hello_labels.model.projector import LabelProjector
 
 from .machine import machine, result_name
 
@@ -85,7 +99,19 @@ def main(argv=None) -> None:
     p.add_argument("--work", type=Path, default=Path("benchmarks/work/demo-recipe"))
     p.add_argument("--json", type=Path, help="default: benchmarks/results/demo-recipe-<machine>-torch<version>.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pruning", metavar="CANDIDATE", help="the pruning curve of this candidate's run (above)")
+    p.add_argument("--keep", nargs="+", type=float, default=[0.1, 0.05, 0.02, 0.01],
+                   help="--pruning: fractions of the label files kept")
     args = p.parse_args(argv)
+    if args.pruning:
+        torch.set_num_threads(args.threads)
+        result = pruning(args.work / _slug(args.pruning), args.work / "split", args.keep, args.seeds)
+        out = args.json or Path(f"benchmarks/results/{result_name('demo-pruning')}.json")
+        atomic_write_json(out, {"candidate": args.pruning, **result, "environment": machine(args.threads)})
+        for d in result["paired"]:
+            print(f"{d['a']} - {d['b']}: {100 * d['mean']:+.2f} "
+                  f"[{100 * d['interval'][0]:+.2f}, {100 * d['interval'][1]:+.2f}]")
+        return
     args.json = args.json or Path(f"benchmarks/results/{result_name('demo-recipe')}.json")
     unknown = [c for c in args.candidates if c not in CANDIDATES]
     if unknown:
@@ -118,6 +144,32 @@ def main(argv=None) -> None:
                         "paired": result["paired"], "seconds": time.perf_counter() - t0, "environment": env})
         atomic_write_json(args.json, results)
         print(summary(results[-1]), flush=True)
+
+
+def pruning(run: Path, split: Path, keeps, seeds: int) -> dict:
+    """Students of a demo run's (``run``) stored labels, of them pruned to each of ``keeps``, and of its distilled
+    projector, tested on ``split/test``: rows (bytes, accuracies) and each source minus the stored labels, paired."""
+    s = DemoSettings(seeds=seeds)
+    test_set = open_images(split / "test")
+    test, test_labels = _stack(test_set, s.input_size)
+    classes = list(test_set.classes)
+    images = synthetic_images(run / "synthetic", classes, s)
+    labels = LabelDir.scan(run / "labels")
+    projector = LabelProjector.from_pretrained(run / "projector").for_labels(copy=False)
+    sources = {STORED: (lambda seed: StoredTargets(images, labels), labels.total_bytes()),
+               DISTILLED: (lambda seed: TeacherTargets(images, projector, seed=seed),
+                           (run / "projector" / "adapter.safetensors").stat().st_size)}
+    for keep in keeps:
+        pruned = PrunedTargets(images, labels, keep, seed=s.seed)
+        sources[f"{PRUNED}, keep {keep:g}"] = (lambda seed, p=pruned: p, pruned.kept_bytes())
+    rows = {}
+    for name, (make, nbytes) in sources.items():
+        accs, _ = train_students(images, make, labels.total_files, len(classes), test, test_labels, s)
+        rows[name] = {"label_bytes": nbytes, "student_accs": accs}
+        print(f"{name}: {nbytes:,} B, {100 * np.mean(accs):.2f}%", flush=True)
+    pairs = [(n, STORED) for n in rows if n != STORED] + [(DISTILLED, n) for n in rows if n.startswith(PRUNED)]
+    return {"seeds": seeds, "stored_bytes": labels.total_bytes(), "rows": rows,
+            "paired": paired_differences({n: r["student_accs"] for n, r in rows.items()}, pairs)}
 
 
 def summary(r: dict) -> str:

@@ -270,19 +270,12 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     rows = []
     bar.total += len(sources) * s.seeds
     for name, make_targets, nbytes, agreement, t_make in sources:
-        accs, t_student = [], 0.0
         stage(f"students on {name}")
-        for seed in range(s.seed, s.seed + s.seeds):
-            torch.manual_seed(seed)
-            student = conv_net(len(classes), width=32)
-            result = train_student(student, images, make_targets(seed), steps=steps, batch_size=s.label_batch,
-                                   lr=3e-3, seed=seed)
-            t_student += result["seconds"]
-            accs.append(accuracy(student, test, test_labels, s.mean, s.std, s.input_size))
-            bar.update()
+        accs, t_student = train_students(images, make_targets, steps, len(classes), test, test_labels, s,
+                                         tick=bar.update)
         rows.append({"labels": name, "label_bytes": nbytes, "agreement": agreement, "student_accs": accs,
                      "student_acc_mean": float(np.mean(accs)), "student_acc_std": sample_std(accs),
-                     "label_seconds": t_make, "student_seconds": t_student / s.seeds})
+                     "label_seconds": t_make, "student_seconds": t_student})
     stage("storage at ImageNet-1K scale")
     scale = labels_and_adapter_at(IMAGENET_1K, out / "projector", "imagenet")
     bar.update()
@@ -303,6 +296,23 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
          f"projector-from-labels/, teacher.safetensors)")
     echo(_scale_lines(scale, recipe))
     return result
+
+
+def train_students(images: AugmentedImages, make_targets, steps: int, num_classes: int, test, test_labels,
+                   s: DemoSettings, tick=lambda: None) -> tuple:
+    """The demo's students of one label source, seeds ``s.seed`` to ``s.seed + s.seeds - 1`` (``make_targets(seed)``:
+    their targets, None for hard labels), each tested on ``test``: ``(accuracies, mean seconds of training)``.
+    Student seed k starts from the same weights for every source, and the online sources draw crop stream k."""
+    accs, seconds = [], 0.0
+    for seed in range(s.seed, s.seed + s.seeds):
+        torch.manual_seed(seed)
+        student = conv_net(num_classes, width=32)
+        result = train_student(student, images, make_targets(seed), steps=steps, batch_size=s.label_batch, lr=3e-3,
+                               seed=seed)
+        seconds += result["seconds"]
+        accs.append(accuracy(student, test, test_labels, s.mean, s.std, s.input_size))
+        tick()
+    return accs, seconds / s.seeds
 
 
 def _scale_lines(scale, recipe: Recipe) -> str:
