@@ -47,11 +47,12 @@ MNIST = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", "--seeds", 
 
 QUESTIONS: dict[str, dict[str, Config]] = {
     "label-sources": {  # how good are a projector's labels against stored labels and the other sources?
-        "fashion-mnist-ipc10": Config(LABEL_SOURCES, FASHION_MNIST, ("--name", "{name}")),
+        "fashion-mnist-ipc10": Config(LABEL_SOURCES, (*FASHION_MNIST, "--distill-steps", "600"), ("--name", "{name}")),
         "fashion-mnist-ipc50": Config(LABEL_SOURCES, (*FASHION_MNIST, "--ipc", "50", "--student-epochs", "100",
                                                       "--distill-steps", "600"), ("--name", "{name}")),
         "mnist-ipc10-p0": Config(LABEL_SOURCES, ("--dataset", "mnist", "--teacher-epochs", "1", "--seeds", "1",
-                                                 "--threads", "1", "--projectors", "effnet", "--adapter-dtypes",
+                                                 "--threads", "1", "--distill-steps", "600", "--projectors", "effnet",
+                                                 "--adapter-dtypes",
                                                  "--only", "full stored labels", "teacher online (RDED)",
                                                  "projector effnet"), ("--name", "{name}")),
         "mnist-ipc10": Config(LABEL_SOURCES, ("--dataset", "mnist", *MNIST), ("--name", "{name}")),

@@ -122,10 +122,11 @@ def test_a_student_seed_the_committed_run_lacks_is_paired_with_nothing_rather_th
                                                     "pruning at equal bytes": None, "committed projector effnet": None}
 
 
-def test_the_benchmark_distils_the_recipe_the_sweep_chose_above_ipc_10_unless_told_otherwise():
+def test_the_benchmark_distils_the_recipes_the_sweeps_chose_unless_told_otherwise():
     from benchmarks.label_sources import parse
 
-    assert parse([]).distill_steps == 600
+    assert parse([]).distill_steps == 2400  # MNIST IPC 10's validation split
+    assert parse(["--distill-steps", "600"]).distill_steps == 600
     assert parse(["--ipc", "50"]).distill_steps == 9600
     assert parse(["--ipc", "50", "--distill-steps", "600"]).distill_steps == 600
 
