@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hello_labels.demo.paired import paired_differences, sample_std, t_interval
 from hello_labels.demo.pipeline import DISTILLED
+from hello_labels.demo.pipeline import STORED as STORED_DEMO
 from hello_labels.errors import CorruptFileError
 
 from .label_sources import FASHION_MNIST_CHECK as CHECK
@@ -39,6 +40,7 @@ SCALE = "scale-xeon-torch2.14.1-imagenet1k-ipc10-idle.json"
 MNIST = "label-sources-xeon-torch2.14.1-mnist-ipc10.json"  # rendered when present
 LEVEL = -0.005  # projector − full stored labels, mean over pipelines: "level" from here up
 DEMO_RECIPE = "demo-recipe-*.json"  # written by benchmarks/demo_recipe.py; rendered when present
+DEMO_PRUNING = "demo-pruning-*.json"  # benchmarks/demo_recipe.py --pruning; rendered when present
 
 STORED = "full stored labels"
 
@@ -447,6 +449,41 @@ def demo_recipe(results: Path) -> list[str]:
         "a candidate is preferred only where its interval clears the alternatives'.")
 
 
+def demo_pruning(results: Path) -> list[str]:
+    files = sorted(results.glob(DEMO_PRUNING))
+    if not files:
+        return []
+    body, machines = [], []
+    for path in files:
+        r = Result(results, path.name)
+        env = r.get("environment")
+        machines.append(f"{env.get('cpu', 'unrecorded')}, {env.get('threads', '?')} threads, torch "
+                        f"{env.get('torch', 'unrecorded')}")
+        paired = {(r.get("a", data=d), r.get("b", data=d)): d for d in r.get("paired")}
+        stored = r.get("stored_bytes")
+        for name, row in r.get("rows").items():
+            accs = r.get("student_accs", data=row)
+            cells = []
+            for a, b in ((name, STORED_DEMO), (DISTILLED, name)):
+                d = paired.get((a, b))
+                cells.append("—" if d is None else
+                             f"{pts(d['mean'])} [{pts(d['interval'][0])}, {pts(d['interval'][1])}]")
+            body.append([r.get("candidate"), name, f"{r.get('label_bytes', data=row):,}",
+                         f"{r.get('label_bytes', data=row) / stored:.1%}",
+                         f"{100 * statistics.mean(accs):.2f} ± {100 * sample_std(accs):.2f}", *cells])
+    return section(
+        "Demo: LPLD pruning against the adapter's bytes (validation split)",
+        "in the demo's setting, at what bytes do pruned stored labels start to lose, against the adapter's bytes?",
+        'python -m benchmarks.demo_recipe --pruning "int4, rank 4, 600 steps" --seeds 8 --threads 1',
+        "; ".join(dict.fromkeys(machines)) + f" ({', '.join(link(p.name) for p in files)}).",
+        [("On a candidate's run of the table above: students of its stored labels, of those labels pruned as LPLD "
+          "prunes (whole batch files kept at random, one draw) to each fraction of the files, and of its distilled "
+          "projector; tested on the validation images, paired per student seed, 95% t-interval over seeds."), "",
+         *table(["candidate", "labels", "bytes", "of stored", "students %: mean ± std", "− stored labels",
+                 "projector − this"], "llrrrll", body)],
+        "an adapter beats pruning of its bytes only below the bytes where pruning's students fall off.")
+
+
 # --- page --------------------------------------------------------------------------------------------------------
 
 HISTORY = """## How the defaults were chosen
@@ -488,7 +525,7 @@ beside it (`git show <commit>:<path>`). The whole former page: `git show 7f40ce5
 
 def render(results: Path = RESULTS) -> str:
     sections: list[Callable[[Path], list[str]]] = [label_sources, equal_bytes, second_dataset, same_views, throughput,
-                                                    storage, scale, reproduce, demo_recipe]
+                                                    storage, scale, reproduce, demo_recipe, demo_pruning]
     parts = [s(results) for s in sections]
     titles = [p[0][3:] for p in parts if p]
     contents = []

@@ -66,6 +66,7 @@ class Recipe:
 
     image_size: Optional[int] = None  # None: the base's own
     lora: Optional[tuple] = None      # None: the library's default targets for the base
+    head_init: Optional[str] = None   # None: the base's text head, else class prototypes (stored in the adapter)
     head_rank: int = 8
     steps: int = 400
     batch_size: int = 32
@@ -158,7 +159,7 @@ def distill_settings(base: str, pretrained, recipe: Recipe, seed: int):
                            save_dtype=recipe.adapter_dtype)
     options = dict(templates="simple", head_rank=recipe.head_rank, image_size=recipe.image_size,
                    lora_targets=recipe.lora,
-                   head_init=default_head(parse_base(base, pretrained)) or "prototype")
+                   head_init=recipe.head_init or default_head(parse_base(base, pretrained)) or "prototype")
     return config, options
 
 
