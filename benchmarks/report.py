@@ -419,6 +419,11 @@ def reproduce(results: Path) -> list[str]:
 
 # --- demo recipe (optional) --------------------------------------------------------------------------------------
 
+def machine_line(env: dict) -> str:
+    """A demo result's machine as the report shows it: CPU, threads, torch."""
+    return f"{env.get('cpu', 'unrecorded')}, {env.get('threads', '?')} threads, torch {env.get('torch', 'unrecorded')}"
+
+
 def demo_recipe(results: Path) -> list[str]:
     files = sorted(results.glob(DEMO_RECIPE))
     if not files:
@@ -428,9 +433,7 @@ def demo_recipe(results: Path) -> list[str]:
         r = Result(results, path.name)
         for c in r.get():
             rows = {r.get("labels", data=x): x for x in r.get("rows", data=c)}
-            env = r.get("environment", data=c)
-            machines.append(f"{env.get('cpu', 'unrecorded')}, {env.get('threads', '?')} threads, torch "
-                            f"{env.get('torch', 'unrecorded')}")
+            machines.append(machine_line(r.get("environment", data=c)))
             nbytes = f"{r.get('label_bytes', data=rows[DISTILLED]):,}" if DISTILLED in rows else "—"
             for d in r.get("paired", data=c):
                 low_high = d.get("interval")
@@ -456,9 +459,7 @@ def demo_pruning(results: Path) -> list[str]:
     body, machines = [], []
     for path in files:
         r = Result(results, path.name)
-        env = r.get("environment")
-        machines.append(f"{env.get('cpu', 'unrecorded')}, {env.get('threads', '?')} threads, torch "
-                        f"{env.get('torch', 'unrecorded')}")
+        machines.append(machine_line(r.get("environment")))
         paired = {(r.get("a", data=d), r.get("b", data=d)): d for d in r.get("paired")}
         stored = r.get("stored_bytes")
         for name, row in r.get("rows").items():
