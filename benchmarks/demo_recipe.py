@@ -38,9 +38,10 @@ from hello_labels.demo.pipeline import (
     RECIPES,
     STORED,
     DemoSettings,
-    _stack,
+    adapter_bytes,
     load_bundled,
     run_demo,
+    stack_images,
     synthetic_images,
     teacher_spec,
     train_students,
@@ -156,14 +157,14 @@ def pruning(run: Path, split: Path, keeps, seeds: int) -> dict:
     projector, tested on ``split/test``: rows (bytes, accuracies) and each source minus the stored labels, paired."""
     s = DemoSettings(seeds=seeds)
     test_set = open_images(split / "test")
-    test, test_labels = _stack(test_set, s.input_size)
+    test, test_labels = stack_images(test_set, s.input_size)
     classes = list(test_set.classes)
     images = synthetic_images(run / "synthetic", classes, s)
     labels = LabelDir.scan(run / "labels")
+    stored_bytes = labels.total_bytes()
     projector = LabelProjector.from_pretrained(run / "projector").for_labels(copy=False)
-    sources = {STORED: (lambda seed: StoredTargets(images, labels), labels.total_bytes()),
-               DISTILLED: (lambda seed: TeacherTargets(images, projector, seed=seed),
-                           (run / "projector" / "adapter.safetensors").stat().st_size)}
+    sources = {STORED: (lambda seed: StoredTargets(images, labels), stored_bytes),
+               DISTILLED: (lambda seed: TeacherTargets(images, projector, seed=seed), adapter_bytes(run / "projector"))}
     for keep in keeps:
         pruned = PrunedTargets(images, labels, keep, seed=s.seed)
         sources[f"{PRUNED}, keep {keep:g}"] = (lambda seed, p=pruned: p, pruned.kept_bytes())
@@ -173,7 +174,7 @@ def pruning(run: Path, split: Path, keeps, seeds: int) -> dict:
         rows[name] = {"label_bytes": nbytes, "student_accs": accs}
         print(f"{name}: {nbytes:,} B, {100 * np.mean(accs):.2f}%", flush=True)
     pairs = [(n, STORED) for n in rows if n != STORED] + [(DISTILLED, n) for n in rows if n.startswith(PRUNED)]
-    return {"seeds": seeds, "stored_bytes": labels.total_bytes(), "rows": rows,
+    return {"seeds": seeds, "stored_bytes": stored_bytes, "rows": rows,
             "paired": paired_differences({n: r["student_accs"] for n, r in rows.items()}, pairs)}
 
 

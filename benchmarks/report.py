@@ -419,6 +419,14 @@ def reproduce(results: Path) -> list[str]:
 
 # --- demo recipe (optional) --------------------------------------------------------------------------------------
 
+def difference(r: Result, d: dict) -> str:
+    """A demo result's paired difference ``d`` (:func:`hello_labels.demo.paired.paired_differences`) in points:
+    ``mean [low, high]``, the mean alone where it has no interval (one seed)."""
+    low_high = d.get("interval")
+    spread = f" [{pts(low_high[0])}, {pts(low_high[1])}]" if low_high else ""
+    return f"{pts(r.get('mean', data=d))}{spread}"
+
+
 def machine_line(env: dict) -> str:
     """A demo result's machine as the report shows it: CPU, threads, torch."""
     return f"{env.get('cpu', 'unrecorded')}, {env.get('threads', '?')} threads, torch {env.get('torch', 'unrecorded')}"
@@ -436,10 +444,8 @@ def demo_recipe(results: Path) -> list[str]:
             machines.append(machine_line(r.get("environment", data=c)))
             nbytes = f"{r.get('label_bytes', data=rows[DISTILLED]):,}" if DISTILLED in rows else "—"
             for d in r.get("paired", data=c):
-                low_high = d.get("interval")
-                spread = f" [{pts(low_high[0])}, {pts(low_high[1])}]" if low_high else ""
                 body.append([r.get("candidate", data=c), r.get("seeds", data=c), nbytes,
-                             f"{r.get('a', data=d)} − {r.get('b', data=d)}", f"{pts(r.get('mean', data=d))}{spread}"])
+                             f"{r.get('a', data=d)} − {r.get('b', data=d)}", difference(r, d)])
     return section(
         "Demo recipe (validation split)",
         "which projector recipe should the demo ship, chosen on held-out training images, never on its test "
@@ -467,8 +473,7 @@ def demo_pruning(results: Path) -> list[str]:
             cells = []
             for a, b in ((name, STORED_DEMO), (DISTILLED, name)):
                 d = paired.get((a, b))
-                cells.append("—" if d is None else
-                             f"{pts(d['mean'])} [{pts(d['interval'][0])}, {pts(d['interval'][1])}]")
+                cells.append("—" if d is None else difference(r, d))
             body.append([r.get("candidate"), name, f"{r.get('label_bytes', data=row):,}",
                          f"{r.get('label_bytes', data=row) / stored:.1%}",
                          f"{100 * statistics.mean(accs):.2f} ± {100 * sample_std(accs):.2f}", *cells])

@@ -30,6 +30,11 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from None
 
 
+def flag_name(f: dataclasses.Field) -> str:
+    """The flag :func:`add_options` gives the field ``f``: its ``flag``, else ``--field-name``."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
 def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Optional[Dict[str, Any]] = None) -> None:
     """Add the flags of the dataclass ``cls``'s fields to ``group`` (a parser or argument group), in field order;
     ``helps`` / ``defaults`` replace a field's help text / default for this verb."""
@@ -39,7 +44,7 @@ def add_options(group, cls, helps: Optional[Dict[str, str]] = None, defaults: Op
             continue
         meta, own = f.metadata, f.default  # option() gives every flagged field a plain default
         default = defaults.get(f.name, own)
-        name = meta.get("flag", "--" + f.name.replace("_", "-"))
+        name = flag_name(f)
         kwargs = {"dest": f.name, "help": helps.get(f.name, meta["help"])}
         if meta.get("required"):
             kwargs["required"] = True
@@ -70,9 +75,9 @@ def flag_values(cls, args: argparse.Namespace) -> Dict[str, Any]:
 def changed_flags(cls, args: argparse.Namespace, defaults: Optional[Dict[str, Any]] = None) -> list:
     """The flags of ``cls``'s fields (:func:`add_options`, ``defaults`` as given there) whose parsed value is not
     their default: the ones a user set."""
-    defaults = defaults or {}
-    return [f.metadata.get("flag", "--" + f.name.replace("_", "-")) for f in dataclasses.fields(cls)
-            if f.name in (values := flag_values(cls, args)) and values[f.name] != defaults.get(f.name, f.default)]
+    defaults, values = defaults or {}, flag_values(cls, args)
+    return [flag_name(f) for f in dataclasses.fields(cls)
+            if f.name in values and values[f.name] != defaults.get(f.name, f.default)]
 
 
 def options_from(cls, args: argparse.Namespace, **changes):

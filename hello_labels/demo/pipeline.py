@@ -188,8 +188,8 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
         if test_set.classes != train_set.classes:
             raise BadInputError(f"{data}/test has classes {test_set.classes[:3]}..., {data}/train "
                                 f"{train_set.classes[:3]}...: the two folders must hold the same classes")
-        train, labels = _stack(train_set, s.input_size)
-        test, test_labels = _stack(test_set, s.input_size)
+        train, labels = stack_images(train_set, s.input_size)
+        test, test_labels = stack_images(test_set, s.input_size)
         classes = list(train_set.classes)
     else:
         train, labels, test, test_labels, classes = load_bundled()
@@ -249,21 +249,21 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     agree_converted = evaluate(converted, synthetic, teachers=[teacher_model], **views).agreement
     bar.update()
     echo(f"projector: distilled in {t_distill:.1f}s (agreement {agree:.1%}), converted from labels in "
-         f"{t_convert:.1f}s (agreement {agree_converted:.1%}); adapter {_adapter_bytes(out / 'projector'):,} "
+         f"{t_convert:.1f}s (agreement {agree_converted:.1%}); adapter {adapter_bytes(out / 'projector'):,} "
          f"bytes {recipe.adapter_dtype}")
 
     steps = label_dir.total_files
-    pruned = PrunedTargets.at_bytes(images, label_dir, _adapter_bytes(out / "projector"), seed=s.seed)
+    pruned = PrunedTargets.at_bytes(images, label_dir, adapter_bytes(out / "projector"), seed=s.seed)
     projector, converted = projector.for_labels(copy=False), converted.for_labels(copy=False)  # the students' labels
     # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
     # same crops and mixes (stream seed k); stored labels replay their own
     sources = [
         (STORED, lambda seed: StoredTargets(images, label_dir), label_dir.total_bytes(), 1.0, t_labels),
         (PRUNED, lambda seed: pruned, pruned.kept_bytes(), 1.0, t_labels),
-        (DISTILLED, lambda seed: TeacherTargets(images, projector, seed=seed), _adapter_bytes(out / "projector"),
+        (DISTILLED, lambda seed: TeacherTargets(images, projector, seed=seed), adapter_bytes(out / "projector"),
          agree, t_distill),
         (CONVERTED, lambda seed: TeacherTargets(images, converted, seed=seed),
-         _adapter_bytes(out / "projector-from-labels"), agree_converted, t_convert),
+         adapter_bytes(out / "projector-from-labels"), agree_converted, t_convert),
         (TEACHER, lambda seed: TeacherTargets(images, teacher_model, seed=seed),
          sum(t.numel() * t.element_size() for t in teacher_model.state_dict().values()), 1.0, 0.0),
         (HARD, lambda seed: None, 0, None, 0.0),
@@ -335,11 +335,13 @@ def _environment() -> dict:
             "cpu": cpu_model()}
 
 
-def _adapter_bytes(path: Path) -> int:
+def adapter_bytes(path: Path) -> int:
+    """Bytes of the adapter file of the projector saved in ``path``."""
     return (path / "adapter.safetensors").stat().st_size
 
 
-def _stack(dataset, size):
+def stack_images(dataset, size):
+    """An image dataset as ``(uint8 RGB images [N, 3, size, size], labels [N])``."""
     import torchvision.transforms.v2.functional as TF
 
     views = [(TF.resize(TF.pil_to_tensor(img.convert("RGB")), [size, size]), y) for img, y in dataset]
