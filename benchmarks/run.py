@@ -39,8 +39,9 @@ FASHION_MNIST = ("--effnet-size", "64", "--threads", "1", "--pipeline-seeds", "0
 STORAGE = ("storage", "--classes", "1000", "--epochs", "300", "--batch-size", "1024", "--fp16", "--base", "RN50",
            "--class-names", "imagenet", "--teacher", "torchvision:resnet18")
 JSON = ("--json", f"{RESULTS}/{{name}}.json")
-# a second dataset: three pipelines of one-epoch teachers, three student seeds each, the 2,400-step projector
-MNIST = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", "--seeds", "3", "--threads", "1",
+# one recipe on two datasets: three pipelines of one-epoch teachers, three student seeds each, the 2,400-step
+# projector and convert's
+ONE_EPOCH_TEACHERS = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", "--seeds", "3", "--threads", "1",
          "--projectors", "effnet", "--adapter-dtypes", "--distill-steps", "2400", "--convert", "1", "--only",
          "full stored labels", "hard labels", "teacher online (RDED)", "projector effnet",
          "converted effnet, 300 epochs")
@@ -55,7 +56,9 @@ QUESTIONS: dict[str, dict[str, Config]] = {
                                                  "--adapter-dtypes",
                                                  "--only", "full stored labels", "teacher online (RDED)",
                                                  "projector effnet"), ("--name", "{name}")),
-        "mnist-ipc10": Config(LABEL_SOURCES, ("--dataset", "mnist", *MNIST), ("--name", "{name}")),
+        "mnist-ipc10": Config(LABEL_SOURCES, ("--dataset", "mnist", *ONE_EPOCH_TEACHERS), ("--name", "{name}")),
+        "fashion-mnist-ipc10-as-mnist": Config(LABEL_SOURCES, ("--dataset", "fashion-mnist", *ONE_EPOCH_TEACHERS),
+                                               ("--name", "{name}")),
     },
     "throughput": {  # what does a projector cost per batch against the teacher it replaces?
         "imagenet": Config("benchmarks.throughput", ("--setting", "imagenet", "--batch-size", "32", "--threads", "2",
