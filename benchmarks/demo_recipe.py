@@ -54,20 +54,24 @@ from hello_labels.model.projector import LabelProjector
 
 from .machine import machine, result_name
 
-DEFAULT = RECIPES[DEFAULT_BASE]
 _R4 = ({"pattern": "*conv_pwl.weight", "rank": 4},)
 _R2 = ({"pattern": "*conv_pwl.weight", "rank": 2},)
+V010 = replace(RECIPES[DEFAULT_BASE], lora=_R2, head_rank=2, steps=300, adapter_dtype="int8")  # 0.1.0's default
+SHIPPED = replace(V010, lora=_R4, head_rank=4, adapter_dtype="int4", steps=600)  # "int4, rank 4, 600 steps"
 # name -> (projector recipe, demo settings other than the defaults)
 CANDIDATES = {
-    "int8, rank 2, 300 steps (0.1.0 default)": (DEFAULT, {}),
-    "int8, rank 2, 600 steps": (replace(DEFAULT, steps=600), {}),
-    "int4, rank 4, 600 steps": (replace(DEFAULT, lora=_R4, head_rank=4, adapter_dtype="int4", steps=600), {}),
-    "int4, rank 4, 600 steps, 20 label epochs": (replace(DEFAULT, lora=_R4, head_rank=4, adapter_dtype="int4",
-                                                         steps=600), {"label_epochs": 20}),
+    "int8, rank 2, 300 steps (0.1.0 default)": (V010, {}),
+    "int8, rank 2, 600 steps": (replace(V010, steps=600), {}),
+    "int4, rank 4, 600 steps": (SHIPPED, {}),
+    "int4, rank 4, 600 steps, 20 label epochs": (SHIPPED, {"label_epochs": 20}),
     # below LPLD pruning's cliff (between 5% and 2% of the files, `--pruning`): no stored prototypes (25.6 KB of
     # float16), a zero head whose rank-10 delta is a full 10-class classifier, rank-2 LoRA
-    "int4, rank 2, zero head of rank 10, 600 steps": (replace(DEFAULT, lora=_R2, head_init="zero", head_rank=10,
+    "int4, rank 2, zero head of rank 10, 600 steps": (replace(V010, lora=_R2, head_init="zero", head_rank=10,
                                                               adapter_dtype="int4", steps=600), {}),
+    # the data size at the same student steps and label bytes: more images, fewer label epochs, so that the
+    # adapter's bytes hold fewer epochs of labels (at ImageNet-1K scale they hold a fraction of one)
+    "int4, rank 4, 600 steps, 10 per class, 20 label epochs": (SHIPPED, {"ipc": 10, "label_epochs": 20}),
+    "int4, rank 4, 600 steps, 20 per class, 10 label epochs": (SHIPPED, {"ipc": 20, "label_epochs": 10}),
 }
 # what the targets of issue 41 ask of the demo (a minus b, points): mean at least, interval high end at least
 TARGETS = {(DISTILLED, STORED): "mean >= -0.5 and high >= 0", (CONVERTED, HARD): "low > 0",
