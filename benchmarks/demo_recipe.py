@@ -58,7 +58,10 @@ _R4 = ({"pattern": "*conv_pwl.weight", "rank": 4},)
 _R2 = ({"pattern": "*conv_pwl.weight", "rank": 2},)
 V010 = replace(RECIPES[DEFAULT_BASE], lora=_R2, head_rank=2, steps=300, adapter_dtype="int8")  # 0.1.0's default
 SHIPPED = replace(V010, lora=_R4, head_rank=4, adapter_dtype="int4", steps=600)  # "int4, rank 4, 600 steps"
-# name -> (projector recipe, demo settings other than the defaults)
+# the data sizes every candidate starts from (0.3.0's demo: 5 images per class, 40 label epochs), so that a
+# candidate's name keeps meaning what it ran whatever the demo's defaults become
+SIZES_030 = {"ipc": 5, "label_epochs": 40}
+# name -> (projector recipe, demo settings other than SIZES_030 and DemoSettings' other defaults)
 CANDIDATES = {
     "int8, rank 2, 300 steps (0.1.0 default)": (V010, {}),
     "int8, rank 2, 600 steps": (replace(V010, steps=600), {}),
@@ -143,12 +146,12 @@ def main(argv=None) -> None:
         recipe, overrides = CANDIDATES[name]
         out = first if teacher is None else args.work / _slug(name)
         t0 = time.perf_counter()
-        result = run_demo(str(out), str(data), teacher, settings=DemoSettings(seeds=args.seeds, **overrides),
-                          recipe=recipe, progress=False)
+        settings = DemoSettings(**{**SIZES_030, "seeds": args.seeds, **overrides})
+        result = run_demo(str(out), str(data), teacher, settings=settings, recipe=recipe, progress=False)
         teacher = teacher or teacher_spec(first)
         results.append({"candidate": name, "seeds": args.seeds, "recipe": asdict(recipe), "overrides": overrides,
                         "validation_per_class": args.validation, "validation_images": result["test_images"],
-                        "teacher_accuracy": result["teacher_accuracy"],
+                        "settings": asdict(settings), "teacher_accuracy": result["teacher_accuracy"],
                         "rows": [{k: r[k] for k in ("labels", "label_bytes", "student_accs", "student_acc_mean",
                                                     "label_seconds", "student_seconds")} for r in result["rows"]],
                         "paired": result["paired"], "seconds": time.perf_counter() - t0, "environment": env})

@@ -37,7 +37,10 @@ STORAGE = "storage-unrecorded-torch2.14.1-imagenet1k-ipc{ipc}.json"
 STORAGE_PLOT = "storage-unrecorded-torch2.14.1-imagenet1k.png"
 ADAPTER_SIZES = "adapter-sizes-unrecorded-torch2.14.1-imagenet1k.json"
 SCALE = "scale-xeon-torch2.14.1-imagenet1k-ipc10-idle.json"
-MNIST = "label-sources-xeon-torch2.14.1-mnist-ipc10.json"  # rendered when present
+# one recipe on two datasets (run configs mnist-ipc10, fashion-mnist-ipc10-as-mnist): each rendered when present
+ONE_RECIPE = {"MNIST": ("mnist-ipc10", "label-sources-xeon-torch2.14.1-mnist-ipc10.json"),
+              "Fashion-MNIST": ("fashion-mnist-ipc10-as-mnist",
+                                "label-sources-xeon-torch2.14.1-fashion-mnist-ipc10-as-mnist.json")}
 LEVEL = -0.005  # projector − full stored labels, mean over pipelines: "level" from here up
 DEMO_RECIPE = "demo-recipe-*.json"  # written by benchmarks/demo_recipe.py; rendered when present
 DEMO_PRUNING = "demo-pruning-*.json"  # benchmarks/demo_recipe.py --pruning; rendered when present
@@ -191,37 +194,43 @@ def pipeline_differences(r: Result, a: str, b: str) -> list[float]:
             for run in r.get("runs").values() if {a, b} <= set(r.get("accuracy", data=run))]
 
 
-def second_dataset(results: Path) -> list[str]:
-    if not (results / MNIST).is_file():
+def one_recipe(results: Path) -> list[str]:
+    present = {dataset: (config, name) for dataset, (config, name) in ONE_RECIPE.items() if (results / name).is_file()}
+    if not present:
         return []
-    r = Result(results, MNIST)
-    teachers = ", ".join(f"{100 * t:.2f}%" for t in r.get("teacher_test_accuracy"))
-    seeds = sorted({len(a) for run in r.get("runs").values() for a in r.get("accuracy", data=run).values()})
+    body = [("Each pipeline seed re-draws a ResNet-20 teacher trained for one epoch (shorter than the eight of the "
+             "Fashion-MNIST tables above, so that three pipelines fit on this machine), the synthetic set (its 10 "
+             "most confident training images per class), 300 epochs of stored labels and two projectors: "
+             "`projector effnet` (EfficientNet-Lite0 at 32 px, rank 8, 2,400 distillation steps: the step count "
+             "a validation split of MNIST's pipeline 0 chose, [docs/online-labels.md](docs/online-labels.md)) and "
+             "`converted` (the same base fitted to the stored labels alone, `hello-labels convert`'s default "
+             "steps). One recipe for every dataset. Student seed s starts from the same weights for "
+             "every source; an online source draws crop stream s, the stored labels replay their own. Each "
+             "pipeline's figure is the mean of its students; differences are paired per pipeline, 95% t-interval "
+             "over the 3 pipelines (sample std, n−1).")]
+    readings = []
     pairs = (("projector effnet", "teacher online (RDED)"), ("converted effnet, 300 epochs", "hard labels"))
-    extra = [[f"{a} − {b}", ", ".join(pts(d) for d in diffs), interval(diffs)] for a, b in pairs
-             if (diffs := pipeline_differences(r, a, b))]
-    projector = statistics.mean(pipeline_differences(r, "projector effnet", STORED))
+    for dataset, (_, name) in present.items():
+        r = Result(results, name)
+        teachers = ", ".join(f"{100 * t:.2f}%" for t in r.get("teacher_test_accuracy"))
+        seeds = sorted({len(a) for run in r.get("runs").values() for a in r.get("accuracy", data=run).values()})
+        extra = [[f"{a} − {b}", ", ".join(pts(d) for d in diffs), interval(diffs)] for a, b in pairs
+                 if (diffs := pipeline_differences(r, a, b))]
+        projector = statistics.mean(pipeline_differences(r, "projector effnet", STORED))
+        body += ["", f"**{dataset}.** Teachers {teachers}; {'/'.join(map(str, seeds))} student seeds per pipeline; "
+                     f"{link(r.name)}.", "", *label_sources_table(r), "",
+                 *table(["paired, points", "per pipeline", "mean [95% t-interval]"], "lll", extra)]
+        readings.append(f"{dataset}: {pts(projector)} points, {'at or above' if projector >= LEVEL else 'below'} "
+                        f"the {pts(LEVEL)} that counts as level here")
     return section(
-        "Online labels on a second dataset (MNIST, IPC 10, three pipelines)",
-        "on a dataset no recipe was chosen on, are the projector's labels (and the teacher online, and `convert`'s "
-        "projector) level with the stored labels?",
-        shown("label-sources", "mnist-ipc10"),
+        f"Online labels on {'two datasets, one recipe' if len(present) > 1 else 'a second dataset'} "
+        "(IPC 10, three pipelines)",
+        "with one recipe on datasets it was not chosen on, are the projector's labels (and the teacher online, and "
+        "`convert`'s projector) level with the stored labels?",
+        shown("label-sources", *(config for config, _ in present.values())),
         "2 CPU cores (Intel Xeon, AVX-512), torch 2.14.1, 1 thread per process, three pipelines side by side (no "
         "time here is a speed measurement).",
-        [("Each pipeline seed re-draws a ResNet-20 teacher trained for one epoch (shorter than the Fashion-MNIST "
-          "tables' eight, so that three pipelines fit on this machine), the synthetic set (its 10 most confident "
-          "training images per class), 300 epochs of stored labels and two projectors: `projector effnet` "
-          "(EfficientNet-Lite0 at 32 px, rank 8, 2,400 distillation steps: chosen on a validation split of "
-          "pipeline 0's synthetic set, [docs/online-labels.md](docs/online-labels.md)) and `converted` (the same "
-          "base fitted to the stored labels alone, `hello-labels convert`'s default steps). Student seed s starts "
-          "from the same weights for every source; an online source draws crop stream s, the stored labels replay "
-          "their own. Each pipeline's figure is the mean of its students; differences are paired per pipeline, "
-          "95% t-interval over the 3 pipelines (sample std, n−1)."), "",
-         f"Teachers {teachers}; {'/'.join(map(str, seeds))} student seeds per pipeline; {link(r.name)}.", "",
-         *label_sources_table(r), "", *table(["paired, points", "per pipeline", "mean [95% t-interval]"], "lll",
-                                              extra)],
-        f"projector − full stored labels, mean over the pipelines: {pts(projector)} points, "
-        f"{'at or above' if projector >= LEVEL else 'below'} the {pts(LEVEL)} that counts as level here.")
+        body, "projector − full stored labels, mean over the pipelines: " + "; ".join(readings) + ".")
 
 
 # --- same views --------------------------------------------------------------------------------------------------
@@ -436,12 +445,13 @@ def demo_recipe(results: Path) -> list[str]:
     files = sorted(results.glob(DEMO_RECIPE))
     if not files:
         return []
-    body, machines = [], []
+    body, machines, teachers = [], [], {}
     for path in files:
         r = Result(results, path.name)
         for c in r.get():
             rows = {r.get("labels", data=x): x for x in r.get("rows", data=c)}
             machines.append(machine_line(r.get("environment", data=c)))
+            teachers.setdefault(f"{r.get('teacher_accuracy', data=c):.1%}", []).append(r.get("candidate", data=c))
             nbytes = f"{r.get('label_bytes', data=rows[DISTILLED]):,}" if DISTILLED in rows else "—"
             for d in r.get("paired", data=c):
                 body.append([r.get("candidate", data=c), r.get("seeds", data=c), nbytes,
@@ -453,7 +463,10 @@ def demo_recipe(results: Path) -> list[str]:
         "python -m benchmarks.demo_recipe --seeds 4   # writes results/demo-recipe-<machine>-torch<version>.json",
         "; ".join(dict.fromkeys(machines)) + f" ({', '.join(link(p.name) for p in files)}).",
         [("Each candidate runs the whole demo on the split, students tested on the validation images; paired per "
-         "student seed, 95% t-interval over seeds (sample std, n−1), in points."), "",
+         "student seed, 95% t-interval over seeds (sample std, n−1), in points. Sizes: 5 images per class and 40 "
+         "label epochs unless the name says otherwise. The teacher, on the validation images: "
+         + "; ".join(f"{acc} ({len(names)} candidates)" for acc, names in teachers.items())
+         + " (one teacher per run of the script, shared by its candidates)."), "",
          *table(["candidate", "seeds", "adapter bytes", "paired", "mean [95% t-interval]"], "lrrll", body)],
         "a candidate is preferred only where its interval clears the alternatives'.")
 
@@ -530,7 +543,7 @@ beside it (`git show <commit>:<path>`). The whole former page: `git show 7f40ce5
 
 
 def render(results: Path = RESULTS) -> str:
-    sections: list[Callable[[Path], list[str]]] = [label_sources, equal_bytes, second_dataset, same_views, throughput,
+    sections: list[Callable[[Path], list[str]]] = [label_sources, equal_bytes, one_recipe, same_views, throughput,
                                                     storage, scale, reproduce, demo_recipe, demo_pruning]
     parts = [s(results) for s in sections]
     titles = [p[0][3:] for p in parts if p]

@@ -71,15 +71,26 @@ def _pipeline(projector: float) -> dict:
             "fidelity": {"projector effnet": {"agreement": 0.99, "kl": 0.01}}}
 
 
-def test_the_second_dataset_table_is_paired_per_pipeline_from_its_file(tmp_path):
+def test_the_one_recipe_tables_are_paired_per_pipeline_from_their_files(tmp_path):
     shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
-    (tmp_path / report.MNIST).unlink(missing_ok=True)
-    assert "Online labels on a second dataset" not in report.render(tmp_path)
+    files = {dataset: tmp_path / name for dataset, (_, name) in report.ONE_RECIPE.items()}
+    for path in files.values():
+        path.unlink(missing_ok=True)
+    assert "## Online labels on" not in report.render(tmp_path)
     runs = {str(seed): _pipeline(acc) for seed, acc in enumerate((0.79, 0.78, 0.8))}
-    (tmp_path / report.MNIST).write_text(json.dumps({"teacher_test_accuracy": [0.98, 0.97, 0.99], "runs": runs}))
+    files["MNIST"].write_text(json.dumps({"teacher_test_accuracy": [0.98, 0.97, 0.99], "runs": runs}))
     page = report.render(tmp_path)
+    assert "## Online labels on a second dataset (IPC 10, three pipelines)" in page
     # per pipeline -1, -2, 0 points: mean -1, sample std 1, t(0.975, 2 df) = 4.303
     assert "| projector effnet | 1,000 | 99.0%, 0.010 | 79.00 ± 1.00 | -1.00, -2.00, +0.00 | -1.00 [-3.48, +1.48] |" \
         in page
     assert "| converted effnet, 300 epochs − hard labels | +5.00, +5.00, +5.00 | +5.00 [+5.00, +5.00] |" in page
-    assert "mean over the pipelines: -1.00 points, below the -0.50 that counts as level here." in page
+    assert "mean over the pipelines: MNIST: -1.00 points, below the -0.50 that counts as level here." in page
+    runs = {str(seed): _pipeline(acc) for seed, acc in enumerate((0.8, 0.81, 0.8))}
+    files["Fashion-MNIST"].write_text(json.dumps({"teacher_test_accuracy": [0.86, 0.87, 0.86], "runs": runs}))
+    page = report.render(tmp_path)
+    assert "## Online labels on two datasets, one recipe (IPC 10, three pipelines)" in page
+    assert "**Fashion-MNIST.** Teachers 86.00%, 87.00%, 86.00%" in page
+    assert "python -m benchmarks run label-sources --config fashion-mnist-ipc10-as-mnist" in page
+    assert ("MNIST: -1.00 points, below the -0.50 that counts as level here; Fashion-MNIST: +0.33 points, at or "
+            "above the -0.50 that counts as level here.") in page

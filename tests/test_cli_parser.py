@@ -205,3 +205,18 @@ def test_projector_flags_are_projector_config_fields_and_reach_the_library(verb,
                                        "--image-size", "32", "--lora-rank", "2"]), None)
     assert {k: built[k] for k in (*flagged, "lora_rank")} == dict(head_init="random", templates="simple",
                                                                    head_rank=8, image_size=32, lora_rank=2)
+
+
+def test_the_demo_help_states_the_demo_settings_defaults():
+    """demo's flags default to None (the settings fill in), so the generic check above skips them."""
+    from hello_labels.demo.pipeline import DemoSettings
+
+    sub = _verbs(build_parser())["demo"]
+    formatter = common.Formatter("demo")
+    fields = {"--ipc": "ipc", "--epochs": "label_epochs", "--seeds": "seeds", "--input-size": "input_size",
+              "--teacher-steps": "teacher_steps"}
+    for action in sub._actions:
+        if action.option_strings and action.option_strings[-1] in fields:
+            default = getattr(DemoSettings(), fields.pop(action.option_strings[-1]))
+            assert _stated_default(formatter._expand_help(action)) == str(default), action.option_strings[-1]
+    assert not fields

@@ -1,23 +1,37 @@
-"""benchmarks/demo_recipe.py: each candidate's name is what its committed result ran."""
+"""benchmarks/demo_recipe.py: each candidate's name is what its committed result ran, and the demo ships a recorded
+candidate."""
 import json
 from dataclasses import asdict
 
 from benchmarks import report
-from benchmarks.demo_recipe import CANDIDATES
-from hello_labels.demo.pipeline import Recipe
+from benchmarks.demo_recipe import CANDIDATES, SIZES_030
+from hello_labels.demo.pipeline import DEFAULT_BASE, RECIPES, DemoSettings, Recipe
 
 
-def _as_recorded(recipe) -> dict:
-    return json.loads(json.dumps(asdict(recipe)))
+def _as_recorded(x) -> dict:
+    return json.loads(json.dumps(asdict(x)))
+
+
+def _recorded() -> list:
+    found = [r for path in sorted(report.RESULTS.glob(report.DEMO_RECIPE)) for r in json.loads(path.read_text())]
+    assert found
+    return found
 
 
 def test_each_candidate_reruns_the_recipe_and_settings_its_committed_result_recorded():
     """A candidate named after the 0.1.0 default once pointed at the current default: a rerun would have filed
     the shipped recipe's students under the old recipe's name."""
-    recorded = [r for path in sorted(report.RESULTS.glob(report.DEMO_RECIPE))
-                for r in json.loads(path.read_text())]
-    assert recorded
-    for r in recorded:
+    for r in _recorded():
         recipe, overrides = CANDIDATES[r["candidate"]]
         assert _as_recorded(recipe) == {**_as_recorded(Recipe()), **r["recipe"]}, r["candidate"]
         assert overrides == r["overrides"], r["candidate"]
+        if "settings" in r:  # recorded since the demo's sizes changed: the sizes a rerun would use
+            rerun = DemoSettings(**{**SIZES_030, "seeds": r["seeds"], **overrides})
+            assert _as_recorded(rerun) == r["settings"], r["candidate"]
+
+
+def test_the_demo_ships_a_recipe_and_sizes_a_validation_run_recorded():
+    shipped = (_as_recorded(RECIPES[DEFAULT_BASE]), DemoSettings().ipc, DemoSettings().label_epochs)
+    ran = [(_as_recorded(CANDIDATES[r["candidate"]][0]), r["settings"]["ipc"], r["settings"]["label_epochs"])
+           for r in _recorded() if "settings" in r]
+    assert shipped in ran
