@@ -37,7 +37,7 @@ def _candidate(name, a_minus_b):
     paired = [{"a": "projector, distilled", "b": "stored labels (SRe2L)", "per_seed": [a_minus_b, a_minus_b + 0.01],
                "mean": a_minus_b + 0.005, "interval": [a_minus_b - 0.01, a_minus_b + 0.02], "level": 0.95,
                "ordering": "unresolved"}]
-    return {"candidate": name, "seeds": 2, "rows": rows, "paired": paired, "seconds": 12.0,
+    return {"candidate": name, "seeds": 2, "rows": rows, "paired": paired, "seconds": 12.0, "teacher_accuracy": 0.8,
             "environment": {"cpu": "Test CPU", "threads": 2, "torch": "2.14.1"}}
 
 
@@ -54,6 +54,7 @@ def test_the_demo_recipe_table_appears_only_with_its_result_file(tmp_path):
     assert ("| float16, rank 8 | 2 | 4,321 | projector, distilled − stored labels (SRe2L) | +0.80 [-0.70, +2.30] |"
             in page)
     assert "Test CPU, 2 threads, torch 2.14.1" in page
+    assert "The teacher, on the validation images: 80.0% (2 candidates)" in page
 
 
 def test_check_reads_the_committed_fashion_mnist_record_under_its_new_name():
