@@ -12,8 +12,8 @@ def register(sub) -> None:
     p.add_argument("--base", help="your own base (default: hello-labels:efficientnet-lite0, ImageNet weights; "
                                   "hello-labels:tiny-clip-vit: the random-init tiny open_clip ViT)")
     p.add_argument("--pretrained", help="pretrained tag/file for --base")
-    p.add_argument("--ipc", type=int, help="synthetic images per class (default: 10)")
-    p.add_argument("--epochs", type=int, help="epochs of stored labels and of student training (default: 20)")
+    p.add_argument("--ipc", type=int, help="synthetic images per class (default: 5)")
+    p.add_argument("--epochs", type=int, help="epochs of stored labels and of student training (default: 40)")
     p.add_argument("--seeds", type=int, help="students per label source (default: 8)")
     p.add_argument("--input-size", type=int, help="crop size (default: 28)")
     p.add_argument("--mean", type=common.floats, help="input normalisation mean (default: Fashion-MNIST's)")
