@@ -438,7 +438,9 @@ def difference(r: Result, d: dict) -> str:
 
 def machine_line(env: dict) -> str:
     """A demo result's machine as the report shows it: CPU, threads, torch."""
-    return f"{env.get('cpu', 'unrecorded')}, {env.get('threads', '?')} threads, torch {env.get('torch', 'unrecorded')}"
+    threads = env.get("threads", "?")
+    return (f"{env.get('cpu', 'unrecorded')}, {threads} thread{'' if threads == 1 else 's'}, "
+            f"torch {env.get('torch', 'unrecorded')}")
 
 
 def demo_recipe(results: Path) -> list[str]:
