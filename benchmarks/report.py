@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hello_labels.demo.pipeline import DISTILLED
 from hello_labels.demo.pipeline import STORED as STORED_DEMO
 from hello_labels.errors import CorruptFileError
 
+from .demo_recipe import SIZES_030
 from .label_sources import FASHION_MNIST_CHECK as CHECK
 from .label_sources import report_rows
 from .run import shown
@@ -447,13 +449,13 @@ def demo_recipe(results: Path) -> list[str]:
     files = sorted(results.glob(DEMO_RECIPE))
     if not files:
         return []
-    body, machines, teachers = [], [], {}
+    body, machines, teachers = [], [], Counter()
     for path in files:
         r = Result(results, path.name)
         for c in r.get():
             rows = {r.get("labels", data=x): x for x in r.get("rows", data=c)}
             machines.append(machine_line(r.get("environment", data=c)))
-            teachers.setdefault(f"{r.get('teacher_accuracy', data=c):.1%}", []).append(r.get("candidate", data=c))
+            teachers[f"{r.get('teacher_accuracy', data=c):.1%}"] += 1
             nbytes = f"{r.get('label_bytes', data=rows[DISTILLED]):,}" if DISTILLED in rows else "—"
             for d in r.get("paired", data=c):
                 body.append([r.get("candidate", data=c), r.get("seeds", data=c), nbytes,
@@ -465,9 +467,10 @@ def demo_recipe(results: Path) -> list[str]:
         "python -m benchmarks.demo_recipe --seeds 4   # writes results/demo-recipe-<machine>-torch<version>.json",
         "; ".join(dict.fromkeys(machines)) + f" ({', '.join(link(p.name) for p in files)}).",
         [("Each candidate runs the whole demo on the split, students tested on the validation images; paired per "
-         "student seed, 95% t-interval over seeds (sample std, n−1), in points. Sizes: 5 images per class and 40 "
-         "label epochs unless the name says otherwise. The teacher, on the validation images: "
-         + "; ".join(f"{acc} ({len(names)} candidates)" for acc, names in teachers.items())
+         "student seed, 95% t-interval over seeds (sample std, n−1), in points. Sizes: "
+         f"{SIZES_030['ipc']} images per class and {SIZES_030['label_epochs']} label epochs unless the name says "
+         "otherwise. The teacher, on the validation images: "
+         + "; ".join(f"{acc} ({n} candidates)" for acc, n in teachers.items())
          + " (one teacher per run of the script, shared by its candidates)."), "",
          *table(["candidate", "seeds", "adapter bytes", "paired", "mean [95% t-interval]"], "lrrll", body)],
         "a candidate is preferred only where its interval clears the alternatives'.")

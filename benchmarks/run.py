@@ -42,9 +42,9 @@ JSON = ("--json", f"{RESULTS}/{{name}}.json")
 # one recipe on two datasets: three pipelines of one-epoch teachers, three student seeds each, the 2,400-step
 # projector and convert's
 ONE_EPOCH_TEACHERS = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", "--seeds", "3", "--threads", "1",
-         "--projectors", "effnet", "--adapter-dtypes", "--distill-steps", "2400", "--convert", "1", "--only",
-         "full stored labels", "hard labels", "teacher online (RDED)", "projector effnet",
-         "converted effnet, 300 epochs")
+                      "--projectors", "effnet", "--adapter-dtypes", "--distill-steps", "2400", "--convert", "1",
+                      "--only", "full stored labels", "hard labels", "teacher online (RDED)", "projector effnet",
+                      "converted effnet, 300 epochs")
 
 QUESTIONS: dict[str, dict[str, Config]] = {
     "label-sources": {  # how good are a projector's labels against stored labels and the other sources?

@@ -4,7 +4,7 @@ import json
 from dataclasses import asdict
 
 from benchmarks import report
-from benchmarks.demo_recipe import CANDIDATES, SIZES_030
+from benchmarks.demo_recipe import CANDIDATES, candidate_settings
 from hello_labels.demo.pipeline import DEFAULT_BASE, RECIPES, DemoSettings, Recipe
 
 
@@ -26,14 +26,13 @@ def test_each_candidate_reruns_the_recipe_and_settings_its_committed_result_reco
         assert _as_recorded(recipe) == {**_as_recorded(Recipe()), **r["recipe"]}, r["candidate"]
         assert overrides == r["overrides"], r["candidate"]
         if "settings" in r:  # recorded since the demo's sizes changed: the sizes a rerun would use
-            rerun = DemoSettings(**{**SIZES_030, "seeds": r["seeds"], **overrides})
-            assert _as_recorded(rerun) == r["settings"], r["candidate"]
+            assert _as_recorded(candidate_settings(r["candidate"], r["seeds"])) == r["settings"], r["candidate"]
 
 
 def test_the_demo_ships_a_recipe_and_sizes_a_validation_run_recorded():
     shipped = (_as_recorded(RECIPES[DEFAULT_BASE]), DemoSettings().ipc, DemoSettings().label_epochs)
     ran = []
     for r in _recorded():
-        sizes = r.get("settings") or {**SIZES_030, **r["overrides"]}
+        sizes = r.get("settings") or asdict(candidate_settings(r["candidate"], r["seeds"]))
         ran.append((_as_recorded(CANDIDATES[r["candidate"]][0]), sizes["ipc"], sizes["label_epochs"]))
     assert shipped in ran

@@ -250,20 +250,20 @@ def run_demo(out_dir: Optional[str] = None, data: Optional[str] = None, teacher:
     agree = evaluate(projector, synthetic, teachers=[teacher_model], **views).agreement
     agree_converted = evaluate(converted, synthetic, teachers=[teacher_model], **views).agreement
     bar.update()
+    distilled_bytes = adapter_bytes(out / "projector")
     echo(f"projector: distilled in {t_distill:.1f}s (agreement {agree:.1%}), converted from labels in "
-         f"{t_convert:.1f}s (agreement {agree_converted:.1%}); adapter {adapter_bytes(out / 'projector'):,} "
+         f"{t_convert:.1f}s (agreement {agree_converted:.1%}); adapter {distilled_bytes:,} "
          f"bytes {recipe.adapter_dtype}")
 
     steps = label_dir.total_files
-    pruned = PrunedTargets.at_bytes(images, label_dir, adapter_bytes(out / "projector"), seed=s.seed)
+    pruned = PrunedTargets.at_bytes(images, label_dir, distilled_bytes, seed=s.seed)
     projector, converted = projector.for_labels(copy=False), converted.for_labels(copy=False)  # the students' labels
     # student seed k: the same initialisation for every source, and for the online ones (and hard labels) the
     # same crops and mixes (stream seed k); stored labels replay their own
     sources = [
         (STORED, lambda seed: StoredTargets(images, label_dir), label_dir.total_bytes(), 1.0, t_labels),
         (PRUNED, lambda seed: pruned, pruned.kept_bytes(), 1.0, t_labels),
-        (DISTILLED, lambda seed: TeacherTargets(images, projector, seed=seed), adapter_bytes(out / "projector"),
-         agree, t_distill),
+        (DISTILLED, lambda seed: TeacherTargets(images, projector, seed=seed), distilled_bytes, agree, t_distill),
         (CONVERTED, lambda seed: TeacherTargets(images, converted, seed=seed),
          adapter_bytes(out / "projector-from-labels"), agree_converted, t_convert),
         (TEACHER, lambda seed: TeacherTargets(images, teacher_model, seed=seed),
