@@ -1,10 +1,12 @@
 """Running under ``torchrun``: which process this is, and rank 0 deciding for all.
 
 ``distill``, ``export-fkd`` and ``refine`` join the process group ``torchrun`` describes in the environment (gloo
-on CPU, nccl on GPU); one process without ``torchrun`` is a world of one and needs no process group.
+on CPU, nccl on GPU); one process without ``torchrun`` is a world of one and needs no process group. A group they
+create lives until the process exits and is destroyed then.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, TypeVar
@@ -42,6 +44,7 @@ class DistEnv:
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            atexit.register(_leave)
         return cls(int(os.environ.get("RANK", "0")), world, device)
 
     def barrier(self) -> None:
@@ -51,6 +54,13 @@ class DistEnv:
     def share(self, items: Sequence[T]) -> List[T]:
         """This rank's share of ``items``: every ``world_size``-th, from position ``rank``."""
         return list(items[self.rank::self.world_size])
+
+
+def _leave() -> None:
+    """Destroy the process group while the interpreter is whole: left to its teardown, gloo's worker threads now
+    and then abort a finished process ("terminate called without an active exception", SIGABRT)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _shared(error: Optional[HelloLabelsError]) -> Optional[tuple]:
