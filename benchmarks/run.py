@@ -39,12 +39,12 @@ FASHION_MNIST = ("--effnet-size", "64", "--threads", "1", "--pipeline-seeds", "0
 STORAGE = ("storage", "--classes", "1000", "--epochs", "300", "--batch-size", "1024", "--fp16", "--base", "RN50",
            "--class-names", "imagenet", "--teacher", "torchvision:resnet18")
 JSON = ("--json", f"{RESULTS}/{{name}}.json")
-# one recipe on two datasets: three pipelines of one-epoch teachers, three student seeds each, the 2,400-step
-# projector and convert's
-ONE_EPOCH_TEACHERS = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", "--seeds", "3", "--threads", "1",
-                      "--projectors", "effnet", "--adapter-dtypes", "--distill-steps", "2400", "--convert", "1",
-                      "--only", "full stored labels", "hard labels", "teacher online (RDED)", "projector effnet",
-                      "converted effnet, 300 epochs")
+# one recipe on two datasets: three student seeds per pipeline, the 2,400-step projector and convert's; three
+# pipelines of one-epoch teachers, or pipeline 0 with the default eight-epoch teacher
+ONE_RECIPE = ("--seeds", "3", "--threads", "1", "--projectors", "effnet", "--adapter-dtypes", "--distill-steps", "2400",
+              "--convert", "1", "--only", "full stored labels", "hard labels", "teacher online (RDED)",
+              "projector effnet", "converted effnet, 300 epochs")
+ONE_EPOCH_TEACHERS = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", *ONE_RECIPE)
 
 QUESTIONS: dict[str, dict[str, Config]] = {
     "label-sources": {  # how good are a projector's labels against stored labels and the other sources?
@@ -59,6 +59,9 @@ QUESTIONS: dict[str, dict[str, Config]] = {
         "mnist-ipc10": Config(LABEL_SOURCES, ("--dataset", "mnist", *ONE_EPOCH_TEACHERS), ("--name", "{name}")),
         "fashion-mnist-ipc10-as-mnist": Config(LABEL_SOURCES, ("--dataset", "fashion-mnist", *ONE_EPOCH_TEACHERS),
                                                ("--name", "{name}")),
+        "mnist-ipc10-8-epoch-teacher-p0": Config(LABEL_SOURCES, ("--dataset", "mnist", "--teacher-epochs", "8",
+                                                              "--pipeline-seeds", "0", *ONE_RECIPE),
+                                                 ("--name", "{name}")),
     },
     "throughput": {  # what does a projector cost per batch against the teacher it replaces?
         "imagenet": Config("benchmarks.throughput", ("--setting", "imagenet", "--batch-size", "32", "--threads", "2",
