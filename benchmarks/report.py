@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hello_labels.demo.paired import paired_differences, sample_std, t_interval
-from hello_labels.demo.pipeline import DISTILLED
+from hello_labels.demo.pipeline import CONVERTED, DISTILLED, HARD, PRUNED
 from hello_labels.demo.pipeline import STORED as STORED_DEMO
 from hello_labels.errors import CorruptFileError
 
@@ -46,6 +46,8 @@ ONE_RECIPE = {"MNIST": ("mnist-ipc10", "label-sources-xeon-torch2.14.1-mnist-ipc
 LEVEL = -0.005  # projector − full stored labels, mean over pipelines: "level" from here up
 DEMO_RECIPE = "demo-recipe-*.json"  # written by benchmarks/demo_recipe.py; rendered when present
 DEMO_PRUNING = "demo-pruning-*.json"  # benchmarks/demo_recipe.py --pruning; rendered when present
+DEMO_RUN = "demo-*-torch*-*.json"  # a demo run's OUT/demo.json, named for its machine, torch and commit
+DEMO_RUN_PAIRS = ((DISTILLED, STORED_DEMO), (DISTILLED, PRUNED), (CONVERTED, STORED_DEMO), (CONVERTED, HARD))
 
 STORED = "full stored labels"
 
@@ -508,6 +510,44 @@ def demo_pruning(results: Path) -> list[str]:
         "an adapter beats pruning of its bytes only below the bytes where pruning's students fall off.")
 
 
+def demo_recipe_line(recipe: dict | None) -> str:
+    """A demo run's projector recipe in a few words: adapter dtype, LoRA rank(s), steps (runs before 0.2 did not
+    record it)."""
+    if recipe is None:
+        return "unrecorded"
+    ranks = "/".join(str(lora["rank"]) for lora in recipe.get("lora", []))
+    return f"{recipe.get('adapter_dtype', '?')}, rank {ranks or '?'}, {recipe.get('steps', '?')} steps"
+
+
+def demo_runs(results: Path) -> list[str]:
+    files = sorted(p for p in results.glob(DEMO_RUN) if not p.match(DEMO_RECIPE) and not p.match(DEMO_PRUNING))
+    if not files:
+        return []
+    body = []
+    for path in files:
+        r = Result(results, path.name)
+        settings = r.get("settings")
+        paired = {(r.get("a", data=d), r.get("b", data=d)): d for d in r.get("paired")}
+        body.append([link(path.name), r.get("environment", "hello_labels"), machine_line(r.get("environment")),
+                     f"{r.get('ipc', data=settings)} × {r.get('label_epochs', data=settings)}",
+                     demo_recipe_line(r.data.get("recipe")), f"{r.get('teacher_accuracy'):.1%}",
+                     f"{r.get('seconds'):.0f}",
+                     *(difference(r, paired[pair]) if pair in paired else "—" for pair in DEMO_RUN_PAIRS)])
+    return section(
+        "Demo runs (test split)",
+        "what does `hello-labels demo` report on each machine and commit it was run on?",
+        "/usr/bin/time -v hello-labels demo --out /tmp/demo-run   # then copy OUT/demo.json to "
+        "results/demo-<machine>-torch<version>-<commit>.json",
+        "each row's own (CPU, threads, torch).",
+        [(f"Each run from a fresh clone, 8 student seeds, tested on the demo's {r.get('test_images'):,} test images; "
+          "paired per student seed, 95% t-interval over seeds, in points. Sizes: images per class × label epochs. "
+          "Seconds: the demo's own clock, first stage to last. The README shows one of these runs."), "",
+         *table(["run", "version", "machine", "sizes", "projector recipe", "teacher", "seconds",
+                 *(f"{a} − {b}" for a, b in DEMO_RUN_PAIRS)], "lllllrrllll", body)],
+        "the same code, seeds and thread count on one machine repeat every figure; another CPU moves each by its "
+        "seed noise, so a target met on one machine is not met on another by right.")
+
+
 # --- page --------------------------------------------------------------------------------------------------------
 
 HISTORY = """## How the defaults were chosen
@@ -549,7 +589,8 @@ beside it (`git show <commit>:<path>`). The whole former page: `git show 7f40ce5
 
 def render(results: Path = RESULTS) -> str:
     sections: list[Callable[[Path], list[str]]] = [label_sources, equal_bytes, one_recipe, same_views, throughput,
-                                                    storage, scale, reproduce, demo_recipe, demo_pruning]
+                                                    storage, scale, reproduce, demo_runs, demo_recipe,
+                                                    demo_pruning]
     parts = [s(results) for s in sections]
     titles = [p[0][3:] for p in parts if p]
     contents = []
@@ -563,8 +604,7 @@ def render(results: Path = RESULTS) -> str:
             "`benchmarks/report.py`, not this page. Spreads: standard deviations are sample stds (n−1); paired "
             "differences carry a 95% t-interval; timings carry the interquartile range of paired per-round ratios. "
             "No pretrained CLIP could be downloaded where these ran: the pretrained base is EfficientNet-Lite0, and "
-            "open_clip bases are timed with random weights. The demo's own table is in "
-            "[docs/reproducing.md](docs/reproducing.md)."), "", *contents, ("- [How the defaults were chosen]"
+            "open_clip bases are timed with random weights."), "", *contents, ("- [How the defaults were chosen]"
             "(#how-the-defaults-were-chosen)"), ""]
     return "\n".join(head + [line for p in parts for line in p] + [HISTORY.rstrip("\n")]) + "\n"
 

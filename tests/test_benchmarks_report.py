@@ -57,6 +57,24 @@ def test_the_demo_recipe_table_appears_only_with_its_result_file(tmp_path):
     assert "The teacher, on the validation images: 80.0% (2 candidates)" in page
 
 
+def test_each_demo_run_is_a_row_of_its_own_and_the_recipe_and_pruning_files_are_not(tmp_path):
+    for name in ("demo-recipe-xeon.json", "demo-pruning-xeon.json"):  # matched by their own sections, not this one
+        shutil.copy(report.RESULTS / "demo-recipe-xeon-torch2.14.1.json", tmp_path / name)
+    run = json.loads((report.RESULTS / "demo-epyc-torch2.14.1-e0c3b45.json").read_text())
+    run["paired"] = [d for d in run["paired"] if d["b"] != "pruned labels (LPLD)"]  # a run without the pruned row
+    run["paired"][0].update(mean=-0.0123, interval=[-0.031, 0.0064])
+    (tmp_path / "demo-amd-torch2.14.1-abc1234.json").write_text(json.dumps(run))
+    del run["recipe"]  # runs before 0.2 did not record it
+    run["environment"]["hello_labels"] = "0.1.0"
+    (tmp_path / "demo-amd-torch2.14.1-0ld0001.json").write_text(json.dumps(run))
+    lines = [line for line in report.demo_runs(tmp_path) if line.startswith("| [demo-")]
+    assert len(lines) == 2
+    assert lines[0].startswith("| [demo-amd-torch2.14.1-0ld0001.json](benchmarks/results/demo-amd-torch2.14.1-0ld0001"
+                               ".json) | 0.1.0 | AMD EPYC (x86_64), 2 threads, torch 2.14.1+cu130 | 5 × 40 | "
+                               "unrecorded | 80.3% | 638 | -1.23 [-3.10, +0.64] | — |")
+    assert "| 0.3.0 | AMD EPYC (x86_64), 2 threads, torch 2.14.1+cu130 | 5 × 40 | int4, rank 4, 600 steps |" in lines[1]
+
+
 def test_check_reads_the_committed_fashion_mnist_record_under_its_new_name():
     from benchmarks.datasets import open_dataset
     from benchmarks.label_sources import check_record
