@@ -395,7 +395,7 @@ def scale(results: Path) -> list[str]:
         "Label directories at ImageNet-1K size",
         "do `convert`, `eval --labels`, `storage` and the SRe2L shim start and run within memory on a real-sized "
         "label directory?",
-        f"python -m benchmarks.scale run /work/scale-data/ipc10 --json benchmarks/results/{r.name}\n"
+        f"python -m benchmarks.scale run DATA/ipc10 --json benchmarks/results/{r.name}\n"
         f"python -m benchmarks.scale table benchmarks/results/{r.name}",
         f"{m['cpu']}, {m['cpu_capability']}, {m['threads']} threads, torch {m['torch']}, idle (load average "
         f"{r.get('load_average_before')[0]:.2f} before).",

@@ -3,8 +3,8 @@
 SRe2L shim's first epoch, each a subprocess whose peak RSS, wall time, time to first step and open files are
 recorded.
 
-    python -m benchmarks.scale generate /work/scale-data/ipc10 --ipc 10       # images/ and labels/ (~6 GB)
-    python -m benchmarks.scale run /work/scale-data/ipc10 --json benchmarks/results/scale-<machine>.json
+    python -m benchmarks.scale generate DATA/ipc10 --ipc 10       # images/ and labels/ (~6 GB)
+    python -m benchmarks.scale run DATA/ipc10 --json benchmarks/results/scale-<machine>.json
 
 ``generate`` writes the label files as SRe2L's ``relabel/generate_soft_label.py`` does (``--use-fp16``, CutMix):
 a plain ``torch.save`` of ``[coords float32 [B, 4], flip bool [B], mix_index int64 [B], mix_lam float,
