@@ -43,6 +43,8 @@ SCALE = "scale-xeon-torch2.14.1-imagenet1k-ipc10-idle.json"
 ONE_RECIPE = {"MNIST": ("mnist-ipc10", "label-sources-xeon-torch2.14.1-mnist-ipc10.json"),
               "Fashion-MNIST": ("fashion-mnist-ipc10-as-mnist",
                                 "label-sources-xeon-torch2.14.1-fashion-mnist-ipc10-as-mnist.json")}
+# the same recipe at the issue's own MNIST setting: pipeline 0, the default eight-epoch teacher
+LONG_TEACHER = ("mnist-ipc10-8-epoch-teacher-p0", "label-sources-epyc-torch2.14.1-mnist-ipc10-8-epoch-teacher-p0.json")
 LEVEL = -0.005  # projector − full stored labels, mean over pipelines: "level" from here up
 DEMO_RECIPE = "demo-recipe-*.json"  # written by benchmarks/demo_recipe.py; rendered when present
 DEMO_PRUNING = "demo-pruning-*.json"  # benchmarks/demo_recipe.py --pruning; rendered when present
@@ -198,6 +200,34 @@ def pipeline_differences(r: Result, a: str, b: str) -> list[float]:
             for run in r.get("runs").values() if {a, b} <= set(r.get("accuracy", data=run))]
 
 
+def seed_differences(r: Result, a: str, b: str) -> list[float]:
+    """Within a one-pipeline result, ``a``'s student minus ``b``'s, per student seed (the same initial weights)."""
+    run = next(iter(r.get("runs").values()))
+    return [x - y for x, y in zip(r.get("accuracy", a, data=run), r.get("accuracy", b, data=run), strict=True)]
+
+
+ONE_RECIPE_PAIRS = (("projector effnet", STORED), ("teacher online (RDED)", STORED),
+                    ("converted effnet, 300 epochs", STORED), ("projector effnet", "teacher online (RDED)"),
+                    ("converted effnet, 300 epochs", "hard labels"))
+
+
+def long_teacher(results: Path) -> list[str]:
+    """The one recipe's pipeline 0 of MNIST with the eight-epoch teacher, paired per student seed."""
+    config, name = LONG_TEACHER
+    r = Result(results, name)
+    run = next(iter(r.get("runs").values()))
+    seeds = len(r.get("accuracy", STORED, data=run))
+    rows = [[f"{a} − {b}", ", ".join(pts(d) for d in diffs), interval(diffs)] for a, b in ONE_RECIPE_PAIRS
+            if {a, b} <= set(r.get("accuracy", data=run)) and (diffs := seed_differences(r, a, b))]
+    return ["", f"**MNIST, pipeline 0 with the eight-epoch teacher** (the setting where online labels first lost "
+                f"on MNIST). Teacher {100 * r.get('teacher_test_accuracy')[0]:.2f}%; {seeds} student seeds, paired "
+                f"per student seed, 95% t-interval over them: the student seeds' spread only, one pipeline "
+                f"(`python -m benchmarks run label-sources --config {config}`; {machine_line(r.get('env'))}; "
+                f"{link(r.name)}).",
+            "", *label_sources_table(r), "", *table(["paired, points", "per student seed", "mean [95% t-interval]"],
+                                                     "lll", rows)]
+
+
 def one_recipe(results: Path) -> list[str]:
     present = {dataset: (config, name) for dataset, (config, name) in ONE_RECIPE.items() if (results / name).is_file()}
     if not present:
@@ -226,6 +256,8 @@ def one_recipe(results: Path) -> list[str]:
                  *table(["paired, points", "per pipeline", "mean [95% t-interval]"], "lll", extra)]
         readings.append(f"{dataset}: {pts(projector)} points, {'at or above' if projector >= LEVEL else 'below'} "
                         f"the {pts(LEVEL)} that counts as level here")
+    if (results / LONG_TEACHER[1]).is_file():
+        body += long_teacher(results)
     return section(
         f"Online labels on {'two datasets, one recipe' if len(present) > 1 else 'a second dataset'} "
         "(IPC 10, three pipelines)",

@@ -113,3 +113,19 @@ def test_the_one_recipe_tables_are_paired_per_pipeline_from_their_files(tmp_path
     assert "python -m benchmarks run label-sources --config fashion-mnist-ipc10-as-mnist" in page
     assert ("MNIST: -1.00 points, below the -0.50 that counts as level here; Fashion-MNIST: +0.33 points, at or "
             "above the -0.50 that counts as level here.") in page
+
+
+def test_the_eight_epoch_teacher_pipeline_is_paired_per_student_seed(tmp_path):
+    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
+    run = _pipeline(0.8)
+    run["accuracy"]["projector effnet"] = [0.79, 0.80, 0.78]  # stored labels 0.8 for each seed
+    (tmp_path / report.LONG_TEACHER[1]).write_text(json.dumps({
+        "teacher_test_accuracy": [0.9905], "runs": {"0": run},
+        "env": {"cpu": "Test CPU", "threads": 1, "torch": "2.14.1"}}))
+    page = report.render(tmp_path)
+    assert ("**MNIST, pipeline 0 with the eight-epoch teacher** (the setting where online labels first lost on "
+            "MNIST). Teacher 99.05%; 3 student seeds") in page
+    assert "--config mnist-ipc10-8-epoch-teacher-p0`; Test CPU, 1 thread, torch 2.14.1;" in page
+    # per seed -1, 0, -2 points: mean -1, sample std 1, t(0.975, 2 df) = 4.303
+    assert "| projector effnet − full stored labels | -1.00, +0.00, -2.00 | -1.00 [-3.48, +1.48] |" in page
+    assert "| teacher online (RDED) − full stored labels | +1.00, +1.00, +1.00 | +1.00 [+1.00, +1.00] |" in page
