@@ -10,15 +10,16 @@
 ``--mean``, ``--std`` replace its own; a dataset other than Fashion-MNIST has its pipelines in ``--work/<name>`` and
 its name and content digests in every stage record. Each pipeline seed (``--pipeline-seeds``) draws the whole
 pipeline anew: a ResNet-20 teacher trained on the training images; the synthetic set (the teacher's ``--ipc`` most
-confident training images per class); SRe2L-format stored labels for every student epoch; projectors distilled from
-the teacher on the synthetic set (by default EfficientNet-Lite0, ImageNet pretrained, at 32 px, prototype head, at
-rank 8 and a small variant, MSE on logits, each also saved at int8 and 4-bit; ``--projectors`` adds the random-init
-tiny open_clip ViT, KL ablations and the base at fixed resolutions; ``--convert`` projectors fitted to the stored
-labels alone, ``--refine`` students on images refined by a projector); then ConvNet students, each trained
-identically (same steps, crops, CutMix, seeds) from one label source and tested on the test images. Every stage is
-cached in ``--work/pipeline-<seed>`` with a record of the code version and settings that made it
-(benchmarks/stages.py): an interrupted run resumes, a stale cache is recomputed; the teacher is shared by every
-``--ipc``, the rest lives in ``pipeline-<seed>/ipc<N>``. A stage repeats bit for bit only under the same seed, code
+confident training images per class, or with ``--selection random`` a seeded draw); SRe2L-format stored labels for
+every student epoch; projectors distilled from the teacher on the synthetic set (by default EfficientNet-Lite0,
+ImageNet pretrained, at 32 px, prototype head, at rank 8 and a small variant, MSE on logits, each also saved at int8
+and 4-bit; ``--projectors`` adds the random-init tiny open_clip ViT, KL ablations and the base at fixed resolutions;
+``--convert`` projectors fitted to the stored labels alone, ``--refine`` students on images refined by a projector);
+then ConvNet students, each trained identically (same steps, crops, mixes: CutMix, or MixUp with ``--mix-type``,
+seeds) from one label source and tested on the test images. Every stage is cached in ``--work/pipeline-<seed>`` with
+a record of the code version and settings that made it (benchmarks/stages.py): an interrupted run resumes, a stale
+cache is recomputed; the teacher is shared by every ``--ipc``, the rest lives in ``pipeline-<seed>/ipc<N>``
+(``ipc<N>-mixup``, ``ipc<N>-random``: a variant's own). A stage repeats bit for bit only under the same seed, code
 and machine fields (torch build, CPU capability and model, ``--threads``, kernel variables: benchmarks/machine.py),
 which every record and result holds; ``--check`` says which differ, and where one does, whether this machine's check
 figure falls within the recorded spread. Each pipeline seed can run in its own process (one thread each on a 2-core
@@ -136,6 +137,12 @@ def parse(argv=None):
                    help="what the online sources (teacher, projectors) label: fresh crops, flips and CutMix drawn "
                         "from the student seed, as RDED draws them; or the stored labels' own views, so that their "
                         "students and the stored labels' differ by the labels alone (docs/online-labels.md)")
+    p.add_argument("--mix-type", choices=["cutmix", "mixup"], default="cutmix",
+                   help="the mix of every crop stream: the stored labels' export, the online sources', the "
+                        "projectors' distillation and the hard-label students' (library default alphas)")
+    p.add_argument("--selection", choices=["confident", "random"], default="confident",
+                   help="the synthetic set: the teacher's most confident training images per class, or a random "
+                        "draw per class seeded by the pipeline seed")
     p.add_argument("--only", nargs="+", help="label sources to run (default: all)")
     p.add_argument("--convert", nargs="*", default=[], metavar="FRACTION",
                    help="also convert the stored labels into an effnet projector (`hello-labels convert`'s job, the "
@@ -254,16 +261,40 @@ def teacher_stage(work: Path, args, train, test, seed: int, env: dict):
     return model, acc
 
 
-def synthetic_stage(work: Path, args, teacher, train, env: dict):
-    """Indices of the teacher's ``ipc`` most confident training images per class."""
+def variant(args) -> str:
+    """The suffix of a pipeline's ``ipc<N>`` folder for a non-default ``--mix-type`` or ``--selection`` (none for
+    the defaults), so that each variant's synthetic set, labels, projectors and students are cached apart."""
+    return "".join(f"-{v}" for v, default in ((args.mix_type, "cutmix"), (args.selection, "confident"))
+                   if v != default)
+
+
+def synthetic_stage(work: Path, args, teacher, train, seed: int, env: dict):
+    """Indices of ``ipc`` training images per class: the teacher's most confident (``--selection confident``) or a
+    random draw seeded by the pipeline ``seed`` (``random``)."""
     path = work / f"synthetic_ipc{args.ipc}.pt"
-    stage = Stage(work, f"synthetic_ipc{args.ipc}", {"ipc": args.ipc, "teacher": module_digest(teacher)}, [path],
-                  env, log)
+    settings = {"ipc": args.ipc, "teacher": module_digest(teacher)}
+    if args.selection != "confident":  # the default's records keep the keys they had before the option
+        settings |= {"selection": args.selection, "seed": seed}
+    stage = Stage(work, f"synthetic_ipc{args.ipc}", settings, [path], env, log)
     if not stage.fresh():
         data = args.data
-        torch.save(torch.cat(most_confident(teacher, *train, data.num_classes, args.ipc, data.mean, data.std)), path)
+        if args.selection == "random":
+            chosen = random_per_class(train[1], data.num_classes, args.ipc, seed)
+        else:
+            chosen = most_confident(teacher, *train, data.num_classes, args.ipc, data.mean, data.std)
+        torch.save(torch.cat(chosen), path)
         stage.done()
     return load_synthetic(path, args.data)
+
+
+def random_per_class(labels: torch.Tensor, num_classes: int, ipc: int, seed: int) -> list:
+    """Per class, the indices of ``ipc`` training images drawn at random (seeded by ``seed``)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for c in range(num_classes):
+        members = torch.nonzero(labels == c).flatten()
+        out.append(members[torch.randperm(len(members), generator=g)[:ipc]])
+    return out
 
 
 def load_synthetic(path: Path, data: BenchData) -> TensorImages:
@@ -285,10 +316,10 @@ def labels_stage(work: Path, args, teacher, synthetic, seed: int, env: dict) -> 
 
 
 def export_labels(teacher, synthetic, out: Path, args, seed: int) -> LabelDir:
-    """The teacher's SRe2L-format labels of ``synthetic`` in ``out`` (resumable): one epoch of CutMix-mixed crops
-    per student epoch, in student batches, float16, crops and mixes drawn from ``seed``."""
+    """The teacher's SRe2L-format labels of ``synthetic`` in ``out`` (resumable): one epoch of mixed crops
+    (``--mix-type``) per student epoch, in student batches, float16, crops and mixes drawn from ``seed``."""
     return export_fkd(teacher, synthetic, out, epochs=args.student_epochs, batch_size=args.student_batch,
-                      mix_type="cutmix", fp16=True, input_size=args.data.size, min_scale=args.min_scale,
+                      mix_type=args.mix_type, fp16=True, input_size=args.data.size, min_scale=args.min_scale,
                       mean=args.data.mean, std=args.data.std, seed=seed, progress=False)
 
 
@@ -357,8 +388,8 @@ def projector_stage(work: Path, args, name, synthetic, teacher_spec, images, see
         log(f"distilling the {name} projector ({projector.num_adapter_parameters():,} adapter parameters)")
         t0 = time.perf_counter()
         distill_from_teachers(synthetic, [teacher_spec[0]], out, projector, distill_config(args, seed, overrides),
-                              images=images, min_scale=args.min_scale, resume=(out / "train_state.pt").exists(),
-                              progress=False)
+                              mix_type=args.mix_type, images=images, min_scale=args.min_scale,
+                              resume=(out / "train_state.pt").exists(), progress=False)
         (out / "distill_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
     stage.done()
 
@@ -418,12 +449,12 @@ def refine_stage(work: Path, args, name, projector, teacher, synthetic, env: dic
 # ----------------------------------------------------------------------------------------------- sources
 def online_targets(model, images, label_dir: LabelDir, args, student_seed: int):
     """``model`` run online for one student, as the benchmark runs the teacher (RDED) and the projectors: on fresh
-    crops, flips and CutMix drawn from the student seed (seed 0: the stream every student of an online source drew
-    before, whatever its seed), or with ``--online-views stored`` on the stored labels' own views, so that it and
-    the stored labels differ by their labels alone (:class:`OnStoredViews`)."""
+    crops, flips and mixes (``--mix-type``) drawn from the student seed (seed 0: the stream every student of an
+    online source drew before, whatever its seed), or with ``--online-views stored`` on the stored labels' own
+    views, so that it and the stored labels differ by their labels alone (:class:`OnStoredViews`)."""
     if args.online_views == "stored":
         return OnStoredViews(images, label_dir, model)
-    return TeacherTargets(images, model, seed=student_seed)
+    return TeacherTargets(images, model, seed=student_seed, mix_type=args.mix_type)
 
 
 class OnStoredViews(StoredTargets):
@@ -477,9 +508,9 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     log(f"pipeline seed {seed} in {work}, {args.ipc} images per class")
     teacher, teacher_acc = teacher_stage(work, args, train, test, seed, env)
-    work = work / f"ipc{args.ipc}"  # everything below depends on the synthetic set
+    work = work / f"ipc{args.ipc}{variant(args)}"  # everything below depends on the synthetic set and the mix
     work.mkdir(exist_ok=True)
-    synthetic = synthetic_stage(work, args, teacher, train, env)
+    synthetic = synthetic_stage(work, args, teacher, train, seed, env)
     images = student_views(synthetic, args)
     label_dir = labels_stage(work, args, teacher, synthetic, seed, env)
     factory = "resnet20" if args.data.channels == 1 else "resnet20_rgb"
@@ -528,7 +559,8 @@ def pipeline(work: Path, args, seed: int, train, test, env: dict) -> dict:
         refined[label] = refine_stage(work, args, name, projectors[label], teacher, synthetic, env)
         on = student_views(refined[label], args)  # other images: fresh views whatever --online-views
         sources[f"{label}, refined images"] = (
-            lambda s, p=projectors[label], on=on: TeacherTargets(on, p.for_labels(), seed=s), adapter_bytes[label], on)
+            lambda s, p=projectors[label], on=on: TeacherTargets(on, p.for_labels(), seed=s, mix_type=args.mix_type),
+            adapter_bytes[label], on)
     for k in args.top_k:
         kb = storage_report(labels=str(label_dir.path), top_k=k, keep_ratio=1.0, teacher=None)
         sources[f"top-{k} stored labels"] = (lambda s, k=k: TopKTargets(images, label_dir, k),
@@ -623,7 +655,7 @@ def train_one_student(images, make_targets, steps: int, seed: int, args, test) -
     torch.manual_seed(seed)
     student = conv_net(data.num_classes, in_channels=data.channels)
     out = train_student(student, images, make_targets(), steps=steps, batch_size=args.student_batch, lr=3e-3, seed=seed,
-                        temperature=args.temperature)
+                        temperature=args.temperature, mix_type=args.mix_type)  # the mix of hard-label students
     return {"accuracy": accuracy(student, *test, data.mean, data.std), "per_class": per_class(student, test, data),
             "seconds": out["seconds"]}
 

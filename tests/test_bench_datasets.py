@@ -200,3 +200,18 @@ def test_scripts_beside_the_benchmark_pass_the_dataset_on():
     cli = p.parse_args(["some/pipeline-0", "--dataset", "mnist", "--mean", "0.1", "--std", "0.3"])
     args = bench.parse(bench.pipeline_argv(cli))
     assert args.data.name == "mnist" and (args.data.mean, args.data.std) == ((0.1,), (0.3,))
+
+
+def test_a_mix_or_selection_variant_is_cached_in_its_own_folder_and_random_selection_is_seeded_per_class():
+    """Each variant's synthetic set, labels, projectors and students live in their own ``ipc<N>-<variant>`` folder
+    (the defaults' stays ``ipc<N>``); ``--selection random`` draws ``ipc`` images of each class, by the seed."""
+    assert bench.variant(bench.parse([])) == ""
+    assert bench.variant(bench.parse(["--mix-type", "mixup"])) == "-mixup"
+    assert bench.variant(bench.parse(["--selection", "random"])) == "-random"
+    assert bench.variant(bench.parse(["--mix-type", "mixup", "--selection", "random"])) == "-mixup-random"
+    labels = torch.arange(60) % 3
+    first = bench.random_per_class(labels, 3, 4, seed=0)
+    assert [len(i) for i in first] == [4, 4, 4]
+    assert all((labels[i] == c).all() and len(set(i.tolist())) == 4 for c, i in enumerate(first))
+    assert all(torch.equal(a, b) for a, b in zip(first, bench.random_per_class(labels, 3, 4, seed=0)))
+    assert not all(torch.equal(a, b) for a, b in zip(first, bench.random_per_class(labels, 3, 4, seed=1)))

@@ -92,7 +92,7 @@ def test_one_student_trains_as_the_benchmark_trains_them():
     labels = torch.arange(20) % 10
     data = from_tensors("tiny", (images, labels), (images, labels), CLASSES)
     train = AugmentedImages(TensorImages(images, labels, CLASSES), data.size, data.mean, data.std, scale=(0.5, 1.0))
-    args = Namespace(student_batch=10, temperature=4.0, data=data)
+    args = Namespace(student_batch=10, temperature=4.0, mix_type="cutmix", data=data)
     made = []
     first = bench.train_one_student(train, lambda: made.append(1), 3, 0, args, (images, labels))
     again = bench.train_one_student(train, lambda: None, 3, 0, args, (images, labels))

@@ -105,8 +105,39 @@ def test_each_student_seed_of_an_online_source_draws_its_own_views_and_seed_0_th
     only the initial weights; now seed s draws stream s (seed 0 unchanged), or with --online-views stored every
     seed replays the stored labels' own views."""
     teacher, labels, images = _stored(tmp_path)
-    fresh = Namespace(online_views="fresh")
+    fresh = Namespace(online_views="fresh", mix_type="cutmix")
     first, second = (online_targets(teacher, images, labels, fresh, s) for s in (0, 1))
     assert _keys(first) == _keys(TeacherTargets(images, teacher)) and _keys(first) != _keys(second)
-    stored = online_targets(teacher, images, labels, Namespace(online_views="stored"), 1)
+    stored = online_targets(teacher, images, labels, Namespace(online_views="stored", mix_type="cutmix"), 1)
     assert isinstance(stored, OnStoredViews) and _keys(stored) == _keys(StoredTargets(images, labels))
+
+
+def test_mix_type_mixup_reaches_the_stored_labels_the_online_sources_and_the_hard_label_students(tmp_path, monkeypatch):
+    """``--mix-type mixup``: the stored labels are exported with MixUp (no boxes), every online source mixes its
+    fresh views by MixUp, the projectors are distilled on MixUp-mixed views and the hard-label students trained on
+    them."""
+    from benchmarks import label_sources as bench
+
+    teacher, _, images = _stored(tmp_path)
+    data = images.source
+    args = Namespace(student_epochs=2, student_batch=4, mix_type="mixup", min_scale=0.5, online_views="fresh",
+                     data=Namespace(size=8, mean=MEAN, std=STD))
+    labels = bench.export_labels(teacher, data, tmp_path / "mixup", args, seed=3)
+    first = next(iter(StoredTargets(images, labels).plans(0, 1)))
+    assert first.mix_type == "mixup" and first.mix[2] is None  # a MixUp file: a partner and lambda, no box
+    online = bench.online_targets(teacher, images, labels, args, 1)
+    assert [p.mix_type for p in online.plans(0, 3)] == ["mixup"] * 3
+    distilled = {}
+    monkeypatch.setattr(bench, "new_projector", lambda *a: (Namespace(num_adapter_parameters=lambda: 1), {}))
+    monkeypatch.setattr(bench, "distill_from_teachers", lambda *a, **k: distilled.update(k) or a[2].mkdir())
+    monkeypatch.setattr(bench, "distill_config", lambda *a: None)
+    args.distill_steps, args.distill_lr, args.effnet_size = 1, 1e-3, 32
+    bench.projector_stage(tmp_path, args, "effnet", data, ("t", teacher), images, 0, {})
+    assert distilled["mix_type"] == "mixup"
+    seen = {}
+    monkeypatch.setattr(bench, "train_student", lambda *a, **k: seen.update(k) or {"seconds": 0.0})
+    monkeypatch.setattr(bench, "accuracy", lambda *a: 0.0)
+    monkeypatch.setattr(bench, "per_class", lambda *a: {})
+    args.temperature, args.data = 4.0, Namespace(num_classes=3, channels=1, mean=MEAN, std=STD)
+    bench.train_one_student(images, lambda: None, 1, 0, args, (None, None))
+    assert seen["mix_type"] == "mixup"
