@@ -200,15 +200,13 @@ def pipeline_differences(r: Result, a: str, b: str) -> list[float]:
             for run in r.get("runs").values() if {a, b} <= set(r.get("accuracy", data=run))]
 
 
-def seed_differences(r: Result, a: str, b: str) -> list[float]:
-    """Within a one-pipeline result, ``a``'s student minus ``b``'s, per student seed (the same initial weights)."""
-    run = next(iter(r.get("runs").values()))
+def seed_differences(r: Result, run: dict, a: str, b: str) -> list[float]:
+    """Within one pipeline's ``run``, ``a``'s student minus ``b``'s, per student seed (the same initial weights)."""
     return [x - y for x, y in zip(r.get("accuracy", a, data=run), r.get("accuracy", b, data=run), strict=True)]
 
 
-ONE_RECIPE_PAIRS = (("projector effnet", STORED), ("teacher online (RDED)", STORED),
-                    ("converted effnet, 300 epochs", STORED), ("projector effnet", "teacher online (RDED)"),
-                    ("converted effnet, 300 epochs", "hard labels"))
+# the one-recipe tables' pairs beside "− full stored labels" (a one-pipeline table also pairs each with the stored)
+ONE_RECIPE_PAIRS = (("projector effnet", "teacher online (RDED)"), ("converted effnet, 300 epochs", "hard labels"))
 
 
 def long_teacher(results: Path) -> list[str]:
@@ -217,8 +215,10 @@ def long_teacher(results: Path) -> list[str]:
     r = Result(results, name)
     run = next(iter(r.get("runs").values()))
     seeds = len(r.get("accuracy", STORED, data=run))
-    rows = [[f"{a} − {b}", ", ".join(pts(d) for d in diffs), interval(diffs)] for a, b in ONE_RECIPE_PAIRS
-            if {a, b} <= set(r.get("accuracy", data=run)) and (diffs := seed_differences(r, a, b))]
+    vs_stored = tuple((a, STORED) for a in ("projector effnet", "teacher online (RDED)",
+                                            "converted effnet, 300 epochs"))
+    rows = [[f"{a} − {b}", ", ".join(pts(d) for d in diffs), interval(diffs)] for a, b in vs_stored + ONE_RECIPE_PAIRS
+            if {a, b} <= set(r.get("accuracy", data=run)) and (diffs := seed_differences(r, run, a, b))]
     return ["", f"**MNIST, pipeline 0 with the eight-epoch teacher** (the setting where online labels first lost "
                 f"on MNIST). Teacher {100 * r.get('teacher_test_accuracy')[0]:.2f}%; {seeds} student seeds, paired "
                 f"per student seed, 95% t-interval over them: the student seeds' spread only, one pipeline "
@@ -243,12 +243,11 @@ def one_recipe(results: Path) -> list[str]:
              "pipeline's figure is the mean of its students; differences are paired per pipeline, 95% t-interval "
              "over the 3 pipelines (sample std, n−1).")]
     readings = []
-    pairs = (("projector effnet", "teacher online (RDED)"), ("converted effnet, 300 epochs", "hard labels"))
     for dataset, (_, name) in present.items():
         r = Result(results, name)
         teachers = ", ".join(f"{100 * t:.2f}%" for t in r.get("teacher_test_accuracy"))
         seeds = sorted({len(a) for run in r.get("runs").values() for a in r.get("accuracy", data=run).values()})
-        extra = [[f"{a} − {b}", ", ".join(pts(d) for d in diffs), interval(diffs)] for a, b in pairs
+        extra = [[f"{a} − {b}", ", ".join(pts(d) for d in diffs), interval(diffs)] for a, b in ONE_RECIPE_PAIRS
                  if (diffs := pipeline_differences(r, a, b))]
         projector = statistics.mean(pipeline_differences(r, "projector effnet", STORED))
         body += ["", f"**{dataset}.** Teachers {teachers}; {'/'.join(map(str, seeds))} student seeds per pipeline; "
@@ -555,9 +554,10 @@ def demo_runs(results: Path) -> list[str]:
     files = sorted(p for p in results.glob(DEMO_RUN) if not p.match(DEMO_RECIPE) and not p.match(DEMO_PRUNING))
     if not files:
         return []
-    body = []
+    body, test_images = [], set()
     for path in files:
         r = Result(results, path.name)
+        test_images.add(r.get("test_images"))
         settings = r.get("settings")
         paired = {(r.get("a", data=d), r.get("b", data=d)): d for d in r.get("paired")}
         body.append([link(path.name), r.get("environment", "hello_labels"), machine_line(r.get("environment")),
@@ -571,7 +571,8 @@ def demo_runs(results: Path) -> list[str]:
         "/usr/bin/time -v hello-labels demo --out /tmp/demo-run   # then copy OUT/demo.json to "
         "results/demo-<machine>-torch<version>-<commit>.json",
         "each row's own (CPU, threads, torch).",
-        [(f"Each run from a fresh clone, 8 student seeds, tested on the demo's {r.get('test_images'):,} test images; "
+        [(f"Each run from a fresh clone, 8 student seeds, tested on the demo's "
+          f"{' or '.join(f'{n:,}' for n in sorted(test_images))} test images; "
           "paired per student seed, 95% t-interval over seeds, in points. Sizes: images per class × label epochs. "
           "Seconds: the demo's own clock, first stage to last. The README shows one of these runs."), "",
          *table(["run", "version", "machine", "sizes", "projector recipe", "teacher", "seconds",
