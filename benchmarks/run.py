@@ -45,6 +45,9 @@ ONE_RECIPE = ("--seeds", "3", "--threads", "1", "--projectors", "effnet", "--ada
               "--convert", "1", "--only", "full stored labels", "hard labels", "teacher online (RDED)",
               "projector effnet", "converted effnet, 300 epochs")
 ONE_EPOCH_TEACHERS = ("--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", *ONE_RECIPE)
+# stored labels against the teacher online under each students' mix and synthetic-set selection (MNIST, 3 pipelines)
+STORED_VS_ONLINE = ("--dataset", "mnist", "--teacher-epochs", "1", "--pipeline-seeds", "0", "1", "2", "--seeds", "3",
+                    "--threads", "1", "--adapter-dtypes", "--only", "full stored labels", "teacher online (RDED)")
 
 QUESTIONS: dict[str, dict[str, Config]] = {
     "label-sources": {  # how good are a projector's labels against stored labels and the other sources?
@@ -62,6 +65,11 @@ QUESTIONS: dict[str, dict[str, Config]] = {
         "mnist-ipc10-8-epoch-teacher-p0": Config(LABEL_SOURCES, ("--dataset", "mnist", "--teacher-epochs", "8",
                                                               "--pipeline-seeds", "0", *ONE_RECIPE),
                                                  ("--name", "{name}")),
+        "mnist-ipc10-cutmix-confident": Config(LABEL_SOURCES, STORED_VS_ONLINE, ("--name", "{name}")),
+        "mnist-ipc10-mixup-confident": Config(LABEL_SOURCES, (*STORED_VS_ONLINE, "--mix-type", "mixup"),
+                                              ("--name", "{name}")),
+        "mnist-ipc10-cutmix-random": Config(LABEL_SOURCES, (*STORED_VS_ONLINE, "--selection", "random"),
+                                            ("--name", "{name}")),
     },
     "throughput": {  # what does a projector cost per batch against the teacher it replaces?
         "imagenet": Config("benchmarks.throughput", ("--setting", "imagenet", "--batch-size", "32", "--threads", "2",
