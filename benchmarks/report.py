@@ -45,6 +45,13 @@ ONE_RECIPE = {"MNIST": ("mnist-ipc10", "label-sources-xeon-torch2.14.1-mnist-ipc
                                 "label-sources-xeon-torch2.14.1-fashion-mnist-ipc10-as-mnist.json")}
 # the same recipe at the issue's own MNIST setting: pipeline 0, the default eight-epoch teacher
 LONG_TEACHER = ("mnist-ipc10-8-epoch-teacher-p0", "label-sources-epyc-torch2.14.1-mnist-ipc10-8-epoch-teacher-p0.json")
+# stored labels against the teacher online under each students' mix and synthetic-set selection: (run config,
+# result file) per variant, the default (CutMix, most confident images) first: the others are paired with it
+MIX_AND_SELECTION = {f"{mix}, {images} images": (f"mnist-ipc10-{config}",
+                                                f"label-sources-epyc-torch2.14.1-mnist-ipc10-{config}.json")
+                     for mix, images, config in (("CutMix", "most confident", "cutmix-confident"),
+                                                 ("MixUp", "most confident", "mixup-confident"),
+                                                 ("CutMix", "random", "cutmix-random"))}
 LEVEL = -0.005  # projector − full stored labels, mean over pipelines: "level" from here up
 DEMO_RECIPE = "demo-recipe-*.json"  # written by benchmarks/demo_recipe.py; rendered when present
 DEMO_PRUNING = "demo-pruning-*.json"  # benchmarks/demo_recipe.py --pruning; rendered when present
@@ -52,6 +59,7 @@ DEMO_RUN = "demo-*-torch*-*.json"  # a demo run's OUT/demo.json, named for its m
 DEMO_RUN_PAIRS = ((DISTILLED, STORED_DEMO), (DISTILLED, PRUNED), (CONVERTED, STORED_DEMO), (CONVERTED, HARD))
 
 STORED = "full stored labels"
+ONLINE = "teacher online (RDED)"
 
 
 class ResultFieldError(CorruptFileError):
@@ -124,7 +132,8 @@ def label_sources_table(r: Result) -> list[str]:
         values = list(means.values())
         diffs = [means[s] - stored[s] for s in means]
         rows.append([name, f"{r.get('bytes', name, data=first):,}", fidelity,
-                     f"{100 * statistics.mean(values):.2f} ± {100 * sample_std(values):.2f}",
+                     f"{100 * statistics.mean(values):.2f} ± {100 * sample_std(values):.2f}" if len(values) > 1
+                     else f"{100 * values[0]:.2f} (one pipeline)",
                      "—" if name == STORED else ", ".join(pts(d) for d in diffs),
                      "—" if name == STORED else interval(diffs)])
     return table(["label source", "bytes", "agreement, KL at T=4", "students %: mean ± std over pipelines",
@@ -266,6 +275,73 @@ def one_recipe(results: Path) -> list[str]:
         "2 CPU cores (Intel Xeon, AVX-512), torch 2.14.1, 1 thread per process, three pipelines side by side (no "
         "time here is a speed measurement).",
         body, "projector − full stored labels, mean over the pipelines: " + "; ".join(readings) + ".")
+
+
+def pipeline_means(r: Result, name: str) -> dict[str, float]:
+    """Per pipeline seed, the mean of ``name``'s students."""
+    return {seed: statistics.mean(r.get("accuracy", name, data=run)) for seed, run in r.get("runs").items()}
+
+
+def paired(a: dict[str, float], b: dict[str, float] | None = None) -> list[float]:
+    """``a − b`` (``a`` alone without ``b``) for each pipeline seed both hold, in seed order."""
+    b = b or dict.fromkeys(a, 0.0)
+    return [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys(), key=int)]
+
+
+def told_apart(diffs: Sequence[float]) -> bool:
+    """Whether the 95% t-interval of ``diffs`` excludes 0."""
+    return len(diffs) > 1 and (t_interval(diffs)[1] > 0 or t_interval(diffs)[2] < 0)
+
+
+def mix_and_selection(results: Path) -> list[str]:
+    """Stored labels against the teacher online, per variant; each variant paired per pipeline with the default."""
+    present = {v: Result(results, name) for v, (_, name) in MIX_AND_SELECTION.items() if (results / name).is_file()}
+    if not present:
+        return []
+    gap = {v: {s: m - pipeline_means(r, STORED)[s] for s, m in pipeline_means(r, ONLINE).items()}
+           for v, r in present.items()}
+    rows = []
+    for v, r in present.items():
+        stored, online = (list(pipeline_means(r, n).values()) for n in (STORED, ONLINE))
+        diffs = paired(gap[v])
+        rows.append([v, *(f"{100 * statistics.mean(x):.2f} ± {100 * sample_std(x):.2f}" for x in (stored, online)),
+                     ", ".join(pts(d) for d in diffs), interval(diffs)])
+    body = [*table(["mix, synthetic set", "stored labels %", "teacher online %", "online − stored, per pipeline",
+                    "mean [95% t-interval]"], "lrrll", rows)]
+    default = next(iter(MIX_AND_SELECTION))
+    readings = [f"{v}: {'' if told_apart(paired(gap[v])) else 'not '}told apart from 0" for v in present]
+    if default in present and len(present) > 1:
+        vs, base = [], present[default]
+        for v, r in present.items():
+            if v == default:
+                continue
+            for what, a, b in (("stored labels", pipeline_means(r, STORED), pipeline_means(base, STORED)),
+                               ("online − stored", gap[v], gap[default])):
+                diffs = paired(a, b)
+                vs.append([f"{what}: {v} − {default}", ", ".join(pts(d) for d in diffs), interval(diffs)])
+                if what == "online − stored":
+                    readings.append(f"the gap under {v} is {'' if told_apart(diffs) else 'not '}told apart from "
+                                    f"the default's")
+        body += ["", f"Each variant against the default ({default}), paired per pipeline (the same teacher):", "",
+                 *table(["paired, points", "per pipeline", "mean [95% t-interval]"], "lll", vs)]
+    first = next(iter(present.values()))
+    teachers = ", ".join(f"{100 * t:.2f}%" for t in first.get("teacher_test_accuracy"))
+    seeds = sorted({len(a) for r in present.values() for run in r.get("runs").values()
+                    for a in r.get("accuracy", data=run).values()})
+    intro = (f"MNIST, three pipelines of one-epoch ResNet-20 teachers ({teachers}; every variant uses the same three), "
+             f"IPC 10, 300 student epochs, {'/'.join(map(str, seeds))} student seeds per pipeline. MixUp replaces "
+             "CutMix in the stored labels' export and in the online students' views alike; a random synthetic set "
+             "draws 10 training images per class, seeded by the pipeline seed, instead of the teacher's 10 most "
+             "confident. Each pipeline's figure is the mean of its students; differences are paired per pipeline, "
+             "95% t-interval over the pipelines (sample std, n−1). Result files: "
+             + ", ".join(link(r.name) for r in present.values()) + ".")
+    return section(
+        "Stored labels against the teacher online, by mix and synthetic set (MNIST, IPC 10, three pipelines)",
+        "does the students' mix (CutMix or MixUp) or how the synthetic set was chosen open a gap between stored "
+        "labels and the same teacher's labels online?",
+        shown("label-sources", *(MIX_AND_SELECTION[v][0] for v in present)), machine_line(first.get("env")) +
+        "; two 1-thread processes side by side (no time here is a speed measurement).",
+        [intro, "", *body], "teacher online − stored labels: " + "; ".join(readings) + ".")
 
 
 # --- same views --------------------------------------------------------------------------------------------------
@@ -621,7 +697,8 @@ beside it (`git show <commit>:<path>`). The whole former page: `git show 7f40ce5
 
 
 def render(results: Path = RESULTS) -> str:
-    sections: list[Callable[[Path], list[str]]] = [label_sources, equal_bytes, one_recipe, same_views, throughput,
+    sections: list[Callable[[Path], list[str]]] = [label_sources, equal_bytes, one_recipe, mix_and_selection,
+                                                    same_views, throughput,
                                                     storage, scale, reproduce, demo_runs, demo_recipe,
                                                     demo_pruning]
     parts = [s(results) for s in sections]

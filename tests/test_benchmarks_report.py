@@ -129,3 +129,38 @@ def test_the_eight_epoch_teacher_pipeline_is_paired_per_student_seed(tmp_path):
     # per seed -1, 0, -2 points: mean -1, sample std 1, t(0.975, 2 df) = 4.303
     assert "| projector effnet − full stored labels | -1.00, +0.00, -2.00 | -1.00 [-3.48, +1.48] |" in page
     assert "| teacher online (RDED) − full stored labels | +1.00, +1.00, +1.00 | +1.00 [+1.00, +1.00] |" in page
+    # one pipeline has no spread over pipelines to show
+    assert "| projector effnet | 1,000 | 99.0%, 0.010 | 79.00 (one pipeline) | -1.00 | -1.00 |" in page
+
+
+def _stored_and_online(stored: float, online: float) -> dict:
+    sources = {"full stored labels": stored, "teacher online (RDED)": online}
+    return {"bytes": {name: 1000 for name in sources}, "accuracy": {n: [a] * 3 for n, a in sources.items()},
+            "fidelity": {}}
+
+
+def test_each_mix_and_selection_variant_is_paired_per_pipeline_with_the_default(tmp_path):
+    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
+    files = {v: tmp_path / name for v, (_, name) in report.MIX_AND_SELECTION.items()}
+    for path in files.values():
+        path.unlink(missing_ok=True)
+    assert "## Stored labels against the teacher online" not in report.render(tmp_path)
+    env = {"cpu": "Test CPU", "threads": 1, "torch": "2.14.1"}
+    for (variant, path), gaps in zip(files.items(), ((0.0, 0.01, -0.01), (-0.01, -0.02, -0.03), (0.0, 0.01, -0.01))):
+        runs = {str(seed): _stored_and_online(0.8 + seed / 100, 0.8 + seed / 100 + g) for seed, g in enumerate(gaps)}
+        path.write_text(json.dumps({"teacher_test_accuracy": [0.97, 0.96, 0.98], "runs": runs, "env": env}))
+    page = report.render(tmp_path)
+    assert "python -m benchmarks run label-sources --config mnist-ipc10-mixup-confident" in page
+    assert "one-epoch ResNet-20 teachers (97.00%, 96.00%, 98.00%;" in page
+    # stored 80, 81, 82: mean 81, sample std 1; gaps -1, -2, -3: mean -2, std 1, t(0.975, 2 df) = 4.303
+    assert ("| MixUp, most confident images | 81.00 ± 1.00 | 79.00 ± 0.00 | -1.00, -2.00, -3.00 | "
+            "-2.00 [-4.48, +0.48] |") in page
+    assert "| CutMix, most confident images | 81.00 ± 1.00 | 81.00 ± 1.00 | +0.00, +1.00, -1.00 |" in page
+    # against the default, per pipeline: -1, -3, -2
+    assert "| online − stored: MixUp, most confident images − CutMix, most confident images | -1.00, -3.00, -2.00 | " \
+        "-2.00 [-4.48, +0.48] |" in page
+    assert "| stored labels: CutMix, random images − CutMix, most confident images | +0.00, +0.00, +0.00 |" in page
+    assert ("teacher online − stored labels: CutMix, most confident images: not told apart from 0; MixUp, most "
+            "confident images: not told apart from 0; CutMix, random images: not told apart from 0; the gap under "
+            "MixUp, most confident images is not told apart from the default's; the gap under CutMix, random images "
+            "is not told apart from the default's.") in page
