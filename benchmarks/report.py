@@ -45,13 +45,13 @@ ONE_RECIPE = {"MNIST": ("mnist-ipc10", "label-sources-xeon-torch2.14.1-mnist-ipc
                                 "label-sources-xeon-torch2.14.1-fashion-mnist-ipc10-as-mnist.json")}
 # the same recipe at the issue's own MNIST setting: pipeline 0, the default eight-epoch teacher
 LONG_TEACHER = ("mnist-ipc10-8-epoch-teacher-p0", "label-sources-epyc-torch2.14.1-mnist-ipc10-8-epoch-teacher-p0.json")
-# stored labels against the teacher online under each students' mix and synthetic-set selection: (run config,
-# result file) per variant, the default (CutMix, most confident images) first: the others are paired with it
-MIX_AND_SELECTION = {f"{mix}, {images} images": (f"mnist-ipc10-{config}",
-                                                f"label-sources-epyc-torch2.14.1-mnist-ipc10-{config}.json")
-                     for mix, images, config in (("CutMix", "most confident", "cutmix-confident"),
-                                                 ("MixUp", "most confident", "mixup-confident"),
-                                                 ("CutMix", "random", "cutmix-random"))}
+# stored labels against the teacher online under each students' mix, synthetic-set selection and temperature: (run
+# config, result file) per variant, the default (CutMix, most confident images, T = 4) first: the others pair with it
+MIX_AND_SELECTION = {label: (config, f"label-sources-epyc-torch2.14.1-{config}.json") for label, config in (
+    ("CutMix, most confident images", "mnist-ipc10-cutmix-confident"),
+    ("MixUp, most confident images", "mnist-ipc10-mixup-confident"),
+    ("CutMix, random images", "mnist-ipc10-cutmix-random"),
+    ("CutMix, most confident images, students at T = 1", "mnist-ipc10-cutmix-confident-T1"))}
 LEVEL = -0.005  # projector − full stored labels, mean over pipelines: "level" from here up
 DEMO_RECIPE = "demo-recipe-*.json"  # written by benchmarks/demo_recipe.py; rendered when present
 DEMO_PRUNING = "demo-pruning-*.json"  # benchmarks/demo_recipe.py --pruning; rendered when present
@@ -329,16 +329,18 @@ def mix_and_selection(results: Path) -> list[str]:
     seeds = sorted({len(a) for r in present.values() for run in r.get("runs").values()
                     for a in r.get("accuracy", data=run).values()})
     intro = (f"MNIST, three pipelines of one-epoch ResNet-20 teachers ({teachers}; every variant uses the same three), "
-             f"IPC 10, 300 student epochs, {'/'.join(map(str, seeds))} student seeds per pipeline. MixUp replaces "
+             f"IPC 10, 300 student epochs at temperature 4 unless the row says otherwise, "
+             f"{'/'.join(map(str, seeds))} student seeds per pipeline. MixUp replaces "
              "CutMix in the stored labels' export and in the online students' views alike; a random synthetic set "
              "draws 10 training images per class, seeded by the pipeline seed, instead of the teacher's 10 most "
              "confident. Each pipeline's figure is the mean of its students; differences are paired per pipeline, "
              "95% t-interval over the pipelines (sample std, n−1). Result files: "
              + ", ".join(link(r.name) for r in present.values()) + ".")
     return section(
-        "Stored labels against the teacher online, by mix and synthetic set (MNIST, IPC 10, three pipelines)",
-        "does the students' mix (CutMix or MixUp) or how the synthetic set was chosen open a gap between stored "
-        "labels and the same teacher's labels online?",
+        "Stored labels against the teacher online, by mix, synthetic set and temperature (MNIST, IPC 10, three "
+        "pipelines)",
+        "does the students' mix (CutMix or MixUp), how the synthetic set was chosen, or the students' temperature "
+        "open a gap between stored labels and the same teacher's labels online?",
         shown("label-sources", *(MIX_AND_SELECTION[v][0] for v in present)), machine_line(first.get("env")) +
         "; two 1-thread processes side by side (no time here is a speed measurement).",
         [intro, "", *body], "teacher online − stored labels: " + "; ".join(readings) + ".")

@@ -70,6 +70,9 @@ QUESTIONS: dict[str, dict[str, Config]] = {
                                               ("--name", "{name}")),
         "mnist-ipc10-cutmix-random": Config(LABEL_SOURCES, (*STORED_VS_ONLINE, "--selection", "random"),
                                             ("--name", "{name}")),
+        # students at T = 1: its own --work, or the T = 4 students of the same folders are recomputed
+        "mnist-ipc10-cutmix-confident-T1": Config(LABEL_SOURCES, (*STORED_VS_ONLINE, "--temperature", "1"),
+                                                  ("--name", "{name}")),
     },
     "throughput": {  # what does a projector cost per batch against the teacher it replaces?
         "imagenet": Config("benchmarks.throughput", ("--setting", "imagenet", "--batch-size", "32", "--threads", "2",

@@ -83,18 +83,29 @@ def test_check_reads_the_committed_fashion_mnist_record_under_its_new_name():
     assert path.is_file() and json.loads(path.read_text())["stage"] == "teacher"
 
 
+def _run(accuracy: dict, fidelity: dict | None = None) -> dict:
+    """One pipeline's result: three students of each source, each at ``accuracy[source]``."""
+    return {"bytes": dict.fromkeys(accuracy, 1000), "accuracy": {n: [a] * 3 for n, a in accuracy.items()},
+            "fidelity": fidelity or {}}
+
+
 def _pipeline(projector: float) -> dict:
-    sources = {"full stored labels": 0.8, "hard labels": 0.7, "teacher online (RDED)": 0.81,
-               "projector effnet": projector, "converted effnet, 300 epochs": 0.75}
-    return {"bytes": {name: 1000 for name in sources}, "accuracy": {n: [a] * 3 for n, a in sources.items()},
-            "fidelity": {"projector effnet": {"agreement": 0.99, "kl": 0.01}}}
+    return _run({"full stored labels": 0.8, "hard labels": 0.7, "teacher online (RDED)": 0.81,
+                 "projector effnet": projector, "converted effnet, 300 epochs": 0.75},
+                {"projector effnet": {"agreement": 0.99, "kl": 0.01}})
+
+
+def _results_without(tmp_path, files: dict) -> dict:
+    """The committed results copied to ``tmp_path`` less ``files`` (key: result name); their paths there."""
+    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
+    paths = {key: tmp_path / name for key, name in files.items()}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    return paths
 
 
 def test_the_one_recipe_tables_are_paired_per_pipeline_from_their_files(tmp_path):
-    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
-    files = {dataset: tmp_path / name for dataset, (_, name) in report.ONE_RECIPE.items()}
-    for path in files.values():
-        path.unlink(missing_ok=True)
+    files = _results_without(tmp_path, {dataset: name for dataset, (_, name) in report.ONE_RECIPE.items()})
     assert "## Online labels on" not in report.render(tmp_path)
     runs = {str(seed): _pipeline(acc) for seed, acc in enumerate((0.79, 0.78, 0.8))}
     files["MNIST"].write_text(json.dumps({"teacher_test_accuracy": [0.98, 0.97, 0.99], "runs": runs}))
@@ -133,21 +144,14 @@ def test_the_eight_epoch_teacher_pipeline_is_paired_per_student_seed(tmp_path):
     assert "| projector effnet | 1,000 | 99.0%, 0.010 | 79.00 (one pipeline) | -1.00 | -1.00 |" in page
 
 
-def _stored_and_online(stored: float, online: float) -> dict:
-    sources = {"full stored labels": stored, "teacher online (RDED)": online}
-    return {"bytes": {name: 1000 for name in sources}, "accuracy": {n: [a] * 3 for n, a in sources.items()},
-            "fidelity": {}}
-
-
 def test_each_mix_and_selection_variant_is_paired_per_pipeline_with_the_default(tmp_path):
-    shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)
-    files = {v: tmp_path / name for v, (_, name) in report.MIX_AND_SELECTION.items()}
-    for path in files.values():
-        path.unlink(missing_ok=True)
+    files = _results_without(tmp_path, {v: name for v, (_, name) in report.MIX_AND_SELECTION.items()})
     assert "## Stored labels against the teacher online" not in report.render(tmp_path)
     env = {"cpu": "Test CPU", "threads": 1, "torch": "2.14.1"}
-    for (variant, path), gaps in zip(files.items(), ((0.0, 0.01, -0.01), (-0.01, -0.02, -0.03), (0.0, 0.01, -0.01))):
-        runs = {str(seed): _stored_and_online(0.8 + seed / 100, 0.8 + seed / 100 + g) for seed, g in enumerate(gaps)}
+    gaps_per_variant = ((0.0, 0.01, -0.01), (-0.01, -0.02, -0.03), (0.0, 0.01, -0.01), (0.02, 0.03, 0.01))
+    for (variant, path), gaps in zip(files.items(), gaps_per_variant, strict=True):
+        runs = {str(seed): _run({"full stored labels": 0.8 + seed / 100, "teacher online (RDED)": 0.8 + seed / 100 + g})
+                for seed, g in enumerate(gaps)}
         path.write_text(json.dumps({"teacher_test_accuracy": [0.97, 0.96, 0.98], "runs": runs, "env": env}))
     page = report.render(tmp_path)
     assert "python -m benchmarks run label-sources --config mnist-ipc10-mixup-confident" in page
@@ -161,6 +165,8 @@ def test_each_mix_and_selection_variant_is_paired_per_pipeline_with_the_default(
         "-2.00 [-4.48, +0.48] |" in page
     assert "| stored labels: CutMix, random images − CutMix, most confident images | +0.00, +0.00, +0.00 |" in page
     assert ("teacher online − stored labels: CutMix, most confident images: not told apart from 0; MixUp, most "
-            "confident images: not told apart from 0; CutMix, random images: not told apart from 0; the gap under "
+            "confident images: not told apart from 0; CutMix, random images: not told apart from 0; CutMix, most "
+            "confident images, students at T = 1: not told apart from 0; the gap under "
             "MixUp, most confident images is not told apart from the default's; the gap under CutMix, random images "
-            "is not told apart from the default's.") in page
+            "is not told apart from the default's; the gap under CutMix, most confident images, students at T = 1 is "
+            "told apart from the default's.") in page
